@@ -1,0 +1,117 @@
+"""Checkpoint folders: ``weights.safetensors`` + ``config.json`` (rebuilds the model) + ``card.json``.
+
+Writes are atomic: everything goes into a hidden temporary sibling folder that is renamed into place
+only once complete and fsynced, so a crash mid-save leaves either the old folder or the new one, never
+half of one. Loading refuses damaged or foreign folders with one clear sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "card.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, damaged, or of another kind; the message is fit to show a user."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON to ``path`` through a temporary file + rename (readers never see half a file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, card: dict) -> Path:
+    """Write a complete checkpoint folder atomically; ``config['kind']`` names what it rebuilds.
+
+    An existing folder of the same name is replaced only after the new one is complete.
+    """
+    folder = Path(folder)
+    if "kind" not in config:
+        raise ValueError("config needs a 'kind'")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        save_file(tensors, tmp / WEIGHTS, metadata={"kind": config["kind"]})
+        card = {"created": now_iso(), **card, "kind": config["kind"]}
+        for name, data in ((CONFIG, config), (CARD, card)):
+            (tmp / name).write_text(json.dumps(data, indent=2, sort_keys=True))
+        for name in (WEIGHTS, CONFIG, CARD):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if folder.exists():  # swap: the old folder stays whole until the new one is in place
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        _fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_card(folder) -> dict:
+    return _read_json(Path(folder), CARD)
+
+
+def _read_json(folder: Path, name: str) -> dict:
+    try:
+        data = json.loads((folder / name).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"'{folder}' is not a clipdemo checkpoint: {name} is missing.") from None
+    except (OSError, ValueError):
+        raise CheckpointError(f"Checkpoint '{folder}' is damaged: {name} is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"Checkpoint '{folder}' is damaged: {name} is not a JSON object.")
+    return data
+
+
+def load_checkpoint(folder, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Return ``(state_dict, config, card)``; refuse missing, damaged or other-kind folders clearly."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"Checkpoint folder '{folder}' does not exist.")
+    config, card = _read_json(folder, CONFIG), _read_json(folder, CARD)
+    if kind is not None and config.get("kind") != kind:
+        found = config.get("kind") or "not a clipdemo checkpoint"
+        raise CheckpointError(f"'{folder}' holds a {found!s} checkpoint, not a {kind} one.")
+    try:
+        state = load_file(folder / WEIGHTS)  # safetensors only: never pickle
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint '{folder}' is damaged: {WEIGHTS} is missing.") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"Checkpoint '{folder}' is damaged: {WEIGHTS} can't be read ({e}).") from None
+    return state, config, card

@@ -1,0 +1,271 @@
+"""One encoder interface, several back ends.
+
+Every model the app uses answers the same three questions: ``encode_images(list of RGB PIL) -> [N, D]``,
+``encode_texts(list of str) -> [M, D]`` (both L2-normalised float32 on the CPU) and ``logit_scale``.
+Zero-shot, the Cars head and the Pokemon tab all sit on it, so a new back end is one class.
+
+``load_encoder(spec)`` takes a Hub id, a local HF folder, or a clipdemo scratch checkpoint folder, loads it
+once (lazily, thread-safely) and raises ``ModelUnavailable`` with one readable sentence when it can't.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+MODEL_ENV = "CLIPDEMO_MODEL"
+PRECISION_ENV = "CLIPDEMO_PRECISION"  # auto | fp32 | bf16
+
+
+class ModelUnavailable(RuntimeError):
+    """The model can't be had; the message is one sentence fit to show a user."""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    name: str  # stable identity, used as a cache key
+    logit_scale: float
+    context_length: int  # in the encoder's own tokens
+    device: torch.device
+    precision: str  # "fp32" or "bf16"
+
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor: ...
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor: ...
+
+    def describe(self) -> str: ...
+
+
+def default_model() -> str:
+    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable("--device cuda was asked for, but no CUDA GPU is visible.")
+    return torch.device(device)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPUs where bf16 matmuls beat fp32 (about 2.3x on our 2-core machine)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pick_precision(device: torch.device, precision: str | None = None) -> str:
+    """bf16 autocast where the hardware does it fast; ``CLIPDEMO_PRECISION`` overrides."""
+    precision = precision or os.environ.get(PRECISION_ENV, "auto")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+class ImageTransform:
+    """CLIP's preprocessing (shortest-edge bicubic resize, centre crop, normalise), batched into one tensor.
+
+    Same arithmetic as transformers' CLIP image processor, minus its per-call overhead.
+    """
+
+    def __init__(self, size: int, crop: int, mean, std):
+        self.size, self.crop = size, crop
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+
+    def one(self, image: Image.Image) -> torch.Tensor:
+        w, h = image.size
+        scale = self.size / min(w, h)
+        new = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
+        image = image.resize(new, Image.BICUBIC, reducing_gap=3.0)
+        left, top = (new[0] - self.crop) // 2, (new[1] - self.crop) // 2
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+        return (x - self.mean) / self.std
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.one(im) for im in images])
+
+
+class HFCLIPEncoder:
+    """A transformers ``CLIPModel`` from the Hub or a local folder."""
+
+    def __init__(self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32):
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+        self.name = spec
+        self.device = pick_device(device)
+        self.precision = pick_precision(self.device, precision)
+        self.batch_size = batch_size
+        path = _hf_local_or_hub(spec)
+        try:
+            self.model = CLIPModel.from_pretrained(path, **_hub_kwargs(spec)).eval().to(self.device)
+            self.tokenizer = CLIPTokenizerFast.from_pretrained(path, **_hub_kwargs(spec))
+            processor = CLIPImageProcessor.from_pretrained(path, **_hub_kwargs(spec))
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelUnavailable(_unavailable_message(spec, e)) from e
+        self.model.requires_grad_(False)
+        self.context_length = self.model.config.text_config.max_position_embeddings
+        self.logit_scale = float(self.model.logit_scale.exp())
+        self.transform = ImageTransform(
+            processor.size["shortest_edge"], processor.crop_size["height"], processor.image_mean, processor.image_std
+        )
+
+    @torch.inference_mode()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            pixels = self.transform(images[i : i + self.batch_size]).to(self.device)
+            with autocast(self.device, self.precision):
+                out.append(_embedding(self.model.get_image_features(pixel_values=pixels)))
+        return l2_normalize(torch.cat(out)).cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), 256):
+            batch = self.tokenizer(
+                texts[i : i + 256], padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
+            ).to(self.device)
+            with autocast(self.device, self.precision):
+                out.append(_embedding(self.model.get_text_features(**batch)))
+        return l2_normalize(torch.cat(out)).cpu()
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device.type} ({self.precision})"
+
+
+def _embedding(output) -> torch.Tensor:
+    # transformers 5 returns BaseModelOutputWithPooling (projected embedding in .pooler_output); 4.x a tensor.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+SCRATCH_KIND = "scratch-clip"
+
+
+def is_scratch_checkpoint(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text()).get("kind") == SCRATCH_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else is meant as a folder.
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _hf_local_or_hub(spec: str) -> str:
+    """Return what ``from_pretrained`` should get; fail fast (no 30 s of retries) when the Hub is unreachable."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    if _looks_like_path(spec):
+        raise ModelUnavailable(
+            f"Model folder '{spec}' does not exist: point {MODEL_ENV} or --model at a folder saved with save_pretrained."
+        )
+    if _in_hf_cache(spec) or hub_reachable():
+        return spec
+    raise ModelUnavailable(_unavailable_message(spec, None))
+
+
+def _hub_kwargs(spec: str) -> dict:
+    return {"local_files_only": True} if (Path(spec).expanduser().is_dir() or _in_hf_cache(spec)) else {}
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # malformed id and the like
+        return False
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """One TCP connect to the Hub endpoint: seconds at most, where from_pretrained would retry for ~30 s."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable_message(spec: str, error: Exception | None) -> str:
+    why = "the Hub is unreachable and it is not in the local HF cache" if error is None else _short(error)
+    return (
+        f"Model '{spec}' could not be loaded ({why}). Provide it by downloading it once into the HF cache "
+        f"(hf download {spec}), or by pointing {MODEL_ENV} / --model at a local folder."
+    )
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:160]
+
+
+_cache: dict[tuple, Encoder] = {}
+_locks: dict[tuple, threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def load_encoder(spec: str | None = None, device: str = "auto", precision: str | None = None) -> Encoder:
+    """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint."""
+    spec = spec or default_model()
+    key = (spec, device, precision)
+    with _registry_lock:
+        if key in _cache:
+            return _cache[key]
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:  # a second caller waits for the first load instead of starting its own
+        if key not in _cache:
+            _cache[key] = _build(spec, device, precision)
+        return _cache[key]
+
+
+def _build(spec: str, device: str, precision: str | None) -> Encoder:
+    path = Path(spec).expanduser()
+    if path.is_dir() and is_scratch_checkpoint(path):
+        from clipdemo.scratch.encoder import ScratchEncoder
+
+        return ScratchEncoder(path, device=device, precision=precision)
+    log.info("loading CLIP model %s", spec)
+    return HFCLIPEncoder(spec, device=device, precision=precision)
+
+
+def forget_encoder(spec: str) -> None:
+    """Drop cached encoders for ``spec`` (after a promoted checkpoint replaced it on disk)."""
+    with _registry_lock:
+        for key in [k for k in _cache if k[0] == spec]:
+            del _cache[key]
