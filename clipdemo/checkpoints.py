@@ -115,3 +115,84 @@ def load_checkpoint(folder, kind: str | None = None) -> tuple[dict[str, torch.Te
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"Checkpoint '{folder}' is damaged: {WEIGHTS} can't be read ({e}).") from None
     return state, config, card
+
+
+# --- versions: <root>/<family>/<version>/ plus <root>/<family>/served.json ------------------------------------
+#
+# A family is "scratch" or "cars-head". Each training run writes a new version folder; ``served.json`` names
+# the one the app serves and keeps the previous ones for rollback. It is replaced atomically, so the app
+# always reads a whole pointer to a whole checkpoint.
+
+SERVED = "served.json"
+FAMILIES = ("scratch", "cars-head")
+
+
+def new_version_dir(root, family: str, label: str = "run") -> Path:
+    """A fresh, not yet existing version folder name: ``<family>/<UTC time>-<label>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / family
+    candidate, n = base / f"{stamp}-{label}", 1
+    while candidate.exists():
+        n += 1
+        candidate = base / f"{stamp}-{label}-{n}"
+    return candidate
+
+
+def list_versions(root, family: str) -> list[dict]:
+    """Every complete version (newest first) with its card; damaged folders are listed with their error."""
+    base = Path(root) / family
+    served = served_version(root, family)
+    rows = []
+    for folder in sorted((p for p in base.glob("*") if p.is_dir() and not p.name.startswith(".")), reverse=True):
+        try:
+            card, error = read_card(folder), None
+        except CheckpointError as e:
+            card, error = {}, str(e)
+        rows.append({"version": folder.name, "path": str(folder), "served": folder.name == served, "card": card, "error": error})
+    return rows
+
+
+def _served_state(root, family: str) -> dict:
+    try:
+        state = json.loads((Path(root) / family / SERVED).read_text())
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def served_version(root, family: str) -> str | None:
+    return _served_state(root, family).get("current")
+
+
+def served_checkpoint(root, family: str) -> Path | None:
+    """The folder the app serves for ``family``, or None when nothing is promoted yet."""
+    version = served_version(root, family)
+    return Path(root) / family / version if version else None
+
+
+def promote(root, family: str, version: str) -> Path:
+    """Serve ``version`` from now on; it must load (a damaged folder is refused, the served one stays)."""
+    folder = Path(root) / family / version
+    if Path(version).name != version or version.startswith("."):
+        raise CheckpointError(f"'{version}' is not a version name.")
+    load_checkpoint(folder)  # refuse what would not load
+    state = _served_state(root, family)
+    history = [v for v in state.get("history", []) if v != version]
+    if state.get("current") and state["current"] != version:
+        history.append(state["current"])
+    write_json_atomic(Path(root) / family / SERVED, {"current": version, "history": history[-20:], "updated": now_iso()})
+    return folder
+
+
+def rollback(root, family: str) -> Path:
+    """Serve the previously served version again."""
+    state = _served_state(root, family)
+    history = list(state.get("history", []))
+    while history:
+        previous = history.pop()
+        if (Path(root) / family / previous).is_dir():
+            write_json_atomic(
+                Path(root) / family / SERVED, {"current": previous, "history": history, "updated": now_iso()}
+            )
+            return Path(root) / family / previous
+    raise CheckpointError(f"There is no earlier {family} version to roll back to.")

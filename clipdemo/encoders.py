@@ -115,7 +115,11 @@ class HFCLIPEncoder:
     """A transformers ``CLIPModel`` from the Hub or a local folder."""
 
     def __init__(self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32):
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+        from transformers import CLIPModel, CLIPTokenizerFast
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as CLIPImageProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
 
         self.name = spec
         self.device = pick_device(device)

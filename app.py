@@ -1,0 +1,14 @@
+"""Start the clipdemo web app: ``python app.py`` (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured).
+
+Configuration is read from the environment; see the README's "Configuration" section.
+"""
+
+import logging
+
+from clipdemo.settings import Settings
+from clipdemo.ui import build_app, launch_kwargs
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    build_app(settings).launch(**launch_kwargs(settings))

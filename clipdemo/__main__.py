@@ -1,0 +1,5 @@
+import sys
+
+from clipdemo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,210 @@
+"""Zero-shot classification: labels and prompt templates -> an ensembled text classifier -> ranked labels.
+
+The classifier for a label is the mean of its normalised prompt embeddings, renormalised (CLIP's prompt
+ensembling). Those are cached per (model, template set, label), so a repeated label set costs no text
+encoding. Image embeddings are cached by pixel digest too: in the app a user edits labels and resubmits the
+same image, which then costs no image encoding either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from clipdemo.encoders import Encoder, l2_normalize
+
+# OpenAI's 80 ImageNet prompt templates (CLIP repo, notebooks/Prompt_Engineering_for_ImageNet.ipynb).
+IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.", "a rendering of a {}.", "graffiti of a {}.", "a bad photo of the {}.",
+    "a cropped photo of the {}.", "a tattoo of a {}.", "the embroidered {}.", "a photo of a hard to see {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
+    "a drawing of a {}.", "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.",
+    "a close-up photo of a {}.", "a black and white photo of the {}.", "a painting of the {}.",
+    "a painting of a {}.", "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.",
+    "a cropped photo of a {}.", "a plastic {}.", "a photo of the dirty {}.", "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.", "a rendering of the {}.",
+    "a {} in a video game.", "a photo of one {}.", "a doodle of a {}.", "a close-up photo of the {}.",
+    "a photo of a {}.", "the origami {}.", "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.",
+    "a origami {}.", "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.", "a photo of a nice {}.",
+    "a photo of a weird {}.", "a blurry photo of a {}.", "a cartoon {}.", "art of a {}.", "a sketch of the {}.",
+    "a embroidered {}.", "a pixelated photo of a {}.", "itap of the {}.", "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.", "a photo of the small {}.",
+    "a photo of the weird {}.", "the cartoon {}.", "art of the {}.", "a drawing of the {}.",
+    "a photo of the large {}.", "a black and white photo of a {}.", "the plushie {}.", "a dark photo of a {}.",
+    "itap of a {}.", "graffiti of the {}.", "a toy {}.", "itap of my {}.", "a photo of a cool {}.",
+    "a photo of a small {}.", "a tattoo of the {}.",
+)  # fmt: skip
+
+# OpenAI's eight Stanford Cars templates.
+CARS_TEMPLATES = (
+    "a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!", "a photo of my dirty {}.",
+    "a photo of my clean {}.", "a photo of my new {}.", "a photo of my old {}.",
+)  # fmt: skip
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "label": ("{}",),
+    "photo": ("a photo of a {}.",),
+    "imagenet-80": IMAGENET_TEMPLATES,
+    "cars-8": CARS_TEMPLATES,
+}
+
+MAX_LABELS = 100
+MAX_LABEL_CHARS = 300  # longer labels are cut here, then the tokenizer truncates to the model's context
+MAX_LABEL_TEXT = 50_000  # characters in the whole labels box
+MAX_IMAGES = 16
+
+
+class LabelError(ValueError):
+    """Labels or templates the user typed can't be used; the message says why in one sentence."""
+
+
+def parse_labels(text: str, max_labels: int = MAX_LABELS) -> list[str]:
+    """Split on commas and newlines, trim, drop empties, de-duplicate (case-insensitively, first spelling wins)."""
+    if text is None or not str(text).strip():
+        raise LabelError("Type at least one label, e.g. 'cat, dog, a red sports car'.")
+    if len(text) > MAX_LABEL_TEXT:
+        raise LabelError(f"The labels text is too long (over {MAX_LABEL_TEXT:,} characters).")
+    labels, seen = [], set()
+    for raw in re.split(r"[,\n\r]", text):
+        label = " ".join(raw.split())[:MAX_LABEL_CHARS]
+        if label and label.casefold() not in seen:
+            seen.add(label.casefold())
+            labels.append(label)
+    if not labels:
+        raise LabelError("Type at least one label, e.g. 'cat, dog, a red sports car'.")
+    if len(labels) > max_labels:
+        raise LabelError(f"Too many labels: {len(labels)} given, at most {max_labels} allowed.")
+    return labels
+
+
+def resolve_templates(choice: str) -> tuple[str, ...]:
+    """A named template set, or a custom template that holds ``{}`` where the label goes."""
+    choice = (choice or "").strip()
+    if choice in TEMPLATE_SETS:
+        return TEMPLATE_SETS[choice]
+    if "{}" not in choice:
+        raise LabelError(
+            f"Unknown template '{choice[:40]}': use one of {', '.join(TEMPLATE_SETS)}, "
+            "or a custom template with {} where the label goes, e.g. 'a photo of a {}.'"
+        )
+    if len(choice) > MAX_LABEL_CHARS:
+        raise LabelError(f"The custom template is too long (over {MAX_LABEL_CHARS} characters).")
+    return (choice,)
+
+
+def fill(template: str, label: str) -> str:
+    # str.replace, not str.format: a custom template may hold other braces.
+    return template.replace("{}", label)
+
+
+class EmbeddingCache:
+    """Thread-safe LRU of embeddings: label embeddings keyed by (model, templates, label), image
+    embeddings by (model, pixel digest)."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._data: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.misses = 0
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: torch.Tensor) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def lookup(self, keys: list[tuple], compute) -> torch.Tensor:
+        """Stack the embeddings for ``keys``; ``compute(missing_keys) -> [M, D]`` fills the gaps, once each."""
+        found = {key: self.get(key) for key in keys}
+        missing = list(dict.fromkeys(key for key in keys if found[key] is None))
+        if missing:
+            self.misses += len(missing)
+            for key, embedding in zip(missing, compute(missing)):
+                self.put(key, embedding)
+                found[key] = embedding
+        return torch.stack([found[key] for key in keys])
+
+
+TEXT_CACHE = EmbeddingCache(20_000)
+IMAGE_CACHE = EmbeddingCache(256)
+
+
+def build_classifier(
+    encoder: Encoder, labels: list[str], templates: tuple[str, ...], cache: EmbeddingCache = TEXT_CACHE
+) -> torch.Tensor:
+    """[L, D] class embeddings: per label, the renormalised mean of its normalised prompt embeddings."""
+
+    def encode(missing):
+        prompts = [fill(t, label) for (_, _, label) in missing for t in templates]
+        per_prompt = encoder.encode_texts(prompts).view(len(missing), len(templates), -1)
+        return l2_normalize(per_prompt.mean(dim=1))
+
+    return cache.lookup([(encoder.name, templates, label) for label in labels], encode)
+
+
+def image_digest(image: Image.Image) -> str:
+    digest = hashlib.blake2b(f"{image.mode}{image.size}".encode(), digest_size=16)
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def encode_images_cached(encoder: Encoder, images: list[Image.Image], cache: EmbeddingCache = IMAGE_CACHE):
+    """[N, D] image embeddings; only images not seen before (by pixel digest) go through the model."""
+    keys = [(encoder.name, image_digest(im)) for im in images]
+    by_key = dict(zip(keys, images))
+    return cache.lookup(keys, lambda missing: encoder.encode_images([by_key[key] for key in missing]))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+
+def rank(probs: torch.Tensor, labels: list[str], top_k: int | None = None) -> list[list[Prediction]]:
+    """Per row of ``probs`` [N, L], the labels sorted by score (ties keep label order), cut to ``top_k``."""
+    k = len(labels) if not top_k else max(1, min(top_k, len(labels)))
+    scores, index = probs.topk(k, dim=-1, sorted=True)
+    return [
+        [Prediction(labels[i], float(s)) for s, i in zip(row_s.tolist(), row_i.tolist())]
+        for row_s, row_i in zip(scores, index)
+    ]
+
+
+def classify(
+    encoder: Encoder,
+    images: list[Image.Image],
+    labels: list[str],
+    templates: tuple[str, ...] = TEMPLATE_SETS["photo"],
+    top_k: int | None = None,
+    text_cache: EmbeddingCache = TEXT_CACHE,
+    image_cache: EmbeddingCache = IMAGE_CACHE,
+) -> list[list[Prediction]]:
+    """Rank ``labels`` for each image: softmax over the model's scaled cosine similarities."""
+    if not images:
+        raise LabelError("Add at least one image.")
+    if len(images) > MAX_IMAGES:
+        raise LabelError(f"Too many images: {len(images)} given, at most {MAX_IMAGES} per call.")
+    classifier = build_classifier(encoder, labels, templates, text_cache)
+    image_embeddings = encode_images_cached(encoder, images, image_cache)
+    probs = (encoder.logit_scale * image_embeddings @ classifier.T).softmax(dim=-1)
+    return rank(probs, labels, top_k)
