@@ -97,11 +97,16 @@ class ImageTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
 
+    MAX_ASPECT = 4  # beyond this the centre crop never sees the ends: trim them before resizing (10000x1 images)
+
     def one(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
-        scale = self.size / min(w, h)
-        new = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
-        image = image.resize(new, Image.BICUBIC, reducing_gap=3.0)
+        if max(w, h) > self.MAX_ASPECT * min(w, h):
+            keep_w, keep_h = min(w, self.MAX_ASPECT * h), min(h, self.MAX_ASPECT * w)
+            image = image.crop(((w - keep_w) // 2, (h - keep_h) // 2, (w + keep_w) // 2, (h + keep_h) // 2))
+            w, h = image.size  # shortest edge -> size, the other scaled and floored, as transformers does
+        new = (self.size, int(self.size * h / w)) if w <= h else (int(self.size * w / h), self.size)
+        image = image.resize(new, Image.BICUBIC)
         left, top = (new[0] - self.crop) // 2, (new[1] - self.crop) // 2
         image = image.crop((left, top, left + self.crop, top + self.crop))
         x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()

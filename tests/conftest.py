@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny CLIP folder built like a Hub model, a launched app, a headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from clipdemo.testing import make_clip_folder
+
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A random tiny HF CLIP + byte tokenizer saved with save_pretrained: loads like a Hub model."""
+    return make_clip_folder(tmp_path_factory.mktemp("tiny-clip"), "tiny")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def launched(blocks, **kwargs):
+    """Serve a Blocks on a free local port for the duration of the block; yields its URL."""
+    blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield blocks.local_url
+    finally:
+        blocks.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is required for the browser tests (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,81 @@
+import json
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor
+
+from clipdemo import encoders
+from clipdemo.encoders import ModelUnavailable, load_encoder
+
+
+def test_hf_folder_matches_transformers(tiny_clip):
+    enc = load_encoder(str(tiny_clip))
+    images = [Image.effect_noise((64, 48), 40).convert("RGB"), Image.new("RGB", (30, 50), "orange")]
+    texts = ["a photo of a cat", "Flabébé ♀ " * 30]  # the second is longer than the 77-token context
+    model, processor = CLIPModel.from_pretrained(tiny_clip), CLIPProcessor.from_pretrained(tiny_clip)
+    with torch.no_grad():
+        ref_img = model.get_image_features(**processor(images=images, return_tensors="pt")).pooler_output
+        ref_txt = model.get_text_features(
+            **processor(text=texts, return_tensors="pt", padding=True, truncation=True, max_length=77)
+        ).pooler_output
+    assert torch.allclose(enc.encode_images(images), torch.nn.functional.normalize(ref_img, dim=-1), atol=1e-5)
+    assert torch.allclose(enc.encode_texts(texts), torch.nn.functional.normalize(ref_txt, dim=-1), atol=1e-5)
+    assert enc.logit_scale == pytest.approx(float(model.logit_scale.exp()))
+    assert "cpu" in enc.describe()
+
+
+def test_unreachable_hub_model_fails_fast_with_one_sentence(monkeypatch):
+    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=2.0: False)
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailable) as e:
+        load_encoder("someone/not-cached-clip")
+    assert time.monotonic() - start < 3
+    msg = str(e.value)
+    assert "someone/not-cached-clip" in msg and "CLIPDEMO_MODEL" in msg and "HF cache" in msg and "\n" not in msg
+
+
+def test_real_probe_answers_within_seconds():
+    start = time.monotonic()
+    encoders.hub_reachable(timeout=2.0)
+    assert time.monotonic() - start < 5
+
+
+def test_missing_and_broken_folders(tmp_path):
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        load_encoder(str(tmp_path / "nope"))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelUnavailable, match=str(tmp_path)):
+        load_encoder(str(tmp_path))
+
+
+def test_loaded_once_under_concurrency(tiny_clip, monkeypatch):
+    calls = []
+    real = encoders._build
+
+    def counting(*args):
+        calls.append(args)
+        time.sleep(0.2)
+        return real(*args)
+
+    monkeypatch.setattr(encoders, "_build", counting)
+    spec = str(tiny_clip) + "/"  # a key no other test has loaded
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(load_encoder(spec))) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(calls) == 1 and len({id(e) for e in got}) == 1
+
+
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(encoders, "cpu_has_fast_bf16", lambda: False)
+    assert encoders.pick_precision(cpu) == "fp32"
+    monkeypatch.setattr(encoders, "cpu_has_fast_bf16", lambda: True)
+    assert encoders.pick_precision(cpu) == "bf16"
+    monkeypatch.setenv("CLIPDEMO_PRECISION", "fp32")
+    assert encoders.pick_precision(cpu) == "fp32"
+    with pytest.raises(ValueError):
+        encoders.pick_precision(cpu, "fp8")

@@ -1,0 +1,79 @@
+"""The zero-shot tab: handlers called as functions, then one real gradio_client call and one browser run."""
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client, handle_file
+
+from clipdemo import encoders
+from clipdemo.serving import Served
+from clipdemo.settings import Settings
+from clipdemo.ui import build_app, launch_kwargs, zeroshot_tab
+from clipdemo.ui.common import user_errors
+from tests.conftest import launched, screenshot
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.jpg"))
+
+
+@pytest.fixture
+def served(tiny_clip, tmp_path):
+    return Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "checkpoints"))
+
+
+def test_handler_ranks_labels_and_draws_a_chart(served):
+    label, figure, status = zeroshot_tab.zero_shot(served, [(str(EXAMPLES[0]), None)], "a, b, c", "imagenet-80", "", 2)
+    assert len(label) == 2 and set(label) <= {"a", "b", "c"}
+    assert figure.axes[0].get_xlabel() == "probability (%)"
+    assert "80 template(s)" in status and "cpu" in status
+
+
+def test_handler_custom_template_and_errors(served):
+    handler = user_errors(lambda *a: zeroshot_tab.zero_shot(served, *a))
+    label, _, _ = handler([str(EXAMPLES[0])], "a, b", "custom", "a drawing of a {}", 5)
+    assert set(label) == {"a", "b"}
+    with pytest.raises(gr.Error, match=r"custom template with \{\}"):
+        handler([str(EXAMPLES[0])], "a, b", "custom", "no placeholder", 5)
+    with pytest.raises(gr.Error, match="at least one image"):
+        handler([], "a, b", "photo", "", 5)
+
+
+def test_status_says_plainly_when_the_model_cannot_be_had(tmp_path, monkeypatch):
+    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=2.0: False)
+    served = Served(Settings(model="someone/unreachable-clip", checkpoint_dir=tmp_path))
+    status = zeroshot_tab.model_status(served)
+    assert "someone/unreachable-clip" in status and "could not be loaded" in status
+
+
+def test_app_serves_zero_shot_over_the_api(tiny_clip, tmp_path):
+    settings = Settings(model=str(tiny_clip), checkpoint_dir=tmp_path)
+    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        label, _, status = client.predict(
+            [{"image": handle_file(str(EXAMPLES[1])), "caption": None}], "temple, flower", "photo", "", 5,
+            str(tiny_clip), api_name="/zero_shot",
+        )
+        assert {c["label"] for c in label["confidences"]} == {"temple", "flower"}
+        with pytest.raises(Exception, match="at least one label"):
+            client.predict([{"image": handle_file(str(EXAMPLES[1])), "caption": None}], ",,", "photo", "", 5,
+                           str(tiny_clip), api_name="/zero_shot")
+
+
+def test_browser_upload_type_labels_read_ranking(tiny_clip, tmp_path, browser):
+    settings = Settings(model=str(tiny_clip), checkpoint_dir=tmp_path)
+    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#zs-images input[type=file]", [str(EXAMPLES[0])])
+        page.fill("#zs-labels textarea", "a temple, a flower, a woman in uniform")
+        page.wait_for_timeout(500)
+        page.click("#zs-run")
+        page.wait_for_function(
+            "() => document.querySelector('#zs-label')?.innerText.includes('%')", timeout=60_000
+        )
+        text = page.inner_text("#zs-label")
+        assert "a temple" in text and "a flower" in text and "a woman in uniform" in text
+        assert "Model:" in page.inner_text("#zs-status")
+        assert screenshot(page, "zero_shot").stat().st_size > 10_000
+        page.close()
