@@ -1,0 +1,418 @@
+"""Data adapters (image folder, Stanford Cars devkit, HF datasets), splits and the leak check, on tiny local data."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from clipdemo.data import ImageDataset, Split
+from clipdemo.data.cars import stanford_cars
+from clipdemo.data.folder import image_folder
+from clipdemo.data.hub import hub_dataset, split_of
+from clipdemo.data.sources import DataError, load_source
+from clipdemo.data.splits import (
+    clean_eval_split,
+    find_overlap,
+    image_hash,
+    split_hashes,
+    stratified_split,
+    tutorial_split,
+)
+
+try:
+    from tests.minicars import annotations as mat_annotations, class_colour, write_minicars
+except ImportError:  # run as plain `pytest` with tests/ on sys.path
+    from minicars import annotations as mat_annotations, class_colour, write_minicars
+
+
+def png(colour=(255, 0, 0), size=8, seed=None) -> bytes:
+    pixels = np.full((size, size, 3), colour, dtype=np.uint8)
+    if seed is not None:  # make otherwise equal images byte-distinct
+        pixels[0, 0] = np.random.default_rng(seed).integers(0, 256, 3)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+_unique = itertools.count(1000)  # seeds that make every written image byte-distinct
+
+
+def write_folder(root: Path, layout: dict[str, dict[str, int]]) -> Path:
+    """layout: {"train": {"cat": 3, "dog": 2}, "test": {...}}; a split named "" means flat."""
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (d / f"{i}.png").write_bytes(png((40 * len(cls), 10 * i, 200), seed=next(_unique)))
+    return root
+
+
+# --- image folder -----------------------------------------------------------------------------------------
+
+
+def test_folder_with_splits(tmp_path):
+    root = write_folder(tmp_path, {"train": {"dog": 3, "cat": 2}, "val": {"cat": 1}, "test": {"dog": 1, "cat": 1}})
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    (root / "train" / "cat" / "empty.jpg").write_bytes(b"")
+    ds = image_folder(root)
+    assert ds.class_names == ["cat", "dog"]
+    assert list(ds.splits) == ["train", "validation", "test"]
+    assert ds.splits["train"].labels == [0, 0, 1, 1, 1]
+    assert all(Path(p).suffix == ".png" for p in ds.splits["train"].images)
+    assert ds.splits["validation"].labels == [0] and ds.splits["test"].labels == [0, 1]
+    assert any("1 empty" in n and "empty.jpg" in n for n in ds.notes)
+    assert ds.source.startswith("folder:") and load_source(str(root)).fingerprint == ds.fingerprint
+
+
+def test_folder_flat_and_fingerprint(tmp_path):
+    root = write_folder(tmp_path, {"": {"b": 2, "a": 1}})
+    ds = image_folder(root)
+    assert list(ds.splits) == ["train"] and ds.class_names == ["a", "b"] and ds.splits["train"].labels == [0, 1, 1]
+    before = ds.fingerprint
+    (root / "a" / "new.png").write_bytes(png(seed=7))
+    assert image_folder(root).fingerprint != before
+
+
+def test_folder_bad_layouts(tmp_path):
+    root = write_folder(tmp_path / "x", {"train": {"cat": 1}, "test": {"cat": 1, "zebra": 1}})
+    with pytest.raises(DataError, match="zebra"):
+        image_folder(root)
+    only_test = write_folder(tmp_path / "y", {"test": {"cat": 1}})
+    with pytest.raises(DataError, match="no train/"):
+        image_folder(only_test)
+    with pytest.raises(DataError, match="does not exist"):
+        load_source(str(tmp_path / "nowhere"))
+
+
+# --- Stanford Cars devkit ---------------------------------------------------------------------------------
+
+
+def test_minicars_devkit(tmp_path):
+    root = write_minicars(tmp_path / "cars", classes=4, per_class_train=6, per_class_test=3)
+    ds = load_source(str(root))  # dispatches on devkit/cars_meta.mat
+    assert ds.source.startswith("cars-devkit:")
+    assert ds.class_names[:2] == ["AM General Hummer SUV 2000", "Acura RL Sedan 2012"]
+    assert len(ds.splits["train"]) == 24 and len(ds.splits["test"]) == 12 and ds.notes == []
+    # 1-based classes in the file, 0-based here: each image's colour must be its label's colour
+    raw = scipy.io.loadmat(root / "devkit" / "cars_train_annos.mat")["annotations"][0]
+    assert sorted(ds.splits["train"].labels) == sorted(int(r["class"].item()) - 1 for r in raw)
+    for ref, label in zip(ds.splits["test"].images, ds.splits["test"].labels):
+        mean = np.asarray(Image.open(ref)).reshape(-1, 3).mean(0)
+        nearest = np.argmin([np.abs(mean - class_colour(c, 4)).sum() for c in range(4)])
+        assert nearest == label
+    assert sorted(set(ds.splits["train"].labels)) == [0, 1, 2, 3]
+
+
+def test_devkit_test_labels_placement(tmp_path):
+    in_devkit = stanford_cars(write_minicars(tmp_path / "a", per_class_train=2, test_labels_in="devkit"))
+    assert len(in_devkit.splits["test"]) == 12
+    unlabelled = stanford_cars(write_minicars(tmp_path / "b", per_class_train=2, test_labels_in=None))
+    assert list(unlabelled.splits) == ["train"] and "cars_test_annos_withlabels.mat" in unlabelled.notes[0]
+
+
+def test_devkit_missing_meta_names_the_file(tmp_path):
+    root = write_minicars(tmp_path / "cars", per_class_train=2, per_class_test=0)
+    (root / "devkit" / "cars_meta.mat").unlink()
+    with pytest.raises(DataError, match="cars_meta.mat"):
+        stanford_cars(root)
+    (root / "devkit" / "cars_meta.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="cars_meta.mat"):
+        stanford_cars(root)
+
+
+def test_devkit_class_out_of_range(tmp_path):
+    root = write_minicars(tmp_path / "cars", classes=4, per_class_train=2, per_class_test=0)
+    bad = [(1, "00001.jpg", (0, 0, 9, 9)), (5, "00002.jpg", (0, 0, 9, 9))]  # 5 > 4 classes
+    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": mat_annotations(bad)})
+    with pytest.raises(DataError, match=r"cars_train_annos\.mat.*00002\.jpg.*class 5.*1\.\.4"):
+        stanford_cars(root)
+
+
+def test_devkit_unlabelled_annotations_refused(tmp_path):
+    root = write_minicars(tmp_path / "cars", per_class_train=2, per_class_test=0)
+    records = [(1, "00001.jpg", (0, 0, 9, 9))]
+    unlabelled = mat_annotations(records, with_class=False)
+    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": unlabelled})
+    with pytest.raises(DataError, match="lacks field.*class"):
+        stanford_cars(root)
+
+
+def test_devkit_missing_and_empty_images_counted(tmp_path):
+    root = write_minicars(tmp_path / "cars", classes=4, per_class_train=6, per_class_test=0)
+    (root / "cars_train" / "00003.jpg").unlink()
+    (root / "cars_train" / "00007.jpg").write_bytes(b"")
+    ds = stanford_cars(root)
+    assert len(ds.splits["train"]) == 22
+    assert any("skipped 2 of 24" in n and "00003.jpg" in n and "00007.jpg" in n for n in ds.notes)
+    for f in (root / "cars_train").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="None of the 24 images"):
+        stanford_cars(root)
+
+
+# --- HF datasets, local ----------------------------------------------------------------------------------
+
+
+def hf_split(n, names=("bulbasaur", "charmander", "squirtle"), offset=0, image_col="image", label_col="labels"):
+    from datasets import ClassLabel, Dataset, Features, Image as HFImage, Value
+
+    features = Features({image_col: HFImage(), label_col: ClassLabel(names=list(names)), "id": Value("int64")})
+    rows = {
+        image_col: [png((80 * (i % 3), 50, 50), seed=offset + i) for i in range(n)],
+        label_col: [i % len(names) for i in range(n)],
+        "id": list(range(offset, offset + n)),
+    }
+    return Dataset.from_dict(rows, features=features)
+
+
+def test_hub_adapter_on_parquet_folder(tmp_path):
+    root = tmp_path / "pq"
+    (root / "data").mkdir(parents=True)
+    hf_split(6).to_parquet(root / "data" / "train-00000-of-00001.parquet")
+    hf_split(3, offset=100).to_parquet(root / "data" / "test-00000-of-00001.parquet")
+    ds = load_source(str(root))  # dispatches on the parquet files
+    assert ds.class_names == ["bulbasaur", "charmander", "squirtle"]  # from the ClassLabel, auto-detected
+    assert list(ds.splits) == ["train", "test"] and len(ds.splits["train"]) == 6
+    assert ds.splits["train"].labels == [0, 1, 2, 0, 1, 2]
+    assert all(isinstance(b, bytes) and b.startswith(b"\x89PNG") for b in ds.splits["test"].images)
+    assert hub_dataset(str(root), splits=["test"]).splits.keys() == {"test"}
+    with pytest.raises(DataError, match="no validation split"):
+        hub_dataset(str(root), splits="validation")
+
+
+def test_hub_adapter_on_converted_layout_with_configs(tmp_path):
+    root = tmp_path / "conv"
+    for config, n in (("mini", 3), ("full", 6)):
+        for split in ("train", "validation", "test"):
+            (root / config / split).mkdir(parents=True)
+            hf_split(n).to_parquet(root / config / split / "0000.parquet")
+    with pytest.raises(DataError, match="several configs.*full, mini"):
+        hub_dataset(str(root))
+    ds = hub_dataset(str(root), config="full")
+    assert [len(s) for s in ds.splits.values()] == [6, 6, 6] and ds.source.endswith(":full")
+    with pytest.raises(DataError, match="no config 'tiny'"):
+        hub_dataset(str(root), config="tiny")
+
+
+def test_hub_adapter_on_saved_dataset(tmp_path):
+    from datasets import DatasetDict
+
+    saved = DatasetDict({"train": hf_split(6, label_col="label"), "valid": hf_split(2, offset=50, label_col="label")})
+    saved.save_to_disk(tmp_path / "saved")
+    ds = load_source(str(tmp_path / "saved"))
+    assert ds.source.startswith("hf-disk:") and list(ds.splits) == ["train", "validation"]
+    assert ds.class_names == ["bulbasaur", "charmander", "squirtle"]
+    assert isinstance(ds.splits["train"].images[0], bytes) and ds.splits["validation"].labels == [0, 1]
+
+
+def test_hub_adapter_string_labels_and_explicit_columns(tmp_path):
+    from datasets import Dataset, Features, Image as HFImage, Value
+
+    feats = Features({"pic": HFImage(), "species": Value("string")})
+    rows = {"pic": [png(seed=i) for i in range(3)], "species": ["dog", "cat", "dog"]}
+    Dataset.from_dict(rows, features=feats).to_parquet(tmp_path / "train.parquet")
+    ds = hub_dataset(str(tmp_path / "train.parquet"), label_column="species")
+    assert ds.class_names == ["cat", "dog"] and ds.splits["train"].labels == [1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "rel, expected",
+    [
+        ("data/train-00000-of-00002.parquet", ("default", "train")),
+        ("mini/test/0000.parquet", ("mini", "test")),
+        ("default/partial-train/0001.parquet", ("default", "train")),
+        ("full/pokemon-classification-validation.parquet", ("full", "validation")),
+        ("val.parquet", ("default", "validation")),
+        ("data/extra-0000.parquet", ("default", None)),
+    ],
+)
+def test_split_of(rel, expected):
+    assert split_of(rel)[:2] == expected
+
+
+# --- HF Hub: offline, cached, and what gets downloaded ----------------------------------------------------
+
+
+def test_hub_unreachable_fails_fast_and_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        load_source("someone/not-cached-anywhere")
+    assert time.monotonic() - start < 3
+    message = str(err.value)
+    assert "someone/not-cached-anywhere" in message and "unreachable" in message and "local folder" in message
+
+
+def fake_cache(cache: Path, repo_id: str, revision: str, files: dict[str, object]) -> Path:
+    storage = cache / ("datasets--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (storage / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / revision).write_text(commit)
+    snapshot = storage / "snapshots" / commit
+    for rel, data in files.items():
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        data.to_parquet(snapshot / rel)
+    return snapshot
+
+
+def test_hub_offline_uses_the_hf_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Pokemon: script-based, so its parquet conversion branch, config "mini" by default
+    files = {f"{c}/{s}/0000.parquet": hf_split(3, offset=0) for c in ("mini", "full") for s in ("train", "test")}
+    fake_cache(tmp_path, "fcakyon/pokemon-classification", "refs/convert/parquet", files)
+    ds = hub_dataset("fcakyon/pokemon-classification", cache_dir=tmp_path)
+    assert ds.source == "hf:fcakyon/pokemon-classification:mini" and list(ds.splits) == ["train", "test"]
+    assert any("local HF cache" in n for n in ds.notes)
+    # a generic id: main branch, push_to_hub layout
+    fake_cache(tmp_path, "someone/pets", "main", {"data/train-00000-of-00001.parquet": hf_split(4)})
+    assert len(hub_dataset("someone/pets", cache_dir=tmp_path, splits=["train"]).splits["train"]) == 4
+
+
+def test_hub_downloads_only_the_needed_split_files(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    import clipdemo.encoders
+
+    repo_files = [
+        "README.md",
+        "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet",
+        "data/test-00000-of-00002.parquet",
+        "data/test-00001-of-00002.parquet",
+        "contrast/test-00000-of-00001.parquet",  # another config: must not be fetched
+    ]
+    snapshot = tmp_path / "snap"
+    for i, rel in enumerate(repo_files[1:3]):
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        hf_split(2, offset=10 * i).to_parquet(snapshot / rel)
+    asked = {}
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        asked.update(kwargs, repo_id=repo_id)
+        return str(snapshot)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(clipdemo.encoders, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id, **kw: repo_files)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    ds = hub_dataset("tanganke/stanford_cars", splits=["train"])
+    assert asked["repo_id"] == "tanganke/stanford_cars" and asked["repo_type"] == "dataset"
+    assert sorted(asked["allow_patterns"]) == ["README.md", *repo_files[1:3]]
+    assert len(ds.splits["train"]) == 4 and ds.source == "hf:tanganke/stanford_cars"
+
+
+# --- splits -----------------------------------------------------------------------------------------------
+
+
+def test_image_hash_is_of_file_bytes(tmp_path):
+    data = png(seed=1)
+    (tmp_path / "a.png").write_bytes(data)
+    assert image_hash(tmp_path / "a.png") == image_hash(str(tmp_path / "a.png")) == image_hash(data)
+    assert image_hash(png(seed=2)) != image_hash(data)
+
+
+def test_find_overlap_counts_a_duplicated_image(tmp_path):
+    root = write_folder(tmp_path, {"train": {"cat": 3, "dog": 2}, "test": {"cat": 2, "dog": 1}})
+    shutil.copy(root / "train" / "dog" / "1.png", root / "test" / "dog" / "copy.png")
+    assert find_overlap(image_folder(root)) == {("train", "test"): 1}
+
+
+def mini_like(n=12, classes=4) -> ImageDataset:
+    """Pokemon-mini-like: train, validation and test are the same images."""
+    same = Split([png(seed=i) for i in range(n)], [i % classes for i in range(n)])
+    splits = {name: Split(list(same.images), list(same.labels)) for name in ("train", "validation", "test")}
+    return ImageDataset([f"c{i}" for i in range(classes)], splits, "test:mini", "fp0", ["loaded"])
+
+
+def test_clean_eval_split_replaces_a_duplicated_test_split():
+    ds = mini_like()
+    assert find_overlap(ds)[("train", "test")] == 12
+    clean, note = clean_eval_split(ds, seed=0, fraction=0.25)
+    assert note.startswith("WARNING: test split overlaps train: 12 of 12")
+    assert clean.notes == ["loaded", note] and ds.notes == ["loaded"]  # input untouched
+    assert set(split_hashes(clean.splits["test"])).isdisjoint(split_hashes(clean.splits["train"]))
+    assert "validation" not in clean.splits  # all of it was in train or test
+    assert len(clean.splits["test"]) == 4 and len(clean.splits["train"]) == 8  # 1 of 3 per class
+    assert clean.fingerprint != ds.fingerprint
+    assert clean_eval_split(ds, seed=0, fraction=0.25)[0].splits["test"] == clean.splits["test"]  # seeded
+
+
+def test_clean_eval_split_other_cases():
+    ds = mini_like()
+    # a little overlap: only the duplicates leave test
+    fresh = [png(seed=100 + i) for i in range(5)]
+    ds.splits["test"] = Split(fresh + [ds.splits["train"].images[0]], [0, 1, 2, 3, 0, 0])
+    del ds.splits["validation"]
+    clean, note = clean_eval_split(ds)
+    assert "1 of 6" in note and len(clean.splits["test"]) == 5 and clean.splits["train"] is ds.splits["train"]
+    # no overlap: unchanged
+    clean2, note2 = clean_eval_split(clean)
+    assert clean2 is clean and note2 == ""
+    # no test split: carved from train
+    del ds.splits["test"]
+    carved, note3 = clean_eval_split(ds, fraction=0.25)
+    assert note3.startswith("no test split") and len(carved.splits["test"]) == 4
+    # one image per class (Pokemon mini's case): a seeded random held-out set instead of an empty one
+    one_each = Split([png(seed=i) for i in range(5)], [0, 1, 2, 3, 4])
+    singles = ImageDataset(["a", "b", "c", "d", "e"], {"train": one_each}, "s", "f")
+    assert len(clean_eval_split(singles, fraction=0.2)[0].splits["test"]) == 1
+
+
+def test_stratified_split():
+    labels = [0] * 10 + [1] * 4 + [2] * 1
+    split = Split([f"img{i}" for i in range(len(labels))], labels)
+    train, held = stratified_split(split, 0.2, seed=1)
+    assert sorted(held.labels) == [0, 0, 1]  # 2 of 10, at least 1 of 4, none of the single one
+    assert len(train) + len(held) == len(split) and set(train.images).isdisjoint(held.images)
+    assert stratified_split(split, 0.2, seed=1)[1] == held and stratified_split(split, 0.2, seed=2)[1] != held
+
+
+def test_tutorial_split_matches_the_notebook():
+    from sklearn.model_selection import train_test_split
+
+    split = Split([f"{i:05d}.jpg" for i in range(8144)], [i % 196 for i in range(8144)])
+    train, held = tutorial_split(split)
+    assert (len(train), len(held)) == (7736, 408)
+    # same rows, same order, as the tutorial's call on the annotation array
+    assert held.images == train_test_split(split.images, test_size=0.05, random_state=3)[1]
+    # its printed 7349 / 387: the split cell ran twice
+    train2, held2 = tutorial_split(split, rounds=2)
+    assert (len(train2), len(held2)) == (7349, 387)
+    assert held2.images == tutorial_split(train)[1].images
+    seven = Split(list(range(7736)), [0] * 7736)
+    assert len(tutorial_split(seven)[1]) == 387
+
+
+# --- dispatch and confinement -----------------------------------------------------------------------------
+
+
+def test_data_root_confinement(tmp_path):
+    root = tmp_path / "data"
+    write_folder(root / "pets", {"train": {"cat": 1}})
+    outside = write_folder(tmp_path / "secret", {"train": {"cat": 1}})
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    assert load_source("pets", data_root=root).class_names == ["cat"]
+    assert load_source(str(root / "pets"), data_root=root).splits["train"].labels == [0]
+    for spec in ("../secret", "pets/../../secret", str(outside), "escape", "~/x"):
+        with pytest.raises(DataError, match="refused|does not exist"):
+            load_source(spec, data_root=root)
+    with pytest.raises(DataError, match="outside the data folder"):
+        load_source(str(outside), data_root=root)
+    with pytest.raises(DataError, match="does not exist inside"):
+        load_source("./missing", data_root=root)
+
+
+def test_builtin_shapes_dispatch(monkeypatch):
+    shapes = pytest.importorskip("clipdemo.data.shapes")
+    tiny = ImageDataset(["red circle"], {"train": Split([png()], [0])}, "shapes", "fp")
+    monkeypatch.setattr(shapes, "shapes_dataset", lambda seed=0: tiny)  # dispatch only: generating takes seconds
+    assert load_source("shapes") is tiny
