@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipdemo.checkpoints import read_card, served_checkpoint
+from clipdemo.checkpoints import served_checkpoint
 from clipdemo.encoders import Encoder, ModelUnavailable, load_encoder
 from clipdemo.settings import Settings
 
@@ -18,14 +18,6 @@ from clipdemo.settings import Settings
 class ZeroShotModel:
     encoder: Encoder
     notice: str | None  # shown to the user when we fell back to another model
-
-
-def trained_on(folder: Path) -> str:
-    """One line saying what a checkpoint was trained on, from its card."""
-    card = read_card(folder)
-    metrics = card.get("metrics") or {}
-    acc = f", held-out acc1 {100 * metrics['acc1']:.1f}%" if "acc1" in metrics else ""
-    return f"{folder.name}: trained on {card.get('dataset', 'unknown data')}{acc}"
 
 
 class Served:
@@ -54,5 +46,5 @@ class Served:
             fallback = self.checkpoint("scratch")
             if fallback is None or str(fallback) == spec:
                 raise
-            notice = f"{e} Using the built-in scratch model instead ({trained_on(fallback)})."
-            return ZeroShotModel(load_encoder(str(fallback)), notice)
+            encoder = load_encoder(str(fallback))
+            return ZeroShotModel(encoder, f"{e} Using the served scratch model instead: {encoder.describe()}.")

@@ -59,7 +59,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 MAX_LABELS = 100
 MAX_LABEL_CHARS = 300  # longer labels are cut here, then the tokenizer truncates to the model's context
 MAX_LABEL_TEXT = 50_000  # characters in the whole labels box
-MAX_IMAGES = 16
+MAX_IMAGES = 16  # per request in the app; the library and CLI take any number, in batches
 
 
 class LabelError(ValueError):
@@ -202,8 +202,6 @@ def classify(
     """Rank ``labels`` for each image: softmax over the model's scaled cosine similarities."""
     if not images:
         raise LabelError("Add at least one image.")
-    if len(images) > MAX_IMAGES:
-        raise LabelError(f"Too many images: {len(images)} given, at most {MAX_IMAGES} per call.")
     classifier = build_classifier(encoder, labels, templates, text_cache)
     image_embeddings = encode_images_cached(encoder, images, image_cache)
     probs = (encoder.logit_scale * image_embeddings @ classifier.T).softmax(dim=-1)

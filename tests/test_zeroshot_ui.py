@@ -36,6 +36,8 @@ def test_handler_custom_template_and_errors(served):
         handler([str(EXAMPLES[0])], "a, b", "custom", "no placeholder", 5)
     with pytest.raises(gr.Error, match="at least one image"):
         handler([], "a, b", "photo", "", 5)
+    with pytest.raises(gr.Error, match="Too many images: 17"):
+        handler([str(EXAMPLES[0])] * 17, "a, b", "photo", "", 5)
 
 
 def test_status_says_plainly_when_the_model_cannot_be_had(tmp_path, monkeypatch):
