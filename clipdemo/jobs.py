@@ -1,0 +1,426 @@
+"""Background training jobs for the admin tab: one at a time, cancellable, each into a new version folder.
+
+``JobRunner(checkpoint_dir, data_root=...)`` runs a training function (the scratch CLIP or a Cars head) on a
+background thread, so the app's other tabs keep answering. It records what the UI needs to show (progress
+events, a bounded log tail, ETA, state, final metrics) and ``snapshot()`` hands all of it over, so a reloaded
+page picks the running job back up.
+
+Safety rules, in one place:
+
+- one job at a time: a second ``start`` raises ``BusyError``;
+- the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
+  folder under ``data_root``; any other path, ``..`` or a link out of the data root is refused;
+- each run writes into a NEW version folder (``checkpoints.new_version_dir``) and the training function writes
+  atomically; nothing is ever promoted here (promotion is a separate, explicit action), so a failed or
+  cancelled run leaves what is served, and every other version, untouched. A failed run's half-written
+  folder is removed; a cancelled run keeps the checkpoint it had finished, listed but not served;
+- a failure is kept as one short sentence; the traceback goes to the server log only.
+
+Nothing here imports gradio: the CLI can drive the same runner.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from clipdemo.checkpoints import CheckpointError, load_checkpoint, new_version_dir, read_card
+
+log = logging.getLogger(__name__)
+
+KINDS = ("scratch", "cars-head")  # a job kind is also the checkpoint family it writes
+SPLITS = ("tutorial", "official")
+MAX_EPOCHS = 1000
+MAX_SECONDS = 7 * 24 * 3600
+MAX_HISTORY = 20_000  # progress events kept for the curves
+LOG_EVERY_S = 2.0  # at most one "train" log line per this many seconds (eval/done/messages always)
+
+Progress = Callable[[dict], None]
+StopFlag = Callable[[], bool]
+# A trainer adapter: (dataset, out_dir, options, progress, should_stop) -> metrics dict
+Trainer = Callable[[object, Path, dict, Progress, StopFlag], dict]
+
+
+class JobError(ValueError):
+    """A job can't be started or acted on; the message is one sentence fit to show an admin."""
+
+
+class BusyError(JobError):
+    """A job is already running."""
+
+
+# --- datasets: what an admin may train on -------------------------------------------------------------------
+
+
+def dataset_loader(spec: str, config: str | None, data_root: Path | None) -> Callable[[], object]:
+    """Check ``spec`` now (raising ``DataError``/``JobError``) and return a function that loads it later.
+
+    Allowed: ``shapes`` (built in), a folder under ``data_root``, a Hugging Face dataset id. The check runs
+    before a job starts; the load (which may download) runs on the job's thread.
+    """
+    from clipdemo.data import sources
+
+    spec = (spec or "").strip()
+    config = (config or "").strip() or None
+    if not spec:
+        raise JobError("Choose a dataset: 'shapes', a Hugging Face dataset id, or a folder under the data root.")
+    if spec == sources.BUILTIN:
+        return lambda: sources.load_source(spec)
+    if len(spec) > 300 or "\x00" in spec:
+        raise JobError("That dataset name is not valid.")
+    if data_root is not None:
+        local = sources.resolve_local(spec, data_root)  # raises DataError for '..', links out, missing paths
+        if local is not None:
+            return lambda: sources.load_local(local, config=config)
+    elif _looks_like_path(spec):
+        raise JobError(
+            f"Dataset '{spec}' looks like a local path; training on local folders needs CLIPDEMO_DATA_ROOT "
+            "(the only folder the admin tab may read), which is not set."
+        )
+    if not sources._HUB_ID.match(spec) or ".." in spec:
+        raise JobError(f"Dataset '{spec}' is neither a Hugging Face dataset id nor a folder under the data root.")
+    # The Hub loader also accepts local paths (relative to the working directory): refuse an id that names one,
+    # so 'checkpoints' or 'clipdemo' can never be read as a dataset from outside the data root.
+    if Path(spec).exists():
+        raise JobError(f"Dataset '{spec}' names a local folder outside the data root; it is refused.")
+    from clipdemo.data.hub import hub_dataset
+
+    return lambda: hub_dataset(spec, config=config)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1
+
+
+# --- trainers: thin adapters over the library's training functions ------------------------------------------
+
+
+def train_scratch_job(dataset, out_dir: Path, o: dict, progress: Progress, should_stop: StopFlag) -> dict:
+    from clipdemo.scratch.train import train_scratch
+
+    extra = {k: o[k] for k in ("epochs", "max_seconds", "batch_size") if o.get(k) is not None}
+    return train_scratch(dataset, out_dir, preset=o["preset"], seed=o["seed"], progress=progress,
+                         should_stop=should_stop, **extra)
+
+
+def find_head_trainer() -> Callable:
+    """The Cars head training function, wherever the Cars issue put it."""
+    for module, name in (("clipdemo.cars", "train_head"), ("clipdemo.heads", "train_head"),
+                         ("clipdemo.train", "train_head"), ("clipdemo.cars", "train_cars_head")):
+        try:
+            fn = getattr(importlib.import_module(module), name, None)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        if callable(fn):
+            return fn
+    raise JobError("Cars-head training is not available in this build of clipdemo.")
+
+
+def train_head_job(dataset, out_dir: Path, o: dict, progress: Progress, should_stop: StopFlag) -> dict:
+    train_head = find_head_trainer()
+    extra = {k: o[k] for k in ("head", "epochs") if o.get(k) is not None}
+    return train_head(dataset, o["backbone"], out_dir, split=o["split"], seed=o["seed"], progress=progress,
+                      should_stop=should_stop, **extra)
+
+
+DEFAULT_TRAINERS: dict[str, Trainer] = {"scratch": train_scratch_job, "cars-head": train_head_job}
+
+
+# --- options -------------------------------------------------------------------------------------------------
+
+
+def _int(value, name: str, lo: int, hi: int, default=None):
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise JobError(f"{name} must be a whole number.") from None
+    if number != int(number) or not lo <= number <= hi:
+        raise JobError(f"{name} must be a whole number from {lo} to {hi}.")
+    return int(number)
+
+
+def _seconds(value):
+    if value is None or value == "" or value == 0:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise JobError("The time budget must be a number of seconds.") from None
+    if not 0 < seconds <= MAX_SECONDS:
+        raise JobError(f"The time budget must be between 1 and {MAX_SECONDS} seconds.")
+    return seconds
+
+
+def job_options(kind: str, *, preset="default", epochs=None, max_seconds=None, seed=0, batch_size=None,
+                backbone=None, head=None, split="tutorial", allowed_backbones=None) -> dict:
+    """Check and normalise the options of a ``kind`` job (the CLI's options); raise ``JobError``."""
+    options = {"seed": _int(seed, "The seed", 0, 2**31 - 1, 0), "epochs": _int(epochs, "Epochs", 1, MAX_EPOCHS)}
+    if kind == "scratch":
+        from clipdemo.scratch.model import PRESETS
+
+        if preset not in PRESETS:
+            raise JobError(f"Unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
+        options.update(preset=preset, max_seconds=_seconds(max_seconds),
+                       batch_size=_int(batch_size, "The batch size", 1, 65536))
+    elif kind == "cars-head":
+        backbone = (backbone or "").strip()
+        if not backbone or (allowed_backbones is not None and backbone not in allowed_backbones):
+            raise JobError("Choose the backbone among this app's models.")
+        if split not in SPLITS:
+            raise JobError(f"The split must be one of {', '.join(SPLITS)}.")
+        if head is not None and not re.fullmatch(r"[\w-]{1,40}", str(head)):
+            raise JobError("The head name is not valid.")
+        options.update(backbone=backbone, head=head or None, split=split)
+    else:
+        raise JobError(f"Unknown job kind '{kind}'; choose one of {', '.join(KINDS)}.")
+    return options
+
+
+def version_label(spec: str) -> str:
+    """A short, safe version-name suffix from a dataset spec: '/data/My Pets' -> 'my-pets'."""
+    name = re.sub(r"[^a-z0-9]+", "-", Path(str(spec).rstrip("/\\")).name.lower()).strip("-")
+    return name[:24].strip("-") or "run"
+
+
+def short_error(error: BaseException) -> str:
+    """One sentence an admin can act on; unexpected errors say only where to look."""
+    from clipdemo.encoders import ModelUnavailable
+    from clipdemo.images import ImageError
+
+    if isinstance(error, (ValueError, ModelUnavailable, ImageError, FileNotFoundError)):
+        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return text if len(text) <= 300 else text[:299] + "…"
+    if isinstance(error, OSError) and error.strerror:  # disk full, permissions: actionable, paths left out
+        return f"Training failed: {error.strerror} ({type(error).__name__})."
+    return f"Training failed with an internal error ({type(error).__name__}); the details are in the server log."
+
+
+# --- the runner ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    dataset: str
+    options: dict
+    out_dir: Path
+    started: float = field(default_factory=time.time)
+    state: str = "running"  # running | finished | failed | cancelled
+    ended: float | None = None
+    history: deque = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
+    log: deque = field(default_factory=lambda: deque(maxlen=200))
+    last: dict = field(default_factory=dict)
+    result: dict | None = None
+    error: str | None = None
+    kept: bool = False  # a cancelled run's checkpoint was kept (never served)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    last_log: float = 0.0
+
+
+class JobRunner:
+    """Runs at most one training job at a time on a background thread; see the module docstring."""
+
+    def __init__(self, checkpoint_dir, data_root=None, *, trainers: dict[str, Trainer] | None = None,
+                 allowed_backbones=None, log_lines: int = 200):
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.data_root = Path(data_root) if data_root else None
+        self.trainers = {**DEFAULT_TRAINERS, **(trainers or {})}
+        self.allowed_backbones = list(allowed_backbones) if allowed_backbones is not None else None
+        self.log_lines = log_lines
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+        self._ids = 0
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "JobRunner":
+        """The app's runner: checkpoints and data root from the settings; Cars heads only on the app's models."""
+        return cls(settings.checkpoint_dir, settings.data_root,
+                   allowed_backbones=[settings.model, *settings.extra_models], **kwargs)
+
+    # -- actions
+
+    def start(self, kind: str, dataset: str, *, config: str | None = None, **options) -> dict:
+        """Check everything, then start training on a background thread; return the snapshot.
+
+        ``options``: scratch: preset, epochs, max_seconds, seed, batch_size; cars-head: backbone, head,
+        epochs, split, seed. Raises ``BusyError`` while a job runs, ``JobError``/``DataError`` for bad input,
+        in both cases before anything is written.
+        """
+        with self._lock:
+            running = self._job if self._job and self._job.state == "running" else None
+            if running:
+                raise BusyError(
+                    f"A training job is already running ({running.kind} on {running.dataset}, started "
+                    f"{_clock(running.started)}); cancel it or wait for it to finish."
+                )
+            opts = job_options(kind, allowed_backbones=self.allowed_backbones, **options)
+            load = dataset_loader(dataset, config, self.data_root)
+            self._ids += 1
+            out_dir = new_version_dir(self.checkpoint_dir, kind, version_label(dataset))
+            job = Job(self._ids, kind, dataset.strip(), {**opts, "config": config or None}, out_dir,
+                      log=deque(maxlen=self.log_lines))
+            self._job = job
+            job.thread = threading.Thread(target=self._run, args=(job, load), name=f"clipdemo-job-{job.id}",
+                                          daemon=True)
+        self._log(job, f"started {kind} training on {job.dataset} into version {out_dir.name}", force=True)
+        log.info("job %d: %s on %s -> %s (%s)", job.id, kind, job.dataset, out_dir, opts)
+        job.thread.start()
+        return self.snapshot()
+
+    def cancel(self) -> str:
+        """Ask the running job to stop (its trainer polls the flag between steps); return what happened."""
+        job = self._job
+        if job is None or job.state != "running":
+            return "No training job is running."
+        job.stop.set()
+        self._log(job, "cancel requested; stopping after the current step", force=True)
+        return f"Cancelling the {job.kind} job on {job.dataset}; it stops after the current step."
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Block until the current job (if any) ends or ``timeout`` passes; return the snapshot."""
+        job = self._job
+        if job and job.thread:
+            job.thread.join(timeout)
+        return self.snapshot()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._job and self._job.state == "running")
+
+    # -- what the UI shows
+
+    def snapshot(self) -> dict:
+        """A copy of everything the UI shows about the current (or last) job; ``{"state": "idle"}`` if none."""
+        job = self._job
+        if job is None:
+            return {"state": "idle"}
+        with self._lock:
+            last = dict(job.last)
+            snap = {
+                "id": job.id, "kind": job.kind, "family": job.kind, "dataset": job.dataset,
+                "options": dict(job.options), "version": job.out_dir.name, "state": job.state,
+                "started": _clock(job.started), "elapsed_s": round((job.ended or time.time()) - job.started, 1),
+                "history": list(job.history), "log": list(job.log), "error": job.error, "kept": job.kept,
+                "result": dict(job.result) if job.result else None, "stopping": job.stop.is_set(),
+            }
+        for key in ("step", "total_steps", "epoch", "epochs", "loss", "val_acc", "message"):
+            snap[key] = last.get(key)
+        snap["eta_s"] = last.get("eta_s", last.get("eta")) if job.state == "running" else None
+        return snap
+
+    # -- the job's thread
+
+    def _run(self, job: Job, load: Callable[[], object]) -> None:
+        try:
+            self._log(job, "loading the dataset", force=True)
+            dataset = load()
+            self._log(job, f"dataset: {getattr(dataset, 'source', job.dataset)}, "
+                           f"{len(getattr(dataset, 'class_names', []))} classes", force=True)
+            metrics = self.trainers[job.kind](dataset, job.out_dir, job.options, lambda e: self._progress(job, e),
+                                              job.stop.is_set)
+            self._finish(job, metrics)
+        except BaseException as e:  # the thread must always end in a state the UI can show
+            if job.stop.is_set():
+                self._end(job, "cancelled")
+            else:
+                log.warning("job %d (%s on %s) failed", job.id, job.kind, job.dataset, exc_info=True)
+                self._end(job, "failed", short_error(e))
+            if not isinstance(e, Exception):
+                raise
+
+    def _finish(self, job: Job, metrics: dict) -> None:
+        if job.stop.is_set():
+            self._end(job, "cancelled")
+            return
+        try:
+            _, _, card = load_checkpoint(job.out_dir)
+        except CheckpointError as e:
+            self._end(job, "failed", f"Training ended but its checkpoint can't be loaded: {e}")
+            return
+        result = {k: v for k, v in (metrics or {}).items() if _plain(v)}
+        result.setdefault("class_names", card.get("classes") or card.get("class_names"))
+        with self._lock:
+            job.result = result
+        self._end(job, "finished")
+
+    def _end(self, job: Job, state: str, error: str | None = None) -> None:
+        kept = False
+        if state == "failed":
+            shutil.rmtree(job.out_dir, ignore_errors=True)  # our own fresh folder: nothing else is touched
+        elif state == "cancelled":
+            kept = _loads(job.out_dir)
+            if not kept:
+                shutil.rmtree(job.out_dir, ignore_errors=True)
+        with self._lock:
+            job.state, job.error, job.kept, job.ended = state, error, kept, time.time()
+            if state == "cancelled" and kept and job.result is None:
+                job.result = _card_metrics(job.out_dir)
+        line = {
+            "finished": f"finished: version {job.out_dir.name} is ready to promote",
+            "failed": f"failed: {error}",
+            "cancelled": f"cancelled; its checkpoint so far is kept as version {job.out_dir.name} (not served)"
+            if kept else "cancelled; no checkpoint was kept",
+        }[state]
+        self._log(job, line, force=True)
+        log.info("job %d %s", job.id, line)
+
+    def _progress(self, job: Job, event: dict) -> None:
+        event = {k: v for k, v in dict(event).items() if isinstance(v, (int, float, str, type(None)))}
+        with self._lock:
+            job.history.append(event)
+            job.last.update({k: v for k, v in event.items() if v is not None})
+        phase = event.get("phase")
+        parts = [f"epoch {event['epoch']}/{event.get('epochs', '?')}" if event.get("epoch") is not None else "",
+                 f"step {event['step']}/{event.get('total_steps', '?')}" if event.get("step") is not None else "",
+                 f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), float) else "",
+                 f"val acc {100 * event['val_acc']:.1f}%" if isinstance(event.get("val_acc"), float) else "",
+                 str(event.get("message") or "")]
+        self._log(job, " ".join(p for p in parts if p), force=phase not in (None, "train") or bool(event.get("message")))
+
+    def _log(self, job: Job, line: str, force: bool = False) -> None:
+        now = time.time()
+        with self._lock:
+            if force or now - job.last_log >= LOG_EVERY_S:
+                job.log.append(f"{datetime.now().strftime('%H:%M:%S')} {line}")
+                job.last_log = now
+
+
+def _plain(value) -> bool:
+    """JSON-friendly values only (numbers, strings, lists such as the confusion matrix, small dicts)."""
+    return isinstance(value, (int, float, str, list, dict, type(None)))
+
+
+def _loads(folder: Path) -> bool:
+    try:
+        load_checkpoint(folder)
+        return True
+    except CheckpointError:
+        return False
+
+
+def _card_metrics(folder: Path) -> dict | None:
+    try:
+        card = read_card(folder)
+    except CheckpointError:
+        return None
+    metrics = dict(card.get("metrics") or {})
+    return {**metrics, "class_names": card.get("classes")} if metrics else None
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

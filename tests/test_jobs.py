@@ -1,0 +1,287 @@
+"""The job runner without any UI: dataset rules, one job at a time, cancel, failures, and crash-safe checkpoints.
+
+Most tests use a fake trainer that honours the training functions' contract (progress events, ``should_stop``
+polled between steps, an atomic ``save_checkpoint`` into ``out_dir``); the real ``train_scratch`` runs in
+tests/test_admin.py. Each test takes a fraction of a second except the SIGKILL one (a Python subprocess).
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipdemo import checkpoints
+from clipdemo.checkpoints import list_versions, load_checkpoint, promote, save_checkpoint, served_checkpoint
+from clipdemo.data.sources import DataError
+from clipdemo.jobs import BusyError, JobError, JobRunner, dataset_loader, job_options, version_label
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def make_image_folder(root: Path, classes=("red", "green", "blue"), train=4, test=2) -> Path:
+    """A tiny train/test image folder of flat colours with a little noise (a few KB)."""
+    colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 210, 30)}
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = np.clip(np.array(colours[name]) + rng.normal(0, 12, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def fake_trainer(steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None):
+    """A trainer adapter honouring the contract of train_scratch / train_head."""
+
+    def run(dataset, out_dir, options, progress, should_stop):
+        if calls is not None:
+            calls.append((dataset.source, out_dir, options))
+        for step in range(1, steps + 1):
+            if should_stop():
+                break
+            if gate is not None:
+                gate.wait(10)
+            progress({"phase": "train", "epoch": 1, "epochs": 1, "step": step, "total_steps": steps,
+                      "loss": 1.0 / step, "eta": (steps - step) * delay})
+            time.sleep(delay)
+        progress({"phase": "eval", "epoch": 1, "epochs": 1, "step": step, "val_acc": 0.5})
+        if fail is not None:
+            raise fail
+        save_checkpoint(out_dir, {"w": torch.zeros(3)}, {"kind": "fake"},
+                        {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}})
+        return {"acc1": 0.5, "acc5": 1.0, "n": 6, "confusion": [[2, 0, 0], [0, 1, 1], [0, 1, 1]]}
+
+    return run
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def wait_for(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A data root with a tiny folder, and a checkpoint dir whose 'scratch' family serves version v0."""
+    data = tmp_path / "data"
+    make_image_folder(data / "tiny")
+    ckpt = tmp_path / "checkpoints"
+    save_checkpoint(ckpt / "scratch" / "v0", {"w": torch.ones(3)}, {"kind": "fake"}, {"dataset": "before"})
+    promote(ckpt, "scratch", "v0")
+    return data, ckpt
+
+
+def runner_for(env, **trainers) -> JobRunner:
+    data, ckpt = env
+    return JobRunner(ckpt, data, trainers=trainers)
+
+
+# --- what may be trained on ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["../tiny", "/etc", "tiny/../../x", "~/x", "/nonexistent/folder", "", "  ", "a/b/c"])
+def test_dataset_outside_the_data_root_is_refused_before_starting(env, spec):
+    data, ckpt = env
+    before = tree_digest(ckpt)
+    runner = runner_for(env, scratch=fake_trainer())
+    with pytest.raises((JobError, DataError)):
+        runner.start("scratch", spec)
+    assert runner.snapshot() == {"state": "idle"} and tree_digest(ckpt) == before
+
+
+def test_a_link_out_of_the_data_root_is_refused(env, tmp_path):
+    data, _ = env
+    outside = make_image_folder(tmp_path / "outside")
+    (data / "link").symlink_to(outside)
+    with pytest.raises(DataError, match="outside the data folder"):
+        dataset_loader("link", None, data)
+
+
+def test_without_a_data_root_only_builtin_and_hub_ids(tmp_path, monkeypatch):
+    make_image_folder(tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)  # 'tiny' now also exists relative to the working directory
+    for spec in ("tiny", "./tiny", str(tmp_path / "tiny")):
+        with pytest.raises((JobError, DataError)):
+            dataset_loader(spec, None, None)
+    assert callable(dataset_loader("shapes", None, None))
+    assert callable(dataset_loader("fcakyon/pokemon-classification", "mini", None))  # loaded later, on the thread
+
+
+def test_a_hub_shaped_name_that_is_a_local_folder_outside_the_root_is_refused(env, tmp_path, monkeypatch):
+    data, _ = env
+    make_image_folder(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JobError, match="outside the data root"):
+        dataset_loader("elsewhere", None, data)
+
+
+def test_options_are_checked():
+    assert job_options("scratch", epochs=2.0, seed="3")["epochs"] == 2
+    for bad in (dict(epochs=0), dict(epochs=1.5), dict(epochs="many"), dict(preset="huge"), dict(max_seconds=-1)):
+        with pytest.raises(JobError):
+            job_options("scratch", **bad)
+    with pytest.raises(JobError, match="backbone"):
+        job_options("cars-head", backbone="/etc/passwd", allowed_backbones=["openai/clip-vit-base-patch32"])
+    with pytest.raises(JobError, match="Unknown job kind"):
+        job_options("rm -rf")
+    assert version_label("/data/My Pets!") == "my-pets" and version_label("..") == "run"
+
+
+# --- a job's life ----------------------------------------------------------------------------------------------
+
+
+def test_job_runs_in_the_background_and_writes_a_new_version(env):
+    data, ckpt = env
+    calls = []
+    runner = runner_for(env, scratch=fake_trainer(calls=calls))
+    snap = runner.start("scratch", "tiny", epochs=1, seed=1)
+    assert snap["state"] == "running" and snap["version"].endswith("-tiny")
+    snap = runner.wait(10)
+    assert snap["state"] == "finished", snap
+    assert [e["step"] for e in snap["history"] if e.get("phase") == "train"] == [1, 2, 3, 4, 5]
+    assert snap["result"]["acc1"] == 0.5 and snap["result"]["class_names"] == ["blue", "green", "red"]
+    assert any("finished" in line for line in snap["log"])
+    assert calls[0][2]["seed"] == 1 and calls[0][1].parent == ckpt / "scratch"
+    load_checkpoint(calls[0][1])
+    assert served_checkpoint(ckpt, "scratch").name == "v0"  # nothing is promoted by a run
+
+
+def test_second_job_is_refused_while_one_runs(env):
+    data, ckpt = env
+    gate = threading.Event()
+    runner = runner_for(env, scratch=fake_trainer(gate=gate), **{"cars-head": fake_trainer()})
+    runner.start("scratch", "tiny")
+    with pytest.raises(BusyError, match=r"A training job is already running \(scratch on tiny"):
+        runner.start("scratch", "tiny")
+    with pytest.raises(BusyError):
+        runner.start("cars-head", "tiny", backbone="b")
+    assert len(list((ckpt / "scratch").iterdir())) == 2  # v0 + served.json: the refused start wrote nothing
+    gate.set()
+    assert runner.wait(10)["state"] == "finished"
+    runner.start("scratch", "tiny")  # free again
+    assert runner.wait(10)["state"] == "finished"
+
+
+def test_cancel_stops_within_seconds_and_touches_nothing(env):
+    data, ckpt = env
+    before = tree_digest(ckpt)
+    runner = runner_for(env, scratch=fake_trainer(steps=10_000, delay=0.01))
+    runner.start("scratch", "tiny")
+    assert wait_for(lambda: len(runner.snapshot()["history"]) >= 3)
+    t0 = time.monotonic()
+    assert "Cancelling" in runner.cancel()
+    snap = runner.wait(5)
+    assert snap["state"] == "cancelled" and time.monotonic() - t0 < 2
+    # like train_scratch, the fake finishes its checkpoint when stopped: kept as a version, never served
+    assert snap["kept"] is True and (ckpt / "scratch" / snap["version"]).is_dir()
+    after = tree_digest(ckpt)
+    assert {k: after[k] for k in before} == before and served_checkpoint(ckpt, "scratch").name == "v0"
+    assert any("not served" in line for line in snap["log"])
+    assert runner.cancel() == "No training job is running."
+
+
+def test_cancel_before_anything_was_written_keeps_nothing(env):
+    data, ckpt = env
+    before = tree_digest(ckpt)
+    gate = threading.Event()
+    # like train_scratch stopped before its first step: it raises, having written nothing
+    runner = runner_for(env, scratch=fake_trainer(gate=gate, fail=RuntimeError("stopped before its first step")))
+    runner.start("scratch", "tiny")
+    runner.cancel()
+    gate.set()
+    snap = runner.wait(5)
+    assert snap["state"] == "cancelled" and snap["kept"] is False and snap["error"] is None
+    assert tree_digest(ckpt) == before
+
+
+def test_bad_data_fails_with_a_short_message_while_the_runner_keeps_answering(env):
+    data, ckpt = env
+    (data / "empty" / "train").mkdir(parents=True)
+    before = tree_digest(ckpt)
+    runner = runner_for(env)  # the real trainers: the data fails before any training
+    runner.start("scratch", "empty")
+    assert wait_for(lambda: runner.snapshot()["state"] != "running")
+    snap = runner.snapshot()
+    assert snap["state"] == "failed" and snap["error"] and len(snap["error"]) <= 300
+    assert "Traceback" not in snap["error"] and "\n" not in snap["error"]
+    assert tree_digest(ckpt) == before
+
+
+def test_an_unexpected_crash_is_reported_generically_and_leaves_no_half_version(env):
+    data, ckpt = env
+    runner = runner_for(env, scratch=fake_trainer(fail=RuntimeError("secret internals /opt/x at 0xdead")))
+    runner.start("scratch", "tiny")
+    snap = runner.wait(10)
+    assert snap["state"] == "failed"
+    assert snap["error"] == "Training failed with an internal error (RuntimeError); the details are in the server log."
+    assert not (ckpt / "scratch" / snap["version"]).exists()
+
+
+def test_a_checkpoint_write_crashing_in_a_job_keeps_the_served_version(env, monkeypatch):
+    data, ckpt = env
+    before = tree_digest(ckpt)
+    real = checkpoints.save_file
+
+    def half_then_crash(tensors, path, metadata=None):
+        real(tensors, path, metadata=metadata)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save_file", half_then_crash)
+    runner = runner_for(env, scratch=fake_trainer())
+    runner.start("scratch", "tiny")
+    snap = runner.wait(10)
+    assert snap["state"] == "failed" and "No space left" in snap["error"]
+    assert tree_digest(ckpt) == before  # no new version, no leftover partial folder, v0 untouched
+    load_checkpoint(served_checkpoint(ckpt, "scratch"))
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys, torch
+    from clipdemo import checkpoints
+    real = checkpoints.save_file
+    def half_then_die(tensors, path, metadata=None):
+        real(tensors, path, metadata=metadata)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    checkpoints.save_file = half_then_die
+    checkpoints.save_checkpoint(sys.argv[1], {"w": torch.zeros(100_000)}, {"kind": "fake"}, {"dataset": "after"})
+""")
+
+
+def test_a_process_killed_while_writing_over_the_served_version_leaves_it_loadable(env):
+    """SIGKILL mid-save, writing into the served folder's own name (the worst case): the old one stays whole."""
+    data, ckpt = env
+    served = served_checkpoint(ckpt, "scratch")
+    result = subprocess.run([sys.executable, "-c", KILLER, str(served)], cwd=REPO, capture_output=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
+    state, _, card = load_checkpoint(served_checkpoint(ckpt, "scratch"))
+    assert card["dataset"] == "before" and torch.equal(state["w"], torch.ones(3))
+    assert [v["version"] for v in list_versions(ckpt, "scratch")] == ["v0"]  # the partial is hidden
+    with pytest.raises(checkpoints.CheckpointError):
+        promote(ckpt, "scratch", next(p.name for p in (ckpt / "scratch").iterdir() if p.name.endswith(".partial")))
