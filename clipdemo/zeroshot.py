@@ -206,3 +206,25 @@ def classify(
     image_embeddings = encode_images_cached(encoder, images, image_cache)
     probs = (encoder.logit_scale * image_embeddings @ classifier.T).softmax(dim=-1)
     return rank(probs, labels, top_k)
+
+
+def split_scores(encoder: Encoder, refs, class_names: list[str], templates: tuple[str, ...], batch_size: int = 64):
+    """Zero-shot scores [N, C] for a dataset split's image refs; unreadable images are skipped and counted.
+
+    Returns ``(scores, kept_indices, skipped)``.
+    """
+    from clipdemo.images import ImageError, load_image
+
+    classifier = build_classifier(encoder, class_names, templates)
+    scores, kept, skipped = [], [], 0
+    for start in range(0, len(refs), batch_size):
+        images = []
+        for i, ref in enumerate(refs[start : start + batch_size], start):
+            try:
+                images.append(load_image(ref))
+                kept.append(i)
+            except ImageError:
+                skipped += 1
+        if images:
+            scores.append(encoder.logit_scale * encoder.encode_images(images) @ classifier.T)
+    return (torch.cat(scores) if scores else torch.empty(0, len(class_names))), kept, skipped

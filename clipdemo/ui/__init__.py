@@ -10,7 +10,7 @@ import gradio as gr
 
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.ui import zeroshot_tab
+from clipdemo.ui import pokemon_tab, zeroshot_tab
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
 CONCURRENCY = 2  # model calls at once: the machine has 2 cores, more only adds latency
@@ -23,7 +23,10 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
         gr.Markdown("# clipdemo\nShow, use and retrain CLIP: zero-shot on your own labels, Stanford Cars, and a CLIP trained from scratch.")
         with gr.Tab("Zero-shot", id="zero-shot"):
             status = zeroshot_tab.build(served)
+        with gr.Tab("Pokemon (scratch CLIP)", id="pokemon"):
+            pokemon_card = pokemon_tab.build(served)
         app.load(lambda: zeroshot_tab.model_status(served), None, status, api_visibility="private")
+        app.load(lambda: pokemon_tab.card_markdown(served), None, pokemon_card, api_visibility="private")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 

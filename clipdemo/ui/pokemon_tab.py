@@ -1,0 +1,65 @@
+"""Pokemon tab: the served scratch CLIP (trained from scratch, by default on the built-in shapes data)
+ranks its classes for an uploaded image: top-5 bar chart, label list, and the checkpoint's card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from clipdemo.checkpoints import CheckpointError
+from clipdemo.encoders import load_encoder
+from clipdemo.images import load_image
+from clipdemo.plots import ranked_bars
+from clipdemo.serving import Served
+from clipdemo.ui.common import ImageUpload, user_errors
+from clipdemo.zeroshot import classify
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "shapes"
+NO_CHECKPOINT = (
+    "No scratch CLIP is served yet. Train one with `python -m clipdemo train scratch --data shapes --out DIR` "
+    "(or from the Admin tab) and promote it."
+)
+
+
+def scratch_encoder(served: Served):
+    folder = served.checkpoint("scratch")
+    if folder is None:
+        raise CheckpointError(NO_CHECKPOINT)
+    return load_encoder(str(folder))
+
+
+def card_markdown(served: Served) -> str:
+    try:
+        encoder = scratch_encoder(served)
+    except CheckpointError as e:
+        return f"⚠️ {e}"
+    card = encoder.card
+    warnings = [n for n in card.get("notes", []) if "WARNING" in n or "overlap" in n.lower()]
+    clean = "⚠️ " + " ".join(warnings) if warnings else "Held-out split is clean (no image shared with training)."
+    return f"**Served model:** {encoder.describe()}\n\n**Split:** {card.get('split', 'unknown')}\n\n{clean}"
+
+
+def classify_upload(served: Served, path: str | None, top_k: int = 5):
+    if not path:
+        raise CheckpointError("Upload an image first.")
+    image = load_image(path)
+    encoder = scratch_encoder(served)
+    ranked = classify(encoder, [image], encoder.class_names, encoder.templates, top_k=top_k)[0]
+    return ranked_bars(ranked, "Top-5 (scratch CLIP)"), {p.label: p.score for p in ranked}
+
+
+def build(served: Served) -> gr.Markdown:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = ImageUpload(label="Image", elem_id="pk-image", height=300)
+            run = gr.Button("Classify", variant="primary", elem_id="pk-run")
+            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+            if examples:
+                gr.Examples(examples, [image])
+        with gr.Column(scale=1):
+            chart = gr.Plot(label="Top-5", elem_id="pk-chart")
+            label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
+    card = gr.Markdown(elem_id="pk-card")
+    run.click(user_errors(lambda p: classify_upload(served, p)), image, [chart, label], api_name="pokemon")
+    return card
