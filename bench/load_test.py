@@ -1,0 +1,209 @@
+"""Load test: N concurrent gradio_client users against the app launched locally in a subprocess.
+
+    python bench/load_test.py --model tiny --users 16 --seconds 20
+    python bench/load_test.py --model vit-b-32 --users 16 --seconds 30 [--fresh-images]
+
+Builds a random CLIP folder (``tiny``, or ViT-B/32-shaped: weights don't change speed), launches the app
+(``build_app`` + the production ``launch_kwargs``) on 127.0.0.1 in a child process, warms it up, then runs the
+same load twice. Each user loops zero-shot calls over a few images and label sets (the embedding caches are
+hot after warm-up, as when people edit labels on the same picture; ``--fresh-images`` sends a new image on
+every call so the image tower runs each time). Prints per run: requests, throughput, p50/p95 latency, errors
+by kind, queue-full answers (Gradio's ``max_size``); and the server's resident memory after warm-up, after run
+1 and after run 2 (target: run 2 within 5% of run 1). Only 127.0.0.1 is contacted; every call has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from clipdemo.testing import make_clip_folder  # noqa: E402
+
+LABEL_SETS = [
+    "cat, dog, a red sports car",
+    "a temple, a flower, a woman in uniform, a bicycle",
+    "airplane, bird, horse, ship, truck, frog, deer",
+    "猫, 狗, 🚗, кошка",
+]
+SERVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from clipdemo.settings import Settings
+from clipdemo.ui import build_app, launch_kwargs
+settings = Settings(model={model!r}, checkpoint_dir=Path({checkpoints!r}))
+build_app(settings).launch(server_name="127.0.0.1", server_port={port}, quiet=True, **launch_kwargs(settings))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server process, from /proc (Linux; psutil not needed)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def write_images(folder: Path, n: int, size: int = 224, seed: int = 0) -> list[Path]:
+    paths = []
+    for i in range(n):
+        data = bytes(((j + seed * 7919 + i * 104729) * 2654435761 >> 11) & 0xFF for j in range(size * size * 3))
+        path = folder / f"img_{seed}_{i}.png"
+        Image.frombytes("RGB", (size, size), data).save(path)
+        paths.append(path)
+    return paths
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/gradio_api/info", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("server did not come up")
+
+
+def error_kind(e: BaseException) -> str:
+    message = " ".join(str(e).split())[:70]
+    return f"{type(e).__name__}: {message}"
+
+
+def is_queue_full(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "queue" in text and "full" in text
+
+
+def run_load(url: str, model: str, images: list[Path], users: int, seconds: float, fresh: Path | None,
+             call_timeout: float) -> dict:
+    from gradio_client import Client, handle_file
+
+    clients = [Client(url, verbose=False) for _ in range(users)]  # connect before the clock starts
+    latencies, errors, lock = [], collections.Counter(), threading.Lock()
+    queue_full = [0]
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def user(u: int) -> None:
+        client, i = clients[u], 0
+        while time.perf_counter() < deadline:
+            if fresh is not None:
+                image = write_images(fresh, 1, seed=u * 100_000 + i)[0]
+            else:
+                image = images[(u + i) % len(images)]
+            labels = LABEL_SETS[(u + i) % len(LABEL_SETS)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                job = client.submit([{"image": handle_file(str(image)), "caption": None}], labels, "photo", "", 20,
+                                    model, api_name="/zero_shot")
+                label, _, _ = job.result(timeout=call_timeout)
+                assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-3
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+            except Exception as e:  # counted by kind; a queue-full answer is the one allowed error
+                with lock:
+                    if is_queue_full(e):
+                        queue_full[0] += 1
+                    else:
+                        errors[error_kind(e)] += 1
+            finally:
+                if fresh is not None:
+                    image.unlink(missing_ok=True)
+
+    threads = [threading.Thread(target=user, args=(u,), daemon=True) for u in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + call_timeout + 30)
+    elapsed = time.perf_counter() - start
+    for c in clients:
+        c.close()
+    lat = sorted(latencies)
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
+    return dict(ok=len(lat), elapsed=elapsed, rps=len(lat) / elapsed, p50=statistics.median(lat) if lat else float("nan"),
+                p95=pct(0.95), errors=dict(errors), queue_full=queue_full[0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["tiny", "vit-b-32"], default="tiny")
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each of the two runs")
+    parser.add_argument("--images", type=int, default=4, help="distinct images the users cycle through")
+    parser.add_argument("--fresh-images", action="store_true", help="a new image per call (no image-cache hits)")
+    parser.add_argument("--call-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="clipdemo-load-") as tmp:
+        tmp = Path(tmp)
+        model = str(make_clip_folder(tmp / f"clip-{args.model}", args.model))
+        images = write_images(tmp, args.images)
+        fresh = None
+        if args.fresh_images:
+            fresh = tmp / "fresh"
+            fresh.mkdir()
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(tmp / "server.log", "w")
+        script = SERVER.format(repo=str(REPO), model=model, checkpoints=str(tmp / "checkpoints"), port=port)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        try:
+            wait_ready(url, proc)
+            print(f"model {args.model}, {args.users} users, {args.seconds:.0f} s per run, server pid {proc.pid}")
+            print(f"RSS after start:    {rss_mib(proc.pid):8.1f} MiB")
+            warm = run_load(url, model, images, min(args.users, 4), min(10.0, args.seconds / 2), fresh, args.call_timeout)
+            rss = {"warm-up": rss_mib(proc.pid)}
+            print(f"RSS after warm-up:  {rss['warm-up']:8.1f} MiB  ({warm['ok']} warm-up calls)")
+            for name in ("run 1", "run 2"):
+                r = run_load(url, model, images, args.users, args.seconds, fresh, args.call_timeout)
+                rss[name] = rss_mib(proc.pid)
+                print(f"{name}: {r['ok']} ok in {r['elapsed']:.1f} s = {r['rps']:.2f} req/s; latency p50 "
+                      f"{1000 * r['p50']:.0f} ms, p95 {1000 * r['p95']:.0f} ms; queue-full {r['queue_full']}; "
+                      f"errors {sum(r['errors'].values())}")
+                for kind, n in sorted(r["errors"].items(), key=lambda kv: -kv[1]):
+                    print(f"    {n:5d}  {kind}")
+                print(f"RSS after {name}:    {rss[name]:8.1f} MiB")
+            growth = 100 * (rss["run 2"] - rss["run 1"]) / rss["run 1"]
+            since_warm = 100 * (rss["run 2"] - rss["warm-up"]) / rss["warm-up"]
+            verdict = "OK" if abs(growth) <= 5 else "OVER TARGET"
+            print(f"RSS growth run 1 -> run 2: {growth:+.1f}% ({verdict}, target within 5%); "
+                  f"warm-up -> run 2: {since_warm:+.1f}%")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
