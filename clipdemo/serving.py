@@ -14,6 +14,12 @@ from clipdemo.encoders import Encoder, ModelUnavailable, load_encoder
 from clipdemo.settings import Settings
 
 
+def _display(spec: str) -> str:
+    """A Hub id as is; a local folder by its name only (its path stays on the server)."""
+    path = Path(spec).expanduser()
+    return f"local model '{path.name}'" if path.is_absolute() or path.exists() else spec
+
+
 @dataclass
 class ZeroShotModel:
     encoder: Encoder
@@ -28,18 +34,25 @@ class Served:
         folder = served_checkpoint(self.settings.checkpoint_dir, family)
         return folder if folder is not None and folder.is_dir() else None
 
-    def model_choices(self) -> list[str]:
-        choices = [self.settings.model, *self.settings.extra_models]
+    def models(self) -> dict[str, tuple[str, str]]:
+        """Opaque key -> (display name, spec). Users and API callers see keys and names, never server paths."""
+        models = {"default": (_display(self.settings.model), self.settings.model)}
+        for i, spec in enumerate(self.settings.extra_models):
+            models[f"extra-{i + 1}"] = (_display(spec), spec)
         scratch = self.checkpoint("scratch")
         if scratch is not None:
-            choices.append(str(scratch))
-        return list(dict.fromkeys(choices))
+            models["scratch"] = (f"scratch CLIP (served version {scratch.name})", str(scratch))
+        return models
 
-    def zero_shot(self, spec: str | None = None) -> ZeroShotModel:
+    def model_choices(self) -> list[tuple[str, str]]:
+        return [(name, key) for key, (name, _) in self.models().items()]
+
+    def zero_shot(self, key: str | None = None) -> ZeroShotModel:
         """The asked-for model; if it can't be had, the served scratch checkpoint with a notice saying why."""
-        spec = spec or self.settings.model
-        if spec not in self.model_choices():
-            raise ModelUnavailable(f"Model '{spec[:80]}' is not one of this app's models.")
+        models = self.models()
+        if (key or "default") not in models:
+            raise ModelUnavailable("That model is not one of this app's models.")
+        spec = models[key or "default"][1]
         try:
             return ZeroShotModel(load_encoder(spec), None)
         except ModelUnavailable as e:

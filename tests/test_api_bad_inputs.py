@@ -55,7 +55,7 @@ def app(tiny_clip, tmp_path_factory):
     (data_root / "train" / "cat" / "1.png").write_bytes(GOOD_IMAGE.read_bytes())
     settings = Settings(model=str(tiny_clip), checkpoint_dir=checkpoints, data_root=data_root, max_file_size="2mb")
     with launched(build_app(settings), **launch_kwargs(settings)) as url:
-        yield dict(url=url.rstrip("/"), settings=settings, model=str(tiny_clip), checkpoints=checkpoints,
+        yield dict(url=url.rstrip("/"), settings=settings, model="default", model_dir=str(tiny_clip), checkpoints=checkpoints,
                    data_root=data_root)
     shutil.rmtree(CASES_DIR, ignore_errors=True)
 
@@ -225,13 +225,9 @@ def test_model_outside_choices_is_refused(client, app, model):
         submit(client, app, model=model).result()
 
 
-@pytest.mark.xfail(reason="FINDING: the model dropdown's choices are absolute server paths (local model folder, "
-                   "served scratch checkpoint); they appear in /config and in Gradio's 'not in the list of choices' "
-                   "message. Fix in clipdemo/ui/zeroshot_tab.py + serving.py: offer (display name, opaque key) pairs.",
-                   strict=False)
 def test_model_choices_do_not_expose_server_paths(client, app):
     config = httpx.get(f"{app['url']}/config", timeout=30).text
-    assert app["model"] not in config and str(app["checkpoints"]) not in config
+    assert app["model_dir"] not in config and str(app["checkpoints"]) not in config
     with pytest.raises(AppError) as refused:
         submit(client, app, model="/etc").result()
     check_message(str(refused.value), "/etc")
@@ -259,8 +255,8 @@ def served_paths(app) -> dict[str, Path]:
         "checkpoint_weights": app["checkpoints"] / "scratch-v1" / "model.safetensors",
         "served_json": app["checkpoints"] / "served.json",
         "data_root_image": app["data_root"] / "train" / "cat" / "1.png",
-        "model_weights": Path(app["model"]) / "model.safetensors",
-        "model_config": Path(app["model"]) / "config.json",
+        "model_weights": Path(app["model_dir"]) / "model.safetensors",
+        "model_config": Path(app["model_dir"]) / "config.json",
         "requirements": REPO_ROOT / "requirements.txt",
         "settings_source": REPO_ROOT / "clipdemo" / "settings.py",
         "etc_passwd": Path("/etc/passwd"),
@@ -268,7 +264,7 @@ def served_paths(app) -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("name", list(served_paths(dict(checkpoints=Path("c"), data_root=Path("d"), model="m"))))
+@pytest.mark.parametrize("name", list(served_paths(dict(checkpoints=Path("c"), data_root=Path("d"), model_dir="m"))))
 def test_gradio_never_serves_private_files(app, name):
     path = served_paths(app)[name]
     for route in ("/gradio_api/file=", "/file="):
