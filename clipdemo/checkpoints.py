@@ -83,6 +83,16 @@ def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, c
     return folder
 
 
+def recover_interrupted_save(folder: Path) -> None:
+    """A save killed between its two renames leaves only ``.<name>.old``: put it back."""
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and old.is_dir():
+        try:
+            os.replace(old, folder)
+        except OSError:  # another process got there first
+            pass
+
+
 def read_card(folder) -> dict:
     return _read_json(Path(folder), CARD)
 
@@ -102,6 +112,7 @@ def _read_json(folder: Path, name: str) -> dict:
 def load_checkpoint(folder, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Return ``(state_dict, config, card)``; refuse missing, damaged or other-kind folders clearly."""
     folder = Path(folder)
+    recover_interrupted_save(folder)
     if not folder.is_dir():
         raise CheckpointError(f"Checkpoint folder '{folder}' does not exist.")
     config, card = _read_json(folder, CONFIG), _read_json(folder, CARD)
