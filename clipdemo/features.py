@@ -1,0 +1,368 @@
+"""Frozen-backbone features: encode each image once, cache the embeddings on disk, reuse them forever.
+
+Training a head on a frozen CLIP only ever needs the image embeddings, so we compute them once per
+(backbone, dataset, split) and keep them in a safetensors file; every later head run, evaluation and
+benchmark reads the file instead of running the ViT again. The class-prompt text embeddings get the same
+treatment.
+
+- ``Backbone(spec)``: a backbone named by its spec (Hub id, HF folder, scratch checkpoint) that loads the
+  model only when something actually has to be encoded, so a warm-cache run never pays the model load.
+  Its ``fingerprint`` identifies the weights from the files (config and tokenizer/processor JSON in full,
+  weight files by size and three sampled 64 KiB chunks), so it is cheap, path-independent (a copied folder
+  keeps its cache) and changes when the weights or the preprocessing config change.
+- ``encode_split(encoder, split, ...)``: embeddings of a ``Split`` in batches (decoding the next batch on
+  a thread while the model runs), unreadable images skipped and counted, cached under a key built from the
+  backbone fingerprint, the caller's ``key_parts`` (dataset fingerprint, split name) and ``FEATURES_VERSION``
+  (bumped when our preprocessing code changes). Cache files are written atomically (temp file + rename).
+- Sharding (for torch.distributed, issue 8): ``encode_split(..., shard=(rank, world))`` encodes only the
+  rank's strided share of the split and returns it with its indices; ``merge_shards(parts)`` puts the shares
+  back in split order, and ``save_features(feature_cache_path(...), merged)`` writes the very file a single
+  process would have written. A shard call whose full cache already exists just slices it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from clipdemo.data import Split
+from clipdemo.images import ImageError, load_image
+from clipdemo.zeroshot import CARS_TEMPLATES, build_classifier
+
+FEATURES_VERSION = 1  # bump when preprocessing or the file layout changes: old caches are then ignored
+
+_CONFIG_SUFFIXES = (".json", ".txt")  # small files hashed in full (config, processor, tokenizer)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # large files: size + sampled chunks
+_CHUNK = 64 * 1024
+
+
+# --- backbone identity and lazy loading ------------------------------------------------------------------
+
+
+def backbone_folder(spec: str) -> Path | None:
+    """The folder holding ``spec``'s files: the folder itself, or a Hub id's snapshot in the local HF cache."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not a valid repo id
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A digest of a model folder's contents, cheap even for a 600 MB checkpoint (see the module docstring)."""
+    h = hashlib.blake2b(digest_size=12)
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        if f.suffix in _CONFIG_SUFFIXES:
+            h.update(f"{f.name}\0".encode() + f.read_bytes())
+        elif f.suffix in _WEIGHT_SUFFIXES:
+            size = f.stat().st_size
+            h.update(f"{f.name}\0{size}\0".encode())
+            with open(f, "rb") as fh:
+                for offset in (0, max(0, size // 2 - _CHUNK // 2), max(0, size - _CHUNK)):
+                    fh.seek(offset)
+                    h.update(fh.read(_CHUNK))
+    return h.hexdigest()
+
+
+def backbone_fingerprint(spec: str) -> str | None:
+    """``folder_fingerprint`` of the files behind ``spec``, or None when they are not on this machine."""
+    folder = backbone_folder(spec)
+    return folder_fingerprint(folder) if folder is not None else None
+
+
+def canonical_spec(spec: str) -> str:
+    """Folders as absolute paths (a card must not depend on the working directory); Hub ids unchanged."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
+class Backbone:
+    """An encoder named by ``spec`` and loaded on first use (``clipdemo.encoders.load_encoder``).
+
+    Also wraps an already built encoder (``Backbone.of(encoder)``), e.g. a test double. Answers the
+    ``Encoder`` protocol by delegation.
+    """
+
+    def __init__(self, spec: str, device: str = "auto", precision: str | None = None, encoder=None):
+        self.spec = canonical_spec(spec)
+        self.device_choice, self.precision_choice = device, precision
+        self._encoder = encoder
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, backbone, device: str = "auto", precision: str | None = None) -> "Backbone":
+        """A ``Backbone`` from a spec string, a ``Backbone`` or any ``Encoder``."""
+        if isinstance(backbone, Backbone):
+            return backbone
+        if isinstance(backbone, (str, os.PathLike)):
+            return cls(str(backbone), device, precision)
+        spec = str(getattr(backbone, "path", None) or backbone.name)
+        return cls(spec, device, precision, encoder=backbone)
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from clipdemo.encoders import load_encoder
+
+            self._encoder = load_encoder(self.spec, device=self.device_choice, precision=self.precision_choice)
+        return self._encoder
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the weights and preprocessing config (see ``folder_fingerprint``)."""
+        if self._fingerprint is None:
+            own = getattr(self._encoder, "fingerprint", None)
+            found = own or backbone_fingerprint(self.spec)
+            if found is None and self._encoder is None:
+                self.encoder  # a Hub id not yet in the local cache: loading downloads it (or says why it can't)
+                found = backbone_fingerprint(self.spec)
+            self._fingerprint = found or f"name:{self.spec}"  # no files to look at (a test double)
+        return self._fingerprint
+
+    # the Encoder protocol, by delegation
+    name = property(lambda self: getattr(self._encoder, "name", None) or self.spec)
+    logit_scale = property(lambda self: self.encoder.logit_scale)
+
+    def encode_images(self, images) -> torch.Tensor:
+        return self.encoder.encode_images(images)
+
+    def encode_texts(self, texts) -> torch.Tensor:
+        return self.encoder.encode_texts(texts)
+
+    def describe(self) -> str:
+        return self.encoder.describe() if self.loaded else f"{self.spec} (not loaded)"
+
+
+# --- image features -------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedSplit:
+    """Embeddings of the images of a split that decoded. Unpacks as ``features, labels, skipped``."""
+
+    features: torch.Tensor  # [K, D] float32, L2-normalised
+    labels: torch.Tensor  # [K] int64
+    skipped: int  # images that could not be read (ImageError), left out of the rows above
+    kept: torch.Tensor  # [K] int64: each row's index in the split
+    fresh: int = 0  # images this call ran through the model (0 when read from the cache)
+
+    def __iter__(self) -> Iterator:
+        return iter((self.features, self.labels, self.skipped))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rows(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, labels) of the split's images at ``indices`` (in that order), skipping unreadable ones."""
+        where = {int(i): r for r, i in enumerate(self.kept.tolist())}
+        pick = torch.tensor([where[int(i)] for i in indices if int(i) in where], dtype=torch.long)
+        return self.features[pick], self.labels[pick]
+
+
+def feature_key(backbone_fingerprint: str, key_parts: Sequence = ()) -> str:
+    blob = json.dumps({"v": FEATURES_VERSION, "backbone": backbone_fingerprint, "parts": [str(p) for p in key_parts]})
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def feature_cache_path(encoder, key_parts: Sequence, cache_dir) -> Path:
+    """Where ``encode_split`` keeps the embeddings for this backbone and ``key_parts``."""
+    return Path(cache_dir) / f"features-{feature_key(Backbone.of(encoder).fingerprint, key_parts)}.safetensors"
+
+
+def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None) -> Path:
+    """Write ``encoded`` (for a split of ``n`` images) atomically: temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"features": encoded.features.float().contiguous(), "labels": encoded.labels.long(),
+               "kept": encoded.kept.long()}  # fmt: skip
+    metadata = {"n": str(n), "skipped": str(encoded.skipped), "version": str(FEATURES_VERSION),
+                "meta": json.dumps(meta or {})}  # fmt: skip
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_features(path, split: Split) -> EncodedSplit | None:
+    """The cached embeddings of ``split`` at ``path``, or None when absent, damaged or not for this split."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        data = load_file(path)
+        encoded = EncodedSplit(data["features"], data["labels"], int(meta["skipped"]), data["kept"])
+        labels = torch.as_tensor(split.labels, dtype=torch.long)
+        # the key already names the dataset; this catches a split that changed under the same name
+        if int(meta["n"]) != len(split) or not torch.equal(labels[encoded.kept], encoded.labels):
+            return None
+        return encoded
+    except Exception:  # a damaged cache is rebuilt, never trusted
+        return None
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s share of ``range(n)``: every ``world``-th index, so shares differ by at most one."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    return list(range(rank, n, world))
+
+
+def merge_shards(parts: Sequence[EncodedSplit]) -> EncodedSplit:
+    """The shards of one split (any order) as one ``EncodedSplit`` in split order, as one process makes it."""
+    features = torch.cat([p.features for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    kept = torch.cat([p.kept for p in parts])
+    order = torch.argsort(kept)
+    return EncodedSplit(features[order], labels[order], sum(p.skipped for p in parts), kept[order],
+                        sum(p.fresh for p in parts))
+
+
+def encode_split(
+    encoder,
+    split: Split,
+    *,
+    batch_size: int = 64,
+    progress: Callable[[dict], None] | None = None,
+    cache_dir=None,
+    key_parts: Sequence = (),
+    shard: tuple[int, int] | None = None,
+    desc: str = "encoding images",
+) -> EncodedSplit:
+    """Embed every image of ``split`` once with the frozen ``encoder`` (an ``Encoder``, a ``Backbone`` or a spec).
+
+    Returns an ``EncodedSplit`` (unpacks as ``features [K, D], labels [K], skipped``). With ``cache_dir`` the
+    result is read from / written to ``feature_cache_path(encoder, key_parts, cache_dir)``; ``key_parts``
+    must identify the split's content (e.g. ``(dataset.fingerprint, "train")``). ``progress(dict)`` gets
+    ``phase="encode"``, ``desc``, ``done``, ``total``, ``skipped``, ``cached``; without it a tqdm bar is
+    shown (on a terminal). ``shard=(rank, world)``: encode only that rank's share (see the module docstring).
+    """
+    backbone = Backbone.of(encoder)
+    path = feature_cache_path(backbone, key_parts, cache_dir) if cache_dir is not None else None
+    wanted = shard_indices(len(split), *shard) if shard else list(range(len(split)))
+    report = progress or _tqdm_reporter(desc)
+    cached = load_features(path, split) if path is not None else None
+    if cached is not None:
+        if shard:
+            mine = torch.isin(cached.kept, torch.tensor(wanted, dtype=torch.long))
+            skipped = len(wanted) - int(mine.sum())  # the share's unreadable images
+            cached = EncodedSplit(cached.features[mine], cached.labels[mine], skipped, cached.kept[mine])
+        report({"phase": "encode", "desc": desc, "done": len(wanted), "total": len(wanted),
+                "skipped": cached.skipped, "cached": True})  # fmt: skip
+        return cached
+    encoded = _encode(backbone, split, wanted, batch_size, report, desc)
+    if path is not None and shard is None:
+        save_features(path, encoded, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
+    return encoded
+
+
+def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, desc: str) -> EncodedSplit:
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    features, kept, skipped, done = [], [], 0, 0
+    with ThreadPoolExecutor(max_workers=1) as pool:  # decode batch b+1 while the model runs on batch b
+        pending = pool.submit(_decode, split, batches[0]) if batches else None
+        for b in range(len(batches)):
+            images, ok, bad = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(_decode, split, batches[b + 1])
+            if images:
+                features.append(backbone.encode_images(images).float().cpu())
+                kept.extend(ok)
+            skipped += bad
+            done += len(batches[b])
+            report({"phase": "encode", "desc": desc, "done": done, "total": len(indices), "skipped": skipped,
+                    "cached": False})  # fmt: skip
+    kept_t = torch.tensor(kept, dtype=torch.long)
+    labels = torch.as_tensor(split.labels, dtype=torch.long)[kept_t] if kept else torch.empty(0, dtype=torch.long)
+    feats = torch.cat(features) if features else torch.empty(0, 0)
+    return EncodedSplit(feats, labels, skipped, kept_t, fresh=len(kept))
+
+
+def _decode(split: Split, indices: list[int]):
+    images, ok, bad = [], [], 0
+    for i in indices:
+        try:
+            images.append(load_image(split.images[i]))
+            ok.append(i)
+        except ImageError:  # unreadable: skipped and counted, never fatal
+            bad += 1
+    return images, ok, bad
+
+
+def _tqdm_reporter(desc: str) -> Callable[[dict], None]:
+    """A progress callback drawing one tqdm bar (silent when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    state: dict = {}
+
+    def report(info: dict) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=info["total"], desc=desc, unit="img", disable=None, leave=False)
+        bar.update(info["done"] - bar.n)
+        if info.get("skipped"):
+            bar.set_postfix(skipped=info["skipped"])
+        if info["done"] >= info["total"]:
+            bar.close()
+
+    return report
+
+
+# --- class-prompt text embeddings -----------------------------------------------------------------------
+
+
+def class_text_embeddings(
+    encoder, class_names: Sequence[str], templates: Sequence[str] = CARS_TEMPLATES, cache_dir=None
+) -> tuple[torch.Tensor, float]:
+    """``([C, D] ensembled class embeddings, logit_scale)`` from ``zeroshot.build_classifier``; with
+    ``cache_dir`` kept on disk too, so a later run needs neither the text tower nor the model load."""
+    backbone = Backbone.of(encoder)
+    templates = tuple(templates)
+    path = None
+    if cache_dir is not None:
+        key = feature_key(backbone.fingerprint, ["text", json.dumps([list(templates), list(class_names)])])
+        path = Path(cache_dir) / f"text-{key}.safetensors"
+        if path.is_file():
+            try:
+                data = load_file(path)
+                if data["classes"].shape[0] == len(class_names):
+                    return data["classes"], float(data["logit_scale"])
+            except Exception:  # damaged: rebuild
+                pass
+    classes = build_classifier(backbone.encoder, list(class_names), templates).float()
+    scale = float(backbone.logit_scale)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        save_file({"classes": classes.contiguous(), "logit_scale": torch.tensor(scale)}, tmp)
+        os.replace(tmp, path)
+    return classes, scale

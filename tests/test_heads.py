@@ -1,0 +1,299 @@
+"""Cars heads: each head learns, the feature cache encodes once, backbones are checked, the whole pipeline
+trains and evaluates on a miniature Stanford Cars devkit with a tiny CLIP."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from clipdemo import encoders
+from clipdemo.cars import CarsClassifier, evaluate_head, plan_splits, train_head
+from clipdemo.checkpoints import CheckpointError, load_checkpoint
+from clipdemo.data import ImageDataset, Split
+from clipdemo.data.sources import DataError, load_source
+from clipdemo.features import (
+    Backbone,
+    class_text_embeddings,
+    encode_split,
+    feature_cache_path,
+    merge_shards,
+    save_features,
+)
+from clipdemo.heads import HEADS, build_head, fit_head
+from clipdemo.testing import make_clip_folder
+from tests.minicars import write_minicars
+
+METRICS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The CI box has 2 cores shared with other jobs: torch's second thread only waits on them, and tiny
+    # ops run 10-100x slower. One thread keeps this file fast; the library itself sets nothing.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- heads on synthetic features --------------------------------------------------------------------------
+
+
+TEXT = F.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+
+def separable_task(seed=0, per_class=30, permuted=True):
+    """Features clustered around the class text embeddings ``TEXT``, labelled with a permutation of the
+    classes when ``permuted``, so zero-shot is wrong on every class and only a trained head gets it right."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(len(TEXT)).repeat(per_class)
+    centre = torch.roll(torch.arange(len(TEXT)), 1)[y] if permuted else y
+    return F.normalize(TEXT[centre] + 0.15 * torch.randn(len(y), TEXT.shape[1], generator=g), dim=-1), y
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_each_head_learns_a_separable_task(name):
+    x, y = separable_task(seed=0)
+    vx, vy = separable_task(seed=1)
+    assert float(((10 * vx @ TEXT.T).argmax(1) == vy).float().mean()) == 0.0  # zero-shot gets none right
+    head = build_head(name, num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=10.0)
+    fit = fit_head(head, (x, y), (vx, vy), epochs=25, lr=1e-2, batch_size=16, seed=0)
+    assert fit.best_val_acc >= 0.95 and fit.best_epoch > 0
+    assert float((head(vx).argmax(1) == vy).float().mean()) == fit.best_val_acc  # the best weights are left in
+
+
+def test_zeroshot_init_starts_exactly_at_zero_shot():
+    x, y = separable_task(permuted=False)
+    head = build_head("zeroshot-init", num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=50.0)
+    torch.testing.assert_close(head(x), 50.0 * x @ TEXT.T)
+    fit = fit_head(head, (x, y), (x, y), epochs=1, lr=1e-3)
+    assert fit.history[0] == {"epoch": 0, "val_acc": 1.0} and fit.best_epoch == 0  # ties keep the start
+
+
+def test_mlp_logits_is_the_tutorials_head():
+    text = F.normalize(torch.randn(196, 32), dim=-1)
+    head = build_head("mlp-logits", num_classes=196, embed_dim=32, class_embeddings=text, logit_scale=100.0)
+    trainable = [n for n, p in head.named_parameters() if p.requires_grad]
+    # the notebook's printed "Params to learn" list, in order
+    assert trainable == [f"fc{a}.{b}.{w}" for a, b in ((1, 0), (1, 1), (2, 0), (2, 1), (2, 3), (2, 4), (3, 0), (3, 1))
+                         for w in ("weight", "bias")]  # fmt: skip
+    assert head.fc1[0].out_features == 980 and head.fc2[3].in_features == 980 and head.fc3[0].out_features == 196
+    assert [m.p for m in head.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.3]
+
+
+def test_should_stop_keeps_the_best_so_far():
+    x, y = separable_task()
+    head = build_head("linear", num_classes=4, embed_dim=16)
+    fit = fit_head(head, (x, y), (x, y), epochs=5, lr=1e-2, should_stop=lambda: True)
+    assert fit.stopped == "cancelled" and fit.steps == 0 and fit.best_epoch == 0
+    with pytest.raises(ValueError, match="Unknown head"):
+        build_head("resnet", num_classes=2, embed_dim=2)
+
+
+# --- the feature cache ----------------------------------------------------------------------------------
+
+
+class CountingEncoder:
+    """A stand-in backbone: the embedding is the image's mean colour; counts what it encodes."""
+
+    name, logit_scale, context_length, precision = "counting", 10.0, 77, "fp32"
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.images = 0
+        self.texts = 0
+
+    def encode_images(self, images):
+        self.images += len(images)
+        means = np.stack([np.asarray(im, dtype=np.float32).mean((0, 1)) + 1 for im in images])
+        return F.normalize(torch.from_numpy(means), dim=-1)
+
+    def encode_texts(self, texts):
+        self.texts += len(texts)
+        return F.normalize(torch.tensor([[len(t), t.count("a") + 1, 1.0] for t in texts]), dim=-1)
+
+    def describe(self):
+        return "counting"
+
+
+def png(colour, seed) -> bytes:
+    pixels = np.full((8, 8, 3), colour, dtype=np.uint8)
+    pixels[0, 0] = seed % 256
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def colour_split(n=10) -> Split:
+    images = [png((200, 30, 30) if i % 2 else (30, 30, 200), i) for i in range(n)]
+    images[3] = b"not an image at all"  # unreadable: skipped and counted
+    return Split(images, [i % 2 for i in range(n)])
+
+
+def test_second_encode_hits_the_cache_and_encodes_nothing(tmp_path):
+    encoder, split = CountingEncoder(), colour_split()
+    features, labels, skipped = encode_split(encoder, split, batch_size=4, cache_dir=tmp_path, key_parts=("d", "train"),
+                                             progress=lambda info: None)  # fmt: skip
+    assert (encoder.images, skipped, features.shape, labels.tolist()) == (9, 1, (9, 3), [0, 1, 0, 0, 1, 0, 1, 0, 1])
+    events = []
+    again = encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), progress=events.append)
+    assert encoder.images == 9 and again.fresh == 0 and events[-1]["cached"]  # nothing encoded the second time
+    torch.testing.assert_close(again.features, features)
+    assert again.skipped == 1 and 3 not in again.kept.tolist()
+    encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "test"), progress=events.append)
+    assert encoder.images == 18  # another key, another file
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_damaged_or_stale_cache_is_rebuilt(tmp_path):
+    encoder, split = CountingEncoder(), colour_split()
+    path = feature_cache_path(encoder, ("d", "train"), tmp_path)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"garbage")
+    encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), progress=lambda i: None)
+    assert encoder.images == 9
+    relabelled = Split(split.images, [1 - y for y in split.labels])  # same key, different content
+    _, labels, _ = encode_split(encoder, relabelled, cache_dir=tmp_path, key_parts=("d", "train"),
+                                progress=lambda i: None)
+    assert encoder.images == 18 and labels.tolist()[0] == 1
+
+
+def test_shards_merge_into_the_single_process_cache(tmp_path):
+    encoder, split = CountingEncoder(), colour_split(11)
+    whole = encode_split(encoder, split, batch_size=4, progress=lambda i: None)
+    parts = [encode_split(encoder, split, batch_size=3, shard=(r, 3), progress=lambda i: None) for r in (2, 0, 1)]
+    merged = merge_shards(parts)
+    torch.testing.assert_close(merged.features, whole.features)
+    assert merged.kept.tolist() == whole.kept.tolist() and merged.skipped == whole.skipped == 1
+    # rank 0 writes what one process would have written; a later single-process run finds it
+    save_features(feature_cache_path(encoder, ("d", "train"), tmp_path), merged, len(split))
+    before = encoder.images
+    cached = encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), progress=lambda i: None)
+    assert encoder.images == before and cached.kept.tolist() == whole.kept.tolist()
+    share = encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), shard=(1, 3),
+                         progress=lambda i: None)
+    assert share.kept.tolist() == [1, 4, 7, 10] and share.skipped == 0 and encoder.images == before
+
+
+def test_text_embeddings_are_cached_on_disk(tmp_path):
+    encoder = CountingEncoder()
+    classes, scale = class_text_embeddings(encoder, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
+    assert classes.shape == (2, 3) and scale == 10.0 and encoder.texts == 16  # 8 templates x 2 classes
+    fresh = CountingEncoder()
+    fresh.name = "counting"  # same identity, new process: the file answers
+    again, _ = class_text_embeddings(fresh, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
+    assert fresh.texts == 0 and torch.equal(again, classes)
+
+
+# --- the whole pipeline on a miniature devkit, with a tiny CLIP --------------------------------------------
+
+
+def test_tutorial_split_reproduces_the_notebook_sizes():
+    dataset = ImageDataset(["a"], {"train": Split(list(range(8144)), [0] * 8144)}, "fake", "fp")
+    plan = plan_splits(dataset, "tutorial")
+    sizes = [len(plan.train[1]), len(plan.validation[1]), len(plan.evaluation[1])]
+    assert sizes == [7349, 408, 387]
+    assert not set(plan.train[1]) & set(plan.validation[1]) and not set(plan.validation[1]) & set(plan.evaluation[1])
+    with pytest.raises(DataError, match="no test split"):
+        plan_splits(dataset, "official")
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory):
+    root = write_minicars(tmp_path_factory.mktemp("cars"), classes=4, per_class_train=8, per_class_test=3)
+    (root / "cars_train" / "00002.jpg").write_bytes(b"\xff\xd8 this jpeg is broken")  # skipped, counted
+    return load_source(str(root))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_clip_folder(tmp_path_factory.mktemp("tiny-a"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(cars, tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    result = train_head(cars, str(tiny), work / "head", head="linear", epochs=3, split="official", seed=1,
+                        cache_dir=work / "cache", progress=lambda info: None)  # fmt: skip
+    return result, work
+
+
+def test_train_head_writes_a_checkpoint_with_an_honest_card(trained, cars, tiny):
+    result, work = trained
+    assert METRICS <= set(result) and METRICS <= set(result["zeroshot"])
+    assert result["n"] == result["zeroshot"]["n"] == 12  # both scored on the same 12 official test images
+    assert result["skipped"] == {"train": 1, "test": 0} and result["encoded_images"] == 31 + 12
+    state, config, card = load_checkpoint(work / "head", kind="cars-head")
+    assert config["backbone"]["spec"] == str(tiny.resolve()) and config["head"]["name"] == "linear"
+    assert card["classes"] == cars.class_names and card["seed"] == 1 and card["split_protocol"] == "official"
+    assert "official test split (12)" in card["split"] and "5% per class" in card["split"]
+    assert card["metrics"]["acc1"] == result["acc1"] and len(card["metrics"]["confusion"]) == 4
+    assert card["zeroshot_metrics"]["acc1"] == result["zeroshot"]["acc1"]
+    assert card["validation"]["epoch"] == result["best_epoch"]
+    assert state["zeroshot.classifier"].shape == (4, 16)
+
+
+def test_retraining_on_a_warm_cache_encodes_nothing_and_loads_no_model(trained, cars, tiny, monkeypatch):
+    _, work = trained
+
+    def no_loading(*a, **k):
+        raise AssertionError("the backbone was loaded although everything was cached")
+
+    monkeypatch.setattr(encoders, "load_encoder", no_loading)
+    result = train_head(cars, str(tiny), work / "mlp", head="mlp-logits", epochs=2, split="official", seed=1,
+                        cache_dir=work / "cache", progress=lambda info: None)  # fmt: skip
+    assert result["encoded_images"] == 0 and METRICS <= set(result)
+    metrics = evaluate_head(work / "mlp", cars, "test", cache_dir=work / "cache", progress=lambda info: None)
+    assert set(metrics) == METRICS | {"skipped"} and metrics["n"] == 12
+    assert metrics["acc1"] == pytest.approx(result["acc1"])  # same images, same head, same numbers
+
+
+def test_tutorial_split_trains_zeroshot_init_and_evaluates(cars, tiny, tmp_path):
+    result = train_head(cars, str(tiny), tmp_path / "zs", head="zeroshot-init", epochs=2, split="tutorial",
+                        cache_dir=tmp_path / "cache", progress=lambda info: None)  # fmt: skip
+    held_out = plan_splits(cars, "tutorial").evaluation[1]  # 32 train images: 5% held out, twice
+    assert result["split"] == "tutorial" and result["n"] == len(set(held_out) - {1})  # image 1 is unreadable
+    # the head starts as zero-shot and keeps epoch 0 unless training beats it on validation
+    history = json.loads((tmp_path / "zs" / "card.json").read_text())["validation"]["history"]
+    assert history[0]["epoch"] == 0 and result["best_val_acc"] >= history[0]["val_acc"]
+    metrics = evaluate_head(tmp_path / "zs", cars, "tutorial", cache_dir=tmp_path / "cache", progress=lambda i: None)
+    assert metrics["n"] == result["n"] and metrics["acc1"] == pytest.approx(result["acc1"])
+
+
+def test_classifier_predicts_both_rankings(trained, cars, tiny):
+    _, work = trained
+    classifier = CarsClassifier(work / "head")
+    head, zeroshot = classifier.predict(cars.splits["test"].images[0], k=5)
+    assert len(head) == len(zeroshot) == 4  # k is capped at the number of classes
+    assert {p.label for p in head} == set(cars.class_names) == {p.label for p in zeroshot}
+    assert sum(p.score for p in head) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_different_backbone_is_refused(trained, tiny, tmp_path):
+    _, work = trained
+    other = make_clip_folder(tmp_path / "tiny-b", "tiny", seed=1)
+    with pytest.raises(CheckpointError, match="trained on the backbone .* can't be used with"):
+        CarsClassifier(work / "head", backbone=str(other))
+    copy = make_clip_folder(tmp_path / "tiny-a-copy", "tiny", seed=0)  # same weights elsewhere: accepted
+    assert CarsClassifier(work / "head", backbone=str(copy), load_backbone=False).backbone.spec == str(copy.resolve())
+
+
+def test_evaluating_on_other_classes_is_refused(trained, cars):
+    _, work = trained
+    renamed = ImageDataset(["x", *cars.class_names[1:]], cars.splits, "other", "fp2")
+    with pytest.raises(CheckpointError, match="class 1 is 'x'"):
+        evaluate_head(work / "head", renamed, "test")
+    with pytest.raises(DataError, match="no 'validation' split"):
+        evaluate_head(work / "head", cars, "validation")
+
+
+def test_backbone_object_spec_and_laziness(tiny):
+    backbone = Backbone(str(tiny))
+    assert not backbone.loaded and backbone.fingerprint == Backbone(str(tiny) + "/").fingerprint
+    assert not backbone.loaded  # fingerprinting reads files, it does not load the model
