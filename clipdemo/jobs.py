@@ -107,7 +107,7 @@ def _looks_like_path(spec: str) -> bool:
 def train_scratch_job(dataset, out_dir: Path, o: dict, progress: Progress, should_stop: StopFlag) -> dict:
     from clipdemo.scratch.train import train_scratch
 
-    extra = {k: o[k] for k in ("epochs", "max_seconds", "batch_size") if o.get(k) is not None}
+    extra = {k: o[k] for k in ("epochs", "max_seconds", "batch_size", "cache_dir") if o.get(k) is not None}
     return train_scratch(dataset, out_dir, preset=o["preset"], seed=o["seed"], progress=progress,
                          should_stop=should_stop, **extra)
 
@@ -129,7 +129,7 @@ def find_head_trainer() -> Callable:
 
 def train_head_job(dataset, out_dir: Path, o: dict, progress: Progress, should_stop: StopFlag) -> dict:
     train_head = find_head_trainer()
-    extra = {k: o[k] for k in ("head", "epochs") if o.get(k) is not None}
+    extra = {k: o[k] for k in ("head", "epochs", "cache_dir") if o.get(k) is not None}
     return train_head(dataset, o["backbone"], out_dir, split=o["split"], seed=o["seed"], progress=progress,
                       should_stop=should_stop, **extra)
 
@@ -236,11 +236,12 @@ class JobRunner:
     """Runs at most one training job at a time on a background thread; see the module docstring."""
 
     def __init__(self, checkpoint_dir, data_root=None, *, trainers: dict[str, Trainer] | None = None,
-                 allowed_backbones=None, log_lines: int = 200):
+                 allowed_backbones=None, cache_dir=None, log_lines: int = 200):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.data_root = Path(data_root) if data_root else None
         self.trainers = {**DEFAULT_TRAINERS, **(trainers or {})}
         self.allowed_backbones = list(allowed_backbones) if allowed_backbones is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.log_lines = log_lines
         self._lock = threading.Lock()
         self._job: Job | None = None
@@ -249,6 +250,7 @@ class JobRunner:
     @classmethod
     def from_settings(cls, settings, **kwargs) -> "JobRunner":
         """The app's runner: checkpoints and data root from the settings; Cars heads only on the app's models."""
+        kwargs.setdefault("cache_dir", Path(settings.checkpoint_dir) / ".cache")  # hidden: not a family
         return cls(settings.checkpoint_dir, settings.data_root,
                    allowed_backbones=[settings.model, *settings.extra_models], **kwargs)
 
@@ -318,7 +320,8 @@ class JobRunner:
                 "history": list(job.history), "log": list(job.log), "error": job.error, "kept": job.kept,
                 "result": dict(job.result) if job.result else None, "stopping": job.stop.is_set(),
             }
-        for key in ("step", "total_steps", "epoch", "epochs", "loss", "val_acc", "message"):
+        for key in ("phase", "step", "total_steps", "epoch", "epochs", "loss", "val_acc", "message", "split", "done",
+                    "total"):
             snap[key] = last.get(key)
         snap["eta_s"] = last.get("eta_s", last.get("eta")) if job.state == "running" else None
         return snap
@@ -331,7 +334,8 @@ class JobRunner:
             dataset = load()
             self._log(job, f"dataset: {getattr(dataset, 'source', job.dataset)}, "
                            f"{len(getattr(dataset, 'class_names', []))} classes", force=True)
-            metrics = self.trainers[job.kind](dataset, job.out_dir, job.options, lambda e: self._progress(job, e),
+            options = {**job.options, "cache_dir": self.cache_dir}
+            metrics = self.trainers[job.kind](dataset, job.out_dir, options, lambda e: self._progress(job, e),
                                               job.stop.is_set)
             self._finish(job, metrics)
         except BaseException as e:  # the thread must always end in a state the UI can show
@@ -354,6 +358,7 @@ class JobRunner:
             return
         result = {k: v for k, v in (metrics or {}).items() if _plain(v)}
         result.setdefault("class_names", card.get("classes") or card.get("class_names"))
+        result.setdefault("confusion", (card.get("metrics") or {}).get("confusion"))
         with self._lock:
             job.result = result
         self._end(job, "finished")
@@ -384,13 +389,8 @@ class JobRunner:
         with self._lock:
             job.history.append(event)
             job.last.update({k: v for k, v in event.items() if v is not None})
-        phase = event.get("phase")
-        parts = [f"epoch {event['epoch']}/{event.get('epochs', '?')}" if event.get("epoch") is not None else "",
-                 f"step {event['step']}/{event.get('total_steps', '?')}" if event.get("step") is not None else "",
-                 f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), float) else "",
-                 f"val acc {100 * event['val_acc']:.1f}%" if isinstance(event.get("val_acc"), float) else "",
-                 str(event.get("message") or "")]
-        self._log(job, " ".join(p for p in parts if p), force=phase not in (None, "train") or bool(event.get("message")))
+        if event.get("phase") != "done":  # the end gets its own line from _end
+            self._log(job, log_line(event), force=event.get("phase") == "eval" or bool(event.get("message")))
 
     def _log(self, job: Job, line: str, force: bool = False) -> None:
         now = time.time()
@@ -398,6 +398,21 @@ class JobRunner:
             if force or now - job.last_log >= LOG_EVERY_S:
                 job.log.append(f"{datetime.now().strftime('%H:%M:%S')} {line}")
                 job.last_log = now
+
+
+def log_line(event: dict) -> str:
+    """One log line for a progress event: training steps show the loss, evaluations the accuracy."""
+    epoch = f"epoch {event['epoch']}/{event.get('epochs') or '?'}" if event.get("epoch") is not None else ""
+    if event.get("phase") == "encode" and event.get("total"):
+        parts = [f"encoding {event.get('split') or 'images'}: {event.get('done', 0)}/{event['total']}"]
+    elif event.get("phase") == "eval" and isinstance(event.get("val_acc"), (int, float)):
+        parts = [epoch, f"validation accuracy {100 * event['val_acc']:.1f}%"]
+    else:
+        parts = [epoch, f"step {event['step']}/{event.get('total_steps') or '?'}" if event.get("step") is not None else "",
+                 f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), (int, float)) else "",
+                 f"val acc {100 * event['val_acc']:.1f}%"
+                 if event.get("phase") is None and isinstance(event.get("val_acc"), (int, float)) else ""]
+    return " ".join(p for p in parts + [str(event.get("message") or "")] if p)
 
 
 def _plain(value) -> bool:

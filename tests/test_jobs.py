@@ -285,3 +285,20 @@ def test_a_process_killed_while_writing_over_the_served_version_leaves_it_loadab
     assert [v["version"] for v in list_versions(ckpt, "scratch")] == ["v0"]  # the partial is hidden
     with pytest.raises(checkpoints.CheckpointError):
         promote(ckpt, "scratch", next(p.name for p in (ckpt / "scratch").iterdir() if p.name.endswith(".partial")))
+
+
+def test_a_real_cars_head_job_on_a_tiny_clip(env, tiny_clip):
+    """clipdemo.cars.train_head through the runner: encode, fit, held-out metrics beside zero-shot."""
+    data, ckpt = env
+    runner = JobRunner(ckpt, data, allowed_backbones=[str(tiny_clip)], cache_dir=ckpt / ".cache")
+    with pytest.raises(JobError, match="backbone"):
+        runner.start("cars-head", "tiny", backbone="openai/clip-vit-large-patch14")
+    runner.start("cars-head", "tiny", backbone=str(tiny_clip), head="linear", epochs=3, split="official")
+    snap = runner.wait(300)
+    assert snap["state"] == "finished", snap["error"]
+    result = snap["result"]
+    assert result["n"] == 6 and "acc1" in result["zeroshot"] and result["class_names"] == ["blue", "green", "red"]
+    assert len(result["confusion"]) == 3  # from the card: the UI draws it
+    assert any(line.split(" ", 1)[1].startswith("encoding") for line in snap["log"])
+    assert load_checkpoint(ckpt / "cars-head" / snap["version"], kind="cars-head")
+    assert served_checkpoint(ckpt, "cars-head") is None  # not promoted by the run

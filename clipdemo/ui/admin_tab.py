@@ -1,0 +1,374 @@
+"""Admin tab: retrain from the browser (live progress, cancel), list versions with their cards, promote, roll back,
+push to / pull from the Hub.
+
+Protection: Gradio serves every event through its queue API whether or not the tab is visible, so EVERY handler
+here takes the token as its first input and calls ``auth.check`` before doing anything else; without a
+configured token every one of them refuses. The token is never part of an output, a log line or an error.
+
+Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``clipdemo.hub_sync``; the
+``api_name`` of each event is listed in ``API_NAMES``.
+"""
+
+import functools
+
+import gradio as gr
+
+from clipdemo import hub_sync
+from clipdemo.auth import AdminAuth, AuthError
+from clipdemo.checkpoints import FAMILIES, list_versions, promote, read_card, rollback, served_checkpoint
+from clipdemo.data.sources import DataError
+from clipdemo.encoders import forget_encoder
+from clipdemo.hub_sync import HubSyncError
+from clipdemo.jobs import KINDS, SPLITS, JobError, JobRunner
+from clipdemo.plots import confusion_figure, training_curves
+from clipdemo.serving import Served
+from clipdemo.ui.common import user_errors
+
+API_NAMES = ("admin_status", "admin_start", "admin_cancel", "admin_versions", "admin_card", "admin_promote",
+             "admin_rollback", "admin_push", "admin_pull")
+ADMIN_ERRORS = (AuthError, JobError, DataError, HubSyncError)
+METRICS = (("acc1", "top-1 accuracy"), ("acc5", "top-5 accuracy"), ("mean_per_class_recall", "mean per-class recall"),
+           ("weighted_f1", "weighted F1"))
+UNLOCKED = "**Unlocked.** Actions below use this token; it is checked again on every one."
+VERSION_COLUMNS = ["version", "served", "created", "trained on", "held-out acc1", "status"]
+
+
+def admin_errors(handler):
+    """Admin errors become ``gr.Error`` with their (safe) message; everything else as in ``user_errors``."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except ADMIN_ERRORS as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return user_errors(wrapper)
+
+
+def client_of(request: gr.Request | None) -> str | None:
+    """Who is knocking, for per-client slowdown (the global count covers address-rotating callers)."""
+    return getattr(getattr(request, "client", None), "host", None)
+
+
+# --- what the tab shows, from a runner snapshot (pure functions, tested directly) --------------------------
+
+
+def progress_text(snap: dict) -> str:
+    if snap.get("state") == "idle":
+        return "No training job has run since the app started. Versions written by the CLI are listed below."
+    head = f"**Job {snap['id']}: {snap['kind']} on `{snap['dataset']}`**: {snap['state']}"
+    head += " (stopping…)" if snap.get("stopping") and snap["state"] == "running" else ""
+    head += f", version `{snap['version']}`"
+    parts = []
+    if snap.get("phase") == "encode" and snap.get("total"):
+        parts.append(f"{_bar(snap.get('done', 0) / snap['total'])} encoding {snap.get('split') or 'images'} "
+                     f"{snap.get('done', 0)}/{snap['total']}")
+    elif snap.get("epoch") is not None:
+        parts.append(f"epoch {snap['epoch']}/{snap.get('epochs') or '?'}")
+    if snap.get("step") is not None and snap.get("phase") != "encode":
+        total = snap.get("total_steps")
+        bar = _bar(snap["step"] / total) + " " if total else ""
+        parts.append(f"{bar}step {snap['step']}/{total or '?'}")
+    if isinstance(snap.get("loss"), (int, float)):
+        parts.append(f"loss {snap['loss']:.4f}")
+    if isinstance(snap.get("val_acc"), (int, float)):
+        parts.append(f"val acc {100 * snap['val_acc']:.1f}%")
+    parts.append(f"elapsed {_duration(snap.get('elapsed_s'))}")
+    if snap.get("eta_s") is not None:
+        parts.append(f"ETA {_duration(snap['eta_s'])}")
+    text = head + "\n\n" + " · ".join(parts)
+    if snap.get("error"):
+        text += f"\n\n**Error:** {snap['error']}"
+    return text
+
+
+def result_text(snap: dict) -> str:
+    result = snap.get("result") or {}
+    if snap.get("state") == "finished" or (snap.get("state") == "cancelled" and snap.get("kept")):
+        zeroshot = result.get("zeroshot") if isinstance(result.get("zeroshot"), dict) else None  # Cars heads
+        rows = [f"| {label} | {_pct(result.get(key))} |" + (f" {_pct(zeroshot.get(key))} |" if zeroshot else "")
+                for key, label in METRICS if isinstance(result.get(key), (int, float))]
+        n = f" on {result['n']} held-out images" if result.get("n") else ""
+        header = "| metric | trained head | zero-shot |\n|---|---|---|\n" if zeroshot else "| metric | value |\n|---|---|\n"
+        table = (header + "\n".join(rows)) if rows else "No metrics were reported."
+        note = "" if snap["state"] == "finished" else " It was cancelled: these are the metrics of its best epoch so far."
+        return (f"### Held-out results{n}\n\n{table}\n\nVersion `{snap['version']}` is written but **not served**: "
+                f"promote it below to serve it.{note}")
+    return ""
+
+
+def curve_events(history: list[dict]) -> list[dict]:
+    """Loss from training steps, validation accuracy from evaluation events only (training events repeat the
+    last validation accuracy, which would plot it at the wrong epoch)."""
+    out = []
+    for e in history:
+        phase = e.get("phase")
+        if phase == "train" and "loss" in e and "step" in e:
+            out.append({"step": e["step"], "loss": e["loss"]})
+        elif phase == "eval" and e.get("val_acc") is not None and e.get("epoch") is not None:
+            out.append({"epoch": e["epoch"], "val_acc": e["val_acc"]})
+        elif phase is None:
+            out.append(e)
+    return out
+
+
+def version_rows(root, family: str) -> list[list]:
+    rows = []
+    for v in list_versions(root, family):
+        card = v["card"]
+        acc = (card.get("metrics") or {}).get("acc1")
+        dataset = card.get("dataset")
+        dataset = dataset.get("source") if isinstance(dataset, dict) else dataset
+        status = v["error"] or ("complete" if card.get("complete", True) else "incomplete")
+        stopped = (card.get("run") or {}).get("stopped")
+        if stopped and stopped != "finished":
+            status += f" ({stopped})"
+        rows.append([v["version"], "✓" if v["served"] else "", card.get("created", ""), dataset or "",
+                     f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) else "", status])
+    return rows
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "–"
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "▓" * filled + "░" * (width - filled)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _head_choices() -> list[str]:
+    """The Cars heads, the default first."""
+    from clipdemo.heads import DEFAULT_HEAD, HEADS
+
+    return [DEFAULT_HEAD, *(h for h in HEADS if h != DEFAULT_HEAD)]
+
+
+# --- the tab ----------------------------------------------------------------------------------------------
+
+
+def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
+    """The Admin tab. Every event's handler checks the token first; see the module docstring."""
+    settings = served.settings
+    root = settings.checkpoint_dir
+
+    def check(token, request):
+        auth.check(token, client=client_of(request))
+
+    def versions_update(family):
+        rows = version_rows(root, family)
+        names = [r[0] for r in rows]
+        current = served_checkpoint(root, family)
+        return rows, gr.Dropdown(choices=names, value=current.name if current else (names[0] if names else None))
+
+    def forget(*folders):
+        for folder in folders:
+            if folder is not None:
+                forget_encoder(str(folder))  # a version folder rewritten while training may be cached stale
+
+    # ---- handlers: the token first, always checked before anything else
+
+    def status(seen):
+        """Progress, curve, log, results and confusion; figures are redrawn only when the job moved on."""
+        snap = runner.snapshot()
+        key = f"{snap.get('id')}:{snap['state']}:{len(snap.get('history', []))}:{(snap.get('log') or [''])[-1]}"
+        progress = progress_text(snap)
+        if key == seen:
+            return (UNLOCKED, progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True), key)
+        events = curve_events(snap.get("history", []))
+        curve = training_curves(events, title=f"{snap['kind']} on {snap['dataset']}") if events else None
+        result = snap.get("result") or {}
+        confusion = (confusion_figure(result["confusion"], result["class_names"])
+                     if result.get("confusion") and result.get("class_names") else None)
+        return (UNLOCKED, progress, curve, "\n".join(snap.get("log", [])), result_text(snap), confusion,
+                gr.Timer(active=True), key)
+
+    def admin_status(token, seen, request: gr.Request):
+        check(token, request)
+        return status(seen)
+
+    def admin_poll(token, seen, request: gr.Request):
+        """The timer's tick: refused like the others, but quietly (no toast every second; the timer stops)."""
+        try:
+            check(token, request)
+        except AuthError as e:
+            return (f"**Locked.** {e}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), None)
+        return status(seen)
+
+    def admin_start(token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split,
+                    request: gr.Request):
+        check(token, request)
+        snap = runner.start(kind, dataset, config=config, preset=preset, epochs=epochs or None,
+                            max_seconds=max_seconds or None, seed=seed, backbone=backbone, head=head, split=split)
+        return f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`.", gr.Timer(active=True)
+
+    def admin_cancel(token, request: gr.Request):
+        check(token, request)
+        return runner.cancel()
+
+    def admin_versions(token, family, request: gr.Request):
+        check(token, request)
+        return versions_update(family)
+
+    def admin_card(token, family, version, request: gr.Request):
+        check(token, request)
+        if not version:
+            return None
+        if family not in FAMILIES or "/" in version or version.startswith("."):
+            raise JobError("Choose a family and one of its versions.")
+        return read_card(root / family / version)
+
+    def admin_promote(token, family, version, request: gr.Request):
+        check(token, request)
+        if family not in FAMILIES or not version:
+            raise JobError("Choose a family and one of its versions.")
+        before = served_checkpoint(root, family)
+        folder = promote(root, family, version)
+        forget(before, folder)
+        return (f"Promoted {family} version `{version}`: it is served from now on (no restart needed).",
+                *versions_update(family))
+
+    def admin_rollback(token, family, request: gr.Request):
+        check(token, request)
+        if family not in FAMILIES:
+            raise JobError("Choose a family.")
+        before = served_checkpoint(root, family)
+        folder = rollback(root, family)
+        forget(before, folder)
+        return f"Rolled {family} back to version `{folder.name}`.", *versions_update(family)
+
+    def admin_push(token, family, version, request: gr.Request):
+        check(token, request)
+        repo = hub_sync.hub_repo()
+        if not repo:
+            raise HubSyncError(f"Set {hub_sync.REPO_ENV} (and the {hub_sync.TOKEN_ENV} secret) to push to the Hub.")
+        folder = root / family / version if version else served_checkpoint(root, family)
+        if family not in FAMILIES or folder is None:
+            raise JobError("Choose a family and a version to push.")
+        return hub_sync.push_checkpoint(folder, repo, family=family)
+
+    def admin_pull(token, family, request: gr.Request):
+        check(token, request)
+        repo = hub_sync.hub_repo()
+        if not repo:
+            raise HubSyncError(f"Set {hub_sync.REPO_ENV} to pull from the Hub.")
+        before = served_checkpoint(root, family)
+        folder = hub_sync.pull_checkpoint(repo, root, family)
+        forget(before, folder)
+        return f"Pulled {family} from {repo} as version `{folder.name}` and promoted it.", *versions_update(family)
+
+    # ---- layout
+
+    if not auth.enabled:
+        gr.Markdown(f"### Admin is disabled\n\n{disabled_note(settings)}", elem_id="admin-disabled")
+    with gr.Column(visible=auth.enabled):
+        gr.Markdown(
+            "Retrain the scratch CLIP or a Cars head, watch it train, then promote the new version to serve it. "
+            "Every action here needs the admin token."
+        )
+        with gr.Row(equal_height=True):
+            token = gr.Textbox(label="Admin token", type="password", scale=4, elem_id="admin-token")
+            unlock = gr.Button("Unlock", scale=1, elem_id="admin-unlock")
+        lock_status = gr.Markdown("**Locked.** Enter the admin token and press Unlock.", elem_id="admin-lock")
+
+        with gr.Group():
+            gr.Markdown("#### Train")
+            with gr.Row():
+                kind = gr.Radio(list(KINDS), value="scratch", label="Job kind", elem_id="admin-kind")
+                dataset = gr.Textbox(
+                    label="Dataset", value="shapes", elem_id="admin-dataset",
+                    info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
+                    + (f" ({settings.data_root})" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
+                )
+                config = gr.Textbox(label="HF dataset config (optional)", placeholder="e.g. mini")
+            with gr.Row():
+                epochs = gr.Number(label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs")
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("Scratch CLIP options")
+                    preset = gr.Dropdown(_preset_choices(), value="default", label="Preset")
+                    max_seconds = gr.Number(label="Time budget in seconds (0: none)", value=0, minimum=0)
+                with gr.Column():
+                    gr.Markdown("Cars head options")
+                    backbone = gr.Dropdown([settings.model, *settings.extra_models], value=settings.model, label="Backbone")
+                    head = gr.Dropdown(_head_choices(), value=_head_choices()[0], label="Head", allow_custom_value=True)
+                    split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="admin-start")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="admin-cancel")
+            job_status = gr.Markdown(elem_id="admin-job-status")
+
+        progress = gr.Markdown(elem_id="admin-progress")
+        with gr.Row():
+            curve = gr.Plot(label="Training curves", elem_id="admin-curve")
+            log_tail = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="admin-log")
+        with gr.Row():
+            results = gr.Markdown(elem_id="admin-results")
+            confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion")
+
+        with gr.Group():
+            gr.Markdown("#### Versions")
+            with gr.Row():
+                family = gr.Radio(list(FAMILIES), value="scratch", label="Family", elem_id="admin-family")
+                version = gr.Dropdown([], label="Version", allow_custom_value=True, elem_id="admin-version")
+            with gr.Row():
+                refresh = gr.Button("List versions", elem_id="admin-list")
+                promote_btn = gr.Button("Promote", variant="primary", elem_id="admin-promote")
+                rollback_btn = gr.Button("Roll back", elem_id="admin-rollback")
+                push = gr.Button("Push to Hub")
+                pull = gr.Button("Pull from Hub")
+            version_status = gr.Markdown(elem_id="admin-version-status")
+            versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, elem_id="admin-versions",
+                                    column_widths=["22%", "8%", "18%", "32%", "10%", "10%"])
+            card = gr.JSON(label="Card of the chosen version")
+
+    timer = gr.Timer(1.0, active=False)
+    seen = gr.State(None)
+
+    # ---- events (each handler checks the token itself; hiding the tab would protect nothing)
+    status_outputs = [lock_status, progress, curve, log_tail, results, confusion, timer, seen]
+    wrap = admin_errors
+    unlocked = gr.on([unlock.click, token.submit], wrap(admin_status), [token, seen], status_outputs,
+                     api_name="admin_status")
+    unlocked.success(wrap(admin_versions), [token, family], [versions, version], api_name="admin_unlock_versions",
+                     api_visibility="private")
+    timer.tick(wrap(admin_poll), [token, seen], status_outputs, api_name="admin_poll", api_visibility="private",
+               show_progress="hidden")
+    start.click(wrap(admin_start), [token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head,
+                                    split], [job_status, timer], api_name="admin_start")
+    cancel.click(wrap(admin_cancel), [token], job_status, api_name="admin_cancel")
+    gr.on([refresh.click, family.change], wrap(admin_versions), [token, family], [versions, version],
+          api_name="admin_versions")
+    version.change(wrap(admin_card), [token, family, version], card, api_name="admin_card")
+    promote_btn.click(wrap(admin_promote), [token, family, version], [version_status, versions, version],
+                      api_name="admin_promote")
+    rollback_btn.click(wrap(admin_rollback), [token, family], [version_status, versions, version],
+                       api_name="admin_rollback")
+    push.click(wrap(admin_push), [token, family, version], version_status, api_name="admin_push")
+    pull.click(wrap(admin_pull), [token, family], [version_status, versions, version], api_name="admin_pull")
+
+
+def disabled_note(settings) -> str:
+    """What the disabled tab says: how to turn admin on."""
+    return (
+        "No admin token is configured, so retraining, promoting and rolling back are off, from this page and "
+        "from the API alike. To enable them, set the `CLIPDEMO_ADMIN_TOKEN` environment variable (on Hugging "
+        "Face Spaces: add a **secret** named `CLIPDEMO_ADMIN_TOKEN` in the Space's settings) and restart the app; "
+        "then enter the same token here. Optionally set `CLIPDEMO_DATA_ROOT` (the only folder training may "
+        "read) and `CLIPDEMO_CHECKPOINT_DIR` (on Spaces: `/data/checkpoints`, the persistent storage)."
+    )
+
+
+def _preset_choices() -> list[str]:
+    from clipdemo.scratch.model import PRESETS
+
+    return list(PRESETS)

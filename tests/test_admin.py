@@ -1,0 +1,372 @@
+"""The admin path: the token check itself, every admin event called through the Gradio API without the UI,
+a real tiny training run start to promote, the Hub paths with the Hub unreachable, and the tab in Chromium.
+
+The real ``train_scratch`` (default preset, 2 epochs, 12 images) runs in the full-life and browser tests;
+the refusal tests use a spy trainer that records any call (there must be none).
+"""
+
+import hmac
+import json
+import time
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import pytest
+import torch
+from gradio_client import Client
+
+from clipdemo import auth as auth_module
+from clipdemo import hub_sync
+from clipdemo.auth import DISABLED_MESSAGE, AdminAuth, AuthError
+from clipdemo.checkpoints import promote, save_checkpoint, served_checkpoint, served_version
+from clipdemo.encoders import load_encoder
+from clipdemo.jobs import JobRunner
+from clipdemo.serving import Served
+from clipdemo.settings import Settings
+from clipdemo.ui import admin_tab, launch_kwargs
+from tests.conftest import launched, screenshot
+from tests.test_jobs import fake_trainer, make_image_folder, tree_digest, wait_for
+
+TOKEN = "correct horse battery staple 42"
+NO_DELAY = dict(schedule=lambda failures: 0.0)
+
+
+# --- the check itself ------------------------------------------------------------------------------------------
+
+
+def test_disabled_without_a_token_and_says_how_to_enable():
+    auth = AdminAuth(None)
+    assert not auth.enabled
+    for supplied in (None, "", "anything"):
+        with pytest.raises(AuthError, match="CLIPDEMO_ADMIN_TOKEN"):
+            auth.check(supplied)
+
+
+def test_right_token_passes_wrong_ones_are_refused_without_echo():
+    auth = AdminAuth(TOKEN, **NO_DELAY)
+    auth.check(TOKEN)
+    for supplied in (None, "", "guess-123", TOKEN + " ", TOKEN[:-1], "x" * 100_000, "é\x00"):
+        with pytest.raises(AuthError) as e:
+            auth.check(supplied)
+        assert TOKEN not in str(e.value) and (not supplied or supplied not in str(e.value))
+    assert TOKEN not in repr(auth)
+
+
+def test_comparison_is_constant_time(monkeypatch):
+    seen, real = [], hmac.compare_digest
+
+    def spy(a, b):
+        seen.append((type(a), type(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
+    auth = AdminAuth(TOKEN, **NO_DELAY)
+    auth.check(TOKEN)
+    with pytest.raises(AuthError):
+        auth.check("wrong")
+    assert seen == [(bytes, bytes), (bytes, bytes)]
+
+
+def test_repeated_failures_are_slowed_down_per_client_and_globally():
+    slept = []
+    auth = AdminAuth(TOKEN, schedule=lambda n: 0.0 if n < 2 else 0.1 * n, sleep=slept.append)
+    for _ in range(4):
+        with pytest.raises(AuthError):
+            auth.check("guess", client="attacker")
+    assert slept == [0.2, 0.30000000000000004]  # the 3rd and 4th attempts waited, growing
+    auth.check(TOKEN, client="admin")  # another client: its own count is 0, the global share 4 // 5 = 0
+    assert slept == [0.2, 0.30000000000000004]
+    for i in range(20):  # an attacker rotating addresses still raises the global count
+        with pytest.raises(AuthError):
+            auth.check("guess", client=f"10.0.0.{i}")
+    assert auth.failures("fresh") == 24 // 5 and slept[-1] > 0
+    auth.check(TOKEN, client="attacker")  # success forgives that client's own count
+    assert auth.failures("attacker") == 24 // 5
+
+
+def test_failures_are_forgotten_after_a_quiet_while():
+    now = [0.0]
+    auth = AdminAuth(TOKEN, clock=lambda: now[0], sleep=lambda s: None)
+    for _ in range(5):
+        with pytest.raises(AuthError):
+            auth.check("guess", client="c")
+    assert auth.failures("c") == 5
+    now[0] += auth_module.FORGET_AFTER_S + 1
+    assert auth.failures("c") == 0
+
+
+def test_default_schedule_is_capped():
+    assert [auth_module.default_schedule(n) for n in (0, 2, 3, 4, 6, 50)] == [0, 0, 1, 2, 8, 10]
+
+
+# --- every admin event through the API ------------------------------------------------------------------------
+
+
+def build_admin_app(settings, runner, auth):
+    """The admin tab plus a trivial endpoint standing for the other tabs."""
+    served = Served(settings)
+    with gr.Blocks(analytics_enabled=False) as app:
+        with gr.Tab("Admin"):
+            admin_tab.build(served, runner, auth)
+        ping_in, ping_out = gr.Textbox(visible=False), gr.Textbox(visible=False)
+        gr.Button(visible=False).click(lambda x: f"pong {x}", ping_in, ping_out, api_name="ping")
+    app.queue(default_concurrency_limit=2)
+    return app, served
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Data root with a tiny folder; scratch versions v0 and v1, v1 served with v0 to roll back to."""
+    data = make_image_folder(tmp_path / "data" / "tiny").parent
+    ckpt = tmp_path / "checkpoints"
+    for v in ("v0", "v1"):
+        save_checkpoint(ckpt / "scratch" / v, {"w": torch.ones(2)}, {"kind": "fake"}, {"dataset": v, "metrics": {"acc1": 0.5}})
+        promote(ckpt, "scratch", v)
+    settings = Settings(model="test/backbone", checkpoint_dir=ckpt, data_root=data, admin_token=TOKEN)
+    return settings, tmp_path
+
+
+def admin_calls(token):
+    return {
+        "/admin_status": (token,),
+        "/admin_start": (token, "scratch", "tiny", "", "default", 1, None, 0, "test/backbone", "mlp", "tutorial"),
+        "/admin_cancel": (token,),
+        "/admin_versions": (token, "scratch"),
+        "/admin_card": (token, "scratch", "v0"),
+        "/admin_promote": (token, "scratch", "v0"),
+        "/admin_rollback": (token, "scratch"),
+        "/admin_push": (token, "scratch", "v1"),
+        "/admin_pull": (token, "scratch"),
+    }
+
+
+def queue_call(url: str, fn_index: int, data: list, timeout: float = 60) -> dict:
+    """Call one event through Gradio's queue the way the page does (no client library); the final message."""
+    session = uuid.uuid4().hex
+    join = httpx.post(f"{url}gradio_api/queue/join", json={
+        "data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
+    join.raise_for_status()
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"no answer from event {fn_index}")
+
+
+@pytest.mark.parametrize("configured", [TOKEN, None], ids=["wrong-token", "admin-disabled"])
+def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, configured):
+    settings, _ = setup
+    settings.admin_token = configured
+    hub_calls = []
+    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    monkeypatch.setattr(hub_sync, "push_checkpoint", lambda *a, **k: hub_calls.append(a))
+    monkeypatch.setattr(hub_sync, "pull_checkpoint", lambda *a, **k: hub_calls.append(a))
+    trainer_calls = []
+    runner = JobRunner.from_settings(settings, trainers={"scratch": fake_trainer(calls=trainer_calls),
+                                                         "cars-head": fake_trainer(calls=trainer_calls)})
+    auth = AdminAuth(configured, **NO_DELAY)
+    before = tree_digest(settings.checkpoint_dir)
+    app, _ = build_admin_app(settings, runner, auth)
+    expected = "disabled" if configured is None else "refused"
+    with launched(app, **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        assert set(admin_calls(None)) == {f"/{n}" for n in admin_tab.API_NAMES}  # none left out
+        for supplied in (None, "wrong-token", TOKEN.upper()):
+            for api_name, args in admin_calls(supplied).items():
+                with pytest.raises(Exception, match=expected) as e:
+                    client.predict(*args, api_name=api_name)
+                assert TOKEN not in str(e.value) and (not supplied or supplied not in str(e.value))
+        assert client.predict("x", api_name="/ping") == "pong x"  # the rest of the app still answers
+        # The page's own events, hidden ones included (timer tick, chained refresh), straight through the queue
+        # as a browser would send them: every one takes the token first and refuses.
+        tab_events = [fn for fn in app.fns.values() if fn.api_name != "ping"]
+        assert len(tab_events) >= len(admin_tab.API_NAMES) + 2
+        for fn in tab_events:
+            assert fn.inputs and fn.inputs[0].elem_id == "admin-token", fn.api_name
+            values = [getattr(c, "value", None) if not isinstance(c, gr.State) else None for c in fn.inputs[1:]]
+            done = queue_call(url, fn._id, ["wrong-token", *values])
+            if done["success"]:  # the timer's tick answers quietly: locked, nothing shown, timer stopped
+                lock, *rest = done["output"]["data"]
+                assert lock.startswith("**Locked.**") and expected in lock and rest[-2].get("active") is False
+                assert all(r == {"__type__": "update"} for r in rest[:5])
+            else:
+                assert expected in done["output"]["error"], (fn.api_name, done)
+    assert runner.snapshot() == {"state": "idle"} and trainer_calls == [] and hub_calls == []
+    assert tree_digest(settings.checkpoint_dir) == before and served_version(settings.checkpoint_dir, "scratch") == "v1"
+    if configured:
+        assert auth.failures("127.0.0.1") >= 4 * 9  # the handlers passed the caller through to the throttle
+
+
+def test_refusals_through_the_api_are_slowed_down(setup):
+    settings, _ = setup
+    slept = []
+    auth = AdminAuth(TOKEN, schedule=lambda n: 0.0 if n < 3 else 1.0, sleep=lambda s: (slept.append(s), time.sleep(s)))
+    app, _ = build_admin_app(settings, JobRunner.from_settings(settings), auth)
+    with launched(app, **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        times = []
+        for _ in range(4):
+            t0 = time.monotonic()
+            with pytest.raises(Exception, match="refused"):
+                client.predict("guess", api_name="/admin_cancel")
+            times.append(time.monotonic() - t0)
+        assert slept == [1.0] and times[3] >= 1.0  # only the 4th attempt waited
+
+
+def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
+    """Real train_scratch on 12 tiny images: start, progress, busy, finish, promote (served without restart),
+    a second run cancelled, promote it, roll back."""
+    settings, _ = setup
+    root = settings.checkpoint_dir
+    runner = JobRunner.from_settings(settings)
+    app, served = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
+    start_args = (TOKEN, "scratch", "tiny", "", "default", 2, None, 0, "test/backbone", "mlp", "tutorial")
+    with launched(app, **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        message, _ = client.predict(*start_args, api_name="/admin_start")
+        assert message.startswith("Started job 1: scratch on `tiny`")
+        with pytest.raises(Exception, match="already running"):
+            client.predict(*start_args, api_name="/admin_start")
+        assert wait_for(lambda: runner.snapshot().get("step") is not None or runner.snapshot()["state"] != "running", 120)
+        t0 = time.monotonic()
+        assert client.predict("y", api_name="/ping") == "pong y"  # other tabs answer while it trains
+        assert time.monotonic() - t0 < 10
+        snap = runner.wait(300)
+        assert snap["state"] == "finished", snap
+        assert any(e.get("phase") == "train" for e in snap["history"]) and any(e.get("phase") == "eval" for e in snap["history"])
+        lock, progress, curve, log_tail, results, confusion, _ = client.predict(TOKEN, api_name="/admin_status")
+        assert "finished" in progress and "Held-out results" in results and "top-1 accuracy" in results
+        assert curve and confusion and "finished" in log_tail and TOKEN not in str((lock, progress, log_tail, results))
+
+        new = snap["version"]
+        table, _ = client.predict(TOKEN, "scratch", api_name="/admin_versions")
+        assert new in [row[0] for row in table["data"]]
+        card = client.predict(TOKEN, "scratch", new, api_name="/admin_card")
+        assert card["complete"] is True and card["classes"] == ["blue", "green", "red"]
+        text, _, _ = client.predict(TOKEN, "scratch", new, api_name="/admin_promote")
+        assert "Promoted" in text and served.checkpoint("scratch").name == new  # picked up without a restart
+        encoder = load_encoder(str(served.checkpoint("scratch")))
+        assert encoder.encode_texts(["a photo of a red."]).shape[0] == 1
+
+        client.predict(TOKEN, "scratch", "tiny", "", "default", 500, None, 1, "test/backbone", "mlp", "tutorial",
+                       api_name="/admin_start")
+        assert wait_for(lambda: runner.snapshot().get("step") is not None, 120)
+        t0 = time.monotonic()
+        assert "Cancelling" in client.predict(TOKEN, api_name="/admin_cancel")
+        snap = runner.wait(60)
+        assert snap["state"] == "cancelled" and time.monotonic() - t0 < 30
+        assert served_version(root, "scratch") == new  # a cancelled run replaces nothing
+        if snap["kept"]:
+            client.predict(TOKEN, "scratch", snap["version"], api_name="/admin_promote")
+            assert served_version(root, "scratch") == snap["version"]
+        text, _, _ = client.predict(TOKEN, "scratch", api_name="/admin_rollback")
+        expected = new if snap["kept"] else "v1"
+        assert "Rolled scratch back" in text and served_version(root, "scratch") == expected
+
+
+def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup):
+    settings, tmp = setup
+    for name in ("cat", "dog"):
+        (settings.data_root / "broken" / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            (settings.data_root / "broken" / "train" / name / f"{i}.png").write_bytes(b"not a png at all")
+    runner = JobRunner.from_settings(settings)
+    app, _ = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
+    with launched(app, **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        client.predict(TOKEN, "scratch", "broken", "", "default", 1, None, 0, "test/backbone", "mlp", "tutorial",
+                       api_name="/admin_start")
+        assert client.predict("z", api_name="/ping") == "pong z"
+        assert wait_for(lambda: runner.snapshot()["state"] != "running", 120)
+        _, progress, *_ = client.predict(TOKEN, api_name="/admin_status")
+        assert "failed" in progress and "**Error:**" in progress and "Traceback" not in progress
+        error = runner.snapshot()["error"]
+        assert error and len(error) <= 300 and "\n" not in error
+        assert served_version(settings.checkpoint_dir, "scratch") == "v1"
+        with pytest.raises(Exception, match="refused: paths must stay inside"):
+            client.predict(TOKEN, "scratch", "../outside", "", "default", 1, None, 0, "test/backbone", "mlp", "tutorial",
+                           api_name="/admin_start")
+
+
+# --- the Hub, unreachable -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub_down(monkeypatch):
+    """Point the Hub client at a closed local port: the reachability probe fails at once, as offline."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def test_push_and_pull_with_the_hub_unreachable_say_so_fast(setup, hub_down, monkeypatch):
+    settings, _ = setup
+    root = settings.checkpoint_dir
+    before = tree_digest(root)
+    t0 = time.monotonic()
+    with pytest.raises(hub_sync.HubSyncError, match="Hub is unreachable.*nothing was pushed"):
+        hub_sync.push_checkpoint(root / "scratch" / "v1", "someone/ckpts", token="hf_secret")
+    with pytest.raises(hub_sync.HubSyncError, match="Hub is unreachable.*nothing was pulled"):
+        hub_sync.pull_checkpoint("someone/ckpts", root, "scratch")
+    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    empty = Settings(model="m", checkpoint_dir=root.parent / "fresh")
+    assert "unreachable" in hub_sync.pull_at_startup(empty)
+    assert time.monotonic() - t0 < 10
+    assert tree_digest(root) == before
+    monkeypatch.delenv(hub_sync.REPO_ENV)
+    assert "not set" in hub_sync.pull_at_startup(empty)
+
+
+def test_admin_push_through_the_api_with_the_hub_unreachable(setup, hub_down, monkeypatch):
+    settings, _ = setup
+    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    app, _ = build_admin_app(settings, JobRunner.from_settings(settings), AdminAuth(TOKEN, **NO_DELAY))
+    with launched(app, **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        t0 = time.monotonic()
+        with pytest.raises(Exception, match="unreachable"):
+            client.predict(TOKEN, "scratch", "v1", api_name="/admin_push")
+        with pytest.raises(Exception, match="unreachable"):
+            client.predict(TOKEN, "scratch", api_name="/admin_pull")
+        assert time.monotonic() - t0 < 10
+
+
+# --- the tab in a browser -------------------------------------------------------------------------------------
+
+
+def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
+    settings, _ = setup
+    runner = JobRunner.from_settings(settings)
+    app, served = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
+    with launched(app, **launch_kwargs(settings)) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#admin-token input", timeout=60_000)
+        page.fill("#admin-token input", TOKEN)
+        page.click("#admin-unlock")
+        page.wait_for_function("() => document.querySelector('#admin-lock')?.innerText.includes('Unlocked')", timeout=30_000)
+        page.fill("#admin-dataset textarea, #admin-dataset input", "tiny")
+        page.fill("#admin-epochs input", "2")
+        page.wait_for_timeout(300)
+        page.click("#admin-start")
+        page.wait_for_function("() => document.querySelector('#admin-job-status')?.innerText.includes('Started job')", timeout=30_000)
+        page.wait_for_selector("#admin-curve img, #admin-curve svg", timeout=180_000)
+        page.wait_for_function("() => document.querySelector('#admin-results')?.innerText.includes('Held-out results')", timeout=300_000)
+        page.wait_for_selector("#admin-confusion img, #admin-confusion svg", timeout=30_000)
+        new = runner.snapshot()["version"]
+        page.click("#admin-list")
+        page.wait_for_function(f"() => document.querySelector('#admin-versions')?.innerText.includes('{new}')", timeout=30_000)
+        page.fill("#admin-version input", new)
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(300)
+        page.click("#admin-promote")
+        page.wait_for_function("() => document.querySelector('#admin-version-status')?.innerText.includes('Promoted')", timeout=30_000)
+        assert served.checkpoint("scratch").name == new
+        assert TOKEN not in page.content()  # the password field's value is a property, not in the HTML
+        assert screenshot(page, "admin_tab").stat().st_size > 20_000
+        page.close()
