@@ -1,0 +1,208 @@
+"""Cars tab: one photo -> the trained head's top-5 beside zero-shot CLIP's top-5, with the head's card.
+
+The head is the promoted ``cars-head`` checkpoint, looked up on every request; its ``CarsClassifier`` is
+loaded once per checkpoint folder and kept, so a promote swaps it without a restart. When nothing is
+promoted, or the backbone the head needs can't be loaded, the tab says so and how to fix it. Texts shown
+here name local folders by their last component only: server paths stay on the server (details go to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import gradio as gr
+
+from clipdemo.cars import HEAD_KIND, CarsClassifier
+from clipdemo.checkpoints import CheckpointError, read_card
+from clipdemo.encoders import ModelUnavailable, hub_reachable
+from clipdemo.features import backbone_folder
+from clipdemo.images import ImageError
+from clipdemo.serving import Served
+from clipdemo.ui.common import ImageUpload, user_errors
+
+TRAIN_HINT = (
+    "Train a head from the admin tab, or from the command line:\n\n"
+    "```\npython -m clipdemo train head --data … --backbone … --out …\n```\n\n"
+    "then promote it (admin tab, or the CLI) and reload this page."
+)
+NO_HEAD = "**No Cars head is served yet.** " + TRAIN_HINT
+
+log = logging.getLogger("clipdemo.ui")
+_lock = threading.Lock()
+_loaded: dict[tuple, CarsClassifier] = {}  # (folder, config mtime) -> classifier; holds the served one only
+
+
+class CarPhoto(ImageUpload):
+    """``ImageUpload`` as the browser needs it. Gradio builds a component's props from its class's
+    ``__init__`` signature, and ``ImageUpload.__init__(**kwargs)`` has none, so it reaches the page without
+    props and renders nothing; this sends ``gr.Image``'s props and keeps the built-in ``image`` frontend.
+    (Once ``ImageUpload`` overrides ``get_config`` itself, this class can go.)"""
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def get_block_class(self) -> str:
+        return "image"
+
+    def get_config(self, cls=None):
+        return super().get_config(cls or gr.Image)
+
+
+def served_classifier(served: Served) -> CarsClassifier | None:
+    """The classifier of the promoted head (loaded once per checkpoint folder), or None when none is promoted.
+
+    Raises ``ModelUnavailable`` when its backbone can't be loaded and ``CheckpointError`` when the folder
+    is damaged or the backbone changed since training."""
+    folder = served.checkpoint(HEAD_KIND)
+    if folder is None:
+        return None
+    try:
+        key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns)
+    except OSError:
+        raise CheckpointError(f"The served Cars head '{folder.name}' is missing its config.json.") from None
+    with _lock:  # loads are rare; one at a time keeps two requests from loading the same model twice
+        if key not in _loaded:
+            classifier = CarsClassifier(folder)
+            _loaded.clear()  # the previous head is no longer served
+            _loaded[key] = classifier
+        return _loaded[key]
+
+
+def display(spec: str) -> str:
+    """A Hub id as is; a local folder by its name only."""
+    path = Path(spec).expanduser()
+    return f"local model '{path.name}'" if path.is_absolute() or spec.startswith((".", "~")) else spec
+
+
+def display_source(source: str) -> str:
+    """``cars-devkit:/data/stanford_cars`` -> ``cars-devkit: stanford_cars``; Hub sources unchanged."""
+    kind, _, rest = str(source).partition(":")
+    return f"{kind}: {Path(rest).name}" if rest.startswith(("/", "~", ".")) else str(source)
+
+
+def backbone_problem(spec: str) -> str:
+    return (
+        f"**The served Cars head can't run: its backbone {display(spec)} can't be loaded** (it is neither a "
+        "folder on this server nor in its Hugging Face cache, and can't be downloaded now).\n\n"
+        "Fix: make that model available on this machine (download it into the Hugging Face cache, or restore "
+        "its folder), or train and promote a head on a backbone you have. " + TRAIN_HINT
+    )
+
+
+def tab_status(served: Served) -> str:
+    """What the tab can do right now, cheaply (no model is loaded here): shown on every page load."""
+    folder = served.checkpoint(HEAD_KIND)
+    if folder is None:
+        return NO_HEAD
+    try:
+        card = read_card(folder)
+    except CheckpointError:
+        log.exception("served Cars head %s", folder)
+        return unusable(folder)
+    spec = str(card.get("backbone") or "")
+    local = backbone_folder(spec) is not None
+    if not local and (Path(spec).is_absolute() or spec.startswith((".", "~")) or not hub_reachable()):
+        return backbone_problem(spec)
+    return f"Upload a photo of a car: head `{card.get('head', '?')}` on {display(spec)}."
+
+
+def unusable(folder: Path) -> str:
+    return (f"**The served Cars head (version {folder.name}) can't be used**: it is damaged, or its backbone "
+            f"changed since it was trained (the server log says which).\n\n{TRAIN_HINT}")  # fmt: skip
+
+
+def card_text(served: Served) -> str:
+    folder = served.checkpoint(HEAD_KIND)
+    if folder is None:
+        return ""
+    try:
+        return describe_card(read_card(folder), folder.name)
+    except CheckpointError:
+        return ""
+
+
+METRICS = ("acc1", "acc5", "mean_per_class_recall", "weighted_f1")
+
+
+def _pct(metrics: dict, key: str) -> str:
+    return f"{100 * metrics[key]:.1f}%" if isinstance(metrics.get(key), (int, float)) else "–"
+
+
+def describe_card(card: dict, version: str = "") -> str:
+    """The head's card as Markdown: what it is, what it was trained on, and head vs zero-shot accuracy."""
+    head, zs = card.get("metrics") or {}, card.get("zeroshot_metrics") or {}
+    data = card.get("dataset")
+    source = data.get("source") if isinstance(data, dict) else data
+    rows = [
+        f"| held-out images: {head.get('n', '?')} | acc@1 | acc@5 | mean per-class recall | weighted F1 |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | " + " | ".join(_pct(m, k) for k in METRICS) + " |"
+          for name, m in ((f"head ({card.get('head', '?')})", head), ("zero-shot CLIP (8 templates)", zs))),
+    ]  # fmt: skip
+    return "\n".join([
+        f"### Served head {version}".rstrip(),
+        f"- **Head**: `{card.get('head', '?')}`: {card.get('head_description', '')}",
+        f"- **Backbone**: {display(str(card.get('backbone', '?')))}",
+        f"- **Trained on**: {display_source(source or 'unknown data')}, {len(card.get('classes') or [])} classes, seed "
+        f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
+        f"- **Split**: {card.get('split', '?')}",
+        "",
+        *rows,
+    ])  # fmt: skip
+
+
+def _labels(predictions) -> dict[str, float]:
+    return {p.label: p.score for p in predictions}
+
+
+def verdict(head, zeroshot) -> str:
+    h, z = head[0], zeroshot[0]
+    if h.label == z.label:
+        return (f"**They agree**: the head and zero-shot CLIP both say **{h.label}** "
+                f"(head {100 * h.score:.1f}%, zero-shot {100 * z.score:.1f}%).")  # fmt: skip
+    return (f"**They disagree**: the head says **{h.label}** ({100 * h.score:.1f}%), "
+            f"zero-shot CLIP says **{z.label}** ({100 * z.score:.1f}%).")  # fmt: skip
+
+
+def classify(served: Served, image):
+    """Handler: (head top-5, zero-shot top-5, verdict or how-to-fix, card) for one uploaded image path."""
+    if image is None:
+        raise ImageError("Upload a photo of a car first.")
+    try:
+        classifier = served_classifier(served)
+    except ModelUnavailable as e:
+        folder = served.checkpoint(HEAD_KIND)
+        log.warning("backbone of the served Cars head %s: %s", folder, e)
+        return None, None, backbone_problem(str(read_card(folder).get("backbone", "?"))), card_text(served)
+    except CheckpointError:
+        folder = served.checkpoint(HEAD_KIND)
+        log.exception("served Cars head %s", folder)
+        return None, None, unusable(folder), card_text(served)
+    if classifier is None:
+        return None, None, NO_HEAD, ""
+    head, zeroshot = classifier.predict(image, k=5)
+    card = describe_card(classifier.card, classifier.path.name)
+    return _labels(head), _labels(zeroshot), verdict(head, zeroshot), card
+
+
+def build(served: Served):
+    """The tab's components and events; returns the status Markdown (refreshed on every page load)."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = CarPhoto(label="A photo of a car", sources=["upload", "clipboard"], height=300,
+                             elem_id="cars-image")
+            run = gr.Button("Classify", variant="primary", elem_id="cars-run")
+        with gr.Column(scale=3):
+            status = gr.Markdown(lambda: tab_status(served), elem_id="cars-status")
+            with gr.Row():
+                head = gr.Label(num_top_classes=5, label="Trained head: top 5", elem_id="cars-head-label")
+                zeroshot = gr.Label(num_top_classes=5, label="Zero-shot CLIP: top 5", elem_id="cars-zs-label")
+    card = gr.Markdown(lambda: card_text(served), elem_id="cars-card")
+
+    handler = user_errors(lambda img: classify(served, img))
+    outputs = [head, zeroshot, status, card]
+    run.click(handler, [image], outputs, api_name="cars_classify")
+    image.upload(handler, [image], outputs, api_visibility="private")
+    return status
