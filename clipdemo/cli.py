@@ -126,6 +126,23 @@ def cmd_train_scratch(args):
     return finish("scratch", out, metrics, args.promote)
 
 
+def cmd_train_head(args):
+    from clipdemo.cars import console_progress, train_head
+    from clipdemo.data.sources import load_source
+
+    dataset = load_source(args.data, config=args.config)
+    for note in dataset.notes:
+        print(note, file=sys.stderr)
+    out = output_dir(args, "cars-head")
+    with StopOnInterrupt() as stop:
+        metrics = train_head(
+            dataset, args.backbone, out, head=args.head, epochs=args.epochs, split=args.split, seed=args.seed,
+            progress=console_progress(), should_stop=stop, device=args.device,
+            cache_dir=Settings.from_env().checkpoint_dir / ".cache",
+        )
+    return finish("cars-head", out, metrics, args.promote)
+
+
 def cmd_eval(args):
     from clipdemo.checkpoints import load_checkpoint
     from clipdemo.data.sources import load_source
@@ -205,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     scratch.add_argument("--preset", default="default", choices=["seed", "default"])
     add_training_options(scratch, family="scratch")
     scratch.set_defaults(run=cmd_train_scratch)
+
+    from clipdemo.heads import DEFAULT_HEAD, HEADS
+
+    head = train.add_parser("head", help="a head over a frozen CLIP, e.g. for Stanford Cars")
+    head.add_argument("--data", required=True, help="a Stanford Cars devkit folder, an image folder, or a HF dataset id")
+    head.add_argument("--config", default=None)
+    head.add_argument("--backbone", default=default_model(), help="Hub id, HF folder or scratch checkpoint")
+    head.add_argument("--head", default=DEFAULT_HEAD, choices=list(HEADS))
+    head.add_argument("--split", default="tutorial", choices=["tutorial", "official"],
+                      help="tutorial: 5%% of train held out (random_state=3); official: the test split")
+    add_training_options(head, family="cars-head")
+    head.set_defaults(run=cmd_train_head)
 
     ev = sub.add_parser("eval", help="held-out metrics of a checkpoint as one JSON line")
     ev.add_argument("--checkpoint", required=True)
