@@ -281,7 +281,11 @@ class JobRunner:
                                           daemon=True)
         self._log(job, f"started {kind} training on {job.dataset} into version {out_dir.name}", force=True)
         log.info("job %d: %s on %s -> %s (%s)", job.id, kind, job.dataset, out_dir, opts)
-        job.thread.start()
+        try:
+            job.thread.start()
+        except RuntimeError:  # no thread to be had: say so instead of showing "running" forever
+            log.exception("job %d could not start", job.id)
+            self._end(job, "failed", "The training thread could not be started; see the server log.")
         return self.snapshot()
 
     def cancel(self) -> str:
@@ -386,11 +390,14 @@ class JobRunner:
 
     def _progress(self, job: Job, event: dict) -> None:
         event = {k: v for k, v in dict(event).items() if isinstance(v, (int, float, str, type(None)))}
+        phase = event.get("phase")
         with self._lock:
+            new_phase = phase != job.last.get("phase") or event.get("split") != job.last.get("split")
             job.history.append(event)
             job.last.update({k: v for k, v in event.items() if v is not None})
-        if event.get("phase") != "done":  # the end gets its own line from _end
-            self._log(job, log_line(event), force=event.get("phase") == "eval" or bool(event.get("message")))
+        if phase != "done":  # the end gets its own line from _end
+            # every evaluation, message and change of phase is logged; training steps at most every few seconds
+            self._log(job, log_line(event), force=phase == "eval" or new_phase or bool(event.get("message")))
 
     def _log(self, job: Job, line: str, force: bool = False) -> None:
         now = time.time()

@@ -131,7 +131,7 @@ def setup(tmp_path):
 def admin_calls(token):
     return {
         "/admin_status": (token,),
-        "/admin_start": (token, "scratch", "tiny", "", "default", 1, None, 0, "test/backbone", "mlp", "tutorial"),
+        "/admin_start": (token, "scratch", "tiny", "", "default", 1, None, 0, "default", "linear", "tutorial"),
         "/admin_cancel": (token,),
         "/admin_versions": (token, "scratch"),
         "/admin_card": (token, "scratch", "v0"),
@@ -173,6 +173,8 @@ def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, config
     app, _ = build_admin_app(settings, runner, auth)
     expected = "disabled" if configured is None else "refused"
     with launched(app, **launch_kwargs(settings)) as url:
+        config = httpx.get(f"{url}config").text
+        assert str(settings.checkpoint_dir.parent) not in config  # no server path in the page, tab hidden or not
         client = Client(url, verbose=False)
         assert set(admin_calls(None)) == {f"/{n}" for n in admin_tab.API_NAMES}  # none left out
         for supplied in (None, "wrong-token", TOKEN.upper()):
@@ -224,7 +226,7 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
     root = settings.checkpoint_dir
     runner = JobRunner.from_settings(settings)
     app, served = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
-    start_args = (TOKEN, "scratch", "tiny", "", "default", 2, None, 0, "test/backbone", "mlp", "tutorial")
+    start_args = (TOKEN, "scratch", "tiny", "", "default", 2, None, 0, "default", "linear", "tutorial")
     with launched(app, **launch_kwargs(settings)) as url:
         client = Client(url, verbose=False)
         message, _ = client.predict(*start_args, api_name="/admin_start")
@@ -252,7 +254,7 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         encoder = load_encoder(str(served.checkpoint("scratch")))
         assert encoder.encode_texts(["a photo of a red."]).shape[0] == 1
 
-        client.predict(TOKEN, "scratch", "tiny", "", "default", 500, None, 1, "test/backbone", "mlp", "tutorial",
+        client.predict(TOKEN, "scratch", "tiny", "", "default", 500, None, 1, "default", "linear", "tutorial",
                        api_name="/admin_start")
         assert wait_for(lambda: runner.snapshot().get("step") is not None, 120)
         t0 = time.monotonic()
@@ -278,7 +280,7 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup):
     app, _ = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
     with launched(app, **launch_kwargs(settings)) as url:
         client = Client(url, verbose=False)
-        client.predict(TOKEN, "scratch", "broken", "", "default", 1, None, 0, "test/backbone", "mlp", "tutorial",
+        client.predict(TOKEN, "scratch", "broken", "", "default", 1, None, 0, "default", "linear", "tutorial",
                        api_name="/admin_start")
         assert client.predict("z", api_name="/ping") == "pong z"
         assert wait_for(lambda: runner.snapshot()["state"] != "running", 120)
@@ -288,7 +290,7 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup):
         assert error and len(error) <= 300 and "\n" not in error
         assert served_version(settings.checkpoint_dir, "scratch") == "v1"
         with pytest.raises(Exception, match="refused: paths must stay inside"):
-            client.predict(TOKEN, "scratch", "../outside", "", "default", 1, None, 0, "test/backbone", "mlp", "tutorial",
+            client.predict(TOKEN, "scratch", "../outside", "", "default", 1, None, 0, "default", "linear", "tutorial",
                            api_name="/admin_start")
 
 
@@ -336,6 +338,53 @@ def test_admin_push_through_the_api_with_the_hub_unreachable(setup, hub_down, mo
         assert time.monotonic() - t0 < 10
 
 
+def test_push_and_pull_logic_with_a_fake_hub(setup, monkeypatch):
+    """The code around the Hub calls: what is uploaded where; a pull lands in a new version and is promoted,
+    a pull of nothing usable leaves what is served alone."""
+    import huggingface_hub
+
+    from clipdemo import encoders
+
+    settings, _ = setup
+    root = settings.checkpoint_dir
+    uploads = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, repo_id, **kwargs):
+            assert kwargs["private"] is True
+
+        def upload_folder(self, **kwargs):
+            uploads.append((self.token, kwargs["folder_path"], kwargs["path_in_repo"], kwargs["repo_id"]))
+
+    def fake_download(repo_id, *, local_dir, allow_patterns, token=None, **kwargs):
+        if repo_id == "someone/ckpts" and allow_patterns == ["scratch/*"]:
+            save_checkpoint(Path(local_dir) / "scratch", {"w": torch.zeros(2)}, {"kind": "fake"}, {"dataset": "hub"})
+        return str(local_dir)
+
+    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setenv(hub_sync.TOKEN_ENV, "hf_from_env")
+    assert "Pushed scratch version v1" in hub_sync.push_checkpoint(root / "scratch" / "v1", "someone/ckpts")
+    assert uploads == [("hf_from_env", str(root / "scratch" / "v1"), "scratch", "someone/ckpts")]
+
+    with pytest.raises(hub_sync.HubSyncError, match="no loadable scratch checkpoint"):
+        hub_sync.pull_checkpoint("someone/empty", root, "scratch")
+    assert served_version(root, "scratch") == "v1" and not [p for p in (root / "scratch").iterdir() if "hub" in p.name]
+    folder = hub_sync.pull_checkpoint("someone/ckpts", root, "scratch")
+    assert folder.name.endswith("-hub") and served_version(root, "scratch") == folder.name
+    assert not [p for p in (root / "scratch").iterdir() if p.name.endswith(".partial")]
+
+    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    fresh = Settings(model="m", checkpoint_dir=root.parent / "fresh")
+    note = hub_sync.pull_at_startup(fresh)  # scratch pulled; cars-head absent from the repo: said, not raised
+    assert "pulled scratch" in note and "cars-head: The Hub repo someone/ckpts has no loadable" in note
+    assert served_version(fresh.checkpoint_dir, "scratch")
+
+
 # --- the tab in a browser -------------------------------------------------------------------------------------
 
 
@@ -355,9 +404,9 @@ def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
         page.wait_for_timeout(300)
         page.click("#admin-start")
         page.wait_for_function("() => document.querySelector('#admin-job-status')?.innerText.includes('Started job')", timeout=30_000)
-        page.wait_for_selector("#admin-curve img, #admin-curve svg", timeout=180_000)
+        page.wait_for_selector("#admin-curve img", timeout=180_000)  # the empty plot shows an svg icon, a figure an img
         page.wait_for_function("() => document.querySelector('#admin-results')?.innerText.includes('Held-out results')", timeout=300_000)
-        page.wait_for_selector("#admin-confusion img, #admin-confusion svg", timeout=30_000)
+        page.wait_for_selector("#admin-confusion img", timeout=30_000)
         new = runner.snapshot()["version"]
         page.click("#admin-list")
         page.wait_for_function(f"() => document.querySelector('#admin-versions')?.innerText.includes('{new}')", timeout=30_000)

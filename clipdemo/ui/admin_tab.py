@@ -163,6 +163,10 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
     def check(token, request):
         auth.check(token, client=client_of(request))
 
+    def backbone_specs():
+        """The app's models by opaque key (the page never holds a server path); the scratch one is left out."""
+        return {key: value for key, value in served.models().items() if key != "scratch"}
+
     def versions_update(family):
         rows = version_rows(root, family)
         names = [r[0] for r in rows]
@@ -206,8 +210,9 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
     def admin_start(token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split,
                     request: gr.Request):
         check(token, request)
+        spec = backbone_specs().get(backbone, (None, None))[1]  # an opaque key in, a spec out
         snap = runner.start(kind, dataset, config=config, preset=preset, epochs=epochs or None,
-                            max_seconds=max_seconds or None, seed=seed, backbone=backbone, head=head, split=split)
+                            max_seconds=max_seconds or None, seed=seed, backbone=spec, head=head, split=split)
         return f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`.", gr.Timer(active=True)
 
     def admin_cancel(token, request: gr.Request):
@@ -286,7 +291,7 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
                 dataset = gr.Textbox(
                     label="Dataset", value="shapes", elem_id="admin-dataset",
                     info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
-                    + (f" ({settings.data_root})" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
+                    + (" (CLIPDEMO_DATA_ROOT)" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
                 )
                 config = gr.Textbox(label="HF dataset config (optional)", placeholder="e.g. mini")
             with gr.Row():
@@ -299,7 +304,8 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
                     max_seconds = gr.Number(label="Time budget in seconds (0: none)", value=0, minimum=0)
                 with gr.Column():
                     gr.Markdown("Cars head options")
-                    backbone = gr.Dropdown([settings.model, *settings.extra_models], value=settings.model, label="Backbone")
+                    backbone = gr.Dropdown([(name, key) for key, (name, _) in backbone_specs().items()],
+                                           value="default", label="Backbone")
                     head = gr.Dropdown(_head_choices(), value=_head_choices()[0], label="Head", allow_custom_value=True)
                     split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
             with gr.Row():
