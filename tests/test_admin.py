@@ -270,8 +270,9 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         assert "Rolled scratch back" in text and served_version(root, "scratch") == expected
 
 
-def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup):
+def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup, monkeypatch):
     settings, tmp = setup
+    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
     for name in ("cat", "dog"):
         (settings.data_root / "broken" / "train" / name).mkdir(parents=True)
         for i in range(3):
@@ -289,6 +290,9 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup):
         error = runner.snapshot()["error"]
         assert error and len(error) <= 300 and "\n" not in error
         assert served_version(settings.checkpoint_dir, "scratch") == "v1"
+        for api_name in ("/admin_card", "/admin_promote", "/admin_push"):  # version names can't leave the family
+            with pytest.raises(Exception, match="not a version name|Choose a family"):
+                client.predict(TOKEN, "scratch", "../../v0", api_name=api_name)
         with pytest.raises(Exception, match="refused: paths must stay inside"):
             client.predict(TOKEN, "scratch", "../outside", "", "default", 1, None, 0, "default", "linear", "tutorial",
                            api_name="/admin_start")

@@ -10,6 +10,7 @@ Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``
 """
 
 import functools
+from pathlib import Path
 
 import gradio as gr
 
@@ -167,6 +168,12 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         """The app's models by opaque key (the page never holds a server path); the scratch one is left out."""
         return {key: value for key, value in served.models().items() if key != "scratch"}
 
+    def version_folder(family, version):
+        """A version's folder, for names that can only mean one (no separators, no dot names)."""
+        if family not in FAMILIES or not version or Path(version).name != version or version.startswith("."):
+            raise JobError("Choose a family and one of its versions.")
+        return root / family / version
+
     def versions_update(family):
         rows = version_rows(root, family)
         names = [r[0] for r in rows]
@@ -225,11 +232,7 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
 
     def admin_card(token, family, version, request: gr.Request):
         check(token, request)
-        if not version:
-            return None
-        if family not in FAMILIES or "/" in version or version.startswith("."):
-            raise JobError("Choose a family and one of its versions.")
-        return read_card(root / family / version)
+        return read_card(version_folder(family, version)) if version else None
 
     def admin_promote(token, family, version, request: gr.Request):
         check(token, request)
@@ -255,9 +258,9 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         repo = hub_sync.hub_repo()
         if not repo:
             raise HubSyncError(f"Set {hub_sync.REPO_ENV} (and the {hub_sync.TOKEN_ENV} secret) to push to the Hub.")
-        folder = root / family / version if version else served_checkpoint(root, family)
-        if family not in FAMILIES or folder is None:
-            raise JobError("Choose a family and a version to push.")
+        folder = version_folder(family, version) if version else served_checkpoint(root, family)
+        if folder is None:
+            raise JobError("Choose a version to push.")
         return hub_sync.push_checkpoint(folder, repo, family=family)
 
     def admin_pull(token, family, request: gr.Request):
