@@ -416,3 +416,16 @@ def test_builtin_shapes_dispatch(monkeypatch):
     tiny = ImageDataset(["red circle"], {"train": Split([png()], [0])}, "shapes", "fp")
     monkeypatch.setattr(shapes, "shapes_dataset", lambda seed=0: tiny)  # dispatch only: generating takes seconds
     assert load_source("shapes") is tiny
+
+
+def test_hub_shaped_name_under_a_data_root_never_reads_the_working_directory(tmp_path, monkeypatch):
+    from clipdemo.data.sources import DataError, load_source
+
+    (tmp_path / "root").mkdir()
+    elsewhere = tmp_path / "cwd"
+    (elsewhere / "secret" / "train" / "a").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(elsewhere / "secret" / "train" / "a" / "1.png")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError):
+        load_source("secret", data_root=tmp_path / "root")

@@ -51,15 +51,17 @@ def hub_dataset(
     label_column: str | None = None,
     splits: list[str] | str | None = None,
     cache_dir: str | Path | None = None,
+    hub_only: bool = False,
 ) -> ImageDataset:
     """Load an image-classification dataset by Hub id, or from a local parquet file/folder or saved dataset.
 
     ``splits`` limits what is read (and downloaded), e.g. ``["train"]``; names like ``val`` are normalised to
-    ``validation``. Raises ``DataError`` with a readable message.
+    ``validation``. ``hub_only``: never read ``repo_id`` as a local path (the caller already ruled that out,
+    e.g. under a data root). Raises ``DataError`` with a readable message.
     """
     wanted = _wanted_splits(splits)
     local = Path(repo_id).expanduser()
-    if local.exists():
+    if not hub_only and local.exists():
         local = local.resolve()
         if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
             tables, fp = _read_saved(local, wanted)

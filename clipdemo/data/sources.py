@@ -53,7 +53,7 @@ def load_source(spec: str, config: str | None = None, data_root: Path | None = N
     if _HUB_ID.match(spec) and ".." not in spec:
         from .hub import hub_dataset
 
-        return hub_dataset(spec, config=config)
+        return hub_dataset(spec, config=config, hub_only=True)  # a same-named folder in the cwd is not it
     raise DataError(f"Data source '{spec}' does not exist: it is neither a folder nor a Hugging Face dataset id.")
 
 
