@@ -116,14 +116,14 @@ def zeroshot_scores(features: torch.Tensor, class_embeddings: torch.Tensor, logi
 
 
 def encode_dataset_splits(dataset: ImageDataset, backbone: Backbone, names, *, cache_dir=None, progress=None,
-                          batch_size: int = 64) -> dict[str, EncodedSplit]:  # fmt: skip
+                          batch_size: int = 64, should_stop=None) -> dict[str, EncodedSplit]:  # fmt: skip
     """Each named dataset split encoded once (cached under the dataset fingerprint and split name)."""
     out = {}
     for name in dict.fromkeys(names):
         report = (lambda info, name=name: progress({**info, "split": name})) if progress else None
         out[name] = encode_split(backbone, dataset.splits[name], batch_size=batch_size, progress=report,
                                  cache_dir=cache_dir, key_parts=(dataset.fingerprint, name),
-                                 desc=f"encoding {name}")  # fmt: skip
+                                 desc=f"encoding {name}", should_stop=should_stop)  # fmt: skip
     return out
 
 
@@ -153,7 +153,8 @@ def train_head(
     ``weight_decay`` default to the head's (``heads.HEADS``). ``progress(dict)`` gets encode events
     (``phase="encode"``, ``split``, ``done``, ``total``, ``skipped``, ``cached``) and ``fit_head``'s train /
     eval events, then ``phase="done"``; without it, console bars are drawn (on a terminal). ``should_stop()``
-    ends training early and still saves the best epoch so far.
+    ends training early and still saves the best epoch so far; while encoding, or before the first step, it
+    ends the run without a checkpoint (``EncodingStopped`` / ``RuntimeError``).
 
     Returns the head's metrics on the evaluation split (``acc1, acc5, mean_per_class_recall, weighted_f1,
     n``) plus ``zeroshot`` (the same metrics for zero-shot CLIP), ``best_val_acc``, ``best_epoch``,
@@ -173,7 +174,8 @@ def train_head(
     backbone = Backbone.of(backbone_spec, device, precision)
 
     encoded = encode_dataset_splits(dataset, backbone, [plan.train[0], plan.validation[0], plan.evaluation[0]],
-                                    cache_dir=cache_dir, progress=report, batch_size=encode_batch_size)  # fmt: skip
+                                    cache_dir=cache_dir, progress=report, batch_size=encode_batch_size,
+                                    should_stop=should_stop)  # fmt: skip
     fresh = sum(e.fresh for e in encoded.values())
     classes, scale = class_text_embeddings(backbone, dataset.class_names, CARS_TEMPLATES, cache_dir)
     x_train, y_train = encoded[plan.train[0]].rows(plan.train[1])
@@ -188,6 +190,8 @@ def train_head(
     model = build_head(head, num_classes=n_classes, embed_dim=embed_dim, class_embeddings=classes, logit_scale=scale)
     fit = fit_head(model, (x_train, y_train), (x_val, y_val), epochs=epochs, lr=lr, weight_decay=weight_decay,
                    batch_size=batch_size, seed=seed, progress=report, should_stop=should_stop)  # fmt: skip
+    if fit.steps == 0:
+        raise RuntimeError("training was stopped before its first step; no checkpoint was written")
 
     n = len(dataset.class_names)
     zeroshot = classification_metrics(y_eval.numpy(), zeroshot_scores(x_eval, classes, scale).numpy(), n)
@@ -331,13 +335,7 @@ def evaluate_head(
             f"has {len(dataset.class_names)} classes{_first_difference(clf.class_names, dataset.class_names)}: "
             f"evaluate it on the data it was trained for."
         )
-    if split == "tutorial":
-        name, indices = plan_splits(dataset, "tutorial").evaluation
-    elif split in dataset.splits and len(dataset.splits[split]):
-        name, indices = split, list(range(len(dataset.splits[split])))
-    else:
-        have = ", ".join(k for k, s in dataset.splits.items() if len(s))
-        raise DataError(f"{dataset.source} has no '{split}' split (it has: {have}; or use 'tutorial').")
+    name, indices = eval_split(dataset, split)
     report = progress or console_progress()
     encoded = encode_dataset_splits(dataset, clf.backbone, [name], cache_dir=cache_dir, progress=report,
                                     batch_size=batch_size)[name]  # fmt: skip
@@ -346,6 +344,41 @@ def evaluate_head(
         raise DataError(f"{dataset.source}: none of the {len(indices)} '{split}' images could be read.")
     head, _ = clf.scores(x)
     metrics = classification_metrics(y.numpy(), head.numpy(), len(clf.class_names))
+    return {**_summary(metrics), "skipped": len(indices) - len(y)}
+
+
+def eval_split(dataset: ImageDataset, split: str) -> tuple[str, list[int]]:
+    """(dataset split name, indices) to score for ``split``: a split of the dataset, or "tutorial"."""
+    if split == "tutorial":
+        return plan_splits(dataset, "tutorial").evaluation
+    if split in dataset.splits and len(dataset.splits[split]):
+        return split, list(range(len(dataset.splits[split])))
+    have = ", ".join(k for k, s in dataset.splits.items() if len(s))
+    raise DataError(f"{dataset.source} has no '{split}' split (it has: {have}; or use 'tutorial').")
+
+
+def evaluate_zeroshot(
+    dataset: ImageDataset,
+    backbone_spec,
+    split: str = "test",
+    *,
+    templates=CARS_TEMPLATES,
+    cache_dir=None,
+    device: str = "auto",
+    progress: Callable[[dict], None] | None = None,
+    batch_size: int = 64,
+) -> dict:
+    """Zero-shot CLIP on ``dataset``'s ``split`` (as ``evaluate_head``): each image and each class prompt is
+    encoded once (and cached with ``cache_dir``). Returns the same keys as ``evaluate_head``."""
+    backbone = Backbone.of(backbone_spec, device)
+    name, indices = eval_split(dataset, split)
+    encoded = encode_dataset_splits(dataset, backbone, [name], cache_dir=cache_dir,
+                                    progress=progress or console_progress(), batch_size=batch_size)[name]  # fmt: skip
+    x, y = encoded.rows(indices)
+    if len(y) == 0:
+        raise DataError(f"{dataset.source}: none of the {len(indices)} '{split}' images could be read.")
+    classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
+    metrics = classification_metrics(y.numpy(), zeroshot_scores(x, classes, scale).numpy(), len(dataset.class_names))
     return {**_summary(metrics), "skipped": len(indices) - len(y)}
 
 

@@ -154,6 +154,10 @@ class Backbone:
 # --- image features -------------------------------------------------------------------------------------
 
 
+class EncodingStopped(RuntimeError):
+    """``should_stop()`` asked ``encode_split`` to stop; nothing was cached."""
+
+
 @dataclass
 class EncodedSplit:
     """Embeddings of the images of a split that decoded. Unpacks as ``features, labels, skipped``."""
@@ -256,6 +260,7 @@ def encode_split(
     key_parts: Sequence = (),
     shard: tuple[int, int] | None = None,
     desc: str = "encoding images",
+    should_stop: Callable[[], bool] | None = None,
 ) -> EncodedSplit:
     """Embed every image of ``split`` once with the frozen ``encoder`` (an ``Encoder``, a ``Backbone`` or a spec).
 
@@ -264,6 +269,7 @@ def encode_split(
     must identify the split's content (e.g. ``(dataset.fingerprint, "train")``). ``progress(dict)`` gets
     ``phase="encode"``, ``desc``, ``done``, ``total``, ``skipped``, ``cached``; without it a tqdm bar is
     shown (on a terminal). ``shard=(rank, world)``: encode only that rank's share (see the module docstring).
+    ``should_stop()`` is polled between batches; when it says so, ``EncodingStopped`` is raised.
     """
     backbone = Backbone.of(encoder)
     path = feature_cache_path(backbone, key_parts, cache_dir) if cache_dir is not None else None
@@ -278,18 +284,22 @@ def encode_split(
         report({"phase": "encode", "desc": desc, "done": len(wanted), "total": len(wanted),
                 "skipped": cached.skipped, "cached": True})  # fmt: skip
         return cached
-    encoded = _encode(backbone, split, wanted, batch_size, report, desc)
+    encoded = _encode(backbone, split, wanted, batch_size, report, desc, should_stop or (lambda: False))
     if path is not None and shard is None:
         save_features(path, encoded, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
     return encoded
 
 
-def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, desc: str) -> EncodedSplit:
+def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, desc: str,
+            should_stop) -> EncodedSplit:  # fmt: skip
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     features, kept, skipped, done = [], [], 0, 0
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode batch b+1 while the model runs on batch b
         pending = pool.submit(_decode, split, batches[0]) if batches else None
         for b in range(len(batches)):
+            if should_stop():
+                pending.cancel()
+                raise EncodingStopped(f"stopped while {desc} ({done} of {len(indices)} done); nothing was cached")
             images, ok, bad = pending.result()
             if b + 1 < len(batches):
                 pending = pool.submit(_decode, split, batches[b + 1])
@@ -357,7 +367,12 @@ def class_text_embeddings(
                     return data["classes"], float(data["logit_scale"])
             except Exception:  # damaged: rebuild
                 pass
-    classes = build_classifier(backbone.encoder, list(class_names), templates).float()
+    # Encoded in order of name length, so each padded text batch holds prompts of similar length: on car
+    # names, padding is 27% of the tokens encoded in name order and 12% sorted. Rows are put back after.
+    order = sorted(range(len(class_names)), key=lambda i: len(class_names[i]))
+    by_length = build_classifier(backbone.encoder, [class_names[i] for i in order], templates).float()
+    classes = torch.empty_like(by_length)
+    classes[torch.tensor(order, dtype=torch.long)] = by_length
     scale = float(backbone.logit_scale)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

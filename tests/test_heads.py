@@ -19,6 +19,7 @@ from clipdemo.data import ImageDataset, Split
 from clipdemo.data.sources import DataError, load_source
 from clipdemo.features import (
     Backbone,
+    EncodingStopped,
     class_text_embeddings,
     encode_split,
     feature_cache_path,
@@ -181,6 +182,19 @@ def test_shards_merge_into_the_single_process_cache(tmp_path):
     assert share.kept.tolist() == [1, 4, 7, 10] and share.skipped == 0 and encoder.images == before
 
 
+def test_a_stop_while_encoding_caches_nothing(tmp_path):
+    encoder, split, polls = CountingEncoder(), colour_split(), []
+
+    def stop_after_two_polls():
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(EncodingStopped, match="4 of 10 done"):
+        encode_split(encoder, split, batch_size=2, cache_dir=tmp_path, key_parts=("d",),
+                     should_stop=stop_after_two_polls, progress=lambda i: None)  # fmt: skip
+    assert encoder.images == 3 and not list(tmp_path.iterdir())  # 4 done, image 3 unreadable
+
+
 def test_text_embeddings_are_cached_on_disk(tmp_path):
     encoder = CountingEncoder()
     classes, scale = class_text_embeddings(encoder, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
@@ -264,6 +278,14 @@ def test_tutorial_split_trains_zeroshot_init_and_evaluates(cars, tiny, tmp_path)
     assert history[0]["epoch"] == 0 and result["best_val_acc"] >= history[0]["val_acc"]
     metrics = evaluate_head(tmp_path / "zs", cars, "tutorial", cache_dir=tmp_path / "cache", progress=lambda i: None)
     assert metrics["n"] == result["n"] and metrics["acc1"] == pytest.approx(result["acc1"])
+
+
+def test_a_stop_before_the_first_step_writes_no_checkpoint(trained, cars, tiny):
+    _, work = trained
+    with pytest.raises(RuntimeError, match="before its first step"):
+        train_head(cars, str(tiny), work / "stopped", head="linear", split="official", cache_dir=work / "cache",
+                   progress=lambda info: None, should_stop=lambda: True)  # fmt: skip
+    assert not (work / "stopped").exists()
 
 
 def test_classifier_predicts_both_rankings(trained, cars, tiny):
