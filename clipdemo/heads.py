@@ -157,7 +157,7 @@ def predict_logits(head: nn.Module, features: torch.Tensor, batch_size: int = 40
 def accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         return float("nan")
-    return float((predict_logits(head, features).argmax(1) == labels).float().mean())
+    return float((predict_logits(head, features).argmax(1) == labels).double().mean())
 
 
 def fit_head(
