@@ -1,0 +1,14 @@
+"""A CLIP trained from scratch (the second tutorial, fixed and made fast).
+
+- ``model``: ``ScratchCLIPConfig`` + ``PRESETS`` ("seed" = the tutorial, "default" = ours), ``ScratchCLIP``,
+  ``contrastive_loss``. Modules only, no I/O.
+- ``tokenizer``: ``ByteTokenizer``, UTF-8 bytes with start/end/pad ids outside 0..255.
+- ``encoder``: ``ScratchEncoder``, a checkpoint folder as a ``clipdemo.encoders.Encoder``; the shared
+  image preprocessing; the caption ``TEMPLATES``.
+- ``train``: ``train_scratch(dataset, out_dir, ...)``, a plain function with a progress callback.
+"""
+
+from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
+from clipdemo.scratch.tokenizer import ByteTokenizer
+
+__all__ = ["PRESETS", "ByteTokenizer", "ScratchCLIP", "ScratchCLIPConfig", "contrastive_loss", "preset"]

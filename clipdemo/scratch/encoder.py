@@ -1,0 +1,118 @@
+"""A scratch CLIP checkpoint folder as an ``Encoder`` (see ``clipdemo.encoders``), and the image
+preprocessing that training and inference share.
+
+Preprocessing is the tutorial's: squash-resize to ``image_size`` x ``image_size`` (bilinear, as
+torchvision's ``Resize((s, s))`` on a PIL image) and scale to [0, 1]. It is split in two so training can
+run the slow half once: ``images_to_uint8`` (decoded PIL -> uint8 [N, 3, S, S], cacheable); the model
+takes that uint8 batch as is and scales it to [0, 1] itself (folded into its first layer), and
+``to_pixels`` gives the float [0, 1] version where one is needed (augmentation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipdemo.checkpoints import CheckpointError, load_checkpoint
+from clipdemo.encoders import SCRATCH_KIND, autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
+from clipdemo.scratch.tokenizer import ByteTokenizer
+
+# The tutorial's six caption templates; training draws one per image per epoch, zero-shot averages them.
+TEMPLATES = ("An image of {}", "A {}", "A photo of {}", "A {} in a photo", "A picture of {}", "A {} image")
+
+
+def image_to_uint8(image: Image.Image, size: int) -> torch.Tensor:
+    """One RGB PIL image -> uint8 [3, size, size] (aspect ratio not kept, as in the tutorial)."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def images_to_uint8(images: list[Image.Image], size: int) -> torch.Tensor:
+    return torch.stack([image_to_uint8(im, size) for im in images]) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
+
+
+def to_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, S, S] -> float32 in [0, 1] (on the batch's device)."""
+    return batch.float().div_(255.0)
+
+
+class ScratchEncoder:
+    """Loads a folder written by ``clipdemo.scratch.train.train_scratch`` (or ``save_checkpoint`` with
+    ``config={"kind": "scratch-clip", ...}``) and answers the ``Encoder`` protocol.
+
+    Besides the protocol it exposes ``model``, ``config``, ``card``, ``class_names`` (what it was trained
+    to tell apart) and ``templates`` (the captions it was trained on), for the Pokemon tab.
+    """
+
+    def __init__(self, path, device: str = "auto", precision: str | None = None, batch_size: int = 256):
+        self.path = Path(path)
+        state, config, card = load_checkpoint(self.path, kind=SCRATCH_KIND)
+        try:
+            self.config = ScratchCLIPConfig.from_dict(config)
+            model = ScratchCLIP(self.config)
+            model.load_state_dict(state)
+        except (TypeError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"Checkpoint '{self.path}' is damaged: its weights do not fit the scratch CLIP its config describes ({first})."
+            ) from None
+        self.device = pick_device(device)
+        # A model this small gains nothing from bf16 on a CPU (the casts cost more than the matmuls), so
+        # fp32 there unless asked; bf16 autocast on a GPU that has it.
+        self.precision = precision or ("fp32" if self.device.type == "cpu" else pick_precision(self.device))
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.card = card
+        self.batch_size = batch_size
+        self.tokenizer = ByteTokenizer(self.config.context_length)
+        self.context_length = self.config.context_length
+        self.logit_scale = float(model.scale())
+        self.class_names = list(card.get("classes") or [])
+        self.templates = tuple(config.get("templates") or TEMPLATES)
+        # the creation date makes the name change when the folder is replaced (it keys embedding caches)
+        self.name = f"scratch:{self.path.resolve()}@{card.get('created', '')}"
+
+    @torch.inference_mode()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        out = [torch.empty(0, self.config.embed_dim)]
+        for i in range(0, len(images), self.batch_size):
+            pixels = images_to_uint8(images[i : i + self.batch_size], self.config.image_size).to(self.device)
+            with autocast(self.device, self.precision):
+                out.append(self.model.encode_image(pixels).float().cpu())
+        return self._normalized(torch.cat(out))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        out = [torch.empty(0, self.config.embed_dim)]
+        for i in range(0, len(texts), self.batch_size):
+            ids, mask = self.tokenizer(texts[i : i + self.batch_size])
+            with autocast(self.device, self.precision):
+                out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu())
+        return self._normalized(torch.cat(out))
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+        # the model already L2-normalises in fp32; renormalising would only flip low bits of its output
+        return x if self.precision == "fp32" else l2_normalize(x)
+
+    def describe(self) -> str:
+        return f"{describe_card(self.card)} ({self.device.type}, {self.precision})"
+
+
+def describe_card(card: dict) -> str:
+    """One sentence saying what a scratch checkpoint was trained on and how well it did on held-out data."""
+    data = card.get("dataset") or {}
+    source = data.get("source", "an unknown dataset")
+    n = len(card.get("classes") or [])
+    text = f"Scratch CLIP (preset {card.get('preset', '?')}) trained on {source}, {n} classes"
+    metrics = card.get("metrics") or {}
+    if "acc1" in metrics:
+        text += f"; top-1 {metrics['acc1']:.1%} on {card.get('eval_split', 'held-out')} ({metrics.get('n', '?')} images)"
+    if not card.get("complete", True):
+        text += "; training did not finish (best checkpoint so far)"
+    if card.get("created"):
+        text += f"; saved {card['created'][:10]}"
+    return text

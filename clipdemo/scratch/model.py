@@ -1,0 +1,271 @@
+"""A small CLIP written from scratch: ViT image tower, byte-level text transformer, contrastive loss.
+
+nanoGPT habits: one config dataclass with commented defaults, modules only, no I/O. The checkpoint
+stores ``asdict(config)`` and ``ScratchCLIP(ScratchCLIPConfig(**that))`` rebuilds the model.
+
+Same architecture as the tutorial (``../shared/seeds/003_…``): pre-LN transformer blocks, a conv
+patchifier with a class token, text pooled at the end token, linear projections into a joint space and a
+learnable temperature. What differs: attention is one fused ``scaled_dot_product_attention`` call for all
+heads (the tutorial looped over heads in Python and materialised a [B, T, T] mask), the key-padding
+mask is broadcast from [B, T], text is pooled at the true end-token position, and the temperature is
+clamped at 100 as in CLIP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipdemo.scratch.tokenizer import VOCAB_SIZE
+
+
+@dataclass
+class ScratchCLIPConfig:
+    # --- joint space
+    embed_dim: int = 64  # width of the shared image/text embedding
+    # --- image tower (ViT)
+    image_size: int = 32  # images are resized (squashed, as the tutorial) to image_size x image_size
+    patch_size: int = 8  # image_size must be a multiple; (image_size / patch_size)^2 patch tokens + 1 cls
+    stem: str = "conv"  # "patchify" (one conv, kernel = stride = patch: the tutorial, ViT) or "conv": stride-2
+    #                     3x3 convs with BatchNorm down to the same grid (ViTs then learn far faster on little data)
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4  # head dim = width / heads; 9 / 3 = 3 (the seed preset) is fine
+    # --- text tower (byte-level)
+    context_length: int = 32  # bytes + start + end; longer captions are truncated, keeping the end token
+    vocab_size: int = VOCAB_SIZE  # 256 bytes + pad/start/end
+    text_width: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    # --- blocks
+    mlp_ratio: int = 4
+    pos_embedding: str = "learned"  # "learned" (CLIP) or "sinusoidal" (the tutorial's fixed table)
+    final_ln: bool = True  # LayerNorm before each projection (CLIP's ln_post / ln_final); the tutorial has none
+    init_logit_scale: float = math.log(1 / 0.07)
+    max_logit_scale: float = 100.0  # CLIP clamps exp(logit_scale) here so training can't blow it up
+    # --- training recipe: read by train.py, stored so a checkpoint says how it was made
+    optimizer: str = "adamw"  # "adam" (the tutorial) or "adamw" (decoupled weight decay, CLIP/open_clip)
+    lr: float = 2e-3
+    weight_decay: float = 0.05  # adamw only; not applied to biases, norms, embeddings, temperature
+    warmup_steps: int = 20
+    schedule: str = "cosine"  # "cosine" (to 0 over the run) or "constant" (the tutorial)
+    batch_size: int = 128
+    epochs: int = 40  # used when train_scratch gets no epochs; max_seconds can end a run earlier
+    augment: bool = False  # random zoom-crop + horizontal flip per batch; slowed learning in short runs here
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        for width, heads, what in ((self.vision_width, self.vision_heads, "vision"),
+                                   (self.text_width, self.text_heads, "text")):
+            if width % heads:
+                raise ValueError(f"{what}_width {width} is not divisible by {what}_heads {heads}")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError("the conv stem needs a power-of-two patch_size")
+        if self.pos_embedding not in ("learned", "sinusoidal"):
+            raise ValueError("pos_embedding must be 'learned' or 'sinusoidal'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScratchCLIPConfig":
+        """Rebuild from a checkpoint's config.json, ignoring keys that are not config fields (e.g. 'kind')."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+PRESETS: dict[str, ScratchCLIPConfig] = {
+    # The tutorial's hyperparameters, unchanged (its architecture too: fixed sinusoidal positions, no
+    # final LayerNorm, Adam at a constant 1e-3, batch 1024, 1500 epochs, no augmentation).
+    "seed": ScratchCLIPConfig(
+        embed_dim=32, image_size=128, patch_size=64, vision_width=9, vision_layers=3, vision_heads=3,
+        context_length=32, text_width=32, text_layers=4, text_heads=8, pos_embedding="sinusoidal",
+        final_ln=False, stem="patchify", optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_steps=0, schedule="constant",
+        batch_size=1024, epochs=1500, augment=False,
+    ),
+    # Chosen for held-out accuracy per CPU-second on small image folders (bench/scratch_train.py).
+    "default": ScratchCLIPConfig(),
+}
+
+
+def preset(name: str, **overrides) -> ScratchCLIPConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+# --- modules ------------------------------------------------------------------------------------------
+
+
+def sinusoidal_table(length: int, width: int) -> torch.Tensor:
+    """The tutorial's table: sin on even dims, cos on odd dims, frequency 10000^(i/width) (i even)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    i = torch.arange(width)
+    freq = 10000.0 ** ((i - i % 2).double() / width)
+    angle = pos / freq
+    return torch.where(i % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+
+
+class PositionalEmbedding(nn.Module):
+    def __init__(self, length: int, width: int, kind: str):
+        super().__init__()
+        if kind == "learned":
+            self.table = nn.Parameter(torch.randn(length, width) * 0.01)
+        else:  # fixed, rebuilt from the config, so not saved
+            self.register_buffer("table", sinusoidal_table(length, width), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[: x.shape[1]]  # text may be padded to less than context_length
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: one qkv matmul, one fused SDPA call for every head."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        # key_mask [B, T] (True = a real token) broadcasts over heads and queries as [B, 1, 1, T]
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block (the tutorial's and CLIP's)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), key_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convs, channels doubling up to ``width``, BatchNorm + GELU between:
+    [B, 3, S, S] -> [B, width, S / patch, S / patch], the grid a patchify conv gives (Xiao et al. 2021).
+
+    BatchNorm measured best here (80% vs 50% held-out after 400 steps without a norm, 65-72% with
+    GroupNorm/LayerNorm variants). Under DDP convert it with ``nn.SyncBatchNorm.convert_sync_batchnorm``
+    so N processes compute the statistics of the global batch, as one process would.
+    """
+    n = int(math.log2(patch_size))
+    chans = [3] + [max(8, width >> (n - 1 - i)) for i in range(n)]
+    chans[-1] = width
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers.append(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1, bias=i == n - 1))
+        if i < n - 1:
+            layers += [nn.BatchNorm2d(chans[i + 1]), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+class ImageTower(nn.Module):
+    def __init__(self, c: ScratchCLIPConfig):
+        super().__init__()
+        w = c.vision_width
+        self.patch_size = c.patch_size
+        if c.stem == "conv":
+            self.patchify = conv_stem(w, c.patch_size)
+        else:  # stored as a conv (the tutorial's module), applied as one matmul in embed_patches
+            self.patchify = nn.Conv2d(3, w, kernel_size=c.patch_size, stride=c.patch_size)
+        self.cls = nn.Parameter(torch.randn(1, 1, w) * w**-0.5)
+        self.pos = PositionalEmbedding((c.image_size // c.patch_size) ** 2 + 1, w, c.pos_embedding)
+        self.blocks = nn.ModuleList(Block(w, c.vision_heads, c.mlp_ratio) for _ in range(c.vision_layers))
+        self.ln = nn.LayerNorm(w) if c.final_ln else nn.Identity()
+        self.proj = nn.Parameter(torch.randn(w, c.embed_dim) * w**-0.5)
+
+    def embed_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] floats in [0, 1], or uint8 in [0, 255] -> [B, patches, width]."""
+        if isinstance(self.patchify, nn.Sequential):
+            x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels
+            return self.patchify(x).flatten(2).transpose(1, 2)
+        # A conv whose kernel equals its stride is a matmul over flattened patches. Done that way the
+        # weight gradient is one GEMM (mkldnn's conv backward took 4x as long at 64 px patches), and
+        # uint8 input is rearranged while still one byte per value, then cast, with the /255 folded into
+        # the weight (the casts and copies of a 128 px batch cost more than the rest of the seed model).
+        p, conv = self.patch_size, self.patchify
+        B, C, H, W = pixels.shape
+        x = pixels.view(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)
+        weight = conv.weight.view(conv.out_channels, -1)
+        if pixels.dtype == torch.uint8:
+            x, weight = x.to(weight.dtype), weight / 255
+        return F.linear(x, weight, conv.bias)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.embed_patches(pixels)
+        x = self.pos(torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x[:, 0]) @ self.proj  # the class token
+
+
+class TextTower(nn.Module):
+    def __init__(self, c: ScratchCLIPConfig):
+        super().__init__()
+        w = c.text_width
+        self.embed = nn.Embedding(c.vocab_size, w)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.pos = PositionalEmbedding(c.context_length, w, c.pos_embedding)
+        self.blocks = nn.ModuleList(Block(w, c.text_heads, c.mlp_ratio) for _ in range(c.text_layers))
+        self.ln = nn.LayerNorm(w) if c.final_ln else nn.Identity()
+        self.proj = nn.Parameter(torch.randn(w, c.embed_dim) * w**-0.5)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.pos(self.embed(tokens))
+        for block in self.blocks:
+            x = block(x, mask)
+        end = mask.sum(dim=1) - 1  # the end token: the last real position of each row
+        return self.ln(x[torch.arange(x.shape[0], device=x.device), end]) @ self.proj
+
+
+class ScratchCLIP(nn.Module):
+    def __init__(self, config: ScratchCLIPConfig):
+        super().__init__()
+        self.config = config
+        self.visual = ImageTower(config)
+        self.text = TextTower(config)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels: [B, 3, S, S], floats in [0, 1] or uint8 -> [B, embed_dim], L2-normalised."""
+        return F.normalize(self.visual(pixels), dim=-1)
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens, mask: [B, T] from ``ByteTokenizer`` -> [B, embed_dim], L2-normalised."""
+        return F.normalize(self.text(tokens, mask), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+
+    def forward(self, pixels, tokens, mask):
+        return self.encode_image(pixels), self.encode_text(tokens, mask), self.scale()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy: row i of each side matches row i of the other.
+
+    A pure function of the features, so distributed training can pass features all-gathered from
+    every rank (with gradients) without touching the model.
+    """
+    logits = logit_scale * image_features @ text_features.T
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

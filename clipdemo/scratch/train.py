@@ -1,0 +1,437 @@
+"""Train the scratch CLIP on an ``ImageDataset``: a plain function with a progress callback.
+
+``train_scratch(dataset, out_dir)`` decodes and resizes every image once into a uint8 tensor (optionally
+cached on disk), draws one of the tutorial's six caption templates per image per epoch, trains with the
+symmetric contrastive loss, evaluates zero-shot on a validation split after each epoch, keeps the best
+checkpoint by validation accuracy (written atomically, only when it improves) and reports final metrics on
+the test split. A ``should_stop()`` callback (Ctrl-C handler, admin cancel) ends the run between steps
+and still finishes the checkpoint; a raw KeyboardInterrupt leaves the last good checkpoint as it was.
+
+Where the tutorial spent its time, and what replaces it: captions are tokenized once per (class,
+template) instead of per item per step, and each step encodes only the distinct captions in the batch (a
+batch of 1024 holds at most classes x 6 of them), then indexes the features back (gradients add up over
+the duplicates, so the loss and update are the same). Attention is one fused call with a broadcast
+key-padding mask instead of a Python loop over heads with a [B, T, T] mask.
+
+Seams for distributed training (issue 8): ``build_model``; the sampler (``make_sampler``, already a
+``DistributedSampler``); the loss as a function of (image features, text features, scale), so features
+can be all-gathered first; and ``Runtime.is_main`` guarding every write and progress report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
+
+from clipdemo import __version__
+from clipdemo.checkpoints import save_checkpoint
+from clipdemo.data import ImageDataset, Split
+from clipdemo.encoders import SCRATCH_KIND, pick_device
+from clipdemo.evaluate import classification_metrics
+from clipdemo.scratch.encoder import TEMPLATES, images_to_uint8, to_pixels
+from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset as get_preset
+from clipdemo.scratch.tokenizer import ByteTokenizer
+
+VALIDATION_FRACTION = 0.1  # carved from train, per class, when the dataset has no validation split
+
+
+@dataclass
+class Runtime:
+    """Where this process trains. One process today; issue 8 fills rank/world_size from torch.distributed."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# --- data: decode once, captions as a table ----------------------------------------------------------
+
+
+@dataclass
+class CachedSplit:
+    pixels: torch.Tensor  # uint8 [N, 3, S, S]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _decode_resize(ref, size: int) -> torch.Tensor:
+    from clipdemo.images import load_image
+
+    return images_to_uint8([load_image(ref)], size)[0]
+
+
+def cache_split(split: Split, size: int, cache_file: Path | None = None) -> CachedSplit:
+    """Decode and resize every image of ``split`` once (two threads: Pillow decodes without the GIL).
+
+    With ``cache_file`` the result is also kept on disk (safetensors: no pickle) and reused next time.
+    """
+    from safetensors.torch import load_file, save_file
+
+    if cache_file is not None and cache_file.is_file():
+        try:
+            data = load_file(cache_file)
+            if len(data["labels"]) == len(split):
+                return CachedSplit(data["pixels"], data["labels"])
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            pass
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = list(pool.map(lambda ref: _decode_resize(ref, size), split.images))
+    pixels = torch.stack(rows) if rows else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    cached = CachedSplit(pixels, torch.tensor(split.labels, dtype=torch.long))
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.name + ".tmp")
+        save_file({"pixels": cached.pixels, "labels": cached.labels}, tmp)
+        tmp.replace(cache_file)
+    return cached
+
+
+def carve_validation(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded, stratified split of train indices into (train, validation).
+
+    Each class with at least two images gives ``max(1, round(fraction * n))`` of them to validation.
+    """
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    train, val = [], []
+    for y in sorted(by_class):
+        idx = rng.permutation(by_class[y]).tolist()
+        k = max(1, round(fraction * len(idx))) if len(idx) >= 2 else 0
+        val += idx[:k]
+        train += idx[k:]
+    return sorted(train), sorted(val)
+
+
+@dataclass
+class SplitPlan:
+    train: Split
+    validation: Split  # picks the best checkpoint
+    evaluation: Split  # final metrics
+    eval_name: str  # "test", or "validation" when the dataset has no test split
+    description: str  # for the card
+    extra: dict[str, Split]  # other splits, reported separately (the built-in data's "unseen")
+
+
+def choose_splits(dataset: ImageDataset, seed: int) -> SplitPlan:
+    """Validation is the dataset's ``validation`` split if it has one, else carved from train. Final
+    metrics are on ``test``; without one they fall back to validation and the description says so."""
+    if "train" not in dataset.splits or not len(dataset.splits["train"]):
+        raise ValueError(f"{dataset.source} has no training images")
+    train = dataset.splits["train"]
+    if "validation" in dataset.splits and len(dataset.splits["validation"]):
+        val = dataset.splits["validation"]
+        text = f"validation: the dataset's own split ({len(val)} images)"
+    else:
+        keep, held = carve_validation(train.labels, VALIDATION_FRACTION, seed)
+        val = Split([train.images[i] for i in held], [train.labels[i] for i in held])
+        train = Split([train.images[i] for i in keep], [train.labels[i] for i in keep])
+        text = (f"validation: {len(val)} images carved from train "
+                f"({VALIDATION_FRACTION:.0%} per class, stratified, seed {seed})")
+    if not len(val):
+        raise ValueError(f"{dataset.source} has too few training images to hold any out for validation")
+    if "test" in dataset.splits and len(dataset.splits["test"]):
+        test, name = dataset.splits["test"], "test"
+        text += f"; final metrics on the test split ({len(test)} images)"
+    else:
+        test, name = val, "validation"
+        text += "; no test split, so final metrics are on validation, which also picked the checkpoint (optimistic)"
+    extra = {k: s for k, s in dataset.splits.items() if k not in ("train", "validation", "test") and len(s)}
+    return SplitPlan(train, val, test, name, f"train: {len(train)} images; " + text, extra)
+
+
+class CaptionTable:
+    """Every (class, template) caption tokenized once; caption id = class * n_templates + template."""
+
+    def __init__(self, class_names: list[str], templates=TEMPLATES, context_length: int = 32):
+        self.n_templates = len(templates)
+        texts = [t.format(name) for name in class_names for t in templates]
+        self.ids, self.mask = ByteTokenizer(context_length)(texts)
+
+    def to(self, device) -> "CaptionTable":
+        self.ids, self.mask = self.ids.to(device), self.mask.to(device)
+        return self
+
+    def batch(self, caption_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, mask) of the distinct captions among ``caption_ids`` and the index mapping back to them."""
+        unique, inverse = torch.unique(caption_ids, return_inverse=True)
+        ids, mask = self.ids[unique], self.mask[unique]
+        width = int(mask.sum(1).max())  # drop columns that are padding for every row
+        return ids[:, :width], mask[:, :width], inverse
+
+
+# --- model, optimiser, schedule ------------------------------------------------------------------------
+
+
+def build_model(config: ScratchCLIPConfig, seed: int, device: torch.device) -> ScratchCLIP:
+    torch.manual_seed(seed)
+    return ScratchCLIP(config).to(device)
+
+
+def make_optimizer(model: ScratchCLIP, config: ScratchCLIPConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    # open_clip's rule: no decay on gains, biases, embeddings, positions, class token or temperature
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or any(k in name for k in ("embed", "pos", "cls", "logit_scale"))
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def learning_rate(config: ScratchCLIPConfig, step: int, progress: float) -> float:
+    """Linear warmup, then cosine to zero over ``progress`` in [0, 1] (steps or wall clock, whichever is further)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_sampler(n: int, seed: int, runtime: Runtime) -> DistributedSampler:
+    """Seeded shuffling, sharded by rank (one shard today); call ``set_epoch`` before each epoch."""
+    return DistributedSampler(range(n), num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=seed)
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random zoom-in crop (58-100% of the area), shift and horizontal flip, one batched resample."""
+    B = pixels.shape[0]
+    rand = torch.rand(B, 4, generator=generator).to(pixels.device)
+    scale = 0.76 + 0.24 * rand[:, 0]  # side of the crop, as a fraction of the image
+    flip = torch.where(rand[:, 1] < 0.5, -1.0, 1.0)
+    tx, ty = (1 - scale) * (2 * rand[:, 2] - 1), (1 - scale) * (2 * rand[:, 3] - 1)
+    theta = torch.zeros(B, 2, 3, device=pixels.device)
+    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+    grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss) -> torch.Tensor:
+    """One optimisation step on a batch; returns the (detached) loss."""
+    ids, mask, inverse = captions.batch(caption_ids)
+    image_features = model.encode_image(pixels)
+    text_features = model.encode_text(ids, mask)[inverse]  # each distinct caption encoded once
+    loss = loss_fn(image_features, text_features, model.scale())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+# --- zero-shot evaluation ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def class_embeddings(model: ScratchCLIP, captions: CaptionTable, n_classes: int) -> torch.Tensor:
+    """[C, D]: each class's template embeddings averaged and renormalised (CLIP's prompt ensembling)."""
+    feats = model.encode_text(captions.ids, captions.mask).view(n_classes, captions.n_templates, -1)
+    return F.normalize(feats.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_scores(model: ScratchCLIP, split: CachedSplit, classes: torch.Tensor, device, batch: int = 512) -> torch.Tensor:
+    """[N, C] scaled cosine similarities between the split's images and the class embeddings."""
+    out = [torch.empty(0, classes.shape[0])]
+    for i in range(0, len(split), batch):
+        feats = model.encode_image(split.pixels[i : i + batch].to(device))  # uint8: the model scales it
+        out.append((model.scale() * feats @ classes.T).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, device) -> dict:
+    """Zero-shot metrics of ``split`` against every class name (prompt-ensembled over the templates)."""
+    was_training = model.training
+    model.eval()
+    try:
+        scores = zero_shot_scores(model, split, class_embeddings(model, captions, n_classes), device)
+    finally:
+        model.train(was_training)
+    with warnings.catch_warnings():  # predicting a class absent from this split is expected, not news
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return classification_metrics(split.labels.numpy(), scores.numpy(), num_classes=n_classes)
+
+
+# --- the training function -----------------------------------------------------------------------------
+
+
+def train_scratch(
+    dataset: ImageDataset,
+    out_dir,
+    *,
+    preset: str = "default",
+    epochs: int | None = None,
+    max_seconds: float | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str = "auto",
+    eval_every: int = 1,
+    cache_dir=None,
+    overrides: dict | None = None,
+) -> dict:
+    """Train a scratch CLIP on ``dataset`` and write the best checkpoint to ``out_dir``; return its metrics.
+
+    ``preset``: a name in ``clipdemo.scratch.model.PRESETS``; ``overrides`` replaces config fields.
+    ``epochs``: defaults to the preset's; ``max_seconds``: a wall-clock budget for the whole run that
+    ends it early (the cosine schedule then follows the clock). ``eval_every``: epochs between
+    validation passes. ``cache_dir``: keep decoded images there, keyed by dataset fingerprint and size.
+    ``progress(dict)`` gets ``phase`` ("train", "eval" or "done"), ``epoch``, ``epochs``, ``step``,
+    ``total_steps``, ``loss``, ``lr``, ``val_acc``, ``best_val_acc``, ``elapsed``, ``eta`` (s) and
+    ``samples_per_s``. Returns the test metrics of ``classification_metrics`` plus ``best_val_acc``,
+    ``best_epoch``, ``epochs_run``, ``steps``, ``seconds``, ``train_samples_per_s``, ``stopped``,
+    ``extra`` (metrics per additional split, e.g. ``unseen``) and ``checkpoint``.
+    """
+    t0 = time.perf_counter()
+    runtime = Runtime(device=pick_device(device))
+    config = get_preset(preset, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
+    epochs = epochs or config.epochs
+    out_dir = Path(out_dir)
+    report = progress if (progress and runtime.is_main) else (lambda info: None)
+    stop = should_stop or (lambda: False)
+
+    plan = choose_splits(dataset, seed)
+    cache_key = hashlib.sha256(f"{dataset.fingerprint}|{config.image_size}|{seed}".encode()).hexdigest()[:16]
+
+    def cached(name: str, split: Split) -> CachedSplit:
+        path = Path(cache_dir) / f"scratch-{cache_key}-{name}.safetensors" if cache_dir else None
+        return cache_split(split, config.image_size, path)
+
+    train = cached("train", plan.train)
+    val = cached("validation", plan.validation)
+    n_classes = len(dataset.class_names)
+    captions = CaptionTable(dataset.class_names, TEMPLATES, config.context_length).to(runtime.device)
+    model = build_model(config, seed, runtime.device)
+    optimizer = make_optimizer(model, config)
+    sampler = make_sampler(len(train), seed, runtime)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
+    per_rank_batch = max(1, config.batch_size // runtime.world_size)
+    steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
+    total_steps = epochs * steps_per_epoch
+
+    saved_config = {"kind": SCRATCH_KIND, **config.to_dict(), "templates": list(TEMPLATES)}
+    card_base = {
+        "title": "Scratch CLIP",
+        "dataset": {"source": dataset.source, "fingerprint": dataset.fingerprint,
+                    "splits": {k: len(s) for k, s in dataset.splits.items()}},
+        "classes": list(dataset.class_names),
+        "preset": preset,
+        "config": config.to_dict(),
+        "seed": seed,
+        "templates": list(TEMPLATES),
+        "split": plan.description,
+        "eval_split": plan.eval_name,
+        "notes": list(dataset.notes),
+        "library_version": __version__,
+    }
+
+    best = {"acc": -1.0, "epoch": 0, "state": None}
+    step, epoch, loss_value, val_acc, stopped = 0, 0, float("nan"), None, "finished"
+    train_time, samples = 0.0, 0
+
+    def save(card_extra: dict) -> None:
+        if runtime.is_main:  # one writer; the write itself is atomic
+            save_checkpoint(out_dir, best["state"], saved_config, {**card_base, **card_extra})
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+
+    def eta(elapsed: float) -> float:
+        left = elapsed / max(step, 1) * (total_steps - step)
+        return left if max_seconds is None else min(left, max(0.0, max_seconds - elapsed))
+
+    model.train()
+    while epoch < epochs and stopped == "finished":
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        # one template per image per epoch, drawn for the whole set so it does not depend on sharding
+        templates = torch.randint(len(TEMPLATES), (len(train),), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for start in range(0, len(order), per_rank_batch):
+            if stop():
+                stopped = "cancelled"
+                break
+            if out_of_time():
+                stopped = "time budget"
+                break
+            ts = time.perf_counter()
+            idx = order[start : start + per_rank_batch]
+            pixels = train.pixels.index_select(0, idx).to(runtime.device, non_blocking=True)  # uint8
+            if config.augment:
+                pixels = augment(to_pixels(pixels), aug_gen)
+            labels = train.labels[idx].to(runtime.device)
+            caption_ids = labels * len(TEMPLATES) + templates[idx].to(runtime.device)
+            elapsed = time.perf_counter() - t0
+            for group in optimizer.param_groups:
+                group["lr"] = lr = learning_rate(
+                    config, step, max(step / total_steps, elapsed / max_seconds if max_seconds else 0.0))
+            loss_value = float(train_step(model, optimizer, pixels, caption_ids, captions))
+            step += 1
+            train_time += time.perf_counter() - ts
+            samples += len(idx)
+            elapsed = time.perf_counter() - t0
+            report({"phase": "train", "epoch": epoch + 1, "epochs": epochs, "step": step, "total_steps": total_steps,
+                    "loss": loss_value, "lr": lr, "val_acc": val_acc, "best_val_acc": max(best["acc"], 0.0),
+                    "elapsed": elapsed, "eta": eta(elapsed), "samples_per_s": samples / train_time})
+        else:
+            epoch += 1
+        if step == 0:
+            break  # stopped before the first step: nothing to evaluate or save
+        last = epoch >= epochs or stopped != "finished"
+        if epoch % eval_every == 0 or last:
+            val_acc = evaluate(model, val, captions, n_classes, runtime.device)["acc1"]
+            if val_acc > best["acc"]:
+                best.update(acc=val_acc, epoch=epoch, state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+                save({"complete": False, "validation": {"acc1": val_acc, "epoch": epoch}, "metrics": {}})
+            elapsed = time.perf_counter() - t0
+            report({"phase": "eval", "epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
+                    "loss": loss_value, "val_acc": val_acc, "best_val_acc": best["acc"],
+                    "elapsed": elapsed, "eta": 0.0 if last else eta(elapsed)})
+
+    if best["state"] is None:
+        raise RuntimeError("training stopped before its first step; no checkpoint was written")
+
+    # final metrics with the best weights, on the held-out split and any extra split
+    model.load_state_dict(best["state"])
+    held_out = cached("test", plan.evaluation) if plan.eval_name == "test" else val
+    metrics = evaluate(model, held_out, captions, n_classes, runtime.device)
+    extra = {name: _summary(evaluate(model, cached(name, s), captions, n_classes, runtime.device))
+             for name, s in plan.extra.items()}
+    seconds = time.perf_counter() - t0
+    run = {
+        "best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": epoch, "steps": step,
+        "seconds": round(seconds, 2), "train_samples_per_s": round(samples / max(train_time, 1e-9), 1),
+        "stopped": stopped, "device": str(runtime.device),
+    }
+    save({"complete": True, "metrics": metrics, "extra_metrics": extra,
+          "validation": {"acc1": best["acc"], "epoch": best["epoch"]}, "run": run,
+          "trained_on": f"{dataset.source}: {len(dataset.class_names)} classes, {len(train)} training images"})
+    report({"phase": "done", "epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
+            "loss": loss_value, "val_acc": val_acc, "best_val_acc": best["acc"], "elapsed": seconds, "eta": 0.0,
+            "test_acc": metrics["acc1"]})
+    return {**metrics, **run, "extra": extra, "checkpoint": str(out_dir)}
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "confusion"}

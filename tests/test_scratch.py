@@ -1,0 +1,330 @@
+"""The scratch CLIP: tokenizer, model, built-in shapes data, training, checkpoints through load_encoder.
+
+Kept small for two shared CPU cores: one short training run (module-scoped) serves several tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from clipdemo.checkpoints import CheckpointError, read_card
+from clipdemo.data.shapes import CLASS_NAMES, HELD_OUT, make_shapes, shapes_dataset
+from clipdemo.encoders import Encoder, forget_encoder, load_encoder
+from clipdemo.scratch.encoder import ScratchEncoder, images_to_uint8, to_pixels
+from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
+from clipdemo.scratch.tokenizer import EOT, PAD, SOT, ByteTokenizer
+from clipdemo.scratch.train import CaptionTable, build_model, carve_validation, make_optimizer, train_scratch, train_step
+
+# A configuration small enough to train in seconds on two shared cores (the default preset, shrunk).
+TINY = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
+            text_width=32, text_layers=1, text_heads=2, embed_dim=32)  # fmt: skip
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two shared cores: one torch thread runs these tiny models ~5x faster than two fighting other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------
+
+NAMES = ["Farfetch'd", "Mr. Mime", "Nidoran♀", "Nidoran♂", "Flabébé", "Pikachu ⚡🐭", "Type: Null", ""]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tokenizer_round_trips_names(name):
+    tok = ByteTokenizer(32)
+    for text in (name, f"A photo of {name}"):
+        ids, mask = tok([text])
+        assert ids.dtype == torch.long and mask.dtype == torch.bool
+        row = ids[0][mask[0]].tolist()
+        assert row[0] == SOT and row[-1] == EOT
+        if len(text.encode()) <= 30:
+            assert tok.decode(ids[0]) == text
+
+
+def test_tokenizer_truncates_long_captions_keeping_the_end_token():
+    tok = ByteTokenizer(32)
+    long = "A very long caption about " + "Flabébé and Nidoran♀ 🐭 " * 20
+    ids, mask = tok([long, "short"])
+    assert ids.shape == (2, 32)
+    assert mask[0].all() and ids[0, -1] == EOT and ids[0, 0] == SOT
+    text = tok.decode(ids[0])
+    assert long.startswith(text) and len(text.encode()) <= 30  # a clean prefix: no half characters
+    assert mask[1].sum() == 7 and ids[1, 6] == EOT and (ids[1, 7:] == PAD).all()
+    # the end token sits where the text encoder pools
+    assert ids[torch.arange(2), mask.sum(1) - 1].eq(EOT).all()
+
+
+def test_tokenizer_never_splits_a_multibyte_character():
+    tok = ByteTokenizer(8)  # room for 6 bytes
+    for text in ["ééééé", "a🐭🐭", "♀♀♀", "abcdefgh"]:
+        out = tok.decode(tok([text])[0][0])
+        assert text.startswith(out) and "\ufffd" not in out
+
+
+def test_tokenizer_padding_modes():
+    tok = ByteTokenizer(32)
+    assert tok(["a", "abc"])[0].shape == (2, 5)
+    assert tok(["a"], pad_to="max")[0].shape == (1, 32)
+    assert tok.vocab_size == 259 and max(PAD, SOT, EOT) < tok.vocab_size and min(PAD, SOT, EOT) > 255
+
+
+# --- model ---------------------------------------------------------------------------------------------
+
+
+def test_seed_preset_is_the_tutorials_hyperparameters():
+    c = PRESETS["seed"]
+    assert (c.embed_dim, c.image_size, c.patch_size, c.vision_width, c.vision_layers, c.vision_heads) == (32, 128, 64, 9, 3, 3)
+    assert (c.text_width, c.text_layers, c.text_heads, c.context_length) == (32, 4, 8, 32)
+    assert (c.optimizer, c.lr, c.batch_size, c.schedule) == ("adam", 1e-3, 1024, "constant")
+    assert c.vocab_size == 256 + 3
+
+
+@pytest.mark.parametrize("name", ["seed", "default"])
+def test_model_output_shapes_and_norms(name):
+    c = PRESETS[name]
+    torch.manual_seed(0)
+    model = ScratchCLIP(c)
+    pixels = torch.rand(3, 3, c.image_size, c.image_size)
+    ids, mask = ByteTokenizer(c.context_length)(["A red star", "Flabébé", "x" * 100])
+    img, txt, scale = model(pixels, ids, mask)
+    assert img.shape == (3, c.embed_dim) and txt.shape == (3, c.embed_dim)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3)) and torch.allclose(txt.norm(dim=-1), torch.ones(3))
+    assert 1.0 < float(scale.detach()) <= 100.0
+    # padding is masked: the same caption padded further gives the same embedding
+    ids2, mask2 = ByteTokenizer(c.context_length)(["A red star"], pad_to="max")
+    assert torch.allclose(model.encode_text(ids2, mask2)[0], txt[0], atol=1e-5)
+
+
+def test_temperature_is_clamped_at_100():
+    model = ScratchCLIP(preset("default", **TINY))
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    assert float(model.scale().detach()) == pytest.approx(100.0)
+
+
+def test_contrastive_loss_is_symmetric_cross_entropy():
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    assert float(contrastive_loss(a, a, 100.0)) < 1e-3  # perfectly paired
+    b = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    logits = 10.0 * a @ b.T
+    expected = (torch.nn.functional.cross_entropy(logits, torch.arange(5))
+                + torch.nn.functional.cross_entropy(logits.T, torch.arange(5))) / 2
+    assert float(contrastive_loss(a, b, 10.0)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_config_round_trips_through_a_dict():
+    c = preset("seed")
+    assert ScratchCLIPConfig.from_dict({"kind": "scratch-clip", **c.to_dict()}) == c
+    with pytest.raises(ValueError):
+        ScratchCLIPConfig(image_size=30, patch_size=8)
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return shapes_dataset(seed=0, per_class=16)
+
+
+def test_shapes_dataset_is_seeded_and_holds_combinations_out(shapes):
+    assert shapes.class_names == CLASS_NAMES and len(CLASS_NAMES) == 30
+    held = {CLASS_NAMES.index(n) for n in HELD_OUT}
+    for name in ("train", "validation", "test"):
+        assert not held & set(shapes.splits[name].labels)
+    assert set(shapes.splits["unseen"].labels) == held
+    assert len(shapes.splits["train"]) == 24 * 16
+    again = shapes_dataset(seed=0, per_class=16)
+    assert again.fingerprint == shapes.fingerprint and again.splits["test"].images == shapes.splits["test"].images
+    other = shapes_dataset(seed=1, per_class=16)
+    assert other.fingerprint != shapes.fingerprint and other.splits["test"].images[0] != shapes.splits["test"].images[0]
+    # no image is in two splits
+    seen = [img for s in shapes.splits.values() for img in s.images]
+    assert len(set(seen)) == len(seen)
+
+
+def test_make_shapes_writes_an_image_folder(tmp_path):
+    out = make_shapes(tmp_path / "shapes", seed=0, per_class=2)
+    manifest = json.loads((out / "shapes.json").read_text())
+    assert manifest["held_out"] == list(HELD_OUT)
+    assert sorted(p.name for p in (out / "train").iterdir()) == sorted(n for n in CLASS_NAMES if n not in HELD_OUT)
+    assert sorted(p.name for p in (out / "unseen").iterdir()) == sorted(HELD_OUT)
+    files = list(out.rglob("*.png"))
+    assert len(files) == 24 * (2 + 2 + 2) + 6 * 2
+    # the same bytes as the in-memory dataset
+    assert (out / "test" / "red circle" / "0000.png").read_bytes() in shapes_dataset(0, per_class=2).splits["test"].images
+
+
+def test_carve_validation_is_stratified_and_seeded():
+    labels = [0] * 20 + [1] * 10 + [2] * 1
+    train, val = carve_validation(labels, 0.1, seed=3)
+    assert sorted(train + val) == list(range(31))
+    assert [labels[i] for i in val].count(0) == 2 and [labels[i] for i in val].count(1) == 1
+    assert 30 in train  # a class with a single image stays in train
+    assert carve_validation(labels, 0.1, seed=3) == (train, val) and carve_validation(labels, 0.1, seed=4) != (train, val)
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+def test_loss_decreases_over_a_few_steps(shapes):
+    config = preset("default", **TINY, lr=1e-3, warmup_steps=0)
+    model = build_model(config, seed=0, device=torch.device("cpu"))
+    optimizer = make_optimizer(model, config)
+    captions = CaptionTable(shapes.class_names, context_length=config.context_length)
+    from clipdemo.scratch.train import cache_split
+
+    data = cache_split(shapes.splits["train"], config.image_size)
+    idx = torch.arange(0, len(data), 4)[:64]  # one fixed batch: the loss on it must fall
+    caption_ids = data.labels[idx] * 6
+    losses = [float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions)) for _ in range(15)]
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
+@pytest.fixture(scope="module")
+def trained(shapes, tmp_path_factory):
+    """One short run on the built-in data (about 6 s): the checkpoint and metrics several tests read."""
+    out = tmp_path_factory.mktemp("scratch") / "ckpt"
+    events = []
+    metrics = train_scratch(shapes, out, preset="default", epochs=EPOCHS, seed=0, batch_size=64,
+                            overrides=TINY, progress=events.append)
+    return out, metrics, events
+
+
+EPOCHS = 25
+# Measured with this config: 0.39-0.57 held-out top-1 over 2 data seeds x 3 training seeds (0.57 for the
+# seeds used here), about 6 s each. Chance is 1/30; colour alone would give about 1/5.
+MIN_TEST_ACC = 0.30
+
+
+def test_short_training_run_beats_chance_on_held_out_images(trained):
+    out, metrics, events = trained
+    assert metrics["n"] == 24 * 4 and metrics["stopped"] == "finished"
+    assert metrics["acc1"] >= MIN_TEST_ACC, metrics["acc1"]
+    assert metrics["acc5"] >= metrics["acc1"] and set(metrics) >= {"mean_per_class_recall", "weighted_f1", "confusion"}
+    assert metrics["extra"]["unseen"]["n"] == 6 * 4
+    phases = {e["phase"] for e in events}
+    assert phases == {"train", "eval", "done"}
+    assert events[-1]["phase"] == "done" and events[-2]["step"] == metrics["steps"]
+    assert all(math.isfinite(e["loss"]) for e in events if e["phase"] == "train")
+    assert {"step", "total_steps", "epoch", "epochs", "loss", "val_acc", "eta", "elapsed"} <= set(events[0])
+
+
+def test_checkpoint_card_says_what_it_was_trained_on(trained):
+    out, metrics, _ = trained
+    card = read_card(out)
+    assert card["complete"] and card["preset"] == "default" and card["seed"] == 0
+    assert card["classes"] == CLASS_NAMES and card["dataset"]["source"].startswith("builtin:shapes")
+    assert card["metrics"]["acc1"] == metrics["acc1"] and card["eval_split"] == "test"
+    assert card["validation"]["acc1"] == metrics["best_val_acc"] and "validation" in card["split"]
+    assert any("unseen" in note for note in card["notes"])
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, shapes):
+    from clipdemo.checkpoints import save_checkpoint
+    from clipdemo.images import load_image
+
+    config = preset("default", **TINY)
+    model = build_model(config, seed=3, device=torch.device("cpu"))
+    model.train()
+    model(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), *ByteTokenizer()(["a"] * 8))  # move BN stats
+    model.eval()
+    folder = save_checkpoint(tmp_path / "ck", model.state_dict(), {"kind": "scratch-clip", **config.to_dict()},
+                             {"dataset": {"source": "a test"}, "classes": ["a", "b"]})
+    encoder = load_encoder(str(folder), device="cpu")
+    assert isinstance(encoder, ScratchEncoder) and isinstance(encoder, Encoder)
+    images = [load_image(b) for b in shapes.splits["test"].images[:5]]
+    texts = ["A red circle", "Flabébé", "x" * 200]
+    with torch.no_grad():
+        want_img = model.encode_image(images_to_uint8(images, config.image_size))
+        want_txt = model.encode_text(*ByteTokenizer(config.context_length)(texts))
+    assert torch.equal(encoder.encode_images(images), want_img)
+    assert torch.equal(encoder.encode_texts(texts), want_txt)
+    # the float [0, 1] form of the same pixels gives the same embedding
+    assert torch.allclose(model.encode_image(to_pixels(images_to_uint8(images, config.image_size))), want_img, atol=1e-5)
+    assert encoder.logit_scale == pytest.approx(float(model.scale().detach()))
+    assert encoder.class_names == ["a", "b"] and "a test" in encoder.describe()
+    assert encoder.encode_images([]).shape == (0, config.embed_dim)
+
+
+def test_trained_checkpoint_loads_through_load_encoder(trained, shapes):
+    out, metrics, _ = trained
+    forget_encoder(str(out))
+    encoder = load_encoder(str(out), device="cpu")
+    assert "builtin:shapes" in encoder.describe() and "top-1" in encoder.describe()
+    assert encoder.class_names == CLASS_NAMES
+    # it classifies the test split as well as the training run said it did
+    from clipdemo.images import load_image
+
+    split = shapes.splits["test"]
+    feats = encoder.encode_images([load_image(b) for b in split.images])
+    classes = torch.nn.functional.normalize(
+        encoder.encode_texts([t.format(c) for c in CLASS_NAMES for t in encoder.templates]).view(30, 6, -1).mean(1), dim=-1)
+    acc = float(((feats @ classes.T).argmax(1) == torch.tensor(split.labels)).float().mean())
+    assert acc == pytest.approx(metrics["acc1"], abs=1e-6)
+
+
+def test_damaged_checkpoint_is_refused_clearly(trained, tmp_path):
+    import shutil
+
+    out, _, _ = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    (bad / "weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="damaged"):
+        ScratchEncoder(bad)
+    # weights that do not fit the config
+    shutil.rmtree(bad)
+    shutil.copytree(out, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["vision_width"] = 48
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        ScratchEncoder(bad)
+    # a foreign folder
+    (bad / "config.json").write_text(json.dumps({"kind": "cars-head"}))
+    with pytest.raises(CheckpointError, match="not a scratch-clip"):
+        ScratchEncoder(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ScratchEncoder(tmp_path / "missing")
+
+
+def test_should_stop_ends_the_run_and_keeps_a_loadable_checkpoint(shapes, tmp_path):
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 3  # three steps, then cancel
+
+    metrics = train_scratch(shapes, tmp_path / "c", preset="default", epochs=50, batch_size=64, overrides=TINY,
+                            should_stop=stop)
+    assert metrics["stopped"] == "cancelled" and metrics["steps"] == 3
+    assert read_card(tmp_path / "c")["complete"]
+    ScratchEncoder(tmp_path / "c")
+
+
+def test_interrupt_leaves_the_last_good_checkpoint_intact(shapes, tmp_path):
+    out = tmp_path / "c"
+    seen = {"evals": 0}
+
+    def progress(info):
+        if info["phase"] == "eval":
+            seen["evals"] += 1
+        if seen["evals"] == 1 and info["phase"] == "train":
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second epoch
+
+    with pytest.raises(KeyboardInterrupt):
+        train_scratch(shapes, out, preset="default", epochs=5, batch_size=64, overrides=TINY, progress=progress)
+    card = read_card(out)
+    assert card["complete"] is False and card["validation"]["epoch"] == 1
+    ScratchEncoder(out)  # loads: the checkpoint from epoch 1 is whole
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no half-written folder left
