@@ -109,21 +109,29 @@ def cmd_demo_data(args):
 
 
 def cmd_train_scratch(args):
+    """Also the entry point of every rank under torchrun: only rank 0 draws progress, writes and prints."""
+    from clipdemo import distributed
     from clipdemo.data.sources import load_source
     from clipdemo.scratch.train import train_scratch
 
+    runtime = distributed.runtime(args.device)  # joins the process group when launched by torchrun
     dataset = load_source(args.data, config=args.config)
-    for note in dataset.notes:
-        print(note, file=sys.stderr)
-    out = output_dir(args, "scratch")
-    bar = progress_bar()
-    with StopOnInterrupt() as stop:
-        metrics = train_scratch(
-            dataset, out, preset=args.preset, epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
-            progress=bar, should_stop=stop, device=args.device,
-        )
-    bar.close()
-    return finish("scratch", out, metrics, args.promote)
+    if runtime.is_main:
+        for note in dataset.notes:
+            print(note, file=sys.stderr)
+    out = distributed.broadcast(output_dir(args, "scratch"))  # one folder for all ranks
+    bar = progress_bar() if runtime.is_main else None
+    try:
+        with StopOnInterrupt() as stop:
+            metrics = train_scratch(
+                dataset, out, preset=args.preset, epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
+                progress=bar, should_stop=stop, device=args.device,
+            )
+    finally:
+        if bar:
+            bar.close()
+        distributed.shutdown()
+    return finish("scratch", out, metrics, args.promote) if runtime.is_main else None
 
 
 def cmd_train_head(args):

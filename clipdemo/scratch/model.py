@@ -14,6 +14,7 @@ clamped at 100 as in CLIP.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -175,6 +176,57 @@ def conv_stem(width: int, patch_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+_workspaces = threading.local()
+
+
+def _workspace(shape, dtype) -> torch.Tensor:
+    """A float buffer reused across calls (one per thread and shape)."""
+    cache = _workspaces.__dict__.setdefault("buffers", {})
+    key = (tuple(shape), dtype)
+    if key not in cache:
+        cache[key] = torch.empty(shape, dtype=dtype)
+    return cache[key]
+
+
+class _U8PatchLinear(torch.autograd.Function):
+    """``F.linear(patches.float(), weight, bias)`` for uint8 ``patches`` [B, gh, gw, C, p, p] (a permuted view
+    of the image batch) on the CPU: a few images at a time are cast into a reused float buffer, and
+    backward casts the saved uint8 again instead of keeping a float copy.
+
+    Why: at the seed preset (128 px images, 64 px patches) the float copy of a 1024-image batch is 200 MB,
+    and allocating it fresh each step (page faults) cost more than the whole rest of the model's step.
+    """
+
+    CHUNK = 1 << 18  # floats per buffer (1 MB)
+
+    @staticmethod
+    def _chunks(patches, dtype):
+        B, n, K = patches.shape[0], patches.shape[1] * patches.shape[2], math.prod(patches.shape[3:])
+        step = max(1, _U8PatchLinear.CHUNK // (n * K))
+        for i in range(0, B, step):
+            chunk = patches[i : i + step]
+            buf = _workspace((step, *patches.shape[1:]), dtype)[: len(chunk)].copy_(chunk)
+            yield i * n, (i + len(chunk)) * n, buf.view(-1, K)
+
+    @staticmethod
+    def forward(ctx, patches, weight, bias):
+        ctx.save_for_backward(patches)
+        B, gh, gw = patches.shape[:3]
+        out = torch.empty(B * gh * gw, weight.shape[0], dtype=weight.dtype)
+        for a, b, rows in _U8PatchLinear._chunks(patches, weight.dtype):
+            torch.addmm(bias, rows, weight.T, out=out[a:b])
+        return out.view(B, gh * gw, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (patches,) = ctx.saved_tensors
+        grad = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = torch.zeros(grad.shape[1], math.prod(patches.shape[3:]), dtype=grad.dtype)
+        for a, b, rows in _U8PatchLinear._chunks(patches, grad.dtype):
+            grad_weight.addmm_(grad[a:b].T, rows)
+        return None, grad_weight, grad.sum(0)
+
+
 class ImageTower(nn.Module):
     def __init__(self, c: ScratchCLIPConfig):
         super().__init__()
@@ -197,12 +249,14 @@ class ImageTower(nn.Module):
             return self.patchify(x).flatten(2).transpose(1, 2)
         # A conv whose kernel equals its stride is a matmul over flattened patches. Done that way the
         # weight gradient is one GEMM (mkldnn's conv backward took 4x as long at 64 px patches), and
-        # uint8 input is rearranged while still one byte per value, then cast, with the /255 folded into
-        # the weight (the casts and copies of a 128 px batch cost more than the rest of the seed model).
+        # uint8 input is rearranged while still one byte per value, with the /255 folded into the weight.
         p, conv = self.patch_size, self.patchify
         B, C, H, W = pixels.shape
-        x = pixels.view(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)
+        patches = pixels.view(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # [B, gh, gw, C, p, p]
         weight = conv.weight.view(conv.out_channels, -1)
+        if pixels.dtype == torch.uint8 and pixels.device.type == "cpu" and torch.is_grad_enabled():
+            return _U8PatchLinear.apply(patches, weight / 255, conv.bias)
+        x = patches.reshape(B, (H // p) * (W // p), C * p * p)
         if pixels.dtype == torch.uint8:
             x, weight = x.to(weight.dtype), weight / 255
         return F.linear(x, weight, conv.bias)
@@ -252,6 +306,10 @@ class ScratchCLIP(nn.Module):
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+        """Both towers at once (what DDP wraps): ``(image_features, text_features, logit scale)``."""
+        return self.encode_image(pixels), self.encode_text(tokens, mask), self.scale()
 
     def forward(self, pixels, tokens, mask):
         return self.encode_image(pixels), self.encode_text(tokens, mask), self.scale()

@@ -13,9 +13,9 @@ batch of 1024 holds at most classes x 6 of them), then indexes the features back
 the duplicates, so the loss and update are the same). Attention is one fused call with a broadcast
 key-padding mask instead of a Python loop over heads with a [B, T, T] mask.
 
-Seams for distributed training (issue 8): ``build_model``; the sampler (``make_sampler``, already a
-``DistributedSampler``); the loss as a function of (image features, text features, scale), so features
-can be all-gathered first; and ``Runtime.is_main`` guarding every write and progress report.
+The same code runs on N processes under torchrun (``clipdemo.distributed``): DDP averages gradients, the
+``DistributedSampler`` shards each epoch by rank, the loss all-gathers features so every step sees the
+global batch's negatives, and ``Runtime.is_main`` guards every write and progress report.
 """
 
 from __future__ import annotations
@@ -34,29 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
-from clipdemo import __version__
+from clipdemo import __version__, distributed
 from clipdemo.checkpoints import save_checkpoint
 from clipdemo.data import ImageDataset, Split
-from clipdemo.encoders import SCRATCH_KIND, pick_device
+from clipdemo.encoders import SCRATCH_KIND
 from clipdemo.evaluate import classification_metrics
 from clipdemo.scratch.encoder import TEMPLATES, images_to_uint8, to_pixels
-from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset as get_preset
+from clipdemo.distributed import Runtime, contrastive_loss_global
+from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig, preset as get_preset
 from clipdemo.scratch.tokenizer import ByteTokenizer
 
 VALIDATION_FRACTION = 0.1  # carved from train, per class, when the dataset has no validation split
-
-
-@dataclass
-class Runtime:
-    """Where this process trains. One process today; issue 8 fills rank/world_size from torch.distributed."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 # --- data: decode once, captions as a table ----------------------------------------------------------
@@ -209,6 +197,15 @@ def learning_rate(config: ScratchCLIPConfig, step: int, progress: float) -> floa
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def wrap_ddp(model: ScratchCLIP, runtime: Runtime):
+    """DDP averages gradients over ranks (a no-op wrapper is skipped for one process)."""
+    if not runtime.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+
+
 def make_sampler(n: int, seed: int, runtime: Runtime) -> DistributedSampler:
     """Seeded shuffling, sharded by rank (one shard today); call ``set_epoch`` before each epoch."""
     return DistributedSampler(range(n), num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=seed)
@@ -228,12 +225,16 @@ def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss) -> torch.Tensor:
-    """One optimisation step on a batch; returns the (detached) loss."""
+def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss_global) -> torch.Tensor:
+    """One optimisation step on this rank's share of the batch; returns the (detached) local loss.
+
+    ``model`` may be DDP-wrapped (its forward runs both towers); the loss all-gathers features across ranks,
+    so with one process it is the plain symmetric contrastive loss.
+    """
     ids, mask, inverse = captions.batch(caption_ids)
-    image_features = model.encode_image(pixels)
-    text_features = model.encode_text(ids, mask)[inverse]  # each distinct caption encoded once
-    loss = loss_fn(image_features, text_features, model.scale())
+    image_features, text_features, scale = model(pixels, ids, mask)
+    text_features = text_features[inverse]  # each distinct caption encoded once
+    loss = loss_fn(image_features, text_features, scale)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -305,7 +306,7 @@ def train_scratch(
     ``extra`` (metrics per additional split, e.g. ``unseen``) and ``checkpoint``.
     """
     t0 = time.perf_counter()
-    runtime = Runtime(device=pick_device(device))
+    runtime = distributed.runtime(device)  # joins the process group under torchrun
     config = get_preset(preset, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
     epochs = epochs or config.epochs
     out_dir = Path(out_dir)
@@ -323,7 +324,8 @@ def train_scratch(
     val = cached("validation", plan.validation)
     n_classes = len(dataset.class_names)
     captions = CaptionTable(dataset.class_names, TEMPLATES, config.context_length).to(runtime.device)
-    model = build_model(config, seed, runtime.device)
+    model = build_model(config, seed, runtime.device)  # same seed: every rank starts from the same weights
+    trained = wrap_ddp(model, runtime)
     optimizer = make_optimizer(model, config)
     sampler = make_sampler(len(train), seed, runtime)
     aug_gen = torch.Generator().manual_seed(seed + 1)
@@ -340,6 +342,7 @@ def train_scratch(
         "preset": preset,
         "config": config.to_dict(),
         "seed": seed,
+        "processes": runtime.world_size,
         "templates": list(TEMPLATES),
         "split": plan.description,
         "eval_split": plan.eval_name,
@@ -349,7 +352,7 @@ def train_scratch(
 
     best = {"acc": -1.0, "epoch": 0, "state": None}
     step, epoch, loss_value, val_acc, stopped = 0, 0, float("nan"), None, "finished"
-    train_time, samples = 0.0, 0
+    train_time, train_cpu, samples = 0.0, 0.0, 0
 
     def save(card_extra: dict) -> None:
         if runtime.is_main:  # one writer; the write itself is atomic
@@ -362,6 +365,7 @@ def train_scratch(
         left = elapsed / max(step, 1) * (total_steps - step)
         return left if max_seconds is None else min(left, max(0.0, max_seconds - elapsed))
 
+    batch_buffer = torch.empty((per_rank_batch, *train.pixels.shape[1:]), dtype=torch.uint8)
     model.train()
     while epoch < epochs and stopped == "finished":
         sampler.set_epoch(epoch)
@@ -369,15 +373,15 @@ def train_scratch(
         # one template per image per epoch, drawn for the whole set so it does not depend on sharding
         templates = torch.randint(len(TEMPLATES), (len(train),), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         for start in range(0, len(order), per_rank_batch):
-            if stop():
-                stopped = "cancelled"
+            reason = "cancelled" if stop() else "time budget" if out_of_time() else None
+            if distributed.any_rank(reason is not None):  # one rank stopping stops all, at the same step
+                stopped = reason or "stopped by another rank"
                 break
-            if out_of_time():
-                stopped = "time budget"
-                break
-            ts = time.perf_counter()
+            ts, cs = time.perf_counter(), time.process_time()
             idx = order[start : start + per_rank_batch]
-            pixels = train.pixels.index_select(0, idx).to(runtime.device, non_blocking=True)  # uint8
+            # gather into one reused uint8 buffer: a fresh 50 MB tensor per step (seed preset) costs page faults;
+            # safe because the previous step's backward, the last reader, has finished
+            pixels = torch.index_select(train.pixels, 0, idx, out=batch_buffer[: len(idx)]).to(runtime.device)
             if config.augment:
                 pixels = augment(to_pixels(pixels), aug_gen)
             labels = train.labels[idx].to(runtime.device)
@@ -386,9 +390,10 @@ def train_scratch(
             for group in optimizer.param_groups:
                 group["lr"] = lr = learning_rate(
                     config, step, max(step / total_steps, elapsed / max_seconds if max_seconds else 0.0))
-            loss_value = float(train_step(model, optimizer, pixels, caption_ids, captions))
+            loss_value = distributed.mean_across_ranks(train_step(trained, optimizer, pixels, caption_ids, captions))
             step += 1
             train_time += time.perf_counter() - ts
+            train_cpu += time.process_time() - cs
             samples += len(idx)
             elapsed = time.perf_counter() - t0
             report({"phase": "train", "epoch": epoch + 1, "epochs": epochs, "step": step, "total_steps": total_steps,
@@ -422,6 +427,7 @@ def train_scratch(
     run = {
         "best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": epoch, "steps": step,
         "seconds": round(seconds, 2), "train_samples_per_s": round(samples / max(train_time, 1e-9), 1),
+        "train_samples_per_cpu_s": round(samples / max(train_cpu, 1e-9), 1),
         "stopped": stopped, "device": str(runtime.device),
     }
     save({"complete": True, "metrics": metrics, "extra_metrics": extra,

@@ -1,0 +1,99 @@
+"""One training step on 2 gloo processes equals 1 process on the whole batch; torchrun trains end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from clipdemo.scratch.model import ScratchCLIP, contrastive_loss, preset
+
+ROOT = Path(__file__).resolve().parent.parent
+GLOBAL_BATCH = 8
+
+
+def fixed_batch():
+    g = torch.Generator().manual_seed(0)
+    config = preset("default")
+    pixels = torch.randint(0, 256, (GLOBAL_BATCH, 3, config.image_size, config.image_size), generator=g, dtype=torch.uint8)
+    tokens = torch.randint(3, 259, (GLOBAL_BATCH, config.context_length), generator=g)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[:, 10:] = False  # every caption 10 tokens long
+    return config, pixels, tokens, mask
+
+
+def one_step(model, pixels, tokens, mask, loss_fn):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    image, text, scale = model(pixels, tokens, mask)
+    loss = loss_fn(image, text, scale)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def worker(rank: int, world: int, init_file: str, out: str):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from clipdemo.distributed import contrastive_loss_global, mean_across_ranks
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    config, pixels, tokens, mask = fixed_batch()
+    torch.manual_seed(0)
+    model = ScratchCLIP(config).eval()  # eval: BatchNorm in the conv stem must not use per-rank statistics
+    share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+    loss = one_step(DistributedDataParallel(model), pixels[share], tokens[share], mask[share], contrastive_loss_global)
+    global_loss = mean_across_ranks(loss)
+    if rank == 0:
+        torch.save({"loss": global_loss, "state": model.state_dict()}, out)
+    dist.destroy_process_group()
+
+
+def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
+    config, pixels, tokens, mask = fixed_batch()
+    torch.manual_seed(0)
+    single = ScratchCLIP(config).eval()
+    before = {k: v.clone() for k, v in single.state_dict().items()}
+    loss = one_step(single, pixels, tokens, mask, contrastive_loss)
+
+    out = tmp_path / "ddp.pt"
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+
+    print(f"loss: 1 process {float(loss):.8f}, 2 processes {ddp['loss']:.8f}")
+    assert abs(float(loss) - ddp["loss"]) < 1e-5
+    moved = 0
+    for name, value in single.state_dict().items():
+        assert torch.allclose(value, ddp["state"][name], atol=1e-6), name
+        moved += not torch.equal(value, before[name])
+    assert moved > 10  # the step really changed the weights
+
+
+def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp_path):
+    data = tmp_path / "data"
+    for split, n in (("train", 6), ("test", 2)):
+        for c, colour in enumerate(["red", "blue", "green"]):
+            folder = data / split / f"{colour} thing"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (24, 24), colour).save(folder / f"{i}.png")
+    out = tmp_path / "ckpt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "clipdemo",
+         "train", "scratch", "--data", str(data), "--out", str(out), "--epochs", "2", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # only rank 0 prints
+    assert json.loads(lines[0])["checkpoint"] == str(out)
+    from clipdemo.encoders import load_encoder
+
+    encoder = load_encoder(str(out))
+    assert encoder.card["processes"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "data"]  # one checkpoint, nothing else written
