@@ -101,7 +101,8 @@ HEADS: dict[str, HeadSpec] = {
     "linear": HeadSpec("a linear probe on the image embeddings", False, 1e-3, 30, weight_decay=1e-2),
     "zeroshot-init": HeadSpec("a linear head initialised from the class text embeddings", True, 1e-3, 20),
 }
-DEFAULT_HEAD = "zeroshot-init"  # best on validation in our (synthetic) measurements: see bench/cars_head.py
+DEFAULT_HEAD = "zeroshot-init"  # best on validation in our measurements (simulated features, no real CLIP
+# weights here): 0.900 vs linear 0.738 vs mlp-logits 0.559; `python bench/cars_head.py --compare-heads`
 
 
 def build_head(

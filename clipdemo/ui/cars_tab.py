@@ -34,20 +34,15 @@ _lock = threading.Lock()
 _loaded: dict[tuple, CarsClassifier] = {}  # (folder, config mtime) -> classifier; holds the served one only
 
 
-class CarPhoto(ImageUpload):
-    """``ImageUpload`` as the browser needs it. Gradio builds a component's props from its class's
+def photo_upload(**kwargs) -> ImageUpload:
+    """An ``ImageUpload`` whose props reach the browser. Gradio builds a component's props from its class's
     ``__init__`` signature, and ``ImageUpload.__init__(**kwargs)`` has none, so it reaches the page without
-    props and renders nothing; this sends ``gr.Image``'s props and keeps the built-in ``image`` frontend.
-    (Once ``ImageUpload`` overrides ``get_config`` itself, this class can go.)"""
-
-    def get_block_name(self) -> str:
-        return "image"
-
-    def get_block_class(self) -> str:
-        return "image"
-
-    def get_config(self, cls=None):
-        return super().get_config(cls or gr.Image)
+    props and renders nothing; this instance sends ``gr.Image``'s. (Patched on the instance, not in a
+    subclass, because Gradio writes a ``.pyi`` stub next to every module that subclasses a component. Once
+    ``ImageUpload`` overrides ``get_config`` itself, this can go.)"""
+    image = ImageUpload(**kwargs)
+    image.get_config = lambda cls=None: gr.Image.get_config(image, cls or gr.Image)
+    return image
 
 
 def served_classifier(served: Served) -> CarsClassifier | None:
@@ -191,8 +186,8 @@ def build(served: Served):
     """The tab's components and events; returns the status Markdown (refreshed on every page load)."""
     with gr.Row():
         with gr.Column(scale=2):
-            image = CarPhoto(label="A photo of a car", sources=["upload", "clipboard"], height=300,
-                             elem_id="cars-image")
+            image = photo_upload(label="A photo of a car", sources=["upload", "clipboard"], height=300,
+                                 elem_id="cars-image")
             run = gr.Button("Classify", variant="primary", elem_id="cars-run")
         with gr.Column(scale=3):
             status = gr.Markdown(lambda: tab_status(served), elem_id="cars-status")
