@@ -135,18 +135,29 @@ def cmd_train_scratch(args):
 
 
 def cmd_train_head(args):
-    from clipdemo.cars import console_progress, train_head
+    """Under torchrun every rank encodes its share of the images into the shared feature cache, then rank 0
+    trains the head (small: one process is plenty) from the cache."""
+    from clipdemo import distributed
+    from clipdemo.cars import console_progress, encode_dataset_splits, train_head
     from clipdemo.data.sources import load_source
+    from clipdemo.features import Backbone
 
+    runtime = distributed.runtime(args.device)
     dataset = load_source(args.data, config=args.config)
+    cache_dir = Settings.from_env().checkpoint_dir / ".cache"
+    if runtime.distributed:
+        encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
+                              cache_dir=cache_dir, progress=None if runtime.is_main else (lambda info: None))
+        distributed.shutdown()
+        if not runtime.is_main:
+            return None
     for note in dataset.notes:
         print(note, file=sys.stderr)
     out = output_dir(args, "cars-head")
     with StopOnInterrupt() as stop:
         metrics = train_head(
             dataset, args.backbone, out, head=args.head, epochs=args.epochs, split=args.split, seed=args.seed,
-            progress=console_progress(), should_stop=stop, device=args.device,
-            cache_dir=Settings.from_env().checkpoint_dir / ".cache",
+            progress=console_progress(), should_stop=stop, device=args.device, cache_dir=cache_dir,
         )
     return finish("cars-head", out, metrics, args.promote)
 

@@ -284,10 +284,35 @@ def encode_split(
         report({"phase": "encode", "desc": desc, "done": len(wanted), "total": len(wanted),
                 "skipped": cached.skipped, "cached": True})  # fmt: skip
         return cached
+    if shard is None and _world() > 1:  # under torchrun: every rank encodes its share, merged below
+        return _encode_across_ranks(backbone, split, path, key_parts, batch_size=batch_size, progress=report,
+                                    desc=desc, should_stop=should_stop)  # fmt: skip
     encoded = _encode(backbone, split, wanted, batch_size, report, desc, should_stop or (lambda: False))
     if path is not None and shard is None:
         save_features(path, encoded, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
     return encoded
+
+
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def _encode_across_ranks(backbone: Backbone, split: Split, path, key_parts, **kwargs) -> EncodedSplit:
+    """Each rank encodes its strided share; the shares are gathered, merged in split order, and rank 0 writes
+    the very cache file one process would have written. Every rank returns the whole split."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    part = encode_split(backbone, split, shard=(rank, world), **kwargs)
+    parts = [None] * world
+    dist.all_gather_object(parts, part)
+    merged = merge_shards(parts)
+    if rank == 0 and path is not None:
+        save_features(path, merged, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
+    dist.barrier()  # nobody reads the cache before it is complete
+    return merged
 
 
 def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, desc: str,

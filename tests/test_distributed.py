@@ -97,3 +97,27 @@ def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp
     encoder = load_encoder(str(out))
     assert encoder.card["processes"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "data"]  # one checkpoint, nothing else written
+
+
+def test_torchrun_shards_cars_features_into_the_cache_one_process_writes(tmp_path, tiny_clip):
+    from tests.minicars import write_minicars
+
+    from clipdemo.data.sources import load_source
+    from clipdemo.features import encode_split, feature_cache_path, load_features
+
+    data = write_minicars(tmp_path / "cars", classes=3, per_class_train=5, per_class_test=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "ckpts")}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "clipdemo",
+         "train", "head", "--data", str(data), "--backbone", str(tiny_clip), "--out", str(tmp_path / "head"),
+         "--epochs", "2", "--head", "linear", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1])["checkpoint"] == str(tmp_path / "head")
+    dataset = load_source(str(data))
+    for name, split in dataset.splits.items():  # the merged shards equal what one process encodes
+        merged = load_features(feature_cache_path(str(tiny_clip), (dataset.fingerprint, name), tmp_path / "ckpts" / ".cache"), split)
+        single = encode_split(str(tiny_clip), split)
+        assert torch.equal(merged.kept, single.kept)
+        assert torch.allclose(merged.features, single.features, atol=1e-5)
