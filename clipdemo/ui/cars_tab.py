@@ -20,7 +20,7 @@ from clipdemo.encoders import ModelUnavailable, hub_reachable
 from clipdemo.features import backbone_folder
 from clipdemo.images import ImageError
 from clipdemo.serving import Served
-from clipdemo.ui.common import ImageUpload, user_errors
+from clipdemo.ui.common import image_upload, user_errors
 
 TRAIN_HINT = (
     "Train a head from the admin tab, or from the command line:\n\n"
@@ -32,17 +32,6 @@ NO_HEAD = "**No Cars head is served yet.** " + TRAIN_HINT
 log = logging.getLogger("clipdemo.ui")
 _lock = threading.Lock()
 _loaded: dict[tuple, CarsClassifier] = {}  # (folder, config mtime) -> classifier; holds the served one only
-
-
-def photo_upload(**kwargs) -> ImageUpload:
-    """An ``ImageUpload`` whose props reach the browser. Gradio builds a component's props from its class's
-    ``__init__`` signature, and ``ImageUpload.__init__(**kwargs)`` has none, so it reaches the page without
-    props and renders nothing; this instance sends ``gr.Image``'s. (Patched on the instance, not in a
-    subclass, because Gradio writes a ``.pyi`` stub next to every module that subclasses a component. Once
-    ``ImageUpload`` overrides ``get_config`` itself, this can go.)"""
-    image = ImageUpload(**kwargs)
-    image.get_config = lambda cls=None: gr.Image.get_config(image, cls or gr.Image)
-    return image
 
 
 def served_classifier(served: Served) -> CarsClassifier | None:
@@ -186,7 +175,7 @@ def build(served: Served):
     """The tab's components and events; returns the status Markdown (refreshed on every page load)."""
     with gr.Row():
         with gr.Column(scale=2):
-            image = photo_upload(label="A photo of a car", sources=["upload", "clipboard"], height=300,
+            image = image_upload(label="A photo of a car", sources=["upload", "clipboard"], height=300,
                                  elem_id="cars-image")
             run = gr.Button("Classify", variant="primary", elem_id="cars-run")
         with gr.Column(scale=3):

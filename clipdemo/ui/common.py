@@ -18,17 +18,13 @@ log = logging.getLogger("clipdemo.ui")
 USER_ERRORS = (ImageError, LabelError, ModelUnavailable, CheckpointError)
 
 
-class ImageUpload(gr.Image):
-    """gr.Image, but the upload reaches the handler as a file path undecoded: only ``clipdemo.images`` opens
-    it (format allow-list, pixel cap), never Gradio's own PIL call."""
-
-    is_template = True  # rendered by the frontend as a plain Image
-
-    def __init__(self, **kwargs):
-        super().__init__(type="filepath", **kwargs)
-
-    def preprocess(self, payload):
-        return None if payload is None else payload.path
+def image_upload(**kwargs) -> gr.Image:
+    """A gr.Image whose upload reaches the handler as an undecoded file path: only ``clipdemo.images`` opens
+    it (format allow-list, pixel cap), never Gradio's own PIL call. Patched on the instance: a subclass of a
+    Gradio component makes Gradio write a ``.pyi`` stub next to this module at import."""
+    image = gr.Image(type="filepath", **kwargs)
+    image.preprocess = lambda payload: None if payload is None else payload.path
+    return image
 
 
 def user_errors(handler):

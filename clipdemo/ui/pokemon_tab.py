@@ -12,7 +12,7 @@ from clipdemo.encoders import load_encoder
 from clipdemo.images import load_image
 from clipdemo.plots import ranked_bars
 from clipdemo.serving import Served
-from clipdemo.ui.common import ImageUpload, user_errors
+from clipdemo.ui.common import image_upload, user_errors
 from clipdemo.zeroshot import classify
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "shapes"
@@ -52,7 +52,7 @@ def classify_upload(served: Served, path: str | None, top_k: int = 5):
 def build(served: Served) -> gr.Markdown:
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageUpload(label="Image", elem_id="pk-image", height=300)
+            image = image_upload(label="Image", elem_id="pk-image", height=300)
             run = gr.Button("Classify", variant="primary", elem_id="pk-run")
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
             if examples:
