@@ -169,24 +169,26 @@ def cmd_eval(args):
 
     _, config, card = load_checkpoint(args.checkpoint)
     dataset = load_source(args.data, config=args.config)
-    if args.split not in dataset.splits:
+    is_head = config.get("kind") == "cars-head"
+    if args.split not in dataset.splits and not (is_head and args.split == "tutorial"):
         raise ValueError(f"The dataset has no '{args.split}' split (it has: {', '.join(dataset.splits)}).")
     for (a, b), n in find_overlap(dataset).items():
         if n and args.split == b:
             print(f"WARNING: {n} images of '{b}' also appear in '{a}': these metrics are not held-out.", file=sys.stderr)
-    if config.get("kind") == "cars-head":
+    if is_head:
         from clipdemo.cars import evaluate_head
 
-        return evaluate_head(args.checkpoint, dataset, split=args.split)
-    return evaluate_scratch(args.checkpoint, dataset, args.split)
+        cache_dir = Settings.from_env().checkpoint_dir / ".cache"  # the features training already encoded
+        return evaluate_head(args.checkpoint, dataset, split=args.split, cache_dir=cache_dir, device=args.device)
+    return evaluate_scratch(args.checkpoint, dataset, args.split, args.device)
 
 
-def evaluate_scratch(checkpoint, dataset, split: str) -> dict:
+def evaluate_scratch(checkpoint, dataset, split: str, device: str = "auto") -> dict:
     from clipdemo.encoders import load_encoder
     from clipdemo.evaluate import classification_metrics
     from clipdemo.zeroshot import split_scores
 
-    encoder = load_encoder(str(checkpoint))
+    encoder = load_encoder(str(checkpoint), device=device)
     part = dataset.splits[split]
     scores, kept, skipped = split_scores(encoder, part.images, dataset.class_names, encoder.templates)
     metrics = classification_metrics([part.labels[i] for i in kept], scores.numpy(), len(dataset.class_names))
@@ -258,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data", required=True)
     ev.add_argument("--config", default=None)
-    ev.add_argument("--split", default="test")
+    ev.add_argument("--split", default="test", help="a split of the data; for Cars heads also 'tutorial'")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.set_defaults(run=cmd_eval)
 
     for name, fn, help_ in (("versions", cmd_versions, "list checkpoint versions"),

@@ -49,3 +49,63 @@ def test_module_entry_point(tiny_clip):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])[0]["image"] == EXAMPLES[0]
+
+
+METRIC_KEYS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def colour_folder(root: Path) -> Path:
+    from PIL import Image
+
+    for split, n in (("train", 6), ("test", 3)):
+        for colour in ("red", "blue", "green"):
+            (root / split / colour).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20 + i, 20), colour).save(root / split / colour / f"{i}.png")
+    return root
+
+
+def test_train_scratch_eval_versions_promote_rollback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
+    data = colour_folder(tmp_path / "data")
+    for label in ("a", "b"):  # two versions in the checkpoint dir, as a scripted retrain writes them
+        assert main(["train", "scratch", "--data", str(data), "--epochs", "2", "--label", label]) == 0
+        trained = last_json(capsys)
+        assert METRIC_KEYS <= set(trained) and Path(trained["checkpoint"]).parent == tmp_path / "ckpts" / "scratch"
+    assert main(["eval", "--checkpoint", trained["checkpoint"], "--data", str(data)]) == 0
+    assert METRIC_KEYS <= set(last_json(capsys))
+
+    assert main(["versions", "scratch"]) == 0
+    versions = last_json(capsys)
+    assert len(versions) == 2 and not any(v["served"] for v in versions)
+    first, second = sorted(v["version"] for v in versions)
+    assert main(["promote", "scratch", first]) == 0 and last_json(capsys)["served"].endswith(first)
+    assert main(["promote", "scratch", second]) == 0
+    capsys.readouterr()
+    assert main(["rollback", "scratch"]) == 0 and last_json(capsys)["served"].endswith(first)
+    assert main(["promote", "scratch", "../../etc"]) == 2
+
+
+def test_train_head_and_eval_on_a_stanford_cars_devkit(tiny_clip, tmp_path, monkeypatch, capsys):
+    from tests.minicars import write_minicars
+
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
+    cars = write_minicars(tmp_path / "cars")
+    out = tmp_path / "head"
+    args = ["train", "head", "--data", str(cars), "--backbone", str(tiny_clip), "--out", str(out), "--epochs", "2"]
+    assert main(args) == 0
+    trained = last_json(capsys)
+    assert METRIC_KEYS <= set(trained) and METRIC_KEYS <= set(trained["zeroshot"])
+    assert main(["eval", "--checkpoint", str(out), "--data", str(cars), "--split", "test"]) == 0
+    assert METRIC_KEYS <= set(last_json(capsys))
+
+
+def test_demo_data_writes_an_image_folder(tmp_path, capsys):
+    assert main(["demo-data", "--out", str(tmp_path / "shapes")]) == 0
+    out = Path(last_json(capsys)["out"])
+    assert {"train", "validation", "test", "unseen"} <= {p.name for p in out.iterdir()}
+    assert len(list((out / "train").iterdir())) >= 10
