@@ -1,0 +1,66 @@
+"""The whole app in headless Chromium, as a person uses it: each tab's main path and an error path.
+
+Uses the repo's own checkpoint folder, so it also proves the Pokemon tab works out of the box with the shipped
+scratch checkpoint. Screenshots land in tests/screenshots/ for inspection.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from clipdemo.settings import REPO_ROOT, Settings
+from clipdemo.ui import build_app, launch_kwargs
+from tests.conftest import launched, screenshot
+
+EXAMPLES = REPO_ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_clip):
+    settings = Settings(model=str(tiny_clip), checkpoint_dir=REPO_ROOT / "checkpoints")
+    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
+    yield page
+    page.close()
+
+
+def open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+
+
+def test_zero_shot_empty_labels_shows_a_clear_message(page):
+    page.set_input_files("#zs-images input[type=file]", [str(EXAMPLES / "china.jpg")])
+    page.fill("#zs-labels textarea", " , ,\n")
+    page.click("#zs-run")
+    page.get_by_text("Type at least one label").first.wait_for(timeout=60_000)
+    screenshot(page, "zero_shot_error")
+
+
+def test_pokemon_tab_classifies_with_the_shipped_checkpoint(page):
+    open_tab(page, "Pokemon (scratch CLIP)")
+    page.wait_for_function("() => document.querySelector('#pk-card')?.innerText.includes('trained on')", timeout=60_000)
+    assert "shapes" in page.inner_text("#pk-card")
+    page.set_input_files("#pk-image input[type=file]", [str(EXAMPLES / "shapes" / "red_circle.png")])
+    page.click("#pk-run")
+    page.wait_for_selector("#pk-chart img, #pk-chart svg, #pk-chart canvas", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#pk-label')?.innerText.includes('%')", timeout=60_000)
+    lines = [line.strip() for line in page.inner_text("#pk-label").splitlines() if line.strip()]
+    assert lines[:2] == ["Top-5", "red circle"]  # the heading is the top class: this held-out example is right
+    assert screenshot(page, "pokemon_tab").stat().st_size > 10_000
+
+
+def test_pokemon_tab_refuses_a_corrupt_upload(page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes((EXAMPLES / "shapes" / "red_circle.png").read_bytes()[:200])  # a truncated PNG
+    open_tab(page, "Pokemon (scratch CLIP)")
+    page.set_input_files("#pk-image input[type=file]", [str(bad)])
+    page.click("#pk-run")
+    page.get_by_text("truncated").first.wait_for(timeout=60_000)
+    screenshot(page, "pokemon_error")
