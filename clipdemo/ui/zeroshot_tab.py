@@ -75,9 +75,12 @@ def build(served: Served) -> None:
             status = gr.Markdown("Loading model…", elem_id="zs-status")
             label = gr.Label(label="Ranked labels (first image)", elem_id="zs-label")
             chart = gr.Plot(label="Probabilities", elem_id="zs-chart")
-    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
-    if examples:
-        gr.Examples([[[p], "a woman in uniform, a temple, a flower, a red sports car"] for p in examples[:3]], [images, labels])
+    photos = [[[str(p)], "a woman in uniform, a temple, a flower, a red sports car"] for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
+    # for the built-in scratch model (the offline fallback): shapes, one a combination it never saw
+    shapes = [[[str(p)], "yellow star, red star, red circle, blue triangle, green square"]
+              for p in sorted((EXAMPLES_DIR / "shapes").glob("*.png"))[-2:]]
+    if photos or shapes:
+        gr.Examples(photos + shapes, [images, labels])
 
     handler = user_errors(lambda *a: zero_shot(served, *a))
     run.click(handler, [images, labels, template, custom, top_k, model], [label, chart, status], api_name="zero_shot")
