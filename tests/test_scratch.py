@@ -128,6 +128,40 @@ def test_config_round_trips_through_a_dict():
         ScratchCLIPConfig(image_size=30, patch_size=8)
 
 
+def test_uint8_patch_embedding_matches_the_float_conv():
+    """The seed preset's patchify conv runs as a chunked matmul on uint8 input: same outputs and gradients."""
+    torch.manual_seed(0)
+    model = ScratchCLIP(preset("seed", image_size=64, patch_size=32))
+    pixels = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    conv = model.visual.patchify
+    want = conv(to_pixels(pixels)).flatten(2).transpose(1, 2)
+    got = model.visual.embed_patches(pixels)
+    assert torch.allclose(got, want, atol=1e-5)
+    (g_want,) = torch.autograd.grad(want.square().sum(), conv.weight)
+    (g_got,) = torch.autograd.grad(model.visual.embed_patches(pixels).square().sum(), conv.weight)
+    assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-5)
+
+
+def test_deduplicated_captions_give_the_same_loss_and_gradients(shapes):
+    """train_step encodes each distinct caption once and indexes back: identical to encoding every row."""
+    config = preset("default", **TINY)
+    model = build_model(config, seed=0, device=torch.device("cpu"))
+    captions = CaptionTable(shapes.class_names, context_length=config.context_length)
+    caption_ids = torch.tensor([0, 0, 7, 7, 7, 13, 0, 29])
+    pixels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    ids, mask, inverse = captions.batch(caption_ids)
+    assert len(ids) == 4 and torch.equal(captions.ids[caption_ids][:, : ids.shape[1]], ids[inverse])
+    img = model.encode_image(pixels)
+    loss_dedup = contrastive_loss(img, model.encode_text(ids, mask)[inverse], model.scale())
+    grads_dedup = torch.autograd.grad(loss_dedup, list(model.text.parameters()))
+    img = model.encode_image(pixels)
+    loss_full = contrastive_loss(img, model.encode_text(captions.ids[caption_ids], captions.mask[caption_ids]), model.scale())
+    grads_full = torch.autograd.grad(loss_full, list(model.text.parameters()))
+    assert float(loss_dedup.detach()) == pytest.approx(float(loss_full.detach()), rel=1e-5)
+    for a, b in zip(grads_dedup, grads_full):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 # --- data ----------------------------------------------------------------------------------------------
 
 

@@ -1,14 +1,16 @@
 """A small CLIP written from scratch: ViT image tower, byte-level text transformer, contrastive loss.
 
-nanoGPT habits: one config dataclass with commented defaults, modules only, no I/O. The checkpoint
-stores ``asdict(config)`` and ``ScratchCLIP(ScratchCLIPConfig(**that))`` rebuilds the model.
+nanoGPT habits: one config dataclass with commented defaults, modules only, no I/O. A checkpoint stores
+``config.to_dict()`` and ``ScratchCLIP(ScratchCLIPConfig.from_dict(that))`` rebuilds the model.
 
-Same architecture as the tutorial (``../shared/seeds/003_…``): pre-LN transformer blocks, a conv
-patchifier with a class token, text pooled at the end token, linear projections into a joint space and a
-learnable temperature. What differs: attention is one fused ``scaled_dot_product_attention`` call for all
-heads (the tutorial looped over heads in Python and materialised a [B, T, T] mask), the key-padding
-mask is broadcast from [B, T], text is pooled at the true end-token position, and the temperature is
-clamped at 100 as in CLIP.
+The ``seed`` preset is the tutorial's model (``../shared/seeds/003_…``): pre-LN transformer blocks, a
+patchifying conv with a class token, fixed sinusoidal positions, text pooled at the end token, linear
+projections into a joint space, a learnable temperature. What differs in every preset: attention is one
+fused ``scaled_dot_product_attention`` call for all heads (the tutorial looped over heads in Python and
+materialised a [B, T, T] mask); the key-padding mask is broadcast from [B, T]; text is pooled at the true
+end-token position; the temperature is clamped at 100 as in CLIP; images may come in as uint8 (the
+/255 is folded into the first layer). The ``default`` preset adds a BatchNorm conv stem, learned
+positions and final LayerNorms, and is smaller and faster (see ``PRESETS``).
 """
 
 from __future__ import annotations
