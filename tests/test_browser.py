@@ -13,11 +13,12 @@ from clipdemo.ui import build_app, launch_kwargs
 from tests.conftest import launched, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
+ADMIN_TOKEN = "browser-suite-secret"
 
 
 @pytest.fixture(scope="module")
 def app_url(tiny_clip):
-    settings = Settings(model=str(tiny_clip), checkpoint_dir=REPO_ROOT / "checkpoints")
+    settings = Settings(model=str(tiny_clip), checkpoint_dir=REPO_ROOT / "checkpoints", admin_token=ADMIN_TOKEN)
     with launched(build_app(settings), **launch_kwargs(settings)) as url:
         yield url
 
@@ -64,3 +65,26 @@ def test_pokemon_tab_refuses_a_corrupt_upload(page, tmp_path):
     page.click("#pk-run")
     page.get_by_text("truncated").first.wait_for(timeout=60_000)
     screenshot(page, "pokemon_error")
+
+
+def test_cars_tab_without_a_head_says_how_to_train_one(page):
+    """The repo serves no Cars head: the tab says so on load, and a classify answers with the fix, not a crash."""
+    open_tab(page, "Cars")
+    page.wait_for_function("() => document.querySelector('#cars-status')?.innerText.includes('No Cars head')",
+                           timeout=60_000)
+    page.set_input_files("#cars-image input[type=file]", [str(EXAMPLES / "china.jpg")])
+    page.click("#cars-run")
+    page.wait_for_function("() => document.querySelector('#cars-status')?.innerText.includes('train head')",
+                           timeout=60_000)  # the how-to-fix command
+    assert "No Cars head" in page.inner_text("#cars-status")
+    screenshot(page, "cars_no_head")
+
+
+def test_admin_tab_refuses_a_wrong_token(page):
+    open_tab(page, "Admin")
+    page.fill("#admin-token input", "not-the-token")
+    page.click("#admin-unlock")
+    page.get_by_text("Admin access refused").first.wait_for(timeout=60_000)
+    assert "Unlocked" not in page.inner_text("#admin-lock")
+    assert ADMIN_TOKEN not in page.content()
+    screenshot(page, "admin_refused")

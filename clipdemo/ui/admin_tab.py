@@ -347,7 +347,7 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
     status_outputs = [lock_status, progress, curve, log_tail, results, confusion, timer, seen]
     wrap = admin_errors
     unlocked = gr.on([unlock.click, token.submit], wrap(admin_status), [token, seen], status_outputs,
-                     api_name="admin_status")
+                     api_name="admin_status", show_progress="hidden")  # a refusal: one toast, no badge per panel
     unlocked.success(wrap(admin_versions), [token, family], [versions, version], api_name="admin_unlock_versions",
                      api_visibility="private")
     timer.tick(wrap(admin_poll), [token, seen], status_outputs, api_name="admin_poll", api_visibility="private",
