@@ -132,7 +132,8 @@ class HFCLIPEncoder:
         self.batch_size = batch_size
         path = _hf_local_or_hub(spec)
         try:
-            self.model = CLIPModel.from_pretrained(path, **_hub_kwargs(spec)).eval().to(self.device)
+            # safetensors only: a repo with just pickled weights is refused, never unpickled
+            self.model = CLIPModel.from_pretrained(path, use_safetensors=True, **_hub_kwargs(spec)).eval().to(self.device)
             self.tokenizer = CLIPTokenizerFast.from_pretrained(path, **_hub_kwargs(spec))
             processor = CLIPImageProcessor.from_pretrained(path, **_hub_kwargs(spec))
         except (OSError, ValueError, KeyError) as e:

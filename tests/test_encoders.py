@@ -23,7 +23,7 @@ def test_hf_folder_matches_transformers(tiny_clip):
         ).pooler_output
     assert torch.allclose(enc.encode_images(images), torch.nn.functional.normalize(ref_img, dim=-1), atol=1e-5)
     assert torch.allclose(enc.encode_texts(texts), torch.nn.functional.normalize(ref_txt, dim=-1), atol=1e-5)
-    assert enc.logit_scale == pytest.approx(float(model.logit_scale.exp()))
+    assert enc.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
     assert "cpu" in enc.describe()
 
 
@@ -49,6 +49,18 @@ def test_missing_and_broken_folders(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelUnavailable, match=str(tmp_path)):
         load_encoder(str(tmp_path))
+
+
+def test_a_folder_with_only_pickled_weights_is_refused(tiny_clip, tmp_path):
+    """Safetensors only: pytorch_model.bin would be unpickled by a plain from_pretrained; we refuse it."""
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_clip, folder)
+    torch.save(CLIPModel.from_pretrained(tiny_clip).state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelUnavailable, match="could not be loaded"):
+        load_encoder(str(folder))
 
 
 def test_loaded_once_under_concurrency(tiny_clip, monkeypatch):
