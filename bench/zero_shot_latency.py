@@ -28,7 +28,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clipdemo.encoders import load_encoder  # noqa: E402
+from clipdemo.encoders import cpu_has_fast_bf16, load_encoder  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
 from clipdemo.zeroshot import IMAGE_CACHE, TEMPLATE_SETS, classify  # noqa: E402
 
@@ -88,10 +88,13 @@ def main() -> None:
     pipe = pipeline("zero-shot-image-classification", model=str(folder))
     theirs = median_seconds(lambda: pipe(images[0], candidate_labels=LABELS), args.runs)
     flops = image_tower_flops(encoder.model)
-    rate = matmul_rate(torch.bfloat16 if encoder.precision == "bf16" else torch.float32)
+    rates = {"fp32": matmul_rate(torch.float32, n=512), "bf16": matmul_rate(torch.bfloat16, n=512, runs=5)}
+    rate = rates[encoder.precision]
     bound = flops / rate
 
     print(f"model: random ViT-B/32-shaped CLIP, {encoder.describe()}, torch threads {torch.get_num_threads()}")
+    print(f"matmul rate here: fp32 {rates['fp32'] / 1e9:.1f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.1f} GFLOP/s "
+          f"(fast bf16 in hardware: {cpu_has_fast_bf16()}) -> precision auto picks {encoder.precision}")
     print(f"1 image x {len(LABELS)} labels, median of {args.runs} warm calls:")
     print(f"  pipeline                          {1e3 * theirs:8.1f} ms")
     print(f"  ours, same image resubmitted      {1e3 * same:8.1f} ms   {theirs / same:6.1f}x faster than the pipeline")

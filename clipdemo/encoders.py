@@ -62,7 +62,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPUs where bf16 matmuls beat fp32 (about 2.3x on our 2-core machine)."""
+    """AVX-512 BF16 or AMX: the CPUs where bf16 matmuls beat fp32 (elsewhere bf16 is emulated, far slower)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
