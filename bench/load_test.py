@@ -44,8 +44,10 @@ SERVER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
+from clipdemo.memory import limit_malloc_arenas
 from clipdemo.settings import Settings
 from clipdemo.ui import build_app, launch_kwargs
+limit_malloc_arenas()  # as app.py does
 settings = Settings(model={model!r}, checkpoint_dir=Path({checkpoints!r}))
 build_app(settings).launch(server_name="127.0.0.1", server_port={port}, quiet=True, **launch_kwargs(settings))
 """
@@ -99,7 +101,7 @@ def is_queue_full(e: BaseException) -> bool:
     return "queue" in text and "full" in text
 
 
-def run_load(url: str, model: str, images: list[Path], users: int, seconds: float, fresh: Path | None,
+def run_load(url: str, images: list[Path], users: int, seconds: float, fresh: Path | None,
              call_timeout: float) -> dict:
     from gradio_client import Client, handle_file
 
@@ -121,7 +123,7 @@ def run_load(url: str, model: str, images: list[Path], users: int, seconds: floa
             t0 = time.perf_counter()
             try:
                 job = client.submit([{"image": handle_file(str(image)), "caption": None}], labels, "photo", "", 20,
-                                    model, api_name="/zero_shot")
+                                    "default", api_name="/zero_shot")  # the server's default is the model built above
                 label, _, _ = job.result(timeout=call_timeout)
                 assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-3
                 with lock:
@@ -154,7 +156,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["tiny", "vit-b-32"], default="tiny")
     parser.add_argument("--users", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each of the two runs")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each run")
+    parser.add_argument("--runs", type=int, default=2, help="runs of the same load after the warm-up (at least 2)")
     parser.add_argument("--images", type=int, default=4, help="distinct images the users cycle through")
     parser.add_argument("--fresh-images", action="store_true", help="a new image per call (no image-cache hits)")
     parser.add_argument("--call-timeout", type=float, default=120.0)
@@ -178,11 +181,12 @@ def main(argv=None) -> int:
             wait_ready(url, proc)
             print(f"model {args.model}, {args.users} users, {args.seconds:.0f} s per run, server pid {proc.pid}")
             print(f"RSS after start:    {rss_mib(proc.pid):8.1f} MiB")
-            warm = run_load(url, model, images, min(args.users, 4), min(10.0, args.seconds / 2), fresh, args.call_timeout)
+            warm = run_load(url, images, min(args.users, 4), min(10.0, args.seconds / 2), fresh, args.call_timeout)
             rss = {"warm-up": rss_mib(proc.pid)}
             print(f"RSS after warm-up:  {rss['warm-up']:8.1f} MiB  ({warm['ok']} warm-up calls)")
-            for name in ("run 1", "run 2"):
-                r = run_load(url, model, images, args.users, args.seconds, fresh, args.call_timeout)
+            names = [f"run {i + 1}" for i in range(max(2, args.runs))]
+            for name in names:
+                r = run_load(url, images, args.users, args.seconds, fresh, args.call_timeout)
                 rss[name] = rss_mib(proc.pid)
                 print(f"{name}: {r['ok']} ok in {r['elapsed']:.1f} s = {r['rps']:.2f} req/s; latency p50 "
                       f"{1000 * r['p50']:.0f} ms, p95 {1000 * r['p95']:.0f} ms; queue-full {r['queue_full']}; "
@@ -190,11 +194,12 @@ def main(argv=None) -> int:
                 for kind, n in sorted(r["errors"].items(), key=lambda kv: -kv[1]):
                     print(f"    {n:5d}  {kind}")
                 print(f"RSS after {name}:    {rss[name]:8.1f} MiB")
-            growth = 100 * (rss["run 2"] - rss["run 1"]) / rss["run 1"]
-            since_warm = 100 * (rss["run 2"] - rss["warm-up"]) / rss["warm-up"]
+            before, last = names[-2], names[-1]
+            growth = 100 * (rss[last] - rss[before]) / rss[before]
+            since_warm = 100 * (rss[last] - rss["warm-up"]) / rss["warm-up"]
             verdict = "OK" if abs(growth) <= 5 else "OVER TARGET"
-            print(f"RSS growth run 1 -> run 2: {growth:+.1f}% ({verdict}, target within 5%); "
-                  f"warm-up -> run 2: {since_warm:+.1f}%")
+            print(f"RSS growth {before} -> {last}: {growth:+.1f}% ({verdict}, target within 5%); "
+                  f"warm-up -> {last}: {since_warm:+.1f}%")
         finally:
             proc.terminate()
             try:
