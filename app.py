@@ -6,11 +6,13 @@ Configuration is read from the environment; see the README's "Configuration" sec
 import logging
 
 from clipdemo.hub_sync import pull_at_startup
+from clipdemo.memory import limit_malloc_arenas
 from clipdemo.settings import Settings
 from clipdemo.ui import build_app, launch_kwargs
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_malloc_arenas()
     settings = Settings.from_env()
     logging.getLogger("clipdemo").info(pull_at_startup(settings))
     build_app(settings).launch(**launch_kwargs(settings))

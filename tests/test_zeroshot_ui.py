@@ -9,7 +9,7 @@ from gradio_client import Client, handle_file
 from clipdemo import encoders
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.ui import build_app, launch_kwargs, zeroshot_tab
+from clipdemo.ui import SESSION_CAPACITY, build_app, launch_kwargs, zeroshot_tab
 from clipdemo.ui.common import user_errors
 from tests.conftest import launched, screenshot
 
@@ -49,7 +49,9 @@ def test_status_says_plainly_when_the_model_cannot_be_had(tmp_path, monkeypatch)
 
 def test_app_serves_zero_shot_over_the_api(tiny_clip, tmp_path):
     settings = Settings(model=str(tiny_clip), checkpoint_dir=tmp_path)
-    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+    app = build_app(settings)
+    with launched(app, **launch_kwargs(settings)) as url:
+        assert app.state_holder.capacity == SESSION_CAPACITY  # per-session memory is bounded
         client = Client(url, verbose=False)
         label, _, status = client.predict(
             [{"image": handle_file(str(EXAMPLES[1])), "caption": None}], "temple, flower", "photo", "", 5,

@@ -1,7 +1,8 @@
 """The Gradio app: one builder per tab, handlers of a few lines over the library.
 
 ``build_app(settings)`` returns the Blocks; ``launch_kwargs(settings)`` the safe launch options
-(upload cap, no error details, no monitoring endpoint, nothing served from the checkpoint or data folders).
+(upload cap, no error details, no monitoring endpoint, nothing served from the checkpoint or data folders,
+bounded per-session memory).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from clipdemo.ui import admin_tab, cars_tab, pokemon_tab, zeroshot_tab
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
 CONCURRENCY = 2  # model calls at once: the machine has 2 cores, more only adds latency
+# Gradio keeps a copy of every component's config per session (~180 KiB for this app), 10,000 sessions by
+# default: close to 2 GB on a busy public Space. The least recently used beyond this are dropped.
+SESSION_CAPACITY = 1000
 
 
 def build_app(settings: Settings | None = None, runner: JobRunner | None = None) -> gr.Blocks:
@@ -45,5 +49,6 @@ def launch_kwargs(settings: Settings) -> dict:
         show_error=False,
         enable_monitoring=False,
         blocked_paths=blocked,
+        state_session_capacity=SESSION_CAPACITY,
         theme=gr.themes.Soft(),
     )
