@@ -8,6 +8,8 @@ Builds a randomly initialised ViT-B/32-shaped CLIP (weights don't change speed) 
    - ours with a new image each call (label cache hits, the image tower runs),
    - the pipeline (re-encodes prompts and image every call);
    and the image tower's compute bound: its FLOPs / a matmul rate measured here;
+   the new-image path again in fp32, and fp32 vs bf16 top-1 on a real test set (the shipped scratch
+   checkpoint on the built-in shapes test split): the two facts behind ``CLIPDEMO_PRECISION=auto``;
 2. whole process: 24 image files x 10 labels via our CLI vs a script running the pipeline.
 Prints medians and ratios.
 """
@@ -28,9 +30,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from clipdemo.data.sources import load_source  # noqa: E402
 from clipdemo.encoders import cpu_has_fast_bf16, load_encoder  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
-from clipdemo.zeroshot import IMAGE_CACHE, TEMPLATE_SETS, classify  # noqa: E402
+from clipdemo.zeroshot import TEMPLATE_SETS, classify, split_scores  # noqa: E402
+
+SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
 
 LABELS = ["cat", "dog", "a red sports car", "airplane", "bird", "horse", "ship", "truck", "frog", "deer"]
 PIPELINE_SCRIPT = """
@@ -69,6 +74,18 @@ def image_tower_flops(model) -> float:
     return 2 * (v.num_hidden_layers * per_layer + patchify + v.hidden_size * model.config.projection_dim)
 
 
+def top1_by_precision(checkpoint: Path = SHIPPED) -> tuple[dict, int]:
+    """Top-1 predictions on the shapes test split in fp32 and in bf16, and the split's labels."""
+    dataset = load_source("shapes")
+    test = dataset.splits["test"]
+    predictions = {}
+    for precision in ("fp32", "bf16"):
+        encoder = load_encoder(str(checkpoint), precision=precision)
+        scores, _, _ = split_scores(encoder, test.images, dataset.class_names, encoder.templates)
+        predictions[precision] = scores.argmax(1)
+    return predictions, torch.tensor(test.labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -85,6 +102,11 @@ def main() -> None:
     same = median_seconds(lambda: classify(encoder, [images[0]], LABELS, photo), args.runs)
     fresh = iter(images)
     new = median_seconds(lambda: classify(encoder, [next(fresh)], LABELS, photo), args.runs)
+    other = "fp32" if encoder.precision == "bf16" else "bf16"
+    other_encoder = load_encoder(str(folder), precision=other)
+    classify(other_encoder, [images[0]], LABELS, photo)  # its label embeddings, as in the app
+    fresh = iter(images)
+    new_other = median_seconds(lambda: classify(other_encoder, [next(fresh)], LABELS, photo), 5, warmup=1)
     pipe = pipeline("zero-shot-image-classification", model=str(folder))
     theirs = median_seconds(lambda: pipe(images[0], candidate_labels=LABELS), args.runs)
     flops = image_tower_flops(encoder.model)
@@ -99,10 +121,19 @@ def main() -> None:
     print(f"  pipeline                          {1e3 * theirs:8.1f} ms")
     print(f"  ours, same image resubmitted      {1e3 * same:8.1f} ms   {theirs / same:6.1f}x faster than the pipeline")
     print(f"  ours, new image each call         {1e3 * new:8.1f} ms   {theirs / new:6.1f}x faster than the pipeline")
+    speedup = new / new_other if other == "bf16" else new_other / new
+    print(f"  ours, new image, {other} instead      {1e3 * new_other:8.1f} ms   {theirs / new_other:6.1f}x faster "
+          f"than the pipeline (bf16 is {speedup:.2f}x faster than fp32)")
     print(
         f"  image tower compute bound         {1e3 * bound:8.1f} ms   ({flops / 1e9:.1f} GFLOP at {rate / 1e9:.0f} GFLOP/s "
         f"{encoder.precision} matmul); new-image call = {new / bound:.2f}x the bound"
     )
+
+    predictions, labels = top1_by_precision()
+    agree = (predictions["fp32"] == predictions["bf16"]).sum().item()
+    accuracy = {p: (predictions[p] == labels).float().mean().item() for p in predictions}
+    print(f"top-1 fp32 vs bf16, shipped scratch checkpoint on the shapes test split ({len(labels)} images): "
+          f"{agree}/{len(labels)} identical; accuracy fp32 {100 * accuracy['fp32']:.1f}%, bf16 {100 * accuracy['bf16']:.1f}%")
 
     files = []
     for i in range(args.files):

@@ -106,8 +106,8 @@ def fill(template: str, label: str) -> str:
 
 
 class EmbeddingCache:
-    """Thread-safe LRU of embeddings: label embeddings keyed by (model, templates, label), image
-    embeddings by (model, pixel digest)."""
+    """Thread-safe LRU of embeddings: label embeddings keyed by (model, precision, templates, label), image
+    embeddings by (model, precision, pixel digest)."""
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
@@ -154,11 +154,11 @@ def build_classifier(
     """[L, D] class embeddings: per label, the renormalised mean of its normalised prompt embeddings."""
 
     def encode(missing):
-        prompts = [fill(t, label) for (_, _, label) in missing for t in templates]
+        prompts = [fill(t, key[-1]) for key in missing for t in templates]
         per_prompt = encoder.encode_texts(prompts).view(len(missing), len(templates), -1)
         return l2_normalize(per_prompt.mean(dim=1))
 
-    return cache.lookup([(encoder.name, templates, label) for label in labels], encode)
+    return cache.lookup([(encoder.name, encoder.precision, templates, label) for label in labels], encode)
 
 
 def image_digest(image: Image.Image) -> str:
@@ -169,7 +169,7 @@ def image_digest(image: Image.Image) -> str:
 
 def encode_images_cached(encoder: Encoder, images: list[Image.Image], cache: EmbeddingCache = IMAGE_CACHE):
     """[N, D] image embeddings; only images not seen before (by pixel digest) go through the model."""
-    keys = [(encoder.name, image_digest(im)) for im in images]
+    keys = [(encoder.name, encoder.precision, image_digest(im)) for im in images]
     by_key = dict(zip(keys, images))
     return cache.lookup(keys, lambda missing: encoder.encode_images([by_key[key] for key in missing]))
 

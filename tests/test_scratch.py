@@ -210,7 +210,8 @@ def test_carve_validation_is_stratified_and_seeded():
 # --- training ------------------------------------------------------------------------------------------
 
 
-def test_loss_decreases_over_a_few_steps(shapes):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16 autocast is what a GPU trains with
+def test_loss_decreases_over_a_few_steps(shapes, precision):
     config = preset("default", **TINY, lr=1e-3, warmup_steps=0)
     model = build_model(config, seed=0, device=torch.device("cpu"))
     optimizer = make_optimizer(model, config)
@@ -220,8 +221,14 @@ def test_loss_decreases_over_a_few_steps(shapes):
     data = cache_split(shapes.splits["train"], config.image_size)
     idx = torch.arange(0, len(data), 4)[:64]  # one fixed batch: the loss on it must fall
     caption_ids = data.labels[idx] * 6
-    losses = [float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions)) for _ in range(15)]
+    losses = [float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions, precision=precision))
+              for _ in range(15)]
     assert losses[-1] < losses[0] - 0.3, losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights in fp32
+    if precision == "bf16":  # same start as fp32, up to bf16 rounding
+        fresh = build_model(config, seed=0, device=torch.device("cpu"))
+        fp32 = train_step(fresh, make_optimizer(fresh, config), to_pixels(data.pixels[idx]), caption_ids, captions)
+        assert losses[0] == pytest.approx(float(fp32), rel=0.02)
 
 
 @pytest.fixture(scope="module")

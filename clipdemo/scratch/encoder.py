@@ -62,9 +62,7 @@ class ScratchEncoder:
                 f"Checkpoint '{self.path}' is damaged: its weights do not fit the scratch CLIP its config describes ({first})."
             ) from None
         self.device = pick_device(device)
-        # A model this small gains nothing from bf16 on a CPU (the casts cost more than the matmuls), so
-        # fp32 there unless asked; bf16 autocast on a GPU that has it.
-        self.precision = precision or ("fp32" if self.device.type == "cpu" else pick_precision(self.device))
+        self.precision = pick_precision(self.device, precision)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.card = card
         self.batch_size = batch_size

@@ -37,7 +37,7 @@ from torch.utils.data import DistributedSampler
 from clipdemo import __version__, distributed
 from clipdemo.checkpoints import save_checkpoint
 from clipdemo.data import ImageDataset, Split
-from clipdemo.encoders import SCRATCH_KIND
+from clipdemo.encoders import SCRATCH_KIND, autocast, pick_precision
 from clipdemo.evaluate import classification_metrics
 from clipdemo.scratch.encoder import TEMPLATES, images_to_uint8, to_pixels
 from clipdemo.distributed import Runtime, contrastive_loss_global
@@ -225,16 +225,19 @@ def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss_global) -> torch.Tensor:
+def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss_global,
+               precision: str = "fp32") -> torch.Tensor:
     """One optimisation step on this rank's share of the batch; returns the (detached) local loss.
 
     ``model`` may be DDP-wrapped (its forward runs both towers); the loss all-gathers features across ranks,
-    so with one process it is the plain symmetric contrastive loss.
+    so with one process it is the plain symmetric contrastive loss. ``precision="bf16"``: the towers run
+    under bf16 autocast (weights and optimizer stay fp32); the loss is always computed in fp32.
     """
     ids, mask, inverse = captions.batch(caption_ids)
-    image_features, text_features, scale = model(pixels, ids, mask)
+    with autocast(pixels.device, precision):
+        image_features, text_features, scale = model(pixels, ids, mask)
     text_features = text_features[inverse]  # each distinct caption encoded once
-    loss = loss_fn(image_features, text_features, scale)
+    loss = loss_fn(image_features.float(), text_features.float(), scale.float())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -307,6 +310,7 @@ def train_scratch(
     """
     t0 = time.perf_counter()
     runtime = distributed.runtime(device)  # joins the process group under torchrun
+    precision = pick_precision(runtime.device)  # bf16 autocast on GPUs that have it
     config = get_preset(preset, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
     epochs = epochs or config.epochs
     out_dir = Path(out_dir)
@@ -390,7 +394,8 @@ def train_scratch(
             for group in optimizer.param_groups:
                 group["lr"] = lr = learning_rate(
                     config, step, max(step / total_steps, elapsed / max_seconds if max_seconds else 0.0))
-            loss_value = distributed.mean_across_ranks(train_step(trained, optimizer, pixels, caption_ids, captions))
+            local_loss = train_step(trained, optimizer, pixels, caption_ids, captions, precision=precision)
+            loss_value = distributed.mean_across_ranks(local_loss)
             step += 1
             train_time += time.perf_counter() - ts
             train_cpu += time.process_time() - cs
@@ -428,7 +433,7 @@ def train_scratch(
         "best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": epoch, "steps": step,
         "seconds": round(seconds, 2), "train_samples_per_s": round(samples / max(train_time, 1e-9), 1),
         "train_samples_per_cpu_s": round(samples / max(train_cpu, 1e-9), 1),
-        "stopped": stopped, "device": str(runtime.device),
+        "stopped": stopped, "device": str(runtime.device), "precision": precision,
     }
     save({"complete": True, "metrics": metrics, "extra_metrics": extra,
           "validation": {"acc1": best["acc"], "epoch": best["epoch"]}, "run": run,
