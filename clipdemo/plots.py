@@ -3,10 +3,29 @@ handlers on several threads can draw at once."""
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+
+# Labels and class names come in any script. Matplotlib falls back from font to font glyph by glyph, so
+# text that carries them gets this chain (the installed ones; packages.txt installs them on Spaces and
+# Debian). Short on purpose: all 172 Noto families would cost 2.5 s a chart.
+FONT_FALLBACKS = (
+    "DejaVu Sans",  # Latin, Greek, Cyrillic
+    "Droid Sans Fallback",  # Chinese, Japanese, Korean
+    "Noto Sans Devanagari", "Noto Sans Bengali", "Noto Sans Tamil", "Noto Sans Arabic", "Noto Sans Hebrew",
+    "Noto Sans Thai", "Noto Sans Georgian", "Noto Sans Armenian",
+    "Symbola",  # emoji (in monochrome) and symbols
+)
+
+
+@functools.cache
+def user_text_fonts() -> list[str]:
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return [name for name in FONT_FALLBACKS if name in installed] or ["sans-serif"]
 
 
 def ranked_bars(predictions, title: str = "", max_label_chars: int = 48) -> Figure:
@@ -20,14 +39,14 @@ def ranked_bars(predictions, title: str = "", max_label_chars: int = 48) -> Figu
     bars = ax.barh(range(len(scores)), scores, color="#4c72b0")
     if len(bars):
         bars[-1].set_color("#dd8452")  # the top prediction
-    ax.set_yticks(range(len(scores)), labels)
+    ax.set_yticks(range(len(scores)), labels, fontfamily=user_text_fonts())
     ax.set_xlim(0, 100 * 1.15)
     ax.set_xlabel("probability (%)")
     for i, s in enumerate(scores):
         ax.text(s + 1, i, f"{s:.1f}%", va="center", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     if title:
-        ax.set_title(title, fontsize=11)
+        ax.set_title(title, fontsize=11, fontfamily=user_text_fonts())
     return fig
 
 
@@ -40,8 +59,8 @@ def confusion_figure(matrix, class_names, title: str = "Confusion matrix (held-o
     ax.imshow(matrix, cmap="Blues")
     if n <= 40:  # beyond that, names are unreadable anyway
         names = [textwrap.shorten(c, 24, placeholder="…") for c in class_names]
-        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), names, fontsize=7)
+        ax.set_xticks(range(n), names, rotation=90, fontsize=7, fontfamily=user_text_fonts())
+        ax.set_yticks(range(n), names, fontsize=7, fontfamily=user_text_fonts())
     if n <= 15:
         for (i, j), v in np.ndenumerate(matrix):
             if v:

@@ -1,0 +1,54 @@
+import io
+import warnings
+
+import pytest
+
+from clipdemo.plots import confusion_figure, ranked_bars, training_curves, user_text_fonts
+from clipdemo.zeroshot import Prediction
+
+LABELS = ["猫", "a red sports car 🚗", "नमस्ते", "кошка", "مرحبا", "שלום", "สวัสดี", "Nidoran♀", "日本語"]
+
+
+def render(fig) -> bytes:
+    """PNG bytes; a glyph missing from every font in the chain fails the test."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*missing from font")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def test_labels_in_any_script_are_drawn():
+    # The fallback fonts come from packages.txt, which the README's test command installs.
+    assert {"DejaVu Sans", "Droid Sans Fallback", "Symbola"} <= set(user_text_fonts())
+    fig = ranked_bars([Prediction(label, 1 / len(LABELS)) for label in LABELS], title="image 1 of 2")
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == LABELS[::-1]  # best on top
+    assert render(fig).startswith(b"\x89PNG")
+
+
+def test_long_labels_are_shortened_and_the_top_one_highlighted():
+    fig = ranked_bars([Prediction("x" * 200, 0.7), Prediction("y", 0.3)])
+    ax = fig.axes[0]
+    assert max(len(t.get_text()) for t in ax.get_yticklabels()) <= 48
+    assert ax.patches[-1].get_facecolor() != ax.patches[0].get_facecolor()
+    assert [t.get_text() for t in ax.texts] == ["30.0%", "70.0%"]
+
+
+@pytest.mark.parametrize("n", [3, 30])
+def test_confusion_figure_names_classes_in_any_script(n):
+    names = (LABELS * 4)[:n]
+    matrix = [[(i == j) * 5 for j in range(n)] for i in range(n)]
+    fig = confusion_figure(matrix, names)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == names
+    render(fig)
+
+
+def test_training_curves_plot_loss_and_accuracy():
+    history = [{"step": s, "loss": 3.0 - s / 10, "epoch": 1 + s // 5} for s in range(10)]
+    history += [{"epoch": 1, "val_acc": 0.4}, {"epoch": 2, "val_acc": 0.6}]
+    fig = training_curves(history)
+    loss_ax, acc_ax = fig.axes
+    assert list(loss_ax.lines[0].get_ydata())[0] == 3.0
+    assert list(acc_ax.lines[0].get_ydata()) == [40.0, 60.0]
+    render(fig)
