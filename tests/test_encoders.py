@@ -15,7 +15,8 @@ from clipdemo.encoders import ModelUnavailable, load_encoder
 def test_hf_folder_matches_transformers(tiny_clip):
     enc = load_encoder(str(tiny_clip))
     images = [Image.effect_noise((64, 48), 40).convert("RGB"), Image.new("RGB", (30, 50), "orange")]
-    texts = ["a photo of a cat", "Flabébé ♀ " * 30]  # the second is longer than the 77-token context
+    # longer than the 77-token context first: encode_texts batches by length and must give rows back in order
+    texts = ["Flabébé ♀ " * 30, "a photo of a cat", "dog", "a photo of a red sports car"]
     model, processor = CLIPModel.from_pretrained(tiny_clip), CLIPProcessor.from_pretrained(tiny_clip)
     with torch.no_grad():
         ref_img = model.get_image_features(**processor(images=images, return_tensors="pt")).pooler_output
@@ -24,6 +25,8 @@ def test_hf_folder_matches_transformers(tiny_clip):
         ).pooler_output
     assert torch.allclose(enc.encode_images(images), torch.nn.functional.normalize(ref_img, dim=-1), atol=1e-5)
     assert torch.allclose(enc.encode_texts(texts), torch.nn.functional.normalize(ref_txt, dim=-1), atol=1e-5)
+    assert torch.allclose(enc.encode_texts(texts, batch_size=3), enc.encode_texts(texts), atol=1e-6)
+    assert enc.encode_texts([]).shape == (0, model.config.projection_dim)
     assert enc.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
     assert "cpu" in enc.describe()
 
