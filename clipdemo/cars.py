@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -136,6 +136,7 @@ def train_head(
     epochs: int | None = None,
     split: str = "tutorial",
     seed: int = 0,
+    templates: Sequence[str] = CARS_TEMPLATES,
     lr: float | None = None,
     batch_size: int | None = None,
     weight_decay: float | None = None,
@@ -150,7 +151,8 @@ def train_head(
 
     ``backbone_spec``: a Hub id, HF folder or scratch checkpoint (or an ``Encoder``); it is loaded only if
     some features or class embeddings are not in ``cache_dir`` yet. ``epochs``, ``lr``, ``batch_size``,
-    ``weight_decay`` default to the head's (``heads.HEADS``). ``progress(dict)`` gets encode events
+    ``weight_decay`` default to the head's (``heads.HEADS``). ``templates``: the prompts ensembled into each
+    class's text embedding (zero-shot, and ``zeroshot-init``'s starting point). ``progress(dict)`` gets encode events
     (``phase="encode"``, ``split``, ``done``, ``total``, ``skipped``, ``cached``) and ``fit_head``'s train /
     eval events, then ``phase="done"``; without it, console bars are drawn (on a terminal). ``should_stop()``
     ends training early and still saves the best epoch so far; while encoding, or before the first step, it
@@ -177,7 +179,8 @@ def train_head(
                                     cache_dir=cache_dir, progress=report, batch_size=encode_batch_size,
                                     should_stop=should_stop)  # fmt: skip
     fresh = sum(e.fresh for e in encoded.values())
-    classes, scale = class_text_embeddings(backbone, dataset.class_names, CARS_TEMPLATES, cache_dir)
+    templates = tuple(templates)
+    classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
     x_train, y_train = encoded[plan.train[0]].rows(plan.train[1])
     x_val, y_val = encoded[plan.validation[0]].rows(plan.validation[1])
     x_eval, y_eval = encoded[plan.evaluation[0]].rows(plan.evaluation[1])
@@ -202,7 +205,7 @@ def train_head(
         "kind": HEAD_KIND,
         "head": head_config,
         "backbone": {"spec": backbone.spec, "fingerprint": backbone.fingerprint},
-        "templates": list(CARS_TEMPLATES),
+        "templates": list(templates),
         "logit_scale": scale,
     }
     run = {"best_val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
@@ -221,7 +224,7 @@ def train_head(
         "eval_split": plan.evaluation[0],
         "seed": seed,
         "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
-        "templates": list(CARS_TEMPLATES),
+        "templates": list(templates),
         "metrics": metrics,  # with the confusion matrix, for the admin view's figure
         "zeroshot_metrics": zeroshot,
         "validation": {"acc1": fit.best_val_acc, "epoch": fit.best_epoch, "history": fit.history},

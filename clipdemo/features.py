@@ -392,12 +392,7 @@ def class_text_embeddings(
                     return data["classes"], float(data["logit_scale"])
             except Exception:  # damaged: rebuild
                 pass
-    # Encoded in order of name length, so each padded text batch holds prompts of similar length: on car
-    # names, padding is 27% of the tokens encoded in name order and 12% sorted. Rows are put back after.
-    order = sorted(range(len(class_names)), key=lambda i: len(class_names[i]))
-    by_length = build_classifier(backbone.encoder, [class_names[i] for i in order], templates).float()
-    classes = torch.empty_like(by_length)
-    classes[torch.tensor(order, dtype=torch.long)] = by_length
+    classes = build_classifier(backbone.encoder, list(class_names), templates).float()  # batched by length
     scale = float(backbone.logit_scale)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from clipdemo.testing import make_clip_folder
 
@@ -54,7 +55,13 @@ def browser():
 
 
 def screenshot(page, name: str) -> Path:
+    """Full-page screenshot once Gradio has no output left dimmed as pending (a polling timer may never settle:
+    then after 10 s, as it is)."""
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    try:
+        page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=10_000)
+    except PlaywrightTimeout:
+        pass
     page.screenshot(path=str(path), full_page=True)
     return path

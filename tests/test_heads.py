@@ -269,8 +269,12 @@ def test_retraining_on_a_warm_cache_encodes_nothing_and_loads_no_model(trained, 
 
 
 def test_tutorial_split_trains_zeroshot_init_and_evaluates(cars, tiny, tmp_path):
+    prompts = ("This is photo of {} car",)  # the tutorial's one prompt, instead of the 8 Cars templates
     result = train_head(cars, str(tiny), tmp_path / "zs", head="zeroshot-init", epochs=2, split="tutorial",
-                        cache_dir=tmp_path / "cache", progress=lambda info: None)  # fmt: skip
+                        templates=prompts, cache_dir=tmp_path / "cache", progress=lambda info: None)  # fmt: skip
+    card, config = (json.loads((tmp_path / "zs" / f).read_text()) for f in ("card.json", "config.json"))
+    assert card["templates"] == config["templates"] == list(prompts)
+    assert result["zeroshot"]["acc1"] == card["zeroshot_metrics"]["acc1"]
     held_out = plan_splits(cars, "tutorial").evaluation[1]  # 32 train images: 5% held out, twice
     assert result["split"] == "tutorial" and result["n"] == len(set(held_out) - {1})  # image 1 is unreadable
     # the head starts as zero-shot and keeps epoch 0 unless training beats it on validation
