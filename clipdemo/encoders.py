@@ -159,15 +159,15 @@ class HFCLIPEncoder:
         return l2_normalize(torch.cat(out)).cpu()
 
     @torch.inference_mode()
-    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        # Batches of prompts of similar length, so padding each to its longest wastes little: 30% faster
-        # on the 1,568 prompts of the Cars template ensemble.
+    def encode_texts(self, texts: list[str], max_tokens: int = 640) -> torch.Tensor:
+        # Prompts sorted by length, in batches of at most ``max_tokens`` padded tokens: little padding, and
+        # activations small enough to stay in cache. On the 1,568 prompts of the Cars template ensemble this is
+        # 1.7x faster than batches of 256 prompts (bench/cars_head.py), with the same embeddings.
         texts = list(texts)
         ids = self.tokenizer(texts, truncation=True, max_length=self.context_length)["input_ids"] if texts else []
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = torch.empty(len(ids), self.model.config.projection_dim)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in _token_batches(order, [len(x) for x in ids], max_tokens):
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
             with autocast(self.device, self.precision):
                 out[rows] = _embedding(self.model.get_text_features(**batch)).float().cpu()
@@ -175,6 +175,18 @@ class HFCLIPEncoder:
 
     def describe(self) -> str:
         return f"{self.name} on {self.device.type} ({self.precision})"
+
+
+def _token_batches(order: list[int], lengths: list[int], max_tokens: int):
+    """Consecutive runs of ``order`` (sorted by length) whose padded size, rows x longest, fits ``max_tokens``."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[i] > max_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def _embedding(output) -> torch.Tensor:

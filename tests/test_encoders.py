@@ -25,7 +25,7 @@ def test_hf_folder_matches_transformers(tiny_clip):
         ).pooler_output
     assert torch.allclose(enc.encode_images(images), torch.nn.functional.normalize(ref_img, dim=-1), atol=1e-5)
     assert torch.allclose(enc.encode_texts(texts), torch.nn.functional.normalize(ref_txt, dim=-1), atol=1e-5)
-    assert torch.allclose(enc.encode_texts(texts, batch_size=3), enc.encode_texts(texts), atol=1e-6)
+    assert torch.allclose(enc.encode_texts(texts, max_tokens=40), enc.encode_texts(texts), atol=1e-6)
     assert enc.encode_texts([]).shape == (0, model.config.projection_dim)
     assert enc.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
     assert "cpu" in enc.describe()
@@ -116,3 +116,9 @@ def test_shipped_checkpoint_in_bf16_mostly_agrees_with_fp32():
     assert not torch.equal(scores["fp32"], scores["bf16"])  # bf16 really ran
     agree = (scores["fp32"].argmax(1) == scores["bf16"].argmax(1)).float().mean().item()
     assert agree >= 0.95
+
+
+def test_text_batches_hold_at_most_max_tokens_padded():
+    # rows sorted by length; a batch's padded size is rows x its longest; an over-long prompt goes alone
+    assert list(encoders._token_batches([0, 1, 2, 3], [2, 2, 3, 10], max_tokens=6)) == [[0, 1], [2], [3]]
+    assert list(encoders._token_batches([], [], max_tokens=6)) == []
