@@ -62,9 +62,10 @@ def confusion_figure(matrix, class_names, title: str = "Confusion matrix (held-o
         ax.set_xticks(range(n), names, rotation=90, fontsize=7, fontfamily=user_text_fonts())
         ax.set_yticks(range(n), names, fontsize=7, fontfamily=user_text_fonts())
     if n <= 15:
+        dark = matrix.max() / 2  # white counts on the dark cells, as scikit-learn's ConfusionMatrixDisplay does
         for (i, j), v in np.ndenumerate(matrix):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > dark else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=11)

@@ -66,15 +66,19 @@ class LabelError(ValueError):
     """Labels or templates the user typed can't be used; the message says why in one sentence."""
 
 
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x9f]")  # Unicode Cc minus the whitespace ones; ZWJ (Cf) stays
+
+
 def parse_labels(text: str, max_labels: int = MAX_LABELS) -> list[str]:
-    """Split on commas and newlines, trim, drop empties, de-duplicate (case-insensitively, first spelling wins)."""
+    """Split on commas and newlines, drop control characters (invisible, and no font draws them), collapse
+    whitespace, drop empties, de-duplicate (case-insensitively, first spelling wins)."""
     if text is None or not str(text).strip():
         raise LabelError("Type at least one label, e.g. 'cat, dog, a red sports car'.")
     if len(text) > MAX_LABEL_TEXT:
         raise LabelError(f"The labels text is too long (over {MAX_LABEL_TEXT:,} characters).")
     labels, seen = [], set()
     for raw in re.split(r"[,\n\r]", text):
-        label = " ".join(raw.split())[:MAX_LABEL_CHARS]
+        label = " ".join(CONTROL_CHARS.sub("", raw).split())[:MAX_LABEL_CHARS]
         if label and label.casefold() not in seen:
             seen.add(label.casefold())
             labels.append(label)

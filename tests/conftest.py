@@ -54,13 +54,17 @@ def browser():
         b.close()
 
 
+SETTLED = """() => !document.querySelector('.pending, .generating')
+    && !document.getAnimations().some(a => a instanceof CSSTransition && a.playState === 'running')"""
+
+
 def screenshot(page, name: str) -> Path:
-    """Full-page screenshot once Gradio has no output left dimmed as pending (a polling timer may never settle:
-    then after 10 s, as it is)."""
+    """Full-page screenshot once no output is pending and Gradio's fade of its loading overlay has ended (else the
+    results come out dimmed); a polling timer may never settle: then after 10 s, as it is."""
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     try:
-        page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=10_000)
+        page.wait_for_function(SETTLED, timeout=10_000)
     except PlaywrightTimeout:
         pass
     page.screenshot(path=str(path), full_page=True)

@@ -52,3 +52,9 @@ def test_training_curves_plot_loss_and_accuracy():
     assert list(loss_ax.lines[0].get_ydata())[0] == 3.0
     assert list(acc_ax.lines[0].get_ydata()) == [40.0, 60.0]
     render(fig)
+
+
+def test_confusion_counts_stay_readable_on_dark_cells():
+    fig = confusion_figure([[8, 1], [0, 3]], ["a", "b"])
+    colours = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert colours == {"8": "white", "1": "black", "3": "black"}

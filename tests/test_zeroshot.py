@@ -36,6 +36,13 @@ def test_parse_labels_trims_dedupes_and_drops_empties():
     assert parse_labels(" cat,dog\n\n a  red   car ,Cat, ,dog") == ["cat", "dog", "a red car"]
 
 
+def test_parse_labels_drops_control_characters_but_keeps_emoji_joiners():
+    astronaut = "👩🏽\u200d🚀"  # a zero-width joiner (Cf) holds this emoji together
+    assert parse_labels(f"c\x00at, \x1b[31mred, do\tg, {astronaut}") == ["cat", "[31mred", "do g", astronaut]
+    with pytest.raises(LabelError):
+        parse_labels("\x00, \x07")
+
+
 @pytest.mark.parametrize("text", ["", "   ", ",,,\n, ,", None])
 def test_parse_labels_refuses_empty(text):
     with pytest.raises(LabelError, match="at least one label"):
