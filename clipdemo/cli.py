@@ -93,11 +93,19 @@ def output_dir(args, family: str) -> Path:
     return new_version_dir(Settings.from_env().checkpoint_dir, family, args.label)
 
 
+def check_promotable(args, family: str) -> None:
+    """Before any training: ``--promote`` needs the new version inside the checkpoint directory, where the app
+    looks; ``finish`` relies on it."""
+    versions = Settings.from_env().checkpoint_dir / family
+    if args.promote and args.out and Path(args.out).resolve().parent != versions.resolve():
+        raise ValueError(f"--promote serves versions under {versions}/: leave out --out, or give a folder there.")
+
+
 def finish(family: str, folder: Path, metrics: dict, promote_it: bool) -> dict:
     from clipdemo.checkpoints import promote
 
-    if promote_it:
-        folder = promote(folder.parent, family, folder.name)
+    if promote_it:  # check_promotable made sure the folder is <checkpoint dir>/<family>/<version>
+        folder = promote(folder.parent.parent, family, folder.name)
         print(f"promoted {folder}", file=sys.stderr)
     return {"checkpoint": str(folder), **{k: v for k, v in metrics.items() if k != "confusion"}}
 
@@ -114,6 +122,7 @@ def cmd_train_scratch(args):
     from clipdemo.data.sources import load_source
     from clipdemo.scratch.train import train_scratch
 
+    check_promotable(args, "scratch")
     runtime = distributed.runtime(args.device)  # joins the process group when launched by torchrun
     dataset = load_source(args.data, config=args.config)
     if runtime.is_main:
@@ -142,6 +151,7 @@ def cmd_train_head(args):
     from clipdemo.data.sources import load_source
     from clipdemo.features import Backbone
 
+    check_promotable(args, "cars-head")
     runtime = distributed.runtime(args.device)
     dataset = load_source(args.data, config=args.config)
     cache_dir = Settings.from_env().checkpoint_dir / ".cache"

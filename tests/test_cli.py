@@ -90,6 +90,20 @@ def test_train_scratch_eval_versions_promote_rollback(tmp_path, monkeypatch, cap
     assert main(["promote", "scratch", "../../etc"]) == 2
 
 
+def test_train_with_promote_serves_the_new_version(tmp_path, monkeypatch, capsys):
+    from clipdemo.checkpoints import served_checkpoint
+
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
+    data = colour_folder(tmp_path / "data")
+    assert main(["train", "scratch", "--data", str(data), "--epochs", "1", "--promote"]) == 0
+    trained = Path(last_json(capsys)["checkpoint"])
+    assert served_checkpoint(tmp_path / "ckpts", "scratch") == trained
+    # a folder outside the checkpoint dir can't be served: refused before any training
+    assert main(["train", "scratch", "--data", str(data), "--out", str(tmp_path / "elsewhere"), "--promote"]) == 2
+    assert "--promote serves versions under" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_train_head_and_eval_on_a_stanford_cars_devkit(tiny_clip, tmp_path, monkeypatch, capsys):
     from tests.minicars import write_minicars
 
