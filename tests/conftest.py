@@ -19,6 +19,18 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For files that train tiny models: the CI box has 2 cores shared with other jobs, and one torch thread
+    runs tiny ops ~5x faster than two waiting on each other. The library itself sets nothing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random tiny HF CLIP + byte tokenizer saved with save_pretrained: loads like a Hub model."""

@@ -19,8 +19,8 @@ from gradio_client import Client
 
 from clipdemo import auth as auth_module
 from clipdemo import hub_sync
-from clipdemo.auth import DISABLED_MESSAGE, AdminAuth, AuthError
-from clipdemo.checkpoints import promote, save_checkpoint, served_checkpoint, served_version
+from clipdemo.auth import AdminAuth, AuthError
+from clipdemo.checkpoints import promote, save_checkpoint, served_version
 from clipdemo.encoders import load_encoder
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served

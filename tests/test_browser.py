@@ -4,8 +4,6 @@ Uses the repo's own checkpoint folder, so it also proves the Pokemon tab works o
 scratch checkpoint. Screenshots land in tests/screenshots/ for inspection.
 """
 
-from pathlib import Path
-
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings

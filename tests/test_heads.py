@@ -33,14 +33,7 @@ from tests.minicars import write_minicars
 METRICS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The CI box has 2 cores shared with other jobs: torch's second thread only waits on them, and tiny
-    # ops run 10-100x slower. One thread keeps this file fast; the library itself sets nothing.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- heads on synthetic features --------------------------------------------------------------------------

@@ -23,13 +23,8 @@ from clipdemo.scratch.train import CaptionTable, build_model, carve_validation, 
 TINY = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
             text_width=32, text_layers=1, text_heads=2, embed_dim=32)  # fmt: skip
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two shared cores: one torch thread runs these tiny models ~5x faster than two fighting other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- tokenizer -----------------------------------------------------------------------------------------

@@ -313,9 +313,6 @@ class ScratchCLIP(nn.Module):
         """Both towers at once (what DDP wraps): ``(image_features, text_features, logit scale)``."""
         return self.encode_image(pixels), self.encode_text(tokens, mask), self.scale()
 
-    def forward(self, pixels, tokens, mask):
-        return self.encode_image(pixels), self.encode_text(tokens, mask), self.scale()
-
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
