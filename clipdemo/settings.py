@@ -18,6 +18,7 @@ class Settings:
     checkpoint_dir: Path = REPO_ROOT / "checkpoints"  # CLIPDEMO_CHECKPOINT_DIR (on Spaces: /data/checkpoints)
     data_root: Path | None = None  # CLIPDEMO_DATA_ROOT: the only folders the admin tab may train on
     admin_token: str | None = field(default=None, repr=False)  # CLIPDEMO_ADMIN_TOKEN: enables the admin tab
+    admin_users: tuple[str, ...] = ()  # CLIPDEMO_ADMIN_USERS: HF accounts let in by signing in (on a Space only)
     max_file_size: str = "10mb"  # CLIPDEMO_MAX_FILE_SIZE: Gradio's upload limit
 
     @classmethod
@@ -29,6 +30,7 @@ class Settings:
             checkpoint_dir=Path(env.get("CLIPDEMO_CHECKPOINT_DIR") or REPO_ROOT / "checkpoints"),
             data_root=Path(env["CLIPDEMO_DATA_ROOT"]) if env.get("CLIPDEMO_DATA_ROOT") else None,
             admin_token=env.get("CLIPDEMO_ADMIN_TOKEN") or None,
+            admin_users=tuple(u.strip() for u in env.get("CLIPDEMO_ADMIN_USERS", "").split(",") if u.strip()),
             max_file_size=env.get("CLIPDEMO_MAX_FILE_SIZE", "10mb"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -97,6 +97,30 @@ def test_failures_are_forgotten_after_a_quiet_while():
     assert auth.failures("c") == 0
 
 
+def test_an_allow_listed_hugging_face_account_passes_without_the_token():
+    auth = AdminAuth(None, users=("Alice", " bob "), **NO_DELAY)
+    assert auth.enabled and auth.sign_in
+    auth.check(None, user="alice")  # usernames compare without case, as on the Hub
+    auth.check("", user="BOB")
+    for user in (None, "", "mallory", "alice2"):
+        with pytest.raises(AuthError, match="sign in with an allowed Hugging Face account"):
+            auth.check("guess", user=user)
+    both = AdminAuth(TOKEN, users=("alice",), **NO_DELAY)
+    both.check(TOKEN, user="mallory")  # the token still works for anyone
+    both.check(None, user="alice")
+
+
+def test_the_allow_list_is_ignored_off_spaces(caplog):
+    settings = Settings(admin_token=None, admin_users=("alice",))
+    on_space = {"SYSTEM": "spaces", "SPACE_ID": "me/clipdemo", "OAUTH_CLIENT_SECRET": "s3cret"}
+    assert AdminAuth.from_settings(settings, env=on_space).sign_in
+    for env in ({}, {**on_space, "SYSTEM": "local"}, {**on_space, "OAUTH_CLIENT_SECRET": ""}):
+        # off a Space Gradio's sign-in is a mock and its session cookie key is public: anyone could be "alice"
+        auth = AdminAuth.from_settings(settings, env=env)
+        assert not auth.enabled and not auth.sign_in
+    assert "CLIPDEMO_ADMIN_USERS is ignored" in caplog.text
+
+
 def test_default_schedule_is_capped():
     assert [auth_module.default_schedule(n) for n in (0, 2, 3, 4, 6, 50)] == [0, 0, 1, 2, 8, 10]
 
@@ -201,6 +225,28 @@ def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, config
     assert tree_digest(settings.checkpoint_dir) == before and served_version(settings.checkpoint_dir, "scratch") == "v1"
     if configured:
         assert auth.failures("127.0.0.1") >= 4 * 9  # the handlers passed the caller through to the throttle
+
+
+def test_every_admin_handler_takes_the_sign_in_from_gradio_and_checks_it(setup):
+    """Gradio injects ``gr.OAuthProfile`` from its signed session into parameters annotated with it (never from
+    the request's inputs); every admin handler has one and passes it to the check. In-process: a sign-in can't
+    be made off a Space."""
+    import typing
+
+    settings, _ = setup
+    settings.admin_token = None
+    auth = AdminAuth(None, users=("alice",), **NO_DELAY)
+    app, _ = build_admin_app(settings, JobRunner.from_settings(settings), auth)
+    handlers = {fn.api_name: fn.fn for fn in app.fns.values() if fn.api_name != "ping"}
+    for name, handler in handlers.items():
+        assert typing.get_type_hints(handler)["profile"] == gr.OAuthProfile | None, name
+    profile = {"name": "A", "profile": "https://huggingface.co/x", "picture": ""}
+    alice = gr.OAuthProfile({**profile, "preferred_username": "alice"})
+    mallory = gr.OAuthProfile({**profile, "preferred_username": "mallory"})
+    assert handlers["admin_cancel"](None, None, profile=alice) == "No training job is running."
+    for who in (mallory, None):
+        with pytest.raises(gr.Error, match="sign in"):
+            handlers["admin_cancel"](None, None, profile=who)
 
 
 def test_refusals_through_the_api_are_slowed_down(setup):

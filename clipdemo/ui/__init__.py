@@ -35,7 +35,7 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
         with gr.Tab("Pokemon (scratch CLIP)", id="pokemon"):
             pokemon_card = pokemon_tab.build(served)
         with gr.Tab("Admin", id="admin"):
-            admin_tab.build(served, runner, AdminAuth(settings.admin_token))
+            admin_tab.build(served, runner, AdminAuth.from_settings(settings))
         app.load(lambda: zeroshot_tab.model_status(served), None, status, api_visibility="private")
         app.load(lambda: pokemon_tab.card_markdown(served), None, pokemon_card, api_visibility="private")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)

@@ -3,7 +3,7 @@ push to / pull from the Hub.
 
 Protection: Gradio serves every event through its queue API whether or not the tab is visible, so EVERY handler
 here takes the token as its first input and calls ``auth.check`` before doing anything else; without a
-configured token every one of them refuses. The token is never part of an output, a log line or an error.
+configured token (or, on a Space, an allow-list of Hugging Face accounts) every one of them refuses. The token is never part of an output, a log line or an error.
 
 Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``clipdemo.hub_sync``; the
 ``api_name`` of each event is listed in ``API_NAMES``.
@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from clipdemo import hub_sync
-from clipdemo.auth import AdminAuth, AuthError
+from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
 from clipdemo.checkpoints import FAMILIES, list_versions, promote, read_card, rollback, served_checkpoint
 from clipdemo.data.sources import DataError
 from clipdemo.encoders import forget_encoder
@@ -30,7 +30,7 @@ API_NAMES = ("admin_status", "admin_start", "admin_cancel", "admin_versions", "a
 ADMIN_ERRORS = (AuthError, JobError, DataError, HubSyncError)
 METRICS = (("acc1", "top-1 accuracy"), ("acc5", "top-5 accuracy"), ("mean_per_class_recall", "mean per-class recall"),
            ("weighted_f1", "weighted F1"))
-UNLOCKED = "**Unlocked.** Actions below use this token; it is checked again on every one."
+UNLOCKED = "**Unlocked.** Actions below use this token (or your sign-in); it is checked again on every one."
 VERSION_COLUMNS = ["version", "served", "created", "trained on", "held-out acc1", "status"]
 
 
@@ -161,8 +161,10 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
     settings = served.settings
     root = settings.checkpoint_dir
 
-    def check(token, request):
-        auth.check(token, client=client_of(request))
+    def check(token, request, profile):
+        """The token, or an allow-listed Hugging Face sign-in (``profile`` is injected by Gradio from its
+        signed session, never from the request's inputs)."""
+        auth.check(token, client=client_of(request), user=profile.username if profile else None)
 
     def backbone_specs():
         """The app's models by opaque key (the page never holds a server path); the scratch one is left out."""
@@ -202,40 +204,40 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         return (UNLOCKED, progress, curve, "\n".join(snap.get("log", [])), result_text(snap), confusion,
                 gr.Timer(active=True), key)
 
-    def admin_status(token, seen, request: gr.Request):
-        check(token, request)
+    def admin_status(token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         return status(seen)
 
-    def admin_poll(token, seen, request: gr.Request):
+    def admin_poll(token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """The timer's tick: refused like the others, but quietly (no toast every second; the timer stops)."""
         try:
-            check(token, request)
+            check(token, request, profile)
         except AuthError as e:
             return (f"**Locked.** {e}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), None)
         return status(seen)
 
     def admin_start(token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split,
-                    request: gr.Request):
-        check(token, request)
+                    request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         spec = backbone_specs().get(backbone, (None, None))[1]  # an opaque key in, a spec out
         snap = runner.start(kind, dataset, config=config, preset=preset, epochs=epochs or None,
                             max_seconds=max_seconds or None, seed=seed, backbone=spec, head=head, split=split)
         return f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`.", gr.Timer(active=True)
 
-    def admin_cancel(token, request: gr.Request):
-        check(token, request)
+    def admin_cancel(token, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         return runner.cancel()
 
-    def admin_versions(token, family, request: gr.Request):
-        check(token, request)
+    def admin_versions(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         return versions_update(family)
 
-    def admin_card(token, family, version, request: gr.Request):
-        check(token, request)
+    def admin_card(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         return read_card(version_folder(family, version)) if version else None
 
-    def admin_promote(token, family, version, request: gr.Request):
-        check(token, request)
+    def admin_promote(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         if family not in FAMILIES or not version:
             raise JobError("Choose a family and one of its versions.")
         before = served_checkpoint(root, family)
@@ -244,8 +246,8 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         return (f"Promoted {family} version `{version}`: it is served from now on (no restart needed).",
                 *versions_update(family))
 
-    def admin_rollback(token, family, request: gr.Request):
-        check(token, request)
+    def admin_rollback(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         if family not in FAMILIES:
             raise JobError("Choose a family.")
         before = served_checkpoint(root, family)
@@ -253,8 +255,8 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         forget(before, folder)
         return f"Rolled {family} back to version `{folder.name}`.", *versions_update(family)
 
-    def admin_push(token, family, version, request: gr.Request):
-        check(token, request)
+    def admin_push(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         repo = hub_sync.hub_repo()
         if not repo:
             raise HubSyncError(f"Set {hub_sync.REPO_ENV} (and the {hub_sync.TOKEN_ENV} secret) to push to the Hub.")
@@ -263,8 +265,8 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
             raise JobError("Choose a version to push.")
         return hub_sync.push_checkpoint(folder, repo, family=family)
 
-    def admin_pull(token, family, request: gr.Request):
-        check(token, request)
+    def admin_pull(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        check(token, request, profile)
         repo = hub_sync.hub_repo()
         if not repo:
             raise HubSyncError(f"Set {hub_sync.REPO_ENV} to pull from the Hub.")
@@ -284,8 +286,11 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         )
         with gr.Row(equal_height=True):
             token = gr.Textbox(label="Admin token", type="password", scale=4, elem_id="admin-token")
+            if auth.sign_in and sign_in_possible():  # Gradio's button needs a Space's OAuth (elsewhere: a mock)
+                gr.LoginButton(scale=1)
             unlock = gr.Button("Unlock", scale=1, elem_id="admin-unlock")
-        lock_status = gr.Markdown("**Locked.** Enter the admin token and press Unlock.", elem_id="admin-lock")
+        how = "Sign in with an allowed Hugging Face account or enter" if auth.sign_in else "Enter"
+        lock_status = gr.Markdown(f"**Locked.** {how} the admin token and press Unlock.", elem_id="admin-lock")
 
         with gr.Group():
             gr.Markdown("#### Train")
@@ -372,7 +377,8 @@ def disabled_note(settings) -> str:
         "No admin token is configured, so retraining, promoting and rolling back are off, from this page and "
         "from the API alike. To enable them, set the `CLIPDEMO_ADMIN_TOKEN` environment variable (on Hugging "
         "Face Spaces: add a **secret** named `CLIPDEMO_ADMIN_TOKEN` in the Space's settings) and restart the app; "
-        "then enter the same token here. Optionally set `CLIPDEMO_DATA_ROOT` (the only folder training may "
+        "then enter the same token here. On a Space with `hf_oauth: true`, `CLIPDEMO_ADMIN_USERS` (Hugging Face "
+        "usernames, comma-separated) lets those accounts in by signing in. Optionally set `CLIPDEMO_DATA_ROOT` (the only folder training may "
         "read) and `CLIPDEMO_CHECKPOINT_DIR` (on Spaces: `/data/checkpoints`, the persistent storage)."
     )
 
