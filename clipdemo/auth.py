@@ -4,8 +4,8 @@ on a Space with Hugging Face sign-in, also an allow-list of HF usernames (``CLIP
 ``AdminAuth(token, users=...).check(supplied, client=..., user=...)`` returns nothing or raises ``AuthError``;
 ``user`` is the username of the visitor's Hugging Face sign-in as Gradio verified it, or None. Every admin handler
 calls it first, on the server, because Gradio serves every event through its queue API whether or not its tab
-is visible. No token and no allow-list configured means admin is off: every check fails with a message saying how to enable
-it.
+is visible. No token and no allow-list configured means admin is off: every check fails with a message saying how
+to enable it.
 
 Repeated failures are slowed down: after a few failed checks from one client (or many from all clients
 together, for attackers that rotate addresses) every further check from it first waits a growing, capped
