@@ -254,6 +254,11 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 def _unavailable_message(spec: str, error: Exception | None) -> str:
     why = "the Hub is unreachable and it is not in the local HF cache" if error is None else _short(error)
+    if _looks_like_path(spec):
+        return (
+            f"Model folder '{spec}' could not be loaded ({why}). It must hold a CLIP model saved with "
+            f"save_pretrained, or a clipdemo scratch checkpoint; or point {MODEL_ENV} / --model at a Hub id."
+        )
     return (
         f"Model '{spec}' could not be loaded ({why}). Provide it by downloading it once into the HF cache "
         f"(hf download {spec}), or by pointing {MODEL_ENV} / --model at a local folder."

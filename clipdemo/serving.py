@@ -20,10 +20,20 @@ def _display(spec: str) -> str:
     return f"local model '{path.name}'" if path.is_absolute() or path.exists() else spec
 
 
+def _hide_path(text: str, spec: str, name: str) -> str:
+    """``text`` with a local model's path (as configured, and resolved) replaced by ``name``."""
+    if _display(spec) == spec:  # a Hub id: nothing to hide
+        return text
+    for path in sorted({spec, str(Path(spec).expanduser().resolve())}, key=len, reverse=True):
+        text = text.replace(path, name)
+    return text
+
+
 @dataclass
 class ZeroShotModel:
     encoder: Encoder
     notice: str | None  # shown to the user when we fell back to another model
+    description: str  # the model (by its display name), device and precision, for the status line
 
 
 class Served:
@@ -52,12 +62,15 @@ class Served:
         models = self.models()
         if (key or "default") not in models:
             raise ModelUnavailable("That model is not one of this app's models.")
-        spec = models[key or "default"][1]
+        name, spec = models[key or "default"]
         try:
-            return ZeroShotModel(load_encoder(spec), None)
+            encoder = load_encoder(spec)
+            return ZeroShotModel(encoder, None, _hide_path(encoder.describe(), spec, name))
         except ModelUnavailable as e:
+            why = _hide_path(str(e), spec, Path(spec).name)  # visitors read it: the server's paths stay out
             fallback = self.checkpoint("scratch")
             if fallback is None or str(fallback) == spec:
-                raise
+                raise ModelUnavailable(why) from None
             encoder = load_encoder(str(fallback))
-            return ZeroShotModel(encoder, f"{e} Using the served scratch model instead: {encoder.describe()}.")
+            described = encoder.describe()
+            return ZeroShotModel(encoder, f"{why} Using the served scratch model instead: {described}.", described)

@@ -25,7 +25,10 @@ def test_handler_ranks_labels_and_draws_a_chart(served):
     label, figure, status = zeroshot_tab.zero_shot(served, [(str(EXAMPLES[0]), None)], "a, b, c", "imagenet-80", "", 2)
     assert len(label) == 2 and set(label) <= {"a", "b", "c"}
     assert figure.axes[0].get_xlabel() == "probability (%)"
+    assert figure.axes[0].get_title() == "top 2 of 3 labels"
     assert "80 template(s)" in status and "cpu" in status
+    _, figure, status = zeroshot_tab.zero_shot(served, [str(EXAMPLES[0]), str(EXAMPLES[1])], "a, b, c", "photo", "", 5)
+    assert figure.axes[0].get_title() == "image 1 of 2: top 3 of 3 labels" and "- image 2: **" in status
 
 
 def test_handler_custom_template_and_errors(served):
@@ -38,6 +41,19 @@ def test_handler_custom_template_and_errors(served):
         handler([], "a, b", "photo", "", 5)
     with pytest.raises(gr.Error, match="Too many images: 17"):
         handler([str(EXAMPLES[0])] * 17, "a, b", "photo", "", 5)
+
+
+def test_status_names_a_local_model_without_its_server_path(tiny_clip, tmp_path):
+    served = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "checkpoints"))
+    status = zeroshot_tab.model_status(served)
+    assert status.startswith(f"Model: local model '{tiny_clip.name}' on cpu") and str(tiny_clip.parent) not in status
+    broken = tmp_path / "private" / "broken-clip"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    served = Served(Settings(model=str(broken), checkpoint_dir=tmp_path / "checkpoints"))
+    status = zeroshot_tab.model_status(served)
+    assert "Model folder 'broken-clip' could not be loaded" in status
+    assert str(tmp_path) not in status
 
 
 def test_status_says_plainly_when_the_model_cannot_be_had(tmp_path, monkeypatch):

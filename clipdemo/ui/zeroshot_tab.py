@@ -35,12 +35,13 @@ def zero_shot(served: Served, images, labels: str, template: str, custom: str, t
     choice = served.zero_shot(model)
     ranked = classify(choice.encoder, loaded, label_list, templates, top_k=int(top_k) or None)
     first = {p.label: p.score for p in ranked[0]}
-    titles = [f"image {i + 1} of {len(ranked)}" if len(ranked) > 1 else "" for i in range(len(ranked))]
-    figure = ranked_bars(ranked[0], titles[0])
+    # a title always: it also keeps the top bar's label clear of Gradio's "Probabilities" badge
+    title = f"top {len(ranked[0])} of {len(label_list)} labels"
+    figure = ranked_bars(ranked[0], f"image 1 of {len(ranked)}: {title}" if len(ranked) > 1 else title)
     others = "".join(
         f"\n- image {i + 1}: **{r[0].label}** ({100 * r[0].score:.1f}%)" for i, r in enumerate(ranked) if i
     )
-    status = f"Model: {choice.encoder.describe()}; {len(templates)} template(s) per label." + (
+    status = f"Model: {choice.description}; {len(templates)} template(s) per label." + (
         f"\n\n⚠️ {choice.notice}" if choice.notice else ""
     ) + (f"\n\nOther images:{others}" if others else "")
     return first, figure, status
@@ -51,7 +52,7 @@ def model_status(served: Served) -> str:
         choice = served.zero_shot()
     except Exception as e:  # ModelUnavailable and friends: say it, keep serving
         return f"⚠️ {e}"
-    return f"Model: {choice.encoder.describe()}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
+    return f"Model: {choice.description}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
 
 
 def build(served: Served) -> None:
