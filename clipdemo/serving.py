@@ -11,22 +11,8 @@ from pathlib import Path
 
 from clipdemo.checkpoints import served_checkpoint
 from clipdemo.encoders import Encoder, ModelUnavailable, load_encoder
+from clipdemo.names import hide_path, model_name
 from clipdemo.settings import Settings
-
-
-def _display(spec: str) -> str:
-    """A Hub id as is; a local folder by its name only (its path stays on the server)."""
-    path = Path(spec).expanduser()
-    return f"local model '{path.name}'" if path.is_absolute() or path.exists() else spec
-
-
-def _hide_path(text: str, spec: str, name: str) -> str:
-    """``text`` with a local model's path (as configured, and resolved) replaced by ``name``."""
-    if _display(spec) == spec:  # a Hub id: nothing to hide
-        return text
-    for path in sorted({spec, str(Path(spec).expanduser().resolve())}, key=len, reverse=True):
-        text = text.replace(path, name)
-    return text
 
 
 @dataclass
@@ -46,9 +32,9 @@ class Served:
 
     def models(self) -> dict[str, tuple[str, str]]:
         """Opaque key -> (display name, spec). Users and API callers see keys and names, never server paths."""
-        models = {"default": (_display(self.settings.model), self.settings.model)}
+        models = {"default": (model_name(self.settings.model), self.settings.model)}
         for i, spec in enumerate(self.settings.extra_models):
-            models[f"extra-{i + 1}"] = (_display(spec), spec)
+            models[f"extra-{i + 1}"] = (model_name(spec), spec)
         scratch = self.checkpoint("scratch")
         if scratch is not None:
             models["scratch"] = (f"scratch CLIP (served version {scratch.name})", str(scratch))
@@ -65,9 +51,9 @@ class Served:
         name, spec = models[key or "default"]
         try:
             encoder = load_encoder(spec)
-            return ZeroShotModel(encoder, None, _hide_path(encoder.describe(), spec, name))
+            return ZeroShotModel(encoder, None, hide_path(encoder.describe(), spec, name))
         except ModelUnavailable as e:
-            why = _hide_path(str(e), spec, Path(spec).name)  # visitors read it: the server's paths stay out
+            why = hide_path(str(e), spec, Path(spec).name)  # visitors read it: the server's paths stay out
             fallback = self.checkpoint("scratch")
             if fallback is None or str(fallback) == spec:
                 raise ModelUnavailable(why) from None

@@ -18,6 +18,7 @@ from PIL import Image
 
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
 from clipdemo.encoders import SCRATCH_KIND, autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.names import source_name
 from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
 from clipdemo.scratch.tokenizer import ByteTokenizer
 
@@ -103,7 +104,7 @@ class ScratchEncoder:
 def describe_card(card: dict) -> str:
     """One sentence saying what a scratch checkpoint was trained on and how well it did on held-out data."""
     data = card.get("dataset") or {}
-    source = data.get("source", "an unknown dataset")
+    source = source_name(data.get("source", "an unknown dataset"))  # shown to visitors: no server paths
     n = len(card.get("classes") or [])
     text = f"Scratch CLIP (preset {card.get('preset', '?')}) trained on {source}, {n} classes"
     metrics = card.get("metrics") or {}

@@ -19,6 +19,7 @@ from clipdemo.checkpoints import CheckpointError, read_card
 from clipdemo.encoders import ModelUnavailable, hub_reachable
 from clipdemo.features import backbone_folder
 from clipdemo.images import ImageError
+from clipdemo.names import model_name, source_name
 from clipdemo.serving import Served
 from clipdemo.ui.common import image_upload, user_errors
 
@@ -54,21 +55,9 @@ def served_classifier(served: Served) -> CarsClassifier | None:
         return _loaded[key]
 
 
-def display(spec: str) -> str:
-    """A Hub id as is; a local folder by its name only."""
-    path = Path(spec).expanduser()
-    return f"local model '{path.name}'" if path.is_absolute() or spec.startswith((".", "~")) else spec
-
-
-def display_source(source: str) -> str:
-    """``cars-devkit:/data/stanford_cars`` -> ``cars-devkit: stanford_cars``; Hub sources unchanged."""
-    kind, _, rest = str(source).partition(":")
-    return f"{kind}: {Path(rest).name}" if rest.startswith(("/", "~", ".")) else str(source)
-
-
 def backbone_problem(spec: str) -> str:
     return (
-        f"**The served Cars head can't run: its backbone {display(spec)} can't be loaded** (it is neither a "
+        f"**The served Cars head can't run: its backbone {model_name(spec)} can't be loaded** (it is neither a "
         "folder on this server nor in its Hugging Face cache, and can't be downloaded now).\n\n"
         "Fix: make that model available on this machine (download it into the Hugging Face cache, or restore "
         "its folder), or train and promote a head on a backbone you have. " + TRAIN_HINT
@@ -89,7 +78,7 @@ def tab_status(served: Served) -> str:
     local = backbone_folder(spec) is not None
     if not local and (Path(spec).is_absolute() or spec.startswith((".", "~")) or not hub_reachable()):
         return backbone_problem(spec)
-    return f"Upload a photo of a car: head `{card.get('head', '?')}` on {display(spec)}."
+    return f"Upload a photo of a car: head `{card.get('head', '?')}` on {model_name(spec)}."
 
 
 def unusable(folder: Path) -> str:
@@ -128,8 +117,8 @@ def describe_card(card: dict, version: str = "") -> str:
     return "\n".join([
         f"### Served head {version}".rstrip(),
         f"- **Head**: `{card.get('head', '?')}`: {card.get('head_description', '')}",
-        f"- **Backbone**: {display(str(card.get('backbone', '?')))}",
-        f"- **Trained on**: {display_source(source or 'unknown data')}, {len(card.get('classes') or [])} classes, seed "
+        f"- **Backbone**: {model_name(str(card.get('backbone', '?')))}",
+        f"- **Trained on**: {source_name(source or 'unknown data')}, {len(card.get('classes') or [])} classes, seed "
         f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
         f"- **Split**: {card.get('split', '?')}",
         "",
