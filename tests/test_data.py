@@ -17,6 +17,7 @@ from clipdemo.data import ImageDataset, Split
 from clipdemo.data.cars import stanford_cars
 from clipdemo.data.folder import image_folder
 from clipdemo.data.hub import hub_dataset, split_of
+from clipdemo.data.shapes import HELD_OUT, make_shapes
 from clipdemo.data.sources import DataError, load_source
 from clipdemo.data.splits import (
     clean_eval_split,
@@ -429,3 +430,15 @@ def test_hub_shaped_name_under_a_data_root_never_reads_the_working_directory(tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError):
         load_source("secret", data_root=tmp_path / "root")
+
+
+def test_an_image_folder_keeps_extra_splits_for_evaluation(tmp_path):
+    # demo-data's layout: unseen/ holds classes train never has; they join the class list after train's
+    root = make_shapes(tmp_path / "shapes", per_class={"train": 2, "validation": 1, "test": 1, "unseen": 1})
+    ds = image_folder(root)
+    assert list(ds.splits) == ["train", "validation", "test", "unseen"]
+    assert len(ds.class_names) == 30 and ds.class_names[24:] == sorted(HELD_OUT)
+    assert sorted(ds.class_names[i] for i in ds.splits["unseen"].labels) == sorted(HELD_OUT)
+    assert not set(ds.splits["train"].labels) & set(ds.splits["unseen"].labels)
+    assert any("unseen: an extra split of 6 images" in n for n in ds.notes)
+    assert not any("have no images" in n for n in ds.notes)

@@ -5,9 +5,12 @@ Two layouts::
     root/train/<class>/*.jpg          root/<class>/*.jpg     (flat: everything is "train")
     root/test/<class>/*.jpg
     root/validation/<class>/*.jpg     (or val/; optional)
+    root/<other>/<class>/*.jpg        (optional: extra evaluation splits, such as demo-data's unseen/)
 
-Class names are train's subfolder names, sorted. Only image files count (by extension); empty files are
-skipped and counted in ``notes``; decoding is left to the consumer (``clipdemo.images.load_image``).
+Class names are train's subfolder names, sorted, then the classes only extra splits have (sorted): training
+never sees those, but a CLIP can still name them, which is what an unseen-combinations split is for. Only
+image files count (by extension); empty files are skipped and counted in ``notes``; decoding is left to the
+consumer (``clipdemo.images.load_image``).
 """
 
 from __future__ import annotations
@@ -38,11 +41,15 @@ def image_folder(root: str | Path) -> ImageDataset:
         if not class_names:
             raise DataError(f"{split_dirs['train']} has no class subfolders (expected train/<class>/<image>).")
         ordered = {name: split_dirs[name] for name in ("train", "validation", "test") if name in split_dirs}
+        extra = {d.name: d for d in _subdirs(root) if d.name not in SPLIT_DIRS and _has_class_images(d)}
+        trained = len(class_names)
+        class_names += sorted({c.name for d in extra.values() for c in _subdirs(d)} - set(class_names))
+        ordered.update(extra)
     else:
         class_names = sorted(d.name for d in _subdirs(root))
         if not class_names:
             raise DataError(f"Image folder {root} has no class subfolders (expected <class>/<image>).")
-        ordered = {"train": root}
+        ordered, trained = {"train": root}, len(class_names)
 
     index = {name: i for i, name in enumerate(class_names)}
     splits, notes, stamp = {}, [], []
@@ -71,9 +78,11 @@ def image_folder(root: str | Path) -> ImageDataset:
             notes.append(f"{split_name}: skipped {len(empty)} empty image file(s): {_few(empty)}")
         if stray:
             notes.append(f"{split_name}: ignored {stray} image(s) lying outside class folders in {folder}")
+        if split_name not in ("train", "validation", "test"):
+            notes.append(f"{split_name}: an extra split of {len(images)} images, evaluated, never trained on")
         if split_name == "train":
             present = set(labels)
-            missing = [c for c in class_names if index[c] not in present]
+            missing = [c for c in class_names[:trained] if index[c] not in present]
             if missing:
                 notes.append(f"train: {len(missing)} class(es) have no images: {_few(missing)}")
         splits[split_name] = Split(images, labels)
@@ -81,6 +90,10 @@ def image_folder(root: str | Path) -> ImageDataset:
     if not len(splits["train"]):
         raise DataError(f"Image folder {root} has no images in its train classes (extensions: {_exts()}).")
     return ImageDataset(class_names, splits, f"folder:{root}", fingerprint("folder", stamp), notes)
+
+
+def _has_class_images(folder: Path) -> bool:
+    return any(_image_files(d) for d in _subdirs(folder))
 
 
 def _subdirs(folder: Path) -> list[Path]:
