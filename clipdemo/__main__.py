@@ -2,7 +2,7 @@ import gc
 import sys
 
 # A zero-shot call imports torch and transformers and builds a model: about a million long-lived objects and
-# next to no garbage. The collector's passes over them cost ~0.7 s of a 6 s call on our machines, so this short
+# next to no garbage. The collector's passes over them cost ~0.4 s of a 6 s call on our machines, so this short
 # read-only command runs without it; training and evaluation, long and allocation-heavy, keep it.
 if sys.argv[1:2] == ["zero-shot"]:
     gc.disable()
@@ -10,5 +10,5 @@ if sys.argv[1:2] == ["zero-shot"]:
 from clipdemo.cli import main  # noqa: E402
 
 code = main()
-gc.freeze()  # the interpreter's last collection would walk those same objects again (~0.9 s): skip it
+gc.freeze()  # the interpreter's last collection would walk those same objects again (~0.8 s): skip it
 sys.exit(code)

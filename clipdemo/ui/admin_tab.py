@@ -3,7 +3,8 @@ push to / pull from the Hub.
 
 Protection: Gradio serves every event through its queue API whether or not the tab is visible, so EVERY handler
 here takes the token as its first input and calls ``auth.check`` before doing anything else; without a
-configured token (or, on a Space, an allow-list of Hugging Face accounts) every one of them refuses. The token is never part of an output, a log line or an error.
+configured token (or, on a Space, an allow-list of Hugging Face accounts) every one of them refuses. The token
+is never part of an output, a log line or an error.
 
 Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``clipdemo.hub_sync``; the
 ``api_name`` of each event is listed in ``API_NAMES``.
