@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipdemo.names import looks_like_path
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -206,17 +208,12 @@ def is_scratch_checkpoint(path: Path) -> bool:
         return False
 
 
-def _looks_like_path(spec: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else is meant as a folder.
-    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
-
-
 def _hf_local_or_hub(spec: str) -> str:
     """Return what ``from_pretrained`` should get; fail fast (no 30 s of retries) when the Hub is unreachable."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise ModelUnavailable(
             f"Model folder '{spec}' does not exist: point {MODEL_ENV} or --model at a folder saved with save_pretrained."
         )
@@ -254,7 +251,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 def _unavailable_message(spec: str, error: Exception | None) -> str:
     why = "the Hub is unreachable and it is not in the local HF cache" if error is None else _short(error)
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         return (
             f"Model folder '{spec}' could not be loaded ({why}). It must hold a CLIP model saved with "
             f"save_pretrained, or a clipdemo scratch checkpoint; or point {MODEL_ENV} / --model at a Hub id."

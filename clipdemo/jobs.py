@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from clipdemo.checkpoints import CheckpointError, load_checkpoint, new_version_dir, read_card
+from clipdemo.names import looks_like_path
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def dataset_loader(spec: str, config: str | None, data_root: Path | None) -> Cal
         local = sources.resolve_local(spec, data_root)  # raises DataError for '..', links out, missing paths
         if local is not None:
             return lambda: sources.load_local(local, config=config)
-    elif _looks_like_path(spec):
+    elif looks_like_path(spec):
         raise JobError(
             f"Dataset '{spec}' looks like a local path; training on local folders needs CLIPDEMO_DATA_ROOT "
             "(the only folder the admin tab may read), which is not set."
@@ -95,10 +96,6 @@ def dataset_loader(spec: str, config: str | None, data_root: Path | None) -> Cal
     from clipdemo.data.hub import hub_dataset
 
     return lambda: hub_dataset(spec, config=config)
-
-
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1
 
 
 # --- trainers: thin adapters over the library's training functions ------------------------------------------

@@ -6,9 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def looks_like_path(spec: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a local path."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
 def is_local(spec: str) -> bool:
-    path = Path(spec).expanduser()
-    return path.is_absolute() or spec.startswith((".", "~")) or path.exists()
+    """Meant as a path, or naming a folder that exists here (a relative ``models/my-clip``)."""
+    return looks_like_path(spec) or Path(spec).expanduser().exists()
 
 
 def model_name(spec: str) -> str:

@@ -379,8 +379,9 @@ def disabled_note(settings) -> str:
         "from the API alike. To enable them, set the `CLIPDEMO_ADMIN_TOKEN` environment variable (on Hugging "
         "Face Spaces: add a **secret** named `CLIPDEMO_ADMIN_TOKEN` in the Space's settings) and restart the app; "
         "then enter the same token here. On a Space with `hf_oauth: true`, `CLIPDEMO_ADMIN_USERS` (Hugging Face "
-        "usernames, comma-separated) lets those accounts in by signing in. Optionally set `CLIPDEMO_DATA_ROOT` (the only folder training may "
-        "read) and `CLIPDEMO_CHECKPOINT_DIR` (on Spaces: `/data/checkpoints`, the persistent storage)."
+        "usernames, comma-separated) lets those accounts in by signing in. Optionally set `CLIPDEMO_DATA_ROOT` "
+        "(the only folder training may read) and `CLIPDEMO_CHECKPOINT_DIR` (on Spaces: `/data/checkpoints`, the "
+        "persistent storage)."
     )
 
 
