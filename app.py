@@ -8,7 +8,7 @@ import logging
 from clipdemo.hub_sync import pull_at_startup
 from clipdemo.memory import limit_malloc_arenas
 from clipdemo.settings import Settings
-from clipdemo.ui import build_app, launch_kwargs
+from clipdemo.ui.app import build_app, launch_kwargs
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from clipdemo.memory import limit_malloc_arenas
 from clipdemo.settings import Settings
-from clipdemo.ui import build_app, launch_kwargs
+from clipdemo.ui.app import build_app, launch_kwargs
 limit_malloc_arenas()  # as app.py does
 settings = Settings(model={model!r}, checkpoint_dir=Path({checkpoints!r}))
 build_app(settings).launch(server_name="127.0.0.1", server_port={port}, quiet=True, **launch_kwargs(settings))

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from clipdemo.data.sources import load_source  # noqa: E402
-from clipdemo.encoders import cpu_has_fast_bf16, load_encoder  # noqa: E402
+from clipdemo.devices import cpu_has_fast_bf16  # noqa: E402
+from clipdemo.encoders import load_encoder  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
 from clipdemo.zeroshot import TEMPLATE_SETS, classify, split_scores  # noqa: E402
 

@@ -22,6 +22,9 @@ import threading
 import time
 from typing import Callable
 
+from clipdemo.errors import UserError
+from clipdemo.settings import space_with_oauth
+
 log = logging.getLogger(__name__)
 
 ENV = "CLIPDEMO_ADMIN_TOKEN"
@@ -42,10 +45,10 @@ REFUSED_SIGN_IN = "Admin access refused: sign in with an allowed Hugging Face ac
 def sign_in_possible(env=os.environ) -> bool:
     """Hugging Face sign-in can be trusted only on a Space with OAuth (``hf_oauth: true``): elsewhere Gradio's
     sign-in is a mock and its session cookie is signed with a public key, so anyone could claim any username."""
-    return env.get("SYSTEM") == "spaces" and bool(env.get("SPACE_ID")) and bool(env.get("OAUTH_CLIENT_SECRET"))
+    return space_with_oauth(env)
 
 
-class AuthError(PermissionError):
+class AuthError(UserError):
     """An admin action was refused; the message is short, generic and safe to show."""
 
 

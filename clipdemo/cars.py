@@ -37,7 +37,7 @@ import torch
 from clipdemo import __version__
 from clipdemo.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from clipdemo.data import ImageDataset, Split
-from clipdemo.data.sources import DataError
+from clipdemo.data import DataError
 from clipdemo.data.splits import stratified_split, tutorial_split
 from clipdemo.evaluate import classification_metrics
 from clipdemo.features import Backbone, EncodedSplit, class_text_embeddings, encode_split

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from clipdemo.checkpoints import CheckpointError
-from clipdemo.encoders import ModelUnavailable, default_model
+from clipdemo.errors import ModelUnavailable
+from clipdemo.settings import default_model
 from clipdemo.images import ImageError
 from clipdemo.settings import Settings
 from clipdemo.zeroshot import LabelError, TEMPLATE_SETS

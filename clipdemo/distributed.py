@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from clipdemo.devices import pick_device
+
 
 @dataclass
 class Runtime:
@@ -44,8 +46,6 @@ def launched_by_torchrun() -> bool:
 
 def runtime(device: str = "auto") -> Runtime:
     """Join the process group when launched by torchrun (once per process); else a single-process Runtime."""
-    from clipdemo.encoders import pick_device
-
     if not launched_by_torchrun():
         return Runtime(pick_device(device))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())

@@ -13,27 +13,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from PIL import Image
 
+from clipdemo import hub_access
+from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.errors import ModelUnavailable
+from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import looks_like_path
+from clipdemo.settings import MODEL_ENV, default_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-MODEL_ENV = "CLIPDEMO_MODEL"
-PRECISION_ENV = "CLIPDEMO_PRECISION"  # auto | fp32 | bf16
-
-
-class ModelUnavailable(RuntimeError):
-    """The model can't be had; the message is one sentence fit to show a user."""
 
 
 @runtime_checkable
@@ -49,47 +45,6 @@ class Encoder(Protocol):
     def encode_texts(self, texts: list[str]) -> torch.Tensor: ...
 
     def describe(self) -> str: ...
-
-
-def default_model() -> str:
-    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailable("--device cuda was asked for, but no CUDA GPU is visible.")
-    return torch.device(device)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPUs where bf16 matmuls beat fp32 (elsewhere bf16 is emulated, far slower)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def pick_precision(device: torch.device, precision: str | None = None) -> str:
-    """``auto``: bf16 autocast on GPUs that support it, fp32 on CPUs; ``CLIPDEMO_PRECISION`` overrides.
-
-    fp32 on CPUs even with AVX-512 BF16, where bf16 is 1.4x faster for ViT-B/32: it changed the top-1 of
-    3 of the 240 images of our test set (``bench/zero_shot_latency.py``), and we use it only where it doesn't.
-    """
-    precision = precision or os.environ.get(PRECISION_ENV, "auto")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        log.warning("bf16 was asked for, but this CPU has no bf16 matmul units: expect it to be far slower than fp32")
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
 class ImageTransform:
@@ -198,12 +153,11 @@ def _embedding(output) -> torch.Tensor:
 
 # --- loading ---------------------------------------------------------------------------------------------
 
-SCRATCH_KIND = "scratch-clip"
 
 
 def is_scratch_checkpoint(path: Path) -> bool:
     try:
-        return json.loads((path / "config.json").read_text()).get("kind") == SCRATCH_KIND
+        return json.loads((path / "config.json").read_text()).get("kind") == CHECKPOINT_KIND[SCRATCH]
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -217,7 +171,7 @@ def _hf_local_or_hub(spec: str) -> str:
         raise ModelUnavailable(
             f"Model folder '{spec}' does not exist: point {MODEL_ENV} or --model at a folder saved with save_pretrained."
         )
-    if _in_hf_cache(spec) or hub_reachable():
+    if _in_hf_cache(spec) or hub_access.hub_reachable():
         return spec
     raise ModelUnavailable(_unavailable_message(spec, None))
 
@@ -232,20 +186,6 @@ def _in_hf_cache(repo_id: str) -> bool:
     try:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:  # malformed id and the like
-        return False
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """One TCP connect to the Hub endpoint: seconds at most, where from_pretrained would retry for ~30 s."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
         return False
 
 

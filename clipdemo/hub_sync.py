@@ -17,31 +17,29 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from clipdemo import hub_access
+from clipdemo.errors import UserError
+from clipdemo.settings import HUB_REPO_ENV as REPO_ENV, TOKEN_ENV, hf_token, hub_repo
 from clipdemo.checkpoints import FAMILIES, CheckpointError, load_checkpoint, new_version_dir, promote, served_checkpoint
 
 log = logging.getLogger(__name__)
 
-REPO_ENV = "CLIPDEMO_HUB_REPO"
-TOKEN_ENV = "HF_TOKEN"
 UNREACHABLE = "The Hugging Face Hub is unreachable from this machine, so nothing was {what}; the local checkpoints are unchanged."
 
 
-class HubSyncError(RuntimeError):
+class HubSyncError(UserError):
     """A push or pull could not be done; the message is one sentence fit to show an admin."""
 
 
-def hub_repo() -> str | None:
-    return os.environ.get(REPO_ENV, "").strip() or None
 
 
 def _token(token: str | None) -> str | None:
-    return token or os.environ.get(TOKEN_ENV) or None
+    return token or hf_token() or None
 
 
 def _require_hub(what: str) -> None:
-    from clipdemo.encoders import hub_reachable
 
-    if not hub_reachable():
+    if not hub_access.hub_reachable():
         raise HubSyncError(UNREACHABLE.format(what=what))
 
 

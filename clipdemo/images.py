@@ -31,10 +31,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ALLOWED_FORMATS", "MAX_BYTES", "MAX_PIXELS", "ImageError", "load_image", "to_rgb"]
+from clipdemo.errors import UserError
+from clipdemo.settings import image_caps
+
+__all__ = ["ALLOWED_FORMATS", "ImageError", "load_image", "to_rgb"]
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image was refused. ``str(error)`` is one short sentence that is safe to show a user."""
 
 
@@ -46,22 +49,6 @@ _OPEN_FORMATS = tuple(sorted(ALLOWED_FORMATS))
 _FORMATS_TEXT = "JPEG, PNG, GIF, WebP, BMP, TIFF"
 
 
-def _env_int(name: str, default: int) -> int:
-    """A positive integer from the environment; a bad value is a configuration error, so it fails loudly."""
-    raw = os.environ.get(name, "").strip().replace("_", "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {os.environ[name]!r}")
-    return value
-
-
-MAX_PIXELS: int = _env_int("CLIPDEMO_MAX_PIXELS", 40_000_000)
-MAX_BYTES: int = _env_int("CLIPDEMO_MAX_BYTES", 20 * 1024 * 1024)
 
 _NOT_AN_IMAGE = f"This file is not an image (allowed: {_FORMATS_TEXT})."
 
@@ -77,8 +64,10 @@ def load_image(source: Any, *, max_pixels: int | None = None, max_bytes: int | N
 
     Raises :class:`ImageError` (a ``ValueError``) with a short user-facing message for anything refused.
     """
-    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
-    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+    if max_pixels is None or max_bytes is None:
+        default_pixels, default_bytes = image_caps()  # CLIPDEMO_MAX_PIXELS / CLIPDEMO_MAX_BYTES
+        max_pixels = default_pixels if max_pixels is None else max_pixels
+        max_bytes = default_bytes if max_bytes is None else max_bytes
 
     if source is None:
         raise ImageError("No image was given.")

@@ -194,7 +194,7 @@ def version_label(spec: str) -> str:
 
 def short_error(error: BaseException) -> str:
     """One sentence an admin can act on; unexpected errors say only where to look."""
-    from clipdemo.encoders import ModelUnavailable
+    from clipdemo.errors import ModelUnavailable
     from clipdemo.images import ImageError
 
     if isinstance(error, (ValueError, ModelUnavailable, ImageError, FileNotFoundError)):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipdemo.checkpoints import served_checkpoint
-from clipdemo.encoders import Encoder, ModelUnavailable, load_encoder
+from clipdemo.encoders import Encoder, load_encoder
+from clipdemo.errors import ModelUnavailable
 from clipdemo.names import hide_path, model_name
 from clipdemo.settings import Settings
 

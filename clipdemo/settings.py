@@ -1,4 +1,11 @@
-"""Everything configurable comes from the environment, read in one place (secrets included: never from files)."""
+"""Every environment variable clipdemo reads, read here and nowhere else (secrets included: never from files).
+
+``Settings.from_env()`` is what the app and the CLI serve with; the small functions below are the settings
+that library code needs on its own (a model's precision, an image's caps), read when they are used so a test
+or a process can change them. A value clipdemo can't use is a ``ConfigError``: one sentence naming the
+variable, exit 2 in the CLI. (torchrun's own ``WORLD_SIZE`` / ``LOCAL_RANK`` are its protocol, read by
+``clipdemo.distributed``.)
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,68 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipdemo.encoders import default_model
+from clipdemo.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+MODEL_ENV = "CLIPDEMO_MODEL"
+PRECISION_ENV = "CLIPDEMO_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16")
+HUB_REPO_ENV, TOKEN_ENV = "CLIPDEMO_HUB_REPO", "HF_TOKEN"
+MAX_PIXELS_ENV, MAX_BYTES_ENV = "CLIPDEMO_MAX_PIXELS", "CLIPDEMO_MAX_BYTES"
+DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES = 40_000_000, 20 * 1024 * 1024
+
+
+def default_model() -> str:
+    """``CLIPDEMO_MODEL``: the zero-shot model (Hub id, HF folder or scratch checkpoint)."""
+    return os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+
+
+def precision() -> str:
+    """``CLIPDEMO_PRECISION``: auto, fp32 or bf16 (``clipdemo.devices.pick_precision`` resolves auto)."""
+    value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV} must be one of {', '.join(PRECISIONS)}, not {value[:40]!r}.")
+    return value
+
+
+def image_caps() -> tuple[int, int]:
+    """``(max pixels, max bytes)`` of an image we agree to decode (``CLIPDEMO_MAX_PIXELS``, ``CLIPDEMO_MAX_BYTES``)."""
+    return _positive_int(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS), _positive_int(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
+
+
+def hub_repo() -> str | None:
+    """``CLIPDEMO_HUB_REPO``: the Hub model repo promoted checkpoints are pushed to and pulled from."""
+    return os.environ.get(HUB_REPO_ENV, "").strip() or None
+
+
+def hf_token() -> str | None:
+    """``HF_TOKEN``: the Hub token (a Space secret); never logged."""
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE``: huggingface_hub's own switch, honoured before we try the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def space_with_oauth(env=os.environ) -> bool:
+    """Running on a Hugging Face Space with OAuth (``hf_oauth: true``): ``SYSTEM``, ``SPACE_ID`` and
+    ``OAUTH_CLIENT_SECRET`` are set by Spaces itself."""
+    return env.get("SYSTEM") == "spaces" and bool(env.get("SPACE_ID")) and bool(env.get("OAUTH_CLIENT_SECRET"))
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip().replace("_", "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive whole number, not {os.environ[name][:40]!r}.")
+    return value
 
 
 @dataclass
@@ -35,3 +101,8 @@ class Settings:
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Feature, text-embedding and decoded-image caches: hidden inside the checkpoint dir (not a family)."""
+        return Path(self.checkpoint_dir) / ".cache"

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from clipdemo.encoders import Encoder, l2_normalize
+from clipdemo.devices import l2_normalize
+from clipdemo.encoders import Encoder
 
 # OpenAI's 80 ImageNet prompt templates (CLIP repo, notebooks/Prompt_Engineering_for_ImageNet.ipynb).
 IMAGENET_TEMPLATES = (

@@ -18,14 +18,15 @@ import torch
 from gradio_client import Client
 
 from clipdemo import auth as auth_module
-from clipdemo import hub_sync
+from clipdemo import hub_access, hub_sync
 from clipdemo.auth import AdminAuth, AuthError
 from clipdemo.checkpoints import promote, save_checkpoint, served_version
 from clipdemo.encoders import load_encoder
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.ui import admin_tab, launch_kwargs
+from clipdemo.ui import admin_tab
+from clipdemo.ui.app import launch_kwargs
 from tests.conftest import launched, screenshot
 from tests.test_jobs import fake_trainer, make_image_folder, tree_digest, wait_for
 
@@ -414,7 +415,7 @@ def test_push_and_pull_logic_with_a_fake_hub(setup, monkeypatch):
             save_checkpoint(Path(local_dir) / "scratch", {"w": torch.zeros(2)}, {"kind": "fake"}, {"dataset": "hub"})
         return str(local_dir)
 
-    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: True)
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
     monkeypatch.setenv(hub_sync.TOKEN_ENV, "hf_from_env")

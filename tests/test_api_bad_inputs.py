@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.ui import build_app, launch_kwargs
+from clipdemo.ui.app import build_app, launch_kwargs
 from tests.conftest import launched
 from tests.image_cases import image_cases
 

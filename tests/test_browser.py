@@ -7,7 +7,7 @@ scratch checkpoint. Screenshots land in tests/screenshots/ for inspection.
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.ui import build_app, launch_kwargs
+from clipdemo.ui.app import build_app, launch_kwargs
 from tests.conftest import launched, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"

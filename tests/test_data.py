@@ -18,7 +18,8 @@ from clipdemo.data.cars import stanford_cars
 from clipdemo.data.folder import image_folder
 from clipdemo.data.hub import hub_dataset, split_of
 from clipdemo.data.shapes import HELD_OUT, make_shapes
-from clipdemo.data.sources import DataError, load_source
+from clipdemo.data import DataError
+from clipdemo.data.sources import load_source
 from clipdemo.data.splits import (
     clean_eval_split,
     find_overlap,
@@ -281,7 +282,7 @@ def test_hub_offline_uses_the_hf_cache(tmp_path, monkeypatch):
 def test_hub_downloads_only_the_needed_split_files(tmp_path, monkeypatch):
     import huggingface_hub
 
-    import clipdemo.encoders
+    import clipdemo.hub_access
 
     repo_files = [
         "README.md",
@@ -302,7 +303,7 @@ def test_hub_downloads_only_the_needed_split_files(tmp_path, monkeypatch):
         return str(snapshot)
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(clipdemo.encoders, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(clipdemo.hub_access, "hub_reachable", lambda timeout=2.0: True)
     monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id, **kw: repo_files)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     ds = hub_dataset("tanganke/stanford_cars", splits=["train"])
@@ -420,7 +421,8 @@ def test_builtin_shapes_dispatch(monkeypatch):
 
 
 def test_hub_shaped_name_under_a_data_root_never_reads_the_working_directory(tmp_path, monkeypatch):
-    from clipdemo.data.sources import DataError, load_source
+    from clipdemo.data import DataError
+    from clipdemo.data.sources import load_source
 
     (tmp_path / "root").mkdir()
     elsewhere = tmp_path / "cwd"

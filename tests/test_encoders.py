@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from clipdemo import encoders
+from clipdemo import devices, encoders, hub_access
 from clipdemo.encoders import ModelUnavailable, load_encoder
 
 
@@ -31,7 +31,7 @@ def test_hf_folder_matches_transformers(tiny_clip):
 
 
 def test_unreachable_hub_model_fails_fast_with_one_sentence(monkeypatch):
-    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: False)
     start = time.monotonic()
     with pytest.raises(ModelUnavailable) as e:
         load_encoder("someone/not-cached-clip")
@@ -42,7 +42,7 @@ def test_unreachable_hub_model_fails_fast_with_one_sentence(monkeypatch):
 
 def test_real_probe_answers_within_seconds():
     start = time.monotonic()
-    encoders.hub_reachable(timeout=2.0)
+    hub_access.hub_reachable(timeout=2.0)
     assert time.monotonic() - start < 5
 
 
@@ -87,16 +87,16 @@ def test_loaded_once_under_concurrency(tiny_clip, monkeypatch):
 def test_precision_choice(monkeypatch, caplog):
     cpu = torch.device("cpu")
     for fast in (False, True):  # fp32 on every CPU: bf16 changed top-1 on our test set
-        monkeypatch.setattr(encoders, "cpu_has_fast_bf16", lambda: fast)
-        assert encoders.pick_precision(cpu) == "fp32"
+        monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: fast)
+        assert devices.pick_precision(cpu) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert encoders.pick_precision(torch.device("cuda", 0)) == "bf16"
+    assert devices.pick_precision(torch.device("cuda", 0)) == "bf16"
     monkeypatch.setenv("CLIPDEMO_PRECISION", "bf16")
-    assert encoders.pick_precision(cpu) == "bf16"
-    monkeypatch.setattr(encoders, "cpu_has_fast_bf16", lambda: False)
-    assert encoders.pick_precision(cpu) == "bf16" and "far slower" in caplog.text
+    assert devices.pick_precision(cpu) == "bf16"
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
+    assert devices.pick_precision(cpu) == "bf16" and "far slower" in caplog.text
     with pytest.raises(ValueError):
-        encoders.pick_precision(cpu, "fp8")
+        devices.pick_precision(cpu, "fp8")
 
 
 def test_shipped_checkpoint_in_bf16_mostly_agrees_with_fp32():

@@ -16,7 +16,8 @@ from clipdemo import encoders
 from clipdemo.cars import CarsClassifier, evaluate_head, plan_splits, train_head
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
 from clipdemo.data import ImageDataset, Split
-from clipdemo.data.sources import DataError, load_source
+from clipdemo.data import DataError
+from clipdemo.data.sources import load_source
 from clipdemo.features import (
     Backbone,
     EncodingStopped,

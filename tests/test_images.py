@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from clipdemo import images
+from clipdemo import images, settings
+from clipdemo.errors import ConfigError
 from clipdemo.images import ALLOWED_FORMATS, ImageError, load_image, to_rgb
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,7 +52,7 @@ def test_corpus_is_broad_and_cheap(corpus):
         if case.upload and case.name != "file_over_20_mib":
             assert case.path.stat().st_size < 64 * 1024, case.name
     assert all(corpus[name].path.stat().st_size < 1024 for name in CASE_NAMES if name.startswith("bomb_"))
-    assert corpus["file_over_20_mib"].path.stat().st_size > images.MAX_BYTES
+    assert corpus["file_over_20_mib"].path.stat().st_size > settings.DEFAULT_MAX_BYTES
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -157,30 +158,24 @@ def test_pillow_bomb_warning_as_error_is_still_a_short_refusal():
             load_image(_png_claiming(10000, 10000), max_pixels=500_000_000)
 
 
-def test_caps_read_module_defaults_at_call_time(monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 50)
+def test_caps_come_from_the_environment_at_call_time(monkeypatch):
+    monkeypatch.setenv("CLIPDEMO_MAX_PIXELS", "50")
     with pytest.raises(ImageError, match="too many pixels"):
         load_image(Image.new("RGB", (10, 10)))
-    monkeypatch.setattr(images, "MAX_PIXELS", 40_000_000)
-    monkeypatch.setattr(images, "MAX_BYTES", 10)
+    monkeypatch.setenv("CLIPDEMO_MAX_PIXELS", "40_000_000")
+    monkeypatch.setenv("CLIPDEMO_MAX_BYTES", "10")
     with pytest.raises(ImageError, match="too big"):
         load_image(_encode(Image.new("RGB", (10, 10)), "PNG"))
-
-
-def test_caps_come_from_the_environment():
-    code = "from clipdemo import images; print(images.MAX_PIXELS, images.MAX_BYTES)"
-    env = {**os.environ, "CLIPDEMO_MAX_PIXELS": "1_000", "CLIPDEMO_MAX_BYTES": "2048"}
-    root = Path(__file__).parent.parent
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["1000", "2048"]
-    assert images.MAX_PIXELS == 40_000_000 and images.MAX_BYTES == 20 * 1024 * 1024
+    monkeypatch.delenv("CLIPDEMO_MAX_PIXELS")
+    monkeypatch.delenv("CLIPDEMO_MAX_BYTES")
+    assert settings.image_caps() == (40_000_000, 20 * 1024 * 1024)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "lots", "1.5"])
-def test_a_bad_environment_value_fails_loudly(monkeypatch, value):
+def test_a_bad_environment_value_is_one_sentence(monkeypatch, value):
     monkeypatch.setenv("CLIPDEMO_MAX_PIXELS", value)
-    with pytest.raises(ValueError, match="CLIPDEMO_MAX_PIXELS"):
-        images._env_int("CLIPDEMO_MAX_PIXELS", 1)
+    with pytest.raises(ConfigError, match="CLIPDEMO_MAX_PIXELS must be a positive whole number"):
+        load_image(Image.new("RGB", (10, 10)))
 
 
 def test_per_call_caps_do_not_interfere_across_threads():

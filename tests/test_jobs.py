@@ -22,7 +22,7 @@ from PIL import Image
 
 from clipdemo import checkpoints
 from clipdemo.checkpoints import list_versions, load_checkpoint, promote, save_checkpoint, served_checkpoint
-from clipdemo.data.sources import DataError
+from clipdemo.data import DataError
 from clipdemo.jobs import BusyError, JobError, JobRunner, dataset_loader, job_options, version_label
 
 REPO = Path(__file__).resolve().parent.parent

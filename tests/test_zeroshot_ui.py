@@ -6,10 +6,11 @@ import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 
-from clipdemo import encoders
+from clipdemo import encoders, hub_access
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.ui import SESSION_CAPACITY, build_app, launch_kwargs, zeroshot_tab
+from clipdemo.ui import zeroshot_tab
+from clipdemo.ui.app import SESSION_CAPACITY, build_app, launch_kwargs
 from clipdemo.ui.common import user_errors
 from tests.conftest import launched, screenshot
 
@@ -57,7 +58,7 @@ def test_status_names_a_local_model_without_its_server_path(tiny_clip, tmp_path)
 
 
 def test_status_says_plainly_when_the_model_cannot_be_had(tmp_path, monkeypatch):
-    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: False)
     served = Served(Settings(model="someone/unreachable-clip", checkpoint_dir=tmp_path))
     status = zeroshot_tab.model_status(served)
     assert "someone/unreachable-clip" in status and "could not be loaded" in status

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ImageDataset, Split
+from . import DataError, ImageDataset, Split, fingerprint
 from .folder import _few
-from .sources import DataError, fingerprint
 
 META = "devkit/cars_meta.mat"
 TRAIN_ANNOS = "devkit/cars_train_annos.mat"

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import ImageDataset, Split
-from .sources import DataError, fingerprint
+from . import DataError, ImageDataset, Split, fingerprint
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # folder name -> split name; "val" is a common spelling of "validation"

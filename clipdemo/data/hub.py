@@ -23,9 +23,10 @@ import os
 import re
 from pathlib import Path
 
-from . import ImageDataset, Split
+from clipdemo import hub_access
+
+from . import DataError, ImageDataset, Split, fingerprint
 from .folder import _few
-from .sources import DataError, fingerprint
 
 PARQUET_REVISION = "refs/convert/parquet"
 # id -> how to load it; "config" is the default config when none is given
@@ -200,11 +201,7 @@ def cached_snapshot(repo_id: str, revision: str = "main", cache_dir: str | Path 
 
 
 def _hub_online() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return False  # honoured even when set after huggingface_hub was imported
-    from clipdemo import encoders
-
-    return encoders.hub_reachable()
+    return hub_access.hub_reachable()
 
 
 def _hub_error(repo_id: str, revision: str | None, e: Exception) -> str:

@@ -15,29 +15,14 @@ resolve outside it, symlinks included, are refused.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
-from . import ImageDataset
-
-
-class DataError(ValueError):
-    """A data source can't be used; the message is fit to show a user and names the file at fault."""
-
+from . import DataError, ImageDataset
 
 BUILTIN = "shapes"
 # Hub ids: "name" or "owner/name" (letters, digits, - _ .), as the Hub allows them.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def fingerprint(*parts) -> str:
-    """A short stable digest of whatever identifies a dataset's content."""
-    h = hashlib.sha1()
-    for part in parts:
-        h.update(repr(part).encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
 
 
 def load_source(spec: str, config: str | None = None, data_root: Path | None = None) -> ImageDataset:

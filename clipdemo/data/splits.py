@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ImageDataset, ImageRef, Split
-from .sources import DataError, fingerprint
+from . import DataError, ImageDataset, ImageRef, Split, fingerprint
 
 _hash_cache: dict[tuple, str] = {}  # (path, size, mtime) -> sha1, so a re-check doesn't re-read 16k files
 

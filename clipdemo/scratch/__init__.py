@@ -7,8 +7,3 @@
   image preprocessing; the caption ``TEMPLATES``.
 - ``train``: ``train_scratch(dataset, out_dir, ...)``, a plain function with a progress callback.
 """
-
-from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
-from clipdemo.scratch.tokenizer import ByteTokenizer
-
-__all__ = ["PRESETS", "ByteTokenizer", "ScratchCLIP", "ScratchCLIPConfig", "contrastive_loss", "preset"]

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
-from clipdemo.encoders import SCRATCH_KIND, autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import source_name
 from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
 from clipdemo.scratch.tokenizer import ByteTokenizer
@@ -52,7 +53,7 @@ class ScratchEncoder:
 
     def __init__(self, path, device: str = "auto", precision: str | None = None, batch_size: int = 256):
         self.path = Path(path)
-        state, config, card = load_checkpoint(self.path, kind=SCRATCH_KIND)
+        state, config, card = load_checkpoint(self.path, kind=CHECKPOINT_KIND[SCRATCH])
         try:
             self.config = ScratchCLIPConfig.from_dict(config)
             model = ScratchCLIP(self.config)

@@ -37,7 +37,8 @@ from torch.utils.data import DistributedSampler
 from clipdemo import __version__, distributed
 from clipdemo.checkpoints import save_checkpoint
 from clipdemo.data import ImageDataset, Split
-from clipdemo.encoders import SCRATCH_KIND, autocast, pick_precision
+from clipdemo.devices import autocast, pick_precision
+from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.evaluate import classification_metrics
 from clipdemo.scratch.encoder import TEMPLATES, images_to_uint8, to_pixels
 from clipdemo.distributed import Runtime, contrastive_loss_global
@@ -337,7 +338,7 @@ def train_scratch(
     steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
     total_steps = epochs * steps_per_epoch
 
-    saved_config = {"kind": SCRATCH_KIND, **config.to_dict(), "templates": list(TEMPLATES)}
+    saved_config = {"kind": CHECKPOINT_KIND[SCRATCH], **config.to_dict(), "templates": list(TEMPLATES)}
     card_base = {
         "title": "Scratch CLIP",
         "dataset": {"source": dataset.source, "fingerprint": dataset.fingerprint,

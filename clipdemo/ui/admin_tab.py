@@ -18,7 +18,7 @@ import gradio as gr
 from clipdemo import hub_sync
 from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
 from clipdemo.checkpoints import FAMILIES, list_versions, promote, read_card, rollback, served_checkpoint
-from clipdemo.data.sources import DataError
+from clipdemo.data import DataError
 from clipdemo.encoders import forget_encoder
 from clipdemo.hub_sync import HubSyncError
 from clipdemo.jobs import KINDS, SPLITS, JobError, JobRunner

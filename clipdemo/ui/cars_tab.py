@@ -16,7 +16,8 @@ import gradio as gr
 
 from clipdemo.cars import HEAD_KIND, CarsClassifier
 from clipdemo.checkpoints import CheckpointError, read_card
-from clipdemo.encoders import ModelUnavailable, hub_reachable
+from clipdemo import hub_access
+from clipdemo.errors import ModelUnavailable
 from clipdemo.features import backbone_folder
 from clipdemo.images import ImageError
 from clipdemo.names import model_name, source_name
@@ -76,7 +77,7 @@ def tab_status(served: Served) -> str:
         return unusable(folder)
     spec = str(card.get("backbone") or "")
     local = backbone_folder(spec) is not None
-    if not local and (Path(spec).is_absolute() or spec.startswith((".", "~")) or not hub_reachable()):
+    if not local and (Path(spec).is_absolute() or spec.startswith((".", "~")) or not hub_access.hub_reachable()):
         return backbone_problem(spec)
     return f"Upload a photo of a car: head `{card.get('head', '?')}` on {model_name(spec)}."
 

@@ -8,7 +8,7 @@ import logging
 import gradio as gr
 
 from clipdemo.checkpoints import CheckpointError
-from clipdemo.encoders import ModelUnavailable
+from clipdemo.errors import ModelUnavailable
 from clipdemo.images import ImageError
 from clipdemo.zeroshot import LabelError
 
