@@ -36,95 +36,21 @@ import torch
 
 from clipdemo import __version__
 from clipdemo.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from clipdemo.data import ImageDataset, Split
-from clipdemo.data import DataError
-from clipdemo.data.splits import stratified_split, tutorial_split
-from clipdemo.evaluate import classification_metrics
-from clipdemo.features import Backbone, EncodedSplit, class_text_embeddings, encode_split
+from clipdemo.data import DataError, ImageDataset
+from clipdemo.data.splits import SplitPlan, plan_splits
+from clipdemo.evaluate import Scores, classification_metrics, zero_shot_logits, zero_shot_scores
+from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND
+from clipdemo.features import Backbone, class_text_embeddings, encode_plan
 from clipdemo.heads import DEFAULT_HEAD, HEADS, build_head, fit_head, predict_logits
+from clipdemo.progress import ConsoleProgress, Progress, typed
+from clipdemo.results import TrainResult
 from clipdemo.zeroshot import CARS_TEMPLATES, Prediction, rank
 
-HEAD_KIND = "cars-head"
+HEAD_KIND = CHECKPOINT_KIND[CARS_HEAD]
 SPLIT_PROTOCOLS = ("tutorial", "official")
-OFFICIAL_VALIDATION_FRACTION = 0.05
-METRIC_KEYS = ("acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n")
-
-
-# --- splits ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class HeadSplits:
-    """Which images of which dataset split train, pick the epoch, and get scored (indices into the split)."""
-
-    train: tuple[str, list[int]]
-    validation: tuple[str, list[int]]
-    evaluation: tuple[str, list[int]]
-    protocol: str  # "tutorial" or "official"
-    description: str  # for the card and the CLI
-
-
-def _indices(split: Split) -> Split:
-    return Split(list(range(len(split))), list(split.labels))  # "images" are row indices: splitters keep them
-
-
-def plan_splits(dataset: ImageDataset, split: str = "tutorial", seed: int = 0) -> HeadSplits:
-    """The train / validation / evaluation images for ``split`` ("tutorial" or "official"); see the module doc."""
-    if split not in SPLIT_PROTOCOLS:
-        raise ValueError(f"Unknown split '{split}': use one of {', '.join(SPLIT_PROTOCOLS)}.")
-    train = dataset.splits.get("train")
-    if train is None or len(train) == 0:
-        raise DataError(f"{dataset.source} has no training images.")
-    if split == "tutorial":
-        if len(train) < 6:
-            raise DataError(f"{dataset.source} has {len(train)} training images: too few for the tutorial's split.")
-        first_train, first_held = tutorial_split(_indices(train))  # the notebook's first run of its split cell
-        final_train, final_held = tutorial_split(first_train)  # ... and its second, whose 387 it reported
-        text = (f"tutorial protocol on the train split (train_test_split 5%, random_state=3, run twice as in the "
-                f"notebook): train {len(final_train)}, validation {len(first_held)} (held out by the first run, "
-                f"picks the epoch), evaluation {len(final_held)} (the notebook's held-out images)")  # fmt: skip
-        return HeadSplits(("train", final_train.images), ("train", first_held.images), ("train", final_held.images),
-                          "tutorial", text)  # fmt: skip
-    test = dataset.splits.get("test")
-    if test is None or len(test) == 0:
-        raise DataError(f"{dataset.source} has no test split: use the tutorial split (--split tutorial) instead.")
-    validation = dataset.splits.get("validation")
-    if validation is not None and len(validation):
-        train_idx, val = list(range(len(train))), ("validation", list(range(len(validation))))
-        where = f"the dataset's validation split ({len(validation)})"
-    else:
-        kept, held = stratified_split(_indices(train), OFFICIAL_VALIDATION_FRACTION, seed)
-        if len(held) == 0:
-            raise DataError(f"{dataset.source}: no class has two training images to hold one out for validation.")
-        train_idx, val = kept.images, ("train", held.images)
-        where = f"{len(held)} train images ({OFFICIAL_VALIDATION_FRACTION:.0%} per class, stratified, seed {seed})"
-    text = (f"official splits: train {len(train_idx)}, evaluation on the official test split ({len(test)}); "
-            f"the epoch is picked on {where}")  # fmt: skip
-    return HeadSplits(("train", train_idx), val, ("test", list(range(len(test)))), "official", text)
 
 
 # --- training -------------------------------------------------------------------------------------------
-
-
-def _summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in METRIC_KEYS}
-
-
-def zeroshot_scores(features: torch.Tensor, class_embeddings: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """CLIP's zero-shot logits: scaled cosine similarity of each image with each class."""
-    return logit_scale * features @ class_embeddings.T
-
-
-def encode_dataset_splits(dataset: ImageDataset, backbone: Backbone, names, *, cache_dir=None, progress=None,
-                          batch_size: int = 64, should_stop=None) -> dict[str, EncodedSplit]:  # fmt: skip
-    """Each named dataset split encoded once (cached under the dataset fingerprint and split name)."""
-    out = {}
-    for name in dict.fromkeys(names):
-        report = (lambda info, name=name: progress({**info, "split": name})) if progress else None
-        out[name] = encode_split(backbone, dataset.splits[name], batch_size=batch_size, progress=report,
-                                 cache_dir=cache_dir, key_parts=(dataset.fingerprint, name),
-                                 desc=f"encoding {name}", should_stop=should_stop)  # fmt: skip
-    return out
 
 
 def train_head(
@@ -140,28 +66,28 @@ def train_head(
     lr: float | None = None,
     batch_size: int | None = None,
     weight_decay: float | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     cache_dir=None,
     device: str = "auto",
     precision: str | None = None,
     encode_batch_size: int = 64,
-) -> dict:
+    plan: SplitPlan | None = None,
+) -> TrainResult:
     """Train a ``head`` over the frozen ``backbone_spec`` on ``dataset`` and write it to ``out_dir``.
 
     ``backbone_spec``: a Hub id, HF folder or scratch checkpoint (or an ``Encoder``); it is loaded only if
     some features or class embeddings are not in ``cache_dir`` yet. ``epochs``, ``lr``, ``batch_size``,
     ``weight_decay`` default to the head's (``heads.HEADS``). ``templates``: the prompts ensembled into each
-    class's text embedding (zero-shot, and ``zeroshot-init``'s starting point). ``progress(dict)`` gets encode events
-    (``phase="encode"``, ``split``, ``done``, ``total``, ``skipped``, ``cached``) and ``fit_head``'s train /
-    eval events, then ``phase="done"``; without it, console bars are drawn (on a terminal). ``should_stop()``
-    ends training early and still saves the best epoch so far; while encoding, or before the first step, it
-    ends the run without a checkpoint (``EncodingStopped`` / ``RuntimeError``).
+    class's text embedding (zero-shot, and ``zeroshot-init``'s starting point). ``plan``: the checked split
+    plan (default ``plan_splits(dataset, split, seed)``; its leak note is reported and recorded). ``progress``
+    gets ``ProgressEvent``s (encode, then ``fit_head``'s train / eval, then done); without it, console bars
+    are drawn (on a terminal). ``should_stop()`` ends training early and still saves the best epoch so far;
+    while encoding, or before the first step, it ends the run without a checkpoint.
 
-    Returns the head's metrics on the evaluation split (``acc1, acc5, mean_per_class_recall, weighted_f1,
-    n``) plus ``zeroshot`` (the same metrics for zero-shot CLIP), ``best_val_acc``, ``best_epoch``,
-    ``epochs_run``, ``stopped``, ``skipped`` (unreadable images per split), ``encoded_images`` (0 on a warm
-    cache), ``seconds``, ``head``, ``split`` and ``checkpoint``.
+    Returns a ``TrainResult``: the head's and zero-shot CLIP's metrics on the plan's evaluation part and
+    extra splits, unreadable images skipped per part, and the run (``best_val_acc``, ``best_epoch``,
+    ``epochs_run``, ``stopped``, ``encoded_images`` (0 on a warm cache), ``seconds``, ``head``).
     """
     t0 = time.perf_counter()
     if head not in HEADS:
@@ -171,22 +97,24 @@ def train_head(
     lr = spec.lr if lr is None else lr
     batch_size = batch_size or spec.batch_size
     weight_decay = spec.weight_decay if weight_decay is None else weight_decay
-    report = progress or console_progress()
-    plan = plan_splits(dataset, split, seed)
+    progress = progress or ConsoleProgress("training head")
+    report = typed(progress)
+    plan = plan or plan_splits(dataset, split, seed)
+    if plan.leak:
+        report({"phase": "encode", "message": plan.leak})
     backbone = Backbone.of(backbone_spec, device, precision)
 
-    encoded = encode_dataset_splits(dataset, backbone, [plan.train[0], plan.validation[0], plan.evaluation[0]],
-                                    cache_dir=cache_dir, progress=report, batch_size=encode_batch_size,
-                                    should_stop=should_stop)  # fmt: skip
-    fresh = sum(e.fresh for e in encoded.values())
+    encoded = encode_plan(plan, backbone, cache_dir=cache_dir, progress=progress, batch_size=encode_batch_size,
+                          should_stop=should_stop)  # fmt: skip
+    fresh = encoded.fresh
     templates = tuple(templates)
     classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
-    x_train, y_train = encoded[plan.train[0]].rows(plan.train[1])
-    x_val, y_val = encoded[plan.validation[0]].rows(plan.validation[1])
-    x_eval, y_eval = encoded[plan.evaluation[0]].rows(plan.evaluation[1])
+    x_train, y_train = encoded.rows["train"]
+    x_val, y_val = encoded.rows["validation"]
+    x_eval, y_eval = encoded.rows["evaluation"]
     for what, y in (("training", y_train), ("validation", y_val), ("evaluation", y_eval)):
         if len(y) == 0:
-            raise DataError(f"{dataset.source}: no readable {what} images (see the skipped counts).")
+            raise DataError(f"{dataset.source}: none of the {what} images could be read (see the skipped files).")
     n_classes, embed_dim = classes.shape
 
     torch.manual_seed(seed)  # the head's initialisation
@@ -197,9 +125,15 @@ def train_head(
         raise RuntimeError("training was stopped before its first step; no checkpoint was written")
 
     n = len(dataset.class_names)
-    zeroshot = classification_metrics(y_eval.numpy(), zeroshot_scores(x_eval, classes, scale).numpy(), n)
+    zeroshot = zero_shot_scores(x_eval, y_eval, classes, scale)
     metrics = classification_metrics(y_eval.numpy(), predict_logits(model, x_eval).numpy(), n)
-    skipped = {name: e.skipped for name, e in encoded.items()}
+    extra = {}  # evaluation-only splits (never trained on): the head, and zero-shot on the same images
+    for name in plan.extra:
+        x, y = encoded.rows[name]
+        if len(y):
+            extra[name] = classification_metrics(y.numpy(), predict_logits(model, x).numpy(), n)
+            extra[f"{name} (zero-shot)"] = zero_shot_scores(x, y, classes, scale)
+    skipped = encoded.skipped
     head_config = {"name": head, "num_classes": n_classes, "embed_dim": embed_dim, "logit_scale": scale}
     config = {
         "kind": HEAD_KIND,
@@ -221,28 +155,29 @@ def train_head(
         "classes": list(dataset.class_names),
         "split": plan.description,
         "split_protocol": plan.protocol,
-        "eval_split": plan.evaluation[0],
+        "split_plan": plan.card(),
+        "eval_split": plan.eval_name,
         "seed": seed,
         "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
         "templates": list(templates),
-        "metrics": metrics,  # with the confusion matrix, for the admin view's figure
-        "zeroshot_metrics": zeroshot,
+        "metrics": metrics.to_dict(),  # with the confusion matrix, for the admin view's figure
+        "zeroshot_metrics": zeroshot.to_dict(),
+        "extra_metrics": {k: v.summary() for k, v in extra.items()},
         "validation": {"acc1": fit.best_val_acc, "epoch": fit.best_epoch, "history": fit.history},
         "run": run,
         "skipped": skipped,
-        "notes": list(dataset.notes),
+        "notes": [*dataset.notes, *([plan.leak] if plan.leak else [])],
         "trained_on": f"{dataset.source}: {n} classes, {len(y_train)} training images",
         "library_version": __version__,
     }
     state = {**{f"head.{k}": v for k, v in model.state_dict().items()}, "zeroshot.classifier": classes}
     save_checkpoint(out_dir, state, config, card)
     seconds = time.perf_counter() - t0
-    result = {**_summary(metrics), "zeroshot": _summary(zeroshot), **run, "skipped": skipped,
-              "encoded_images": fresh, "seconds": round(seconds, 3), "head": head, "split": plan.protocol,
-              "checkpoint": str(out_dir)}  # fmt: skip
+    run.update(encoded_images=fresh, seconds=round(seconds, 3), head=head)
     report({"phase": "done", "epoch": fit.epochs_run, "epochs": epochs, "val_acc": fit.best_val_acc,
-            "best_val_acc": fit.best_val_acc, "test_acc": metrics["acc1"], "elapsed": seconds})  # fmt: skip
-    return result
+            "best_val_acc": fit.best_val_acc, "test_acc": metrics.acc1, "elapsed": seconds})  # fmt: skip
+    return TrainResult(CARS_HEAD, Path(out_dir), list(dataset.class_names), metrics, plan.card(), skipped, run,
+                       zeroshot=zeroshot, extra=extra)  # fmt: skip
 
 
 # --- using a trained head -------------------------------------------------------------------------------
@@ -288,7 +223,7 @@ class CarsClassifier:
     def scores(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(head probabilities, zero-shot probabilities), each ``[N, C]``, for image embeddings ``[N, D]``."""
         head = predict_logits(self.head, features).softmax(-1)
-        zeroshot = zeroshot_scores(features, self.classifier, self.logit_scale).softmax(-1)
+        zeroshot = zero_shot_logits(features, self.classifier, self.logit_scale).softmax(-1)
         return head, zeroshot
 
     def predict(self, image, k: int = 5) -> tuple[list[Prediction], list[Prediction]]:
@@ -317,72 +252,36 @@ def check_backbone(recorded: dict, backbone: Backbone) -> None:
     )
 
 
-def evaluate_head(
-    checkpoint_dir,
-    dataset: ImageDataset,
-    split: str = "test",
-    *,
-    cache_dir=None,
-    backbone=None,
-    device: str = "auto",
-    progress: Callable[[dict], None] | None = None,
-    batch_size: int = 64,
-) -> dict:
-    """Score a head checkpoint on ``dataset``'s ``split`` ("test", "train", "validation", or "tutorial" for
-    the tutorial's held-out images). Returns ``acc1, acc5, mean_per_class_recall, weighted_f1, n`` (the keys
-    of every clipdemo evaluation) and ``skipped`` (unreadable images left out)."""
-    clf = CarsClassifier(checkpoint_dir, backbone, device=device, load_backbone=False)
-    if list(dataset.class_names) != clf.class_names:
+def head_scores(clf: CarsClassifier, plan: SplitPlan, part: str, *, cache_dir=None, progress=None,
+                batch_size: int = 64) -> tuple[Scores, int]:  # fmt: skip
+    """The head's metrics on ``plan``'s ``part``, and how many of its images could not be read."""
+    if list(plan.dataset.class_names) != clf.class_names:
         raise CheckpointError(
-            f"This head was trained on {len(clf.class_names)} classes ({_dataset_name(clf.card)}); {dataset.source} "
-            f"has {len(dataset.class_names)} classes{_first_difference(clf.class_names, dataset.class_names)}: "
-            f"evaluate it on the data it was trained for."
+            f"This head was trained on {len(clf.class_names)} classes ({_dataset_name(clf.card)}); "
+            f"{plan.dataset.source} has {len(plan.dataset.class_names)} classes"
+            f"{_first_difference(clf.class_names, plan.dataset.class_names)}: evaluate it on the data it was trained for."
         )
-    name, indices = eval_split(dataset, split)
-    report = progress or console_progress()
-    encoded = encode_dataset_splits(dataset, clf.backbone, [name], cache_dir=cache_dir, progress=report,
-                                    batch_size=batch_size)[name]  # fmt: skip
-    x, y = encoded.rows(indices)
+    encoded = encode_plan(plan, clf.backbone, parts=[part], cache_dir=cache_dir, progress=progress,
+                          batch_size=batch_size)  # fmt: skip
+    x, y = encoded.rows[part]
     if len(y) == 0:
-        raise DataError(f"{dataset.source}: none of the {len(indices)} '{split}' images could be read.")
+        raise DataError(f"{plan.dataset.source}: none of the images to score could be read.")
     head, _ = clf.scores(x)
-    metrics = classification_metrics(y.numpy(), head.numpy(), len(clf.class_names))
-    return {**_summary(metrics), "skipped": len(indices) - len(y)}
+    return classification_metrics(y.numpy(), head.numpy(), len(clf.class_names)), encoded.skipped[part]
 
 
-def eval_split(dataset: ImageDataset, split: str) -> tuple[str, list[int]]:
-    """(dataset split name, indices) to score for ``split``: a split of the dataset, or "tutorial"."""
-    if split == "tutorial":
-        return plan_splits(dataset, "tutorial").evaluation
-    if split in dataset.splits and len(dataset.splits[split]):
-        return split, list(range(len(dataset.splits[split])))
-    have = ", ".join(k for k, s in dataset.splits.items() if len(s))
-    raise DataError(f"{dataset.source} has no '{split}' split (it has: {have}; or use 'tutorial').")
-
-
-def evaluate_zeroshot(
-    dataset: ImageDataset,
-    backbone_spec,
-    split: str = "test",
-    *,
-    templates=CARS_TEMPLATES,
-    cache_dir=None,
-    device: str = "auto",
-    progress: Callable[[dict], None] | None = None,
-    batch_size: int = 64,
-) -> dict:
-    """Zero-shot CLIP on ``dataset``'s ``split`` (as ``evaluate_head``): each image and each class prompt is
-    encoded once (and cached with ``cache_dir``). Returns the same keys as ``evaluate_head``."""
-    backbone = Backbone.of(backbone_spec, device)
-    name, indices = eval_split(dataset, split)
-    encoded = encode_dataset_splits(dataset, backbone, [name], cache_dir=cache_dir,
-                                    progress=progress or console_progress(), batch_size=batch_size)[name]  # fmt: skip
-    x, y = encoded.rows(indices)
+def zeroshot_scores(backbone, plan: SplitPlan, part: str, *, templates=CARS_TEMPLATES, cache_dir=None,
+                    progress=None, batch_size: int = 64) -> tuple[Scores, int]:  # fmt: skip
+    """Zero-shot CLIP's metrics on ``plan``'s ``part`` (each image and class prompt encoded once, cached with
+    ``cache_dir``), and how many of its images could not be read."""
+    backbone = Backbone.of(backbone)
+    encoded = encode_plan(plan, backbone, parts=[part], cache_dir=cache_dir, progress=progress,
+                          batch_size=batch_size)  # fmt: skip
+    x, y = encoded.rows[part]
     if len(y) == 0:
-        raise DataError(f"{dataset.source}: none of the {len(indices)} '{split}' images could be read.")
-    classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
-    metrics = classification_metrics(y.numpy(), zeroshot_scores(x, classes, scale).numpy(), len(dataset.class_names))
-    return {**_summary(metrics), "skipped": len(indices) - len(y)}
+        raise DataError(f"{plan.dataset.source}: none of the images to score could be read.")
+    classes, scale = class_text_embeddings(backbone, plan.dataset.class_names, templates, cache_dir)
+    return zero_shot_scores(x, y, classes, scale), encoded.skipped[part]
 
 
 def _dataset_name(card: dict) -> str:
@@ -395,38 +294,3 @@ def _first_difference(a: list[str], b: list[str]) -> str:
         if x != y:
             return f" (class {i + 1} is '{y[:60]}' there, '{x[:60]}' in the head)"
     return ""
-
-
-# --- console progress -----------------------------------------------------------------------------------
-
-
-def console_progress() -> Callable[[dict], None]:
-    """A progress callback drawing tqdm bars on a terminal: one per encoded split, one for training steps."""
-    from tqdm.auto import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def report(info: dict) -> None:
-        phase = info.get("phase")
-        if phase == "encode":
-            key = f"encode:{info.get('split', '')}"
-            bar = bars.get(key)
-            if bar is None:
-                desc = f"encoding {info.get('split', 'images')}" + (" (cached)" if info.get("cached") else "")
-                bar = bars[key] = tqdm(total=info["total"], desc=desc, unit="img", disable=None)
-            bar.update(info["done"] - bar.n)
-            if info.get("skipped"):
-                bar.set_postfix(skipped=info["skipped"])
-            if info["done"] >= info["total"]:
-                bar.close()
-        elif phase in ("train", "eval") and info.get("total_steps"):
-            bar = bars.get("train")
-            if bar is None:
-                bar = bars["train"] = tqdm(total=info["total_steps"], desc="training head", unit="step", disable=None)
-            bar.update(info["step"] - bar.n)
-            if phase == "eval" and info.get("val_acc") is not None:
-                bar.set_postfix(val_acc=f"{info['val_acc']:.3f}", best=f"{info['best_val_acc']:.3f}")
-        elif phase == "done" and "train" in bars:
-            bars["train"].close()
-
-    return report

@@ -18,34 +18,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from clipdemo.atomic import fsync_dir, write_json_atomic
+from clipdemo.errors import UserError
+from clipdemo.families import FAMILIES  # noqa: F401 - re-exported for the UI and hub_sync
+
 WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "card.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint folder is missing, damaged, or of another kind; the message is fit to show a user."""
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to ``path`` through a temporary file + rename (readers never see half a file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, card: dict) -> Path:
@@ -67,7 +52,7 @@ def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, c
         for name in (WEIGHTS, CONFIG, CARD):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if folder.exists():  # swap: the old folder stays whole until the new one is in place
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -76,7 +61,7 @@ def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, c
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -135,7 +120,6 @@ def load_checkpoint(folder, kind: str | None = None) -> tuple[dict[str, torch.Te
 # always reads a whole pointer to a whole checkpoint.
 
 SERVED = "served.json"
-FAMILIES = ("scratch", "cars-head")
 
 
 def new_version_dir(root, family: str, label: str = "run") -> Path:

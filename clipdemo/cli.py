@@ -18,13 +18,10 @@ import sys
 from pathlib import Path
 
 from clipdemo.checkpoints import CheckpointError
-from clipdemo.errors import ModelUnavailable
-from clipdemo.settings import default_model
-from clipdemo.images import ImageError
-from clipdemo.settings import Settings
-from clipdemo.zeroshot import LabelError, TEMPLATE_SETS
-
-USER_ERRORS = (ImageError, LabelError, ModelUnavailable, CheckpointError, FileNotFoundError, ValueError)
+from clipdemo.errors import UserError
+from clipdemo.families import CARS_HEAD, FAMILIES, SCRATCH
+from clipdemo.settings import Settings, default_model
+from clipdemo.zeroshot import TEMPLATE_SETS
 
 
 def cmd_zero_shot(args) -> list[dict]:
@@ -67,24 +64,6 @@ class StopOnInterrupt:
         return self.stop
 
 
-def progress_bar(total_key: str = "total_steps"):
-    """A tqdm bar fed by the training functions' progress events."""
-    from tqdm import tqdm
-
-    bar = tqdm(unit="step", file=sys.stderr, dynamic_ncols=True)
-
-    def update(event: dict) -> None:
-        if event.get(total_key) and bar.total != event[total_key]:
-            bar.total = event[total_key]
-        if "step" in event:
-            bar.n = event["step"]
-        shown = {k: event[k] for k in ("epoch", "loss", "val_acc") if isinstance(event.get(k), (int, float))}
-        bar.set_postfix({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}, refresh=True)
-
-    update.close = bar.close
-    return update
-
-
 def output_dir(args, family: str) -> Path:
     """``--out`` if given, else a new version folder under the checkpoint dir (so the app can promote it)."""
     from clipdemo.checkpoints import new_version_dir
@@ -99,16 +78,29 @@ def check_promotable(args, family: str) -> None:
     looks; ``finish`` relies on it."""
     versions = Settings.from_env().checkpoint_dir / family
     if args.promote and args.out and Path(args.out).resolve().parent != versions.resolve():
-        raise ValueError(f"--promote serves versions under {versions}/: leave out --out, or give a folder there.")
+        raise CheckpointError(f"--promote serves versions under {versions}/: leave out --out, or give a folder there.")
 
 
-def finish(family: str, folder: Path, metrics: dict, promote_it: bool) -> dict:
+def finish(family: str, folder: Path, result, promote_it: bool) -> dict:
     from clipdemo.checkpoints import promote
 
     if promote_it:  # check_promotable made sure the folder is <checkpoint dir>/<family>/<version>
         folder = promote(folder.parent.parent, family, folder.name)
         print(f"promoted {folder}", file=sys.stderr)
-    return {"checkpoint": str(folder), **{k: v for k, v in metrics.items() if k != "confusion"}}
+    return {**result.to_json(), "checkpoint": str(folder)}
+
+
+def training_options(args, family: str):
+    """The run's options, checked before anything is read or written (``pipeline.TrainOptions``)."""
+    from clipdemo.pipeline import TrainOptions
+
+    if family == SCRATCH:
+        options = TrainOptions(epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device,
+                               preset=args.preset)  # fmt: skip
+    else:
+        options = TrainOptions(epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device,
+                               backbone=args.backbone, head=args.head, split=args.split)  # fmt: skip
+    return options.checked(family)
 
 
 def cmd_demo_data(args):
@@ -120,90 +112,58 @@ def cmd_demo_data(args):
 def cmd_train_scratch(args):
     """Also the entry point of every rank under torchrun: only rank 0 draws progress, writes and prints."""
     from clipdemo import distributed
-    from clipdemo.data.sources import load_source
-    from clipdemo.scratch.train import train_scratch
+    from clipdemo.pipeline import train
+    from clipdemo.progress import ConsoleProgress
 
-    check_promotable(args, "scratch")
+    options = training_options(args, SCRATCH)
+    check_promotable(args, SCRATCH)
     runtime = distributed.runtime(args.device)  # joins the process group when launched by torchrun
-    dataset = load_source(args.data, config=args.config)
-    if runtime.is_main:
-        for note in dataset.notes:
-            print(note, file=sys.stderr)
-    out = distributed.broadcast(output_dir(args, "scratch"))  # one folder for all ranks
-    bar = progress_bar() if runtime.is_main else None
+    out = distributed.broadcast(output_dir(args, SCRATCH))  # one folder for all ranks
+    bar = ConsoleProgress("training") if runtime.is_main else None
     try:
         with StopOnInterrupt() as stop:
-            metrics = train_scratch(
-                dataset, out, preset=args.preset, epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
-                progress=bar, should_stop=stop, device=args.device,
-            )
+            result = train(SCRATCH, args.data, out, options, config=args.config, progress=bar, should_stop=stop)
     finally:
         if bar:
             bar.close()
         distributed.shutdown()
-    return finish("scratch", out, metrics, args.promote) if runtime.is_main else None
+    return finish(SCRATCH, out, result, args.promote) if runtime.is_main else None
 
 
 def cmd_train_head(args):
     """Under torchrun every rank encodes its share of the images into the shared feature cache, then rank 0
     trains the head (small: one process is plenty) from the cache."""
     from clipdemo import distributed
-    from clipdemo.cars import console_progress, encode_dataset_splits, train_head
-    from clipdemo.data.sources import load_source
-    from clipdemo.features import Backbone
+    from clipdemo.features import Backbone, encode_dataset_splits
+    from clipdemo.pipeline import load, train
+    from clipdemo.progress import ConsoleProgress
 
-    check_promotable(args, "cars-head")
+    options = training_options(args, CARS_HEAD)
+    check_promotable(args, CARS_HEAD)
     runtime = distributed.runtime(args.device)
-    dataset = load_source(args.data, config=args.config)
-    cache_dir = Settings.from_env().checkpoint_dir / ".cache"
+    dataset = load(args.data, args.config)
+    cache_dir = Settings.from_env().cache_dir
     if runtime.distributed:
         encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
-                              cache_dir=cache_dir, progress=None if runtime.is_main else (lambda info: None))
+                              cache_dir=cache_dir, progress=None if runtime.is_main else (lambda event: None))
         distributed.shutdown()
         if not runtime.is_main:
             return None
-    for note in dataset.notes:
-        print(note, file=sys.stderr)
-    out = output_dir(args, "cars-head")
+    out = output_dir(args, CARS_HEAD)
     with StopOnInterrupt() as stop:
-        metrics = train_head(
-            dataset, args.backbone, out, head=args.head, epochs=args.epochs, split=args.split, seed=args.seed,
-            progress=console_progress(), should_stop=stop, device=args.device, cache_dir=cache_dir,
-        )
-    return finish("cars-head", out, metrics, args.promote)
+        result = train(CARS_HEAD, dataset, out, options, progress=ConsoleProgress("training head"), should_stop=stop,
+                       cache_dir=cache_dir)  # fmt: skip
+    return finish(CARS_HEAD, out, result, args.promote)
 
 
 def cmd_eval(args):
-    from clipdemo.checkpoints import load_checkpoint
-    from clipdemo.data.sources import load_source
-    from clipdemo.data.splits import find_overlap
+    from clipdemo.pipeline import evaluate
+    from clipdemo.progress import ConsoleProgress
 
-    _, config, card = load_checkpoint(args.checkpoint)
-    dataset = load_source(args.data, config=args.config)
-    is_head = config.get("kind") == "cars-head"
-    if args.split not in dataset.splits and not (is_head and args.split == "tutorial"):
-        raise ValueError(f"The dataset has no '{args.split}' split (it has: {', '.join(dataset.splits)}).")
-    for (a, b), n in find_overlap(dataset).items():
-        if n and args.split == b:
-            print(f"WARNING: {n} images of '{b}' also appear in '{a}': these metrics are not held-out.", file=sys.stderr)
-    if is_head:
-        from clipdemo.cars import evaluate_head
-
-        cache_dir = Settings.from_env().checkpoint_dir / ".cache"  # the features training already encoded
-        return evaluate_head(args.checkpoint, dataset, split=args.split, cache_dir=cache_dir, device=args.device)
-    return evaluate_scratch(args.checkpoint, dataset, args.split, args.device)
-
-
-def evaluate_scratch(checkpoint, dataset, split: str, device: str = "auto") -> dict:
-    from clipdemo.encoders import load_encoder
-    from clipdemo.evaluate import classification_metrics
-    from clipdemo.zeroshot import split_scores
-
-    encoder = load_encoder(str(checkpoint), device=device)
-    part = dataset.splits[split]
-    scores, kept, skipped = split_scores(encoder, part.images, dataset.class_names, encoder.templates)
-    metrics = classification_metrics([part.labels[i] for i in kept], scores.numpy(), len(dataset.class_names))
-    return {k: v for k, v in metrics.items() if k != "confusion"} | {"skipped": skipped, "split": split}
+    cache_dir = Settings.from_env().cache_dir  # the features training already encoded
+    result = evaluate(args.checkpoint, args.data, args.split, config=args.config, cache_dir=cache_dir,
+                      device=args.device, progress=ConsoleProgress("evaluating"))  # fmt: skip
+    return result.to_json()
 
 
 def cmd_versions(args):
@@ -252,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     scratch.add_argument("--data", required=True, help="'shapes', an image folder, or a HF dataset id")
     scratch.add_argument("--config", default=None, help="HF dataset config, e.g. mini or full for Pokemon")
     scratch.add_argument("--preset", default="default", choices=["seed", "default"])
-    add_training_options(scratch, family="scratch")
+    add_training_options(scratch, family=SCRATCH)
     scratch.set_defaults(run=cmd_train_scratch)
 
     from clipdemo.heads import DEFAULT_HEAD, HEADS
@@ -264,21 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--head", default=DEFAULT_HEAD, choices=list(HEADS))
     head.add_argument("--split", default="tutorial", choices=["tutorial", "official"],
                       help="tutorial: 5%% of train held out (random_state=3); official: the test split")
-    add_training_options(head, family="cars-head")
+    add_training_options(head, family=CARS_HEAD)
     head.set_defaults(run=cmd_train_head)
 
     ev = sub.add_parser("eval", help="held-out metrics of a checkpoint as one JSON line")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data", required=True)
     ev.add_argument("--config", default=None)
-    ev.add_argument("--split", default="test", help="a split of the data; for Cars heads also 'tutorial'")
+    ev.add_argument("--split", default="test",
+                    help="a split of the data, 'held-out' (what training scored without a test split); heads: 'tutorial'")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.set_defaults(run=cmd_eval)
 
     for name, fn, help_ in (("versions", cmd_versions, "list checkpoint versions"),
                             ("promote", cmd_promote, "serve a version"), ("rollback", cmd_rollback, "serve the previous one")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("family", choices=["scratch", "cars-head"])
+        p.add_argument("family", choices=list(FAMILIES))
         if name == "promote":
             p.add_argument("version")
         p.set_defaults(run=fn)
@@ -300,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.run(args)
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

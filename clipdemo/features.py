@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,15 @@ from typing import Callable, Iterator, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from clipdemo.data import Split
+from clipdemo.atomic import write_atomic
+from clipdemo.data import ImageDataset, Split
+from clipdemo.data.splits import SplitPlan
 from clipdemo.images import ImageError, load_image
+from clipdemo.progress import ConsoleProgress, typed
 from clipdemo.zeroshot import CARS_TEMPLATES, build_classifier
 
-FEATURES_VERSION = 1  # bump when preprocessing or the file layout changes: old caches are then ignored
+FEATURES_VERSION = 2  # bump when preprocessing or the file layout changes: old caches are then ignored
+MAX_NAMED = 20  # unreadable images named in a cache file and the log (all are counted)
 
 _CONFIG_SUFFIXES = (".json", ".txt")  # small files hashed in full (config, processor, tokenizer)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # large files: size + sampled chunks
@@ -160,13 +163,18 @@ class EncodingStopped(RuntimeError):
 
 @dataclass
 class EncodedSplit:
-    """Embeddings of the images of a split that decoded. Unpacks as ``features, labels, skipped``."""
+    """What an encoder made of the images of a split that decoded. Unpacks as ``features, labels, skipped``.
 
-    features: torch.Tensor  # [K, D] float32, L2-normalised
+    ``features`` are whatever the encoder returns per image: L2-normalised float32 embeddings for a CLIP, or
+    uint8 pixels for the scratch trainer's ``PixelEncoder``; rows are taken with ``rows(indices)``.
+    """
+
+    features: torch.Tensor  # [K, ...]
     labels: torch.Tensor  # [K] int64
     skipped: int  # images that could not be read (ImageError), left out of the rows above
     kept: torch.Tensor  # [K] int64: each row's index in the split
     fresh: int = 0  # images this call ran through the model (0 when read from the cache)
+    unreadable: tuple[str, ...] = ()  # "name: reason" of the first MAX_NAMED unreadable images, for the log
 
     def __iter__(self) -> Iterator:
         return iter((self.features, self.labels, self.skipped))
@@ -180,6 +188,11 @@ class EncodedSplit:
         pick = torch.tensor([where[int(i)] for i in indices if int(i) in where], dtype=torch.long)
         return self.features[pick], self.labels[pick]
 
+    def missing(self, indices: Sequence[int]) -> int:
+        """How many of the images at ``indices`` could not be read."""
+        kept = set(self.kept.tolist())
+        return sum(int(i) not in kept for i in indices)
+
 
 def feature_key(backbone_fingerprint: str, key_parts: Sequence = ()) -> str:
     blob = json.dumps({"v": FEATURES_VERSION, "backbone": backbone_fingerprint, "parts": [str(p) for p in key_parts]})
@@ -192,24 +205,11 @@ def feature_cache_path(encoder, key_parts: Sequence, cache_dir) -> Path:
 
 
 def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None) -> Path:
-    """Write ``encoded`` (for a split of ``n`` images) atomically: temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"features": encoded.features.float().contiguous(), "labels": encoded.labels.long(),
-               "kept": encoded.kept.long()}  # fmt: skip
+    """Write ``encoded`` (for a split of ``n`` images) atomically (``clipdemo.atomic``)."""
+    tensors = {"features": encoded.features.contiguous(), "labels": encoded.labels.long(), "kept": encoded.kept.long()}
     metadata = {"n": str(n), "skipped": str(encoded.skipped), "version": str(FEATURES_VERSION),
-                "meta": json.dumps(meta or {})}  # fmt: skip
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+                "unreadable": json.dumps(list(encoded.unreadable)), "meta": json.dumps(meta or {})}  # fmt: skip
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_features(path, split: Split) -> EncodedSplit | None:
@@ -223,7 +223,8 @@ def load_features(path, split: Split) -> EncodedSplit | None:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         data = load_file(path)
-        encoded = EncodedSplit(data["features"], data["labels"], int(meta["skipped"]), data["kept"])
+        encoded = EncodedSplit(data["features"], data["labels"], int(meta["skipped"]), data["kept"],
+                               unreadable=tuple(json.loads(meta.get("unreadable", "[]"))))
         labels = torch.as_tensor(split.labels, dtype=torch.long)
         # the key already names the dataset; this catches a split that changed under the same name
         if int(meta["n"]) != len(split) or not torch.equal(labels[encoded.kept], encoded.labels):
@@ -247,7 +248,7 @@ def merge_shards(parts: Sequence[EncodedSplit]) -> EncodedSplit:
     kept = torch.cat([p.kept for p in parts])
     order = torch.argsort(kept)
     return EncodedSplit(features[order], labels[order], sum(p.skipped for p in parts), kept[order],
-                        sum(p.fresh for p in parts))
+                        sum(p.fresh for p in parts), tuple(n for p in parts for n in p.unreadable)[:MAX_NAMED])
 
 
 def encode_split(
@@ -259,35 +260,35 @@ def encode_split(
     cache_dir=None,
     key_parts: Sequence = (),
     shard: tuple[int, int] | None = None,
-    desc: str = "encoding images",
+    name: str = "images",
     should_stop: Callable[[], bool] | None = None,
 ) -> EncodedSplit:
     """Embed every image of ``split`` once with the frozen ``encoder`` (an ``Encoder``, a ``Backbone`` or a spec).
 
     Returns an ``EncodedSplit`` (unpacks as ``features [K, D], labels [K], skipped``). With ``cache_dir`` the
     result is read from / written to ``feature_cache_path(encoder, key_parts, cache_dir)``; ``key_parts``
-    must identify the split's content (e.g. ``(dataset.fingerprint, "train")``). ``progress(dict)`` gets
-    ``phase="encode"``, ``desc``, ``done``, ``total``, ``skipped``, ``cached``; without it a tqdm bar is
+    must identify the split's content (e.g. ``(dataset.fingerprint, "train")``). ``progress`` gets
+    ``ProgressEvent(phase="encode", split=name, done, total, skipped, cached)``; without it a console bar is
     shown (on a terminal). ``shard=(rank, world)``: encode only that rank's share (see the module docstring).
     ``should_stop()`` is polled between batches; when it says so, ``EncodingStopped`` is raised.
     """
     backbone = Backbone.of(encoder)
     path = feature_cache_path(backbone, key_parts, cache_dir) if cache_dir is not None else None
     wanted = shard_indices(len(split), *shard) if shard else list(range(len(split)))
-    report = progress or _tqdm_reporter(desc)
+    report = typed(progress or ConsoleProgress())
     cached = load_features(path, split) if path is not None else None
     if cached is not None:
         if shard:
             mine = torch.isin(cached.kept, torch.tensor(wanted, dtype=torch.long))
             skipped = len(wanted) - int(mine.sum())  # the share's unreadable images
             cached = EncodedSplit(cached.features[mine], cached.labels[mine], skipped, cached.kept[mine])
-        report({"phase": "encode", "desc": desc, "done": len(wanted), "total": len(wanted),
+        report({"phase": "encode", "split": name, "done": len(wanted), "total": len(wanted),
                 "skipped": cached.skipped, "cached": True})  # fmt: skip
         return cached
     if shard is None and _world() > 1:  # under torchrun: every rank encodes its share, merged below
-        return _encode_across_ranks(backbone, split, path, key_parts, batch_size=batch_size, progress=report,
-                                    desc=desc, should_stop=should_stop)  # fmt: skip
-    encoded = _encode(backbone, split, wanted, batch_size, report, desc, should_stop or (lambda: False))
+        return _encode_across_ranks(backbone, split, path, key_parts, batch_size=batch_size, progress=progress,
+                                    name=name, should_stop=should_stop)  # fmt: skip
+    encoded = _encode(backbone, split, wanted, batch_size, report, name, should_stop or (lambda: False))
     if path is not None and shard is None:
         save_features(path, encoded, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
     return encoded
@@ -315,60 +316,85 @@ def _encode_across_ranks(backbone: Backbone, split: Split, path, key_parts, **kw
     return merged
 
 
-def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, desc: str,
+def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, name: str,
             should_stop) -> EncodedSplit:  # fmt: skip
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    features, kept, skipped, done = [], [], 0, 0
+    features, kept, unreadable, done = [], [], [], 0
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode batch b+1 while the model runs on batch b
         pending = pool.submit(_decode, split, batches[0]) if batches else None
         for b in range(len(batches)):
             if should_stop():
                 pending.cancel()
-                raise EncodingStopped(f"stopped while {desc} ({done} of {len(indices)} done); nothing was cached")
+                raise EncodingStopped(f"stopped while reading {name} ({done} of {len(indices)} done); nothing was cached")
             images, ok, bad = pending.result()
             if b + 1 < len(batches):
                 pending = pool.submit(_decode, split, batches[b + 1])
             if images:
-                features.append(backbone.encode_images(images).float().cpu())
+                features.append(backbone.encode_images(images).cpu())
                 kept.extend(ok)
-            skipped += bad
+            unreadable += bad
             done += len(batches[b])
-            report({"phase": "encode", "desc": desc, "done": done, "total": len(indices), "skipped": skipped,
+            report({"phase": "encode", "split": name, "done": done, "total": len(indices), "skipped": len(unreadable),
                     "cached": False})  # fmt: skip
     kept_t = torch.tensor(kept, dtype=torch.long)
     labels = torch.as_tensor(split.labels, dtype=torch.long)[kept_t] if kept else torch.empty(0, dtype=torch.long)
     feats = torch.cat(features) if features else torch.empty(0, 0)
-    return EncodedSplit(feats, labels, skipped, kept_t, fresh=len(kept))
+    return EncodedSplit(feats, labels, len(unreadable), kept_t, fresh=len(kept), unreadable=tuple(unreadable[:MAX_NAMED]))
 
 
 def _decode(split: Split, indices: list[int]):
-    images, ok, bad = [], [], 0
+    """The images at ``indices`` that decode, their indices, and "name: reason" for each that doesn't."""
+    images, ok, bad = [], [], []
     for i in indices:
+        ref = split.images[i]
         try:
-            images.append(load_image(split.images[i]))
+            images.append(load_image(ref))
             ok.append(i)
-        except ImageError:  # unreadable: skipped and counted, never fatal
-            bad += 1
+        except ImageError as e:  # unreadable: skipped, counted and named, never fatal
+            where = Path(ref).name if isinstance(ref, (str, os.PathLike)) else f"row {i}"
+            bad.append(f"{where}: {e}")
     return images, ok, bad
 
 
-def _tqdm_reporter(desc: str) -> Callable[[dict], None]:
-    """A progress callback drawing one tqdm bar (silent when stderr is not a terminal)."""
-    from tqdm.auto import tqdm
+# --- a split plan's parts -------------------------------------------------------------------------------------
 
-    state: dict = {}
 
-    def report(info: dict) -> None:
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = tqdm(total=info["total"], desc=desc, unit="img", disable=None, leave=False)
-        bar.update(info["done"] - bar.n)
-        if info.get("skipped"):
-            bar.set_postfix(skipped=info["skipped"])
-        if info["done"] >= info["total"]:
-            bar.close()
+@dataclass
+class EncodedPlan:
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part name -> (features [K, D], labels [K])
+    skipped: dict[str, int]  # part name -> unreadable images left out
+    fresh: int  # images that went through the model (0 on a warm cache)
 
-    return report
+
+def encode_plan(plan: SplitPlan, backbone: Backbone, *, parts=None, cache_dir=None, progress=None,
+                batch_size: int = 64, should_stop=None) -> EncodedPlan:  # fmt: skip
+    """Features and labels of each of ``plan``'s parts (all, or those named in ``parts``), and its unreadable
+    images per part. Each dataset split is encoded once, cached under the dataset fingerprint and split name."""
+    wanted = {k: v for k, v in plan.parts().items() if parts is None or k in parts}
+    encoded = encode_dataset_splits(plan.dataset, backbone, [p.split for p in wanted.values()], cache_dir=cache_dir,
+                                    progress=progress, batch_size=batch_size, should_stop=should_stop)  # fmt: skip
+    report = typed(progress)
+    for name, e in encoded.items():
+        if e.skipped:
+            report({"phase": "encode", "message": unreadable_line(name, e)})
+    return EncodedPlan({k: encoded[p.split].rows(p.indices) for k, p in wanted.items()},
+                       {k: encoded[p.split].missing(p.indices) for k, p in wanted.items()},
+                       sum(e.fresh for e in encoded.values()))  # fmt: skip
+
+
+def encode_dataset_splits(dataset: ImageDataset, backbone: Backbone, names, *, cache_dir=None, progress=None,
+                          batch_size: int = 64, should_stop=None) -> dict[str, EncodedSplit]:  # fmt: skip
+    """Each named dataset split encoded once (cached under the dataset fingerprint and split name)."""
+    return {name: encode_split(backbone, dataset.splits[name], batch_size=batch_size, progress=progress,
+                               cache_dir=cache_dir, key_parts=(dataset.fingerprint, name), name=name,
+                               should_stop=should_stop)  # fmt: skip
+            for name in dict.fromkeys(names)}
+
+
+def unreadable_line(split: str, encoded: EncodedSplit) -> str:
+    """One log line naming a split's unreadable images (they are skipped, never fatal)."""
+    named = "; ".join(encoded.unreadable[:5]) + ("; …" if encoded.skipped > 5 else "")
+    return f"{split}: skipped {encoded.skipped} unreadable image(s): {named}"
 
 
 # --- class-prompt text embeddings -----------------------------------------------------------------------
@@ -395,9 +421,6 @@ def class_text_embeddings(
     classes = build_classifier(backbone.encoder, list(class_names), templates).float()  # batched by length
     scale = float(backbone.logit_scale)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        save_file({"classes": classes.contiguous(), "logit_scale": torch.tensor(scale)}, tmp)
-        os.replace(tmp, path)
+        tensors = {"classes": classes.contiguous(), "logit_scale": torch.tensor(scale)}
+        write_atomic(path, lambda tmp: save_file(tensors, tmp))
     return classes, scale

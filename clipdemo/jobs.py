@@ -21,169 +21,44 @@ Nothing here imports gradio: the CLI can drive the same runner.
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
 import re
 import shutil
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from clipdemo import pipeline
 from clipdemo.checkpoints import CheckpointError, load_checkpoint, new_version_dir, read_card
-from clipdemo.names import looks_like_path
+from clipdemo.data.sources import SourcePolicy, resolve_source
+from clipdemo.errors import UserError
+from clipdemo.families import CARS_HEAD, FAMILIES
+from clipdemo.pipeline import TrainOptions
+from clipdemo.progress import ProgressEvent
+from clipdemo.results import TrainResult
 
 log = logging.getLogger(__name__)
 
-KINDS = ("scratch", "cars-head")  # a job kind is also the checkpoint family it writes
 SPLITS = ("tutorial", "official")
-MAX_EPOCHS = 1000
-MAX_SECONDS = 7 * 24 * 3600
 MAX_HISTORY = 20_000  # progress events kept for the curves
 LOG_EVERY_S = 2.0  # at most one "train" log line per this many seconds (eval/done/messages always)
 
-Progress = Callable[[dict], None]
-StopFlag = Callable[[], bool]
-# A trainer adapter: (dataset, out_dir, options, progress, should_stop) -> metrics dict
-Trainer = Callable[[object, Path, dict, Progress, StopFlag], dict]
+# A trainer: (dataset, out_dir, options, progress=, should_stop=, cache_dir=) -> TrainResult; by default
+# ``clipdemo.pipeline.train`` for the job's family (tests put doubles in its place).
+Trainer = Callable[..., TrainResult]
 
 
-class JobError(ValueError):
+class JobError(UserError):
     """A job can't be started or acted on; the message is one sentence fit to show an admin."""
 
 
 class BusyError(JobError):
     """A job is already running."""
-
-
-# --- datasets: what an admin may train on -------------------------------------------------------------------
-
-
-def dataset_loader(spec: str, config: str | None, data_root: Path | None) -> Callable[[], object]:
-    """Check ``spec`` now (raising ``DataError``/``JobError``) and return a function that loads it later.
-
-    Allowed: ``shapes`` (built in), a folder under ``data_root``, a Hugging Face dataset id. The check runs
-    before a job starts; the load (which may download) runs on the job's thread.
-    """
-    from clipdemo.data import sources
-
-    spec = (spec or "").strip()
-    config = (config or "").strip() or None
-    if not spec:
-        raise JobError("Choose a dataset: 'shapes', a Hugging Face dataset id, or a folder under the data root.")
-    if spec == sources.BUILTIN:
-        return lambda: sources.load_source(spec)
-    if len(spec) > 300 or "\x00" in spec:
-        raise JobError("That dataset name is not valid.")
-    if data_root is not None:
-        local = sources.resolve_local(spec, data_root)  # raises DataError for '..', links out, missing paths
-        if local is not None:
-            return lambda: sources.load_local(local, config=config)
-    elif looks_like_path(spec):
-        raise JobError(
-            f"Dataset '{spec}' looks like a local path; training on local folders needs CLIPDEMO_DATA_ROOT "
-            "(the only folder the admin tab may read), which is not set."
-        )
-    if not sources._HUB_ID.match(spec) or ".." in spec:
-        raise JobError(f"Dataset '{spec}' is neither a Hugging Face dataset id nor a folder under the data root.")
-    # The Hub loader also accepts local paths (relative to the working directory): refuse an id that names one,
-    # so 'checkpoints' or 'clipdemo' can never be read as a dataset from outside the data root.
-    if Path(spec).exists():
-        raise JobError(f"Dataset '{spec}' names a local folder outside the data root; it is refused.")
-    from clipdemo.data.hub import hub_dataset
-
-    return lambda: hub_dataset(spec, config=config)
-
-
-# --- trainers: thin adapters over the library's training functions ------------------------------------------
-
-
-def train_scratch_job(dataset, out_dir: Path, o: dict, progress: Progress, should_stop: StopFlag) -> dict:
-    from clipdemo.scratch.train import train_scratch
-
-    extra = {k: o[k] for k in ("epochs", "max_seconds", "batch_size", "cache_dir") if o.get(k) is not None}
-    return train_scratch(dataset, out_dir, preset=o["preset"], seed=o["seed"], progress=progress,
-                         should_stop=should_stop, **extra)
-
-
-def find_head_trainer() -> Callable:
-    """The Cars head training function, wherever the Cars issue put it."""
-    for module, name in (("clipdemo.cars", "train_head"), ("clipdemo.heads", "train_head"),
-                         ("clipdemo.train", "train_head"), ("clipdemo.cars", "train_cars_head")):
-        try:
-            fn = getattr(importlib.import_module(module), name, None)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        if callable(fn):
-            return fn
-    raise JobError("Cars-head training is not available in this build of clipdemo.")
-
-
-def train_head_job(dataset, out_dir: Path, o: dict, progress: Progress, should_stop: StopFlag) -> dict:
-    train_head = find_head_trainer()
-    extra = {k: o[k] for k in ("head", "epochs", "cache_dir") if o.get(k) is not None}
-    return train_head(dataset, o["backbone"], out_dir, split=o["split"], seed=o["seed"], progress=progress,
-                      should_stop=should_stop, **extra)
-
-
-DEFAULT_TRAINERS: dict[str, Trainer] = {"scratch": train_scratch_job, "cars-head": train_head_job}
-
-
-# --- options -------------------------------------------------------------------------------------------------
-
-
-def _int(value, name: str, lo: int, hi: int, default=None):
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise JobError(f"{name} must be a whole number.") from None
-    if number != int(number) or not lo <= number <= hi:
-        raise JobError(f"{name} must be a whole number from {lo} to {hi}.")
-    return int(number)
-
-
-def _seconds(value):
-    if value is None or value == "" or value == 0:
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise JobError("The time budget must be a number of seconds.") from None
-    if not 0 < seconds <= MAX_SECONDS:
-        raise JobError(f"The time budget must be between 1 and {MAX_SECONDS} seconds.")
-    return seconds
-
-
-def job_options(kind: str, *, preset="default", epochs=None, max_seconds=None, seed=0, batch_size=None,
-                backbone=None, head=None, split="tutorial", allowed_backbones=None) -> dict:
-    """Check and normalise the options of a ``kind`` job (the CLI's options); raise ``JobError``."""
-    options = {"seed": _int(seed, "The seed", 0, 2**31 - 1, 0), "epochs": _int(epochs, "Epochs", 1, MAX_EPOCHS)}
-    if kind == "scratch":
-        from clipdemo.scratch.model import PRESETS
-
-        if preset not in PRESETS:
-            raise JobError(f"Unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
-        options.update(preset=preset, max_seconds=_seconds(max_seconds),
-                       batch_size=_int(batch_size, "The batch size", 1, 65536))
-    elif kind == "cars-head":
-        backbone = (backbone or "").strip()
-        if not backbone or (allowed_backbones is not None and backbone not in allowed_backbones):
-            raise JobError("Choose the backbone among this app's models.")
-        if split not in SPLITS:
-            raise JobError(f"The split must be one of {', '.join(SPLITS)}.")
-        if head is not None and not re.fullmatch(r"[\w-]{1,40}", str(head)):
-            raise JobError("The head name is not valid.")
-        options.update(backbone=backbone, head=head or None, split=split)
-    else:
-        raise JobError(f"Unknown job kind '{kind}'; choose one of {', '.join(KINDS)}.")
-    return options
 
 
 def version_label(spec: str) -> str:
@@ -194,10 +69,7 @@ def version_label(spec: str) -> str:
 
 def short_error(error: BaseException) -> str:
     """One sentence an admin can act on; unexpected errors say only where to look."""
-    from clipdemo.errors import ModelUnavailable
-    from clipdemo.images import ImageError
-
-    if isinstance(error, (ValueError, ModelUnavailable, ImageError, FileNotFoundError)):
+    if isinstance(error, UserError):
         text = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return text if len(text) <= 300 else text[:299] + "…"
     if isinstance(error, OSError) and error.strerror:  # disk full, permissions: actionable, paths left out
@@ -211,9 +83,9 @@ def short_error(error: BaseException) -> str:
 @dataclass
 class Job:
     id: int
-    kind: str
+    family: str  # clipdemo.families: what it trains, and the checkpoint folder it writes into
     dataset: str
-    options: dict
+    options: TrainOptions
     out_dir: Path
     started: float = field(default_factory=time.time)
     state: str = "running"  # running | finished | failed | cancelled
@@ -236,7 +108,7 @@ class JobRunner:
                  allowed_backbones=None, cache_dir=None, log_lines: int = 200):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.data_root = Path(data_root) if data_root else None
-        self.trainers = {**DEFAULT_TRAINERS, **(trainers or {})}
+        self.trainers = {**{f: functools.partial(pipeline.train, f) for f in FAMILIES}, **(trainers or {})}
         self.allowed_backbones = list(allowed_backbones) if allowed_backbones is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.log_lines = log_lines
@@ -253,7 +125,7 @@ class JobRunner:
 
     # -- actions
 
-    def start(self, kind: str, dataset: str, *, config: str | None = None, **options) -> dict:
+    def start(self, family: str, dataset: str, *, config: str | None = None, **options) -> dict:
         """Check everything, then start training on a background thread; return the snapshot.
 
         ``options``: scratch: preset, epochs, max_seconds, seed, batch_size; cars-head: backbone, head,
@@ -264,26 +136,39 @@ class JobRunner:
             running = self._job if self._job and self._job.state == "running" else None
             if running:
                 raise BusyError(
-                    f"A training job is already running ({running.kind} on {running.dataset}, started "
+                    f"A training job is already running ({running.family} on {running.dataset}, started "
                     f"{_clock(running.started)}); cancel it or wait for it to finish."
                 )
-            opts = job_options(kind, allowed_backbones=self.allowed_backbones, **options)
-            load = dataset_loader(dataset, config, self.data_root)
+            opts = self.options(family, options)
+            load = resolve_source(dataset, config, SourcePolicy.confined(self.data_root))
             self._ids += 1
-            out_dir = new_version_dir(self.checkpoint_dir, kind, version_label(dataset))
-            job = Job(self._ids, kind, dataset.strip(), {**opts, "config": config or None}, out_dir,
-                      log=deque(maxlen=self.log_lines))
+            out_dir = new_version_dir(self.checkpoint_dir, family, version_label(dataset))
+            job = Job(self._ids, family, dataset.strip(), opts, out_dir, log=deque(maxlen=self.log_lines))
             self._job = job
             job.thread = threading.Thread(target=self._run, args=(job, load), name=f"clipdemo-job-{job.id}",
                                           daemon=True)
-        self._log(job, f"started {kind} training on {job.dataset} into version {out_dir.name}", force=True)
-        log.info("job %d: %s on %s -> %s (%s)", job.id, kind, job.dataset, out_dir, opts)
+        self._log(job, f"started {family} training on {job.dataset} into version {out_dir.name}", force=True)
+        log.info("job %d: %s on %s -> %s (%s)", job.id, family, job.dataset, out_dir, opts)
         try:
             job.thread.start()
         except RuntimeError:  # no thread to be had: say so instead of showing "running" forever
             log.exception("job %d could not start", job.id)
             self._end(job, "failed", "The training thread could not be started; see the server log.")
         return self.snapshot()
+
+    def options(self, family: str, options: dict) -> TrainOptions:
+        """The job's options checked (``pipeline.TrainOptions``); a Cars head only on the app's own models."""
+        if family not in FAMILIES:
+            raise JobError(f"Unknown job kind '{str(family)[:40]}'; choose one of {', '.join(FAMILIES)}.")
+        known = {k: v for k, v in options.items() if k in TrainOptions.__dataclass_fields__ and v is not None}
+        if family == CARS_HEAD:
+            backbone = str(known.get("backbone") or "").strip()
+            if not backbone or (self.allowed_backbones is not None and backbone not in self.allowed_backbones):
+                raise JobError("Choose the backbone among this app's models.")
+            known["head"] = known.get("head") or None
+        if known.get("max_seconds") == 0:  # the Admin form's "no budget"
+            known.pop("max_seconds")
+        return TrainOptions(**known).checked(family)
 
     def cancel(self) -> str:
         """Ask the running job to stop (its trainer polls the flag between steps); return what happened."""
@@ -292,7 +177,7 @@ class JobRunner:
             return "No training job is running."
         job.stop.set()
         self._log(job, "cancel requested; stopping after the current step", force=True)
-        return f"Cancelling the {job.kind} job on {job.dataset}; it stops after the current step."
+        return f"Cancelling the {job.family} job on {job.dataset}; it stops after the current step."
 
     def wait(self, timeout: float | None = None) -> dict:
         """Block until the current job (if any) ends or ``timeout`` passes; return the snapshot."""
@@ -315,8 +200,8 @@ class JobRunner:
         with self._lock:
             last = dict(job.last)
             snap = {
-                "id": job.id, "kind": job.kind, "family": job.kind, "dataset": job.dataset,
-                "options": dict(job.options), "version": job.out_dir.name, "state": job.state,
+                "id": job.id, "family": job.family, "dataset": job.dataset,
+                "options": asdict(job.options), "version": job.out_dir.name, "state": job.state,
                 "started": _clock(job.started), "elapsed_s": round((job.ended or time.time()) - job.started, 1),
                 "history": list(job.history), "log": list(job.log), "error": job.error, "kept": job.kept,
                 "result": dict(job.result) if job.result else None, "stopping": job.stop.is_set(),
@@ -335,34 +220,23 @@ class JobRunner:
             dataset = load()
             self._log(job, f"dataset: {getattr(dataset, 'source', job.dataset)}, "
                            f"{len(getattr(dataset, 'class_names', []))} classes", force=True)
-            options = {**job.options, "cache_dir": self.cache_dir}
-            metrics = self.trainers[job.kind](dataset, job.out_dir, options, lambda e: self._progress(job, e),
-                                              job.stop.is_set)
-            self._finish(job, metrics)
+            result = self.trainers[job.family](dataset, job.out_dir, job.options, progress=lambda e: self._progress(job, e),
+                                             should_stop=job.stop.is_set, cache_dir=self.cache_dir)  # fmt: skip
+            self._finish(job, result)
         except BaseException as e:  # the thread must always end in a state the UI can show
             if job.stop.is_set():
                 self._end(job, "cancelled")
             else:
-                log.warning("job %d (%s on %s) failed", job.id, job.kind, job.dataset, exc_info=True)
+                log.warning("job %d (%s on %s) failed", job.id, job.family, job.dataset, exc_info=True)
                 self._end(job, "failed", short_error(e))
             if not isinstance(e, Exception):
                 raise
 
-    def _finish(self, job: Job, metrics: dict) -> None:
-        if job.stop.is_set():
-            self._end(job, "cancelled")
-            return
-        try:
-            _, _, card = load_checkpoint(job.out_dir)
-        except CheckpointError as e:
-            self._end(job, "failed", f"Training ended but its checkpoint can't be loaded: {e}")
-            return
-        result = {k: v for k, v in (metrics or {}).items() if _plain(v)}
-        result.setdefault("class_names", card.get("classes") or card.get("class_names"))
-        result.setdefault("confusion", (card.get("metrics") or {}).get("confusion"))
-        with self._lock:
-            job.result = result
-        self._end(job, "finished")
+    def _finish(self, job: Job, result: TrainResult) -> None:
+        with self._lock:  # what the results panel shows: the numbers, the class names and the confusion matrix
+            job.result = {**result.to_json(), "class_names": list(result.class_names),
+                          "confusion": result.metrics.confusion}  # fmt: skip
+        self._end(job, "cancelled" if job.stop.is_set() or result.stopped == "cancelled" else "finished")
 
     def _end(self, job: Job, state: str, error: str | None = None) -> None:
         kept = False
@@ -385,8 +259,8 @@ class JobRunner:
         self._log(job, line, force=True)
         log.info("job %d %s", job.id, line)
 
-    def _progress(self, job: Job, event: dict) -> None:
-        event = {k: v for k, v in dict(event).items() if isinstance(v, (int, float, str, type(None)))}
+    def _progress(self, job: Job, event: ProgressEvent) -> None:
+        event = event.to_dict()
         phase = event.get("phase")
         with self._lock:
             new_phase = phase != job.last.get("phase") or event.get("split") != job.last.get("split")
@@ -417,11 +291,6 @@ def log_line(event: dict) -> str:
                  f"val acc {100 * event['val_acc']:.1f}%"
                  if event.get("phase") is None and isinstance(event.get("val_acc"), (int, float)) else ""]
     return " ".join(p for p in parts + [str(event.get("message") or "")] if p)
-
-
-def _plain(value) -> bool:
-    """JSON-friendly values only (numbers, strings, lists such as the confusion matrix, small dicts)."""
-    return isinstance(value, (int, float, str, list, dict, type(None)))
 
 
 def _loads(folder: Path) -> bool:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from clipdemo.devices import l2_normalize
+from clipdemo.errors import UserError
 from clipdemo.encoders import Encoder
 
 # OpenAI's 80 ImageNet prompt templates (CLIP repo, notebooks/Prompt_Engineering_for_ImageNet.ipynb).
@@ -63,7 +64,7 @@ MAX_LABEL_TEXT = 50_000  # characters in the whole labels box
 MAX_IMAGES = 16  # per request in the app; the library and CLI take any number, in batches
 
 
-class LabelError(ValueError):
+class LabelError(UserError):
     """Labels or templates the user typed can't be used; the message says why in one sentence."""
 
 
@@ -153,6 +154,12 @@ TEXT_CACHE = EmbeddingCache(20_000)
 IMAGE_CACHE = EmbeddingCache(256)
 
 
+def ensemble(prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """CLIP's prompt ensembling: ``[C, T, D]`` normalised embeddings of each class's T prompts -> ``[C, D]``,
+    their mean renormalised. Every classifier in clipdemo (zero-shot, Cars, the scratch CLIP) goes through it."""
+    return l2_normalize(prompt_embeddings.mean(dim=1))
+
+
 def build_classifier(
     encoder: Encoder, labels: list[str], templates: tuple[str, ...], cache: EmbeddingCache = TEXT_CACHE
 ) -> torch.Tensor:
@@ -160,8 +167,7 @@ def build_classifier(
 
     def encode(missing):
         prompts = [fill(t, key[-1]) for key in missing for t in templates]
-        per_prompt = encoder.encode_texts(prompts).view(len(missing), len(templates), -1)
-        return l2_normalize(per_prompt.mean(dim=1))
+        return ensemble(encoder.encode_texts(prompts).view(len(missing), len(templates), -1))
 
     return cache.lookup([(encoder.name, encoder.precision, templates, label) for label in labels], encode)
 
@@ -211,25 +217,3 @@ def classify(
     image_embeddings = encode_images_cached(encoder, images, image_cache)
     probs = (encoder.logit_scale * image_embeddings @ classifier.T).softmax(dim=-1)
     return rank(probs, labels, top_k)
-
-
-def split_scores(encoder: Encoder, refs, class_names: list[str], templates: tuple[str, ...], batch_size: int = 64):
-    """Zero-shot scores [N, C] for a dataset split's image refs; unreadable images are skipped and counted.
-
-    Returns ``(scores, kept_indices, skipped)``.
-    """
-    from clipdemo.images import ImageError, load_image
-
-    classifier = build_classifier(encoder, class_names, templates)
-    scores, kept, skipped = [], [], 0
-    for start in range(0, len(refs), batch_size):
-        images = []
-        for i, ref in enumerate(refs[start : start + batch_size], start):
-            try:
-                images.append(load_image(ref))
-                kept.append(i)
-            except ImageError:
-                skipped += 1
-        if images:
-            scores.append(encoder.logit_scale * encoder.encode_images(images) @ classifier.T)
-    return (torch.cat(scores) if scores else torch.empty(0, len(class_names))), kept, skipped

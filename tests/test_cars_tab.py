@@ -68,7 +68,7 @@ def test_served_head_ranks_beside_zero_shot(served, cars):
     top_head, top_zs = max(head, key=head.get), max(zeroshot, key=zeroshot.get)
     assert ("agree" in verdict) and (top_head in verdict) and (top_zs in verdict)
     assert ("They agree" in verdict) == (top_head == top_zs)
-    assert "acc@1" in card and "zero-shot CLIP" in card and "official splits" in card and "`linear`" in card
+    assert "acc@1" in card and "zero-shot CLIP" in card and "the test split" in card and "`linear`" in card
     root = str(served.settings.checkpoint_dir)
     assert root not in card + verdict and str(served.settings.model) not in card  # no server paths shown
     assert "local model" in card and "cars-devkit: cars" in card

@@ -19,15 +19,8 @@ from clipdemo.data.folder import image_folder
 from clipdemo.data.hub import hub_dataset, split_of
 from clipdemo.data.shapes import HELD_OUT, make_shapes
 from clipdemo.data import DataError
-from clipdemo.data.sources import load_source
-from clipdemo.data.splits import (
-    clean_eval_split,
-    find_overlap,
-    image_hash,
-    split_hashes,
-    stratified_split,
-    tutorial_split,
-)
+from clipdemo.data.sources import SourcePolicy, load_source
+from clipdemo.data.splits import find_overlap, holdout, image_hash, plan_splits, split_hashes, tutorial_split
 
 try:
     from tests.minicars import annotations as mat_annotations, class_colour, write_minicars
@@ -335,63 +328,75 @@ def mini_like(n=12, classes=4) -> ImageDataset:
     return ImageDataset([f"c{i}" for i in range(classes)], splits, "test:mini", "fp0", ["loaded"])
 
 
-def test_clean_eval_split_replaces_a_duplicated_test_split():
+def hashes(plan, part):
+    return set(split_hashes(plan.split(part)))
+
+
+def test_a_duplicated_test_split_is_replaced_by_a_clean_seeded_one():
     ds = mini_like()
     assert find_overlap(ds)[("train", "test")] == 12
-    clean, note = clean_eval_split(ds, seed=0, fraction=0.25)
-    assert note.startswith("WARNING: test split overlaps train: 12 of 12")
-    assert clean.notes == ["loaded", note] and ds.notes == ["loaded"]  # input untouched
-    assert set(split_hashes(clean.splits["test"])).isdisjoint(split_hashes(clean.splits["train"]))
-    assert "validation" not in clean.splits  # all of it was in train or test
-    assert len(clean.splits["test"]) == 4 and len(clean.splits["train"]) == 8  # 1 of 3 per class
-    assert clean.fingerprint != ds.fingerprint
-    assert clean_eval_split(ds, seed=0, fraction=0.25)[0].splits["test"] == clean.splits["test"]  # seeded
+    plan = plan_splits(ds, seed=0)
+    assert plan.leak.startswith("WARNING: the test split overlaps training: 12 of 12 test images")
+    assert ds.notes == ["loaded"] and len(ds.splits["test"]) == 12  # the input is untouched
+    assert hashes(plan, plan.evaluation).isdisjoint(hashes(plan, plan.train) | hashes(plan, plan.validation))
+    assert hashes(plan, plan.validation).isdisjoint(hashes(plan, plan.train))
+    assert len(plan.evaluation) + len(plan.validation) + len(plan.train) == 12  # each distinct image once
+    assert plan.dataset.fingerprint != ds.fingerprint
+    held = hashes(plan, plan.evaluation)
+    again, other = plan_splits(ds, seed=0), plan_splits(ds, seed=1)
+    assert hashes(again, again.evaluation) == held and hashes(other, other.evaluation) != held  # seeded
 
 
-def test_clean_eval_split_other_cases():
+def test_the_leak_check_other_cases():
     ds = mini_like()
-    # a little overlap: only the duplicates leave test
+    # a little overlap: only the duplicates leave the evaluation
     fresh = [png(seed=100 + i) for i in range(5)]
     ds.splits["test"] = Split(fresh + [ds.splits["train"].images[0]], [0, 1, 2, 3, 0, 0])
     del ds.splits["validation"]
-    clean, note = clean_eval_split(ds)
-    assert "1 of 6" in note and len(clean.splits["test"]) == 5 and clean.splits["train"] is ds.splits["train"]
-    # no overlap: unchanged
-    clean2, note2 = clean_eval_split(clean)
-    assert clean2 is clean and note2 == ""
-    # no test split: carved from train
+    plan = plan_splits(ds)
+    assert "WARNING: 1 of 6 'test' images are identical" in plan.leak and len(plan.evaluation) == 5
+    assert plan.overlap == 1 and plan.dataset is ds
+    # no overlap: no note
+    ds.splits["test"] = Split(fresh, [0, 1, 2, 3, 0])
+    assert plan_splits(ds).leak == ""
+    # no test split: carved from train, never overlapping it
     del ds.splits["test"]
-    carved, note3 = clean_eval_split(ds, fraction=0.25)
-    assert note3.startswith("no test split") and len(carved.splits["test"]) == 4
+    carved = plan_splits(ds)
+    assert carved.evaluation.split == "train" and "no test split" in carved.description
+    assert set(carved.evaluation.indices).isdisjoint(carved.train.indices + carved.validation.indices)
     # one image per class (Pokemon mini's case): a seeded random held-out set instead of an empty one
     one_each = Split([png(seed=i) for i in range(5)], [0, 1, 2, 3, 4])
     singles = ImageDataset(["a", "b", "c", "d", "e"], {"train": one_each}, "s", "f")
-    assert len(clean_eval_split(singles, fraction=0.2)[0].splits["test"]) == 1
+    assert len(plan_splits(singles).evaluation) == 1
 
 
-def test_stratified_split():
+def test_one_class_is_refused_in_one_sentence():
+    one = Split([png(seed=i) for i in range(6)], [0] * 6)
+    with pytest.raises(DataError, match=r"has one class \(a\): a classifier needs at least two\."):
+        plan_splits(ImageDataset(["a"], {"train": one}, "one", "f"))
+
+
+def test_holdout_is_the_one_rule():
     labels = [0] * 10 + [1] * 4 + [2] * 1
-    split = Split([f"img{i}" for i in range(len(labels))], labels)
-    train, held = stratified_split(split, 0.2, seed=1)
-    assert sorted(held.labels) == [0, 0, 1]  # 2 of 10, at least 1 of 4, none of the single one
-    assert len(train) + len(held) == len(split) and set(train.images).isdisjoint(held.images)
-    assert stratified_split(split, 0.2, seed=1)[1] == held and stratified_split(split, 0.2, seed=2)[1] != held
+    kept, held = holdout(range(len(labels)), labels, 0.2, seed=1)
+    assert sorted(labels[i] for i in held) == [0, 0, 1]  # 2 of 10, at least 1 of 4, none of the single one
+    assert len(kept) + len(held) == len(labels) and set(kept).isdisjoint(held)
+    assert holdout(range(15), labels, 0.2, seed=1)[1] == held and holdout(range(15), labels, 0.2, seed=2)[1] != held
+    # 25 images of a class at 10%: round(2.5) = 3, halves up (scratch and heads agree)
+    assert len(holdout(range(25), [0] * 25, 0.1, seed=0)[1]) == 3
 
 
 def test_tutorial_split_matches_the_notebook():
     from sklearn.model_selection import train_test_split
 
-    split = Split([f"{i:05d}.jpg" for i in range(8144)], [i % 196 for i in range(8144)])
-    train, held = tutorial_split(split)
+    rows = list(range(8144))
+    train, held = tutorial_split(rows)
     assert (len(train), len(held)) == (7736, 408)
     # same rows, same order, as the tutorial's call on the annotation array
-    assert held.images == train_test_split(split.images, test_size=0.05, random_state=3)[1]
+    assert list(held) == train_test_split(rows, test_size=0.05, random_state=3)[1]
     # its printed 7349 / 387: the split cell ran twice
-    train2, held2 = tutorial_split(split, rounds=2)
+    train2, held2 = tutorial_split(train)
     assert (len(train2), len(held2)) == (7349, 387)
-    assert held2.images == tutorial_split(train)[1].images
-    seven = Split(list(range(7736)), [0] * 7736)
-    assert len(tutorial_split(seven)[1]) == 387
 
 
 # --- dispatch and confinement -----------------------------------------------------------------------------
@@ -402,15 +407,15 @@ def test_data_root_confinement(tmp_path):
     write_folder(root / "pets", {"train": {"cat": 1}})
     outside = write_folder(tmp_path / "secret", {"train": {"cat": 1}})
     (root / "escape").symlink_to(outside, target_is_directory=True)
-    assert load_source("pets", data_root=root).class_names == ["cat"]
-    assert load_source(str(root / "pets"), data_root=root).splits["train"].labels == [0]
+    assert load_source("pets", policy=SourcePolicy.confined(root)).class_names == ["cat"]
+    assert load_source(str(root / "pets"), policy=SourcePolicy.confined(root)).splits["train"].labels == [0]
     for spec in ("../secret", "pets/../../secret", str(outside), "escape", "~/x"):
         with pytest.raises(DataError, match="refused|does not exist"):
-            load_source(spec, data_root=root)
+            load_source(spec, policy=SourcePolicy.confined(root))
     with pytest.raises(DataError, match="outside the data folder"):
-        load_source(str(outside), data_root=root)
+        load_source(str(outside), policy=SourcePolicy.confined(root))
     with pytest.raises(DataError, match="does not exist inside"):
-        load_source("./missing", data_root=root)
+        load_source("./missing", policy=SourcePolicy.confined(root))
 
 
 def test_builtin_shapes_dispatch(monkeypatch):
@@ -431,7 +436,7 @@ def test_hub_shaped_name_under_a_data_root_never_reads_the_working_directory(tmp
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError):
-        load_source("secret", data_root=tmp_path / "root")
+        load_source("secret", policy=SourcePolicy.confined(tmp_path / "root"))
 
 
 def test_an_image_folder_keeps_extra_splits_for_evaluation(tmp_path):

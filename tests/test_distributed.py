@@ -80,7 +80,9 @@ def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp
             folder = data / split / f"{colour} thing"
             folder.mkdir(parents=True)
             for i in range(n):
-                Image.new("RGB", (24, 24), colour).save(folder / f"{i}.png")
+                image = Image.new("RGB", (24, 24), colour)
+                image.putpixel((i, 0), (255, 255, 255))  # distinct files: identical ones would be caught as a leak
+                image.save(folder / f"{split}{i}.png")
     out = tmp_path / "ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
     run = subprocess.run(

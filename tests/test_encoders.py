@@ -102,7 +102,9 @@ def test_precision_choice(monkeypatch, caplog):
 def test_shipped_checkpoint_in_bf16_mostly_agrees_with_fp32():
     """What the precision choice rests on: bf16 is close to fp32 but not identical on our test set."""
     from clipdemo.data.sources import load_source
-    from clipdemo.zeroshot import split_scores
+    from clipdemo.evaluate import zero_shot_logits
+    from clipdemo.features import encode_split
+    from clipdemo.zeroshot import build_classifier
 
     dataset = load_source("shapes")
     test = dataset.splits["test"]
@@ -111,7 +113,9 @@ def test_shipped_checkpoint_in_bf16_mostly_agrees_with_fp32():
     for precision in ("fp32", "bf16"):
         encoder = encoders.load_encoder(str(shipped), precision=precision)
         assert encoder.precision == precision
-        scores[precision], _, _ = split_scores(encoder, test.images, dataset.class_names, encoder.templates)
+        features = encode_split(encoder, test, progress=lambda event: None).features
+        classes = build_classifier(encoder, dataset.class_names, encoder.templates)
+        scores[precision] = zero_shot_logits(features, classes, encoder.logit_scale)
     assert not torch.equal(scores["fp32"], scores["bf16"])  # bf16 really ran
     agree = (scores["fp32"].argmax(1) == scores["bf16"].argmax(1)).float().mean().item()
     assert agree >= 0.95

@@ -23,7 +23,12 @@ from PIL import Image
 from clipdemo import checkpoints
 from clipdemo.checkpoints import list_versions, load_checkpoint, promote, save_checkpoint, served_checkpoint
 from clipdemo.data import DataError
-from clipdemo.jobs import BusyError, JobError, JobRunner, dataset_loader, job_options, version_label
+from clipdemo.data.sources import SourcePolicy, resolve_source
+from clipdemo.evaluate import Scores
+from clipdemo.jobs import BusyError, JobError, JobRunner, version_label
+from clipdemo.pipeline import OptionError, TrainOptions
+from clipdemo.progress import typed
+from clipdemo.results import TrainResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +53,8 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), train=4, tes
 def fake_trainer(steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None):
     """A trainer adapter honouring the contract of train_scratch / train_head."""
 
-    def run(dataset, out_dir, options, progress, should_stop):
+    def run(dataset, out_dir, options, progress, should_stop, cache_dir=None):
+        progress = typed(progress)
         if calls is not None:
             calls.append((dataset.source, out_dir, options))
         for step in range(1, steps + 1):
@@ -64,7 +70,9 @@ def fake_trainer(steps=5, delay=0.01, fail: BaseException | None = None, gate: t
             raise fail
         save_checkpoint(out_dir, {"w": torch.zeros(3)}, {"kind": "fake"},
                         {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}})
-        return {"acc1": 0.5, "acc5": 1.0, "n": 6, "confusion": [[2, 0, 0], [0, 1, 1], [0, 1, 1]]}
+        scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
+        return TrainResult("scratch", out_dir, list(dataset.class_names), scores, {"protocol": "official"}, {},
+                           {"stopped": "cancelled" if should_stop() else "finished"})
 
     return run
 
@@ -116,7 +124,7 @@ def test_a_link_out_of_the_data_root_is_refused(env, tmp_path):
     outside = make_image_folder(tmp_path / "outside")
     (data / "link").symlink_to(outside)
     with pytest.raises(DataError, match="outside the data folder"):
-        dataset_loader("link", None, data)
+        resolve_source("link", None, SourcePolicy.confined(data))
 
 
 def test_without_a_data_root_only_builtin_and_hub_ids(tmp_path, monkeypatch):
@@ -124,28 +132,30 @@ def test_without_a_data_root_only_builtin_and_hub_ids(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # 'tiny' now also exists relative to the working directory
     for spec in ("tiny", "./tiny", str(tmp_path / "tiny")):
         with pytest.raises((JobError, DataError)):
-            dataset_loader(spec, None, None)
-    assert callable(dataset_loader("shapes", None, None))
-    assert callable(dataset_loader("fcakyon/pokemon-classification", "mini", None))  # loaded later, on the thread
+            resolve_source(spec, None, SourcePolicy.confined(None))
+    assert callable(resolve_source("shapes", None, SourcePolicy.confined(None)))
+    # loaded later, on the job's thread
+    assert callable(resolve_source("fcakyon/pokemon-classification", "mini", SourcePolicy.confined(None)))
 
 
 def test_a_hub_shaped_name_that_is_a_local_folder_outside_the_root_is_refused(env, tmp_path, monkeypatch):
     data, _ = env
     make_image_folder(tmp_path / "elsewhere")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(JobError, match="outside the data root"):
-        dataset_loader("elsewhere", None, data)
+    with pytest.raises(DataError, match="outside the data folder"):
+        resolve_source("elsewhere", None, SourcePolicy.confined(data))
 
 
-def test_options_are_checked():
-    assert job_options("scratch", epochs=2.0, seed="3")["epochs"] == 2
+def test_options_are_checked(tmp_path):
+    assert TrainOptions(epochs=2.0, seed="3").checked("scratch").epochs == 2
     for bad in (dict(epochs=0), dict(epochs=1.5), dict(epochs="many"), dict(preset="huge"), dict(max_seconds=-1)):
-        with pytest.raises(JobError):
-            job_options("scratch", **bad)
+        with pytest.raises(OptionError):
+            TrainOptions(**bad).checked("scratch")
+    runner = JobRunner(tmp_path, allowed_backbones=["openai/clip-vit-base-patch32"])
     with pytest.raises(JobError, match="backbone"):
-        job_options("cars-head", backbone="/etc/passwd", allowed_backbones=["openai/clip-vit-base-patch32"])
+        runner.options("cars-head", {"backbone": "/etc/passwd"})
     with pytest.raises(JobError, match="Unknown job kind"):
-        job_options("rm -rf")
+        runner.options("rm -rf", {})
     assert version_label("/data/My Pets!") == "my-pets" and version_label("..") == "run"
 
 
@@ -163,7 +173,7 @@ def test_job_runs_in_the_background_and_writes_a_new_version(env):
     assert [e["step"] for e in snap["history"] if e.get("phase") == "train"] == [1, 2, 3, 4, 5]
     assert snap["result"]["acc1"] == 0.5 and snap["result"]["class_names"] == ["blue", "green", "red"]
     assert any("finished" in line for line in snap["log"])
-    assert calls[0][2]["seed"] == 1 and calls[0][1].parent == ckpt / "scratch"
+    assert calls[0][2].seed == 1 and calls[0][1].parent == ckpt / "scratch"
     load_checkpoint(calls[0][1])
     assert served_checkpoint(ckpt, "scratch").name == "v0"  # nothing is promoted by a run
 

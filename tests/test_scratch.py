@@ -17,7 +17,8 @@ from clipdemo.encoders import Encoder, forget_encoder, load_encoder
 from clipdemo.scratch.encoder import ScratchEncoder, images_to_uint8, to_pixels
 from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
 from clipdemo.scratch.tokenizer import EOT, PAD, SOT, ByteTokenizer
-from clipdemo.scratch.train import CaptionTable, build_model, carve_validation, make_optimizer, train_scratch, train_step
+from clipdemo.scratch.train import CaptionTable, build_model, decode_plan, make_optimizer, train_scratch, train_step
+from clipdemo.data.splits import plan_splits
 
 # A configuration small enough to train in seconds on two shared cores (the default preset, shrunk).
 TINY = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
@@ -193,15 +194,6 @@ def test_make_shapes_writes_an_image_folder(tmp_path):
     assert (out / "test" / "red circle" / "0000.png").read_bytes() in shapes_dataset(0, per_class=2).splits["test"].images
 
 
-def test_carve_validation_is_stratified_and_seeded():
-    labels = [0] * 20 + [1] * 10 + [2] * 1
-    train, val = carve_validation(labels, 0.1, seed=3)
-    assert sorted(train + val) == list(range(31))
-    assert [labels[i] for i in val].count(0) == 2 and [labels[i] for i in val].count(1) == 1
-    assert 30 in train  # a class with a single image stays in train
-    assert carve_validation(labels, 0.1, seed=3) == (train, val) and carve_validation(labels, 0.1, seed=4) != (train, val)
-
-
 # --- training ------------------------------------------------------------------------------------------
 
 
@@ -211,9 +203,7 @@ def test_loss_decreases_over_a_few_steps(shapes, precision):
     model = build_model(config, seed=0, device=torch.device("cpu"))
     optimizer = make_optimizer(model, config)
     captions = CaptionTable(shapes.class_names, context_length=config.context_length)
-    from clipdemo.scratch.train import cache_split
-
-    data = cache_split(shapes.splits["train"], config.image_size)
+    data = decode_plan(plan_splits(shapes), config.image_size, progress=lambda event: None)[0]["train"]
     idx = torch.arange(0, len(data), 4)[:64]  # one fixed batch: the loss on it must fall
     caption_ids = data.labels[idx] * 6
     losses = [float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions, precision=precision))
@@ -231,9 +221,9 @@ def trained(shapes, tmp_path_factory):
     """One short run on the built-in data (about 6 s): the checkpoint and metrics several tests read."""
     out = tmp_path_factory.mktemp("scratch") / "ckpt"
     events = []
-    metrics = train_scratch(shapes, out, preset="default", epochs=EPOCHS, seed=0, batch_size=64,
-                            overrides=TINY, progress=events.append)
-    return out, metrics, events
+    result = train_scratch(shapes, out, preset="default", epochs=EPOCHS, seed=0, batch_size=64,
+                           overrides=TINY, progress=lambda event: events.append(event.to_dict()))
+    return out, {**result.to_json(), "confusion": result.metrics.confusion}, events
 
 
 EPOCHS = 25
@@ -248,11 +238,12 @@ def test_short_training_run_beats_chance_on_held_out_images(trained):
     assert metrics["acc1"] >= MIN_TEST_ACC, metrics["acc1"]
     assert metrics["acc5"] >= metrics["acc1"] and set(metrics) >= {"mean_per_class_recall", "weighted_f1", "confusion"}
     assert metrics["extra"]["unseen"]["n"] == 6 * 4
-    phases = {e["phase"] for e in events}
-    assert phases == {"train", "eval", "done"}
+    phases = [e["phase"] for e in events]
+    assert set(phases) == {"encode", "train", "eval", "done"} and phases.index("train") > phases.index("encode")
     assert events[-1]["phase"] == "done" and events[-2]["step"] == metrics["steps"]
     assert all(math.isfinite(e["loss"]) for e in events if e["phase"] == "train")
-    assert {"step", "total_steps", "epoch", "epochs", "loss", "val_acc", "eta", "elapsed"} <= set(events[0])
+    first = next(e for e in events if e["phase"] == "train")
+    assert {"step", "total_steps", "epoch", "epochs", "loss", "eta", "elapsed"} <= set(first)
 
 
 def test_checkpoint_card_says_what_it_was_trained_on(trained):
@@ -341,9 +332,9 @@ def test_should_stop_ends_the_run_and_keeps_a_loadable_checkpoint(shapes, tmp_pa
         calls.append(1)
         return len(calls) > 3  # three steps, then cancel
 
-    metrics = train_scratch(shapes, tmp_path / "c", preset="default", epochs=50, batch_size=64, overrides=TINY,
-                            should_stop=stop)
-    assert metrics["stopped"] == "cancelled" and metrics["steps"] == 3
+    result = train_scratch(shapes, tmp_path / "c", preset="default", epochs=50, batch_size=64, overrides=TINY,
+                           should_stop=stop)
+    assert result.stopped == "cancelled" and result.run["steps"] == 3
     assert read_card(tmp_path / "c")["complete"]
     ScratchEncoder(tmp_path / "c")
 
@@ -352,10 +343,10 @@ def test_interrupt_leaves_the_last_good_checkpoint_intact(shapes, tmp_path):
     out = tmp_path / "c"
     seen = {"evals": 0}
 
-    def progress(info):
-        if info["phase"] == "eval":
+    def progress(event):
+        if event.phase == "eval":
             seen["evals"] += 1
-        if seen["evals"] == 1 and info["phase"] == "train":
+        if seen["evals"] == 1 and event.phase == "train":
             raise KeyboardInterrupt  # Ctrl-C in the middle of the second epoch
 
     with pytest.raises(KeyboardInterrupt):

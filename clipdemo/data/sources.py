@@ -1,6 +1,7 @@
-"""Turn one string (what a user types after ``--data``) into an ``ImageDataset``.
+"""Turn one string (what a user types after ``--data``) into an ``ImageDataset``: the only place that decides
+which sources may be read.
 
-``load_source(spec)`` dispatches on what the spec names:
+``load_source(spec, config, policy)`` dispatches on what the spec names:
 
 - ``shapes``: the built-in procedural dataset (works offline, no files);
 - an existing folder: the Stanford Cars devkit layout if it has ``devkit/cars_meta.mat``, a saved HF dataset
@@ -9,37 +10,77 @@
 - a ``.parquet`` file: one split of an HF-style dataset;
 - anything else shaped like ``owner/name``: a dataset on the Hugging Face Hub.
 
-With ``data_root`` (the admin tab's setting), local specs are confined to that folder: ``..`` and paths that
-resolve outside it, symlinks included, are refused.
+A ``SourcePolicy`` says what may be read. The CLI's (``OPEN``) reads any local path. The Admin tab's
+(``SourcePolicy.confined(data_root)``) reads local folders only under its data root (``..`` and paths or
+links that resolve outside it are refused) and none at all without one; Hub ids and ``shapes`` always.
+``resolve_source`` does every check without loading, so a job can refuse a spec before it starts and load it
+later on its own thread.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import DataError, ImageDataset
 
 BUILTIN = "shapes"
 # Hub ids: "name" or "owner/name" (letters, digits, - _ .), as the Hub allows them.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+MAX_SPEC = 300
 
 
-def load_source(spec: str, config: str | None = None, data_root: Path | None = None) -> ImageDataset:
+@dataclass(frozen=True)
+class SourcePolicy:
+    local: bool = True  # may read local paths at all
+    data_root: Path | None = None  # ... and then only under this folder
+
+    @classmethod
+    def confined(cls, data_root) -> "SourcePolicy":
+        """The Admin tab's: local folders under ``data_root`` only, none without it."""
+        return cls(local=data_root is not None, data_root=Path(data_root) if data_root else None)
+
+
+OPEN = SourcePolicy()
+
+
+def load_source(spec: str, config: str | None = None, policy: SourcePolicy = OPEN) -> ImageDataset:
     """Load the dataset ``spec`` names; see the module docstring. Raises ``DataError`` with a readable message."""
-    spec = str(spec).strip()
+    return resolve_source(spec, config, policy)()
+
+
+def resolve_source(spec: str, config: str | None = None, policy: SourcePolicy = OPEN) -> Callable[[], ImageDataset]:
+    """Check ``spec`` against ``policy`` now (raising ``DataError``) and return a function that loads it."""
+    spec = str(spec or "").strip()
+    config = (config or "").strip() or None
     if not spec:
         raise DataError("No data source given: pass a folder, 'shapes', or a Hugging Face dataset id.")
+    if len(spec) > MAX_SPEC or "\x00" in spec:
+        raise DataError("That data source name is not valid.")
     if spec == BUILTIN:
-        return _builtin()
-    path = resolve_local(spec, data_root)
-    if path is not None:
-        return load_local(path, config=config)
-    if _HUB_ID.match(spec) and ".." not in spec:
-        from .hub import hub_dataset
+        return _builtin
+    if policy.local:
+        path = resolve_local(spec, policy.data_root)
+        if path is not None:
+            return lambda: load_local(path, config=config)
+    elif _looks_local(spec):
+        raise DataError(f"Data source '{spec}' looks like a local path; reading local folders here needs "
+                        f"CLIPDEMO_DATA_ROOT (the only folder that may be read), which is not set.")  # fmt: skip
+    if not _HUB_ID.match(spec) or ".." in spec:
+        raise DataError(f"Data source '{spec}' is neither a folder nor a Hugging Face dataset id.")
+    if not policy.local or policy.data_root is not None:
+        # the Hub loader would also read a same-named folder in the working directory: not here
+        if Path(spec).exists():
+            raise DataError(f"Data source '{spec}' names a local folder outside the data folder; it is refused.")
+    from .hub import hub_dataset
 
-        return hub_dataset(spec, config=config, hub_only=True)  # a same-named folder in the cwd is not it
-    raise DataError(f"Data source '{spec}' does not exist: it is neither a folder nor a Hugging Face dataset id.")
+    return lambda: hub_dataset(spec, config=config, hub_only=True)  # a same-named folder in the cwd is not it
+
+
+def _looks_local(spec: str) -> bool:
+    return Path(spec).is_absolute() or spec.startswith(("~", ".", "/")) or "\\" in spec or not _HUB_ID.match(spec)
 
 
 def resolve_local(spec: str, data_root: Path | None = None) -> Path | None:
@@ -49,11 +90,10 @@ def resolve_local(spec: str, data_root: Path | None = None) -> Path | None:
     anything that would leave it.
     """
     raw = Path(spec).expanduser()
-    looks_like_path = raw.is_absolute() or spec.startswith(("~", ".", "/")) or "\\" in spec or not _HUB_ID.match(spec)
     if data_root is None:
         if raw.exists():
             return raw.resolve()
-        if looks_like_path:
+        if _looks_local(spec):
             raise DataError(f"Data folder '{spec}' does not exist.")
         return None
 
@@ -62,7 +102,7 @@ def resolve_local(spec: str, data_root: Path | None = None) -> Path | None:
         raise DataError(f"Data source '{spec}' is refused: paths must stay inside the data folder {root}.")
     candidate = raw if raw.is_absolute() else root / raw
     if not candidate.exists():
-        if raw.is_absolute() or looks_like_path:
+        if raw.is_absolute() or _looks_local(spec):
             raise DataError(f"Data folder '{spec}' does not exist inside the data folder {root}.")
         return None  # not a local path: a Hub id
     resolved = candidate.resolve()  # follows symlinks, so a link pointing outside is caught too
@@ -101,8 +141,6 @@ def _is_hf_folder(path: Path) -> bool:
 
 
 def _builtin() -> ImageDataset:
-    try:
-        from .shapes import shapes_dataset
-    except ImportError as e:  # shapes.py is written separately; say so rather than crash obscurely
-        raise DataError(f"The built-in '{BUILTIN}' dataset is not available ({e}).") from e
+    from .shapes import shapes_dataset
+
     return shapes_dataset(seed=0)

@@ -1,21 +1,49 @@
-"""Splits that can be trusted: overlap detection by image hash, clean held-out splits, the tutorial's split.
+"""The one split plan of every train and eval path: which images train, pick the model, and get scored.
 
-Identical images are found by the sha1 of their encoded bytes (file contents), which is exact and cheap; a
-re-encoded copy of an image is not caught, and that's fine for the duplicated splits we guard against
-(Pokemon "mini" ships the same 70 files as train, validation and test).
+``plan_splits(dataset, protocol, seed)`` returns a ``SplitPlan`` whose parts (``train``, ``validation``,
+``evaluation``, and ``extra`` splits such as the built-in data's ``unseen``) are row indices into the
+dataset's splits, so every consumer decodes or encodes a dataset split once, cached, and takes its rows.
+
+Protocols:
+
+- ``official`` (the default): the dataset's own splits. Validation is its ``validation`` split, or carved
+  from train; evaluation is its ``test`` split, or carved from train too when it has none (said so).
+- ``tutorial``: the Cars tutorial's ``train_test_split(test_size=0.05, random_state=3)`` on train, run twice
+  as its notebook did: train on its 7,349, pick the model on the 408 the first run held out, score on the
+  387 it reported (on the 8,144 Stanford Cars train images).
+
+One hold-out rule carves every split we make (``holdout``): per class, ``round(fraction * n)`` images, at
+least one and at most ``n - 1``, so every class with two or more images is both trained on and evaluated;
+seeded; classes of one image stay in train.
+
+The leak check runs on every plan, always. Images are compared by the sha1 of their bytes (exact and cheap;
+a re-encoded copy is not caught). Evaluation images identical to a training or validation image, and
+validation images identical to a training image, are dropped from those parts; when more than half of the
+evaluation images are copies (Pokemon "mini" ships the same 70 files as train, validation and test), every
+split's distinct images are pooled and a seeded held-out split of them is scored instead. Either way
+``plan.leak`` says what was found and done, in a line starting with "WARNING", which the CLI prints, the
+result JSON carries and the checkpoint card records.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import DataError, ImageDataset, ImageRef, Split, fingerprint
 
+PROTOCOLS = ("official", "tutorial")
+VALIDATION_FRACTION = 0.1  # of each class of train, when the dataset has no validation split
+TEST_FRACTION = 0.2  # of each class, when a test split must be carved (none given, or it leaked)
+STANDARD_ORDER = ("train", "validation", "test")
+
 _hash_cache: dict[tuple, str] = {}  # (path, size, mtime) -> sha1, so a re-check doesn't re-read 16k files
+
+
+# --- identity of an image ----------------------------------------------------------------------------------
 
 
 def image_hash(ref: ImageRef) -> str:
@@ -30,11 +58,242 @@ def image_hash(ref: ImageRef) -> str:
             _hash_cache[key] = hashlib.sha1(path.read_bytes()).hexdigest()
         return _hash_cache[key]
     except OSError as e:
-        raise DataError(f"Image {path} can't be read to check for duplicates ({e.strerror or e}).") from e
+        raise DataError(f"Image {path} can't be read to check for duplicates ({e.strerror or e}).") from None
 
 
 def split_hashes(split: Split) -> list[str]:
     return [image_hash(ref) for ref in split.images]
+
+
+# --- the plan ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows ``indices`` of the dataset split ``split``."""
+
+    split: str
+    indices: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class SplitPlan:
+    dataset: ImageDataset  # what the parts index: the dataset, or a re-split copy when its test split leaked
+    train: Part
+    validation: Part  # picks the checkpoint, epoch or hyperparameters; never scored as held-out
+    evaluation: Part  # the held-out metrics
+    protocol: str
+    seed: int
+    description: str  # for the card and the CLI
+    extra: dict[str, Part] = field(default_factory=dict)  # more evaluation-only splits (never trained on)
+    leak: str = ""  # "WARNING: ..." when overlap was found (and what was done), else ""
+    overlap: int = 0  # evaluation images that were copies of training images
+
+    @property
+    def eval_name(self) -> str:
+        return self.evaluation.split if self.evaluation.split != "train" else "held-out"
+
+    def split(self, part: Part) -> Split:
+        """The images and labels of ``part``."""
+        return subset(self.dataset.splits[part.split], part.indices)
+
+    def parts(self) -> dict[str, Part]:
+        return {"train": self.train, "validation": self.validation, "evaluation": self.evaluation, **self.extra}
+
+    def card(self) -> dict:
+        """What a checkpoint card records of the plan (enough for ``eval`` to rebuild it)."""
+        return {"protocol": self.protocol, "seed": self.seed, "description": self.description, "leak": self.leak,
+                "sizes": {name: len(part) for name, part in self.parts().items()}}  # fmt: skip
+
+
+def plan_splits(dataset: ImageDataset, protocol: str = "official", seed: int = 0) -> SplitPlan:
+    """The checked split plan of ``dataset`` (see the module docstring). Raises ``DataError`` in one sentence
+    for a dataset that can't train a classifier (no training images, fewer than two classes)."""
+    if protocol not in PROTOCOLS:
+        raise DataError(f"Unknown split protocol '{protocol}': use one of {', '.join(PROTOCOLS)}.")
+    train = dataset.splits.get("train")
+    if train is None or len(train) == 0:
+        raise DataError(f"{dataset.source} has no training images.")
+    classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        only = dataset.class_names[classes[0]] if classes else "none"
+        raise DataError(f"{dataset.source} has one class ({only[:60]}): a classifier needs at least two.")
+
+    plan = _plan(dataset, protocol, seed)
+    plan = _drop_copies(plan)
+    if plan.overlap * 2 > plan.overlap + len(plan.evaluation):  # most of the evaluation images were copies
+        pooled, note = _resplit(dataset, seed)
+        plan = _drop_copies(_plan(pooled, "official", seed))
+        plan.leak = f"{note} {plan.leak}".strip() if plan.leak else note
+        plan.protocol = protocol
+    for name, part in (("training", plan.train), ("validation", plan.validation), ("evaluation", plan.evaluation)):
+        if len(part) == 0:
+            raise DataError(f"{dataset.source}: no {name} images are left after the split (too few images).")
+    return plan
+
+
+def _plan(dataset: ImageDataset, protocol: str, seed: int) -> SplitPlan:
+    splits = dataset.splits
+    train = _all(splits["train"], "train")
+    extra = {name: _all(s, name) for name, s in splits.items() if name not in STANDARD_ORDER and len(s)}
+    if protocol == "tutorial":
+        first_train, first_held = tutorial_split(train.indices)  # the notebook's first run of its split cell
+        final_train, final_held = tutorial_split(first_train)  # ... and its second, whose 387 it reported
+        text = (f"tutorial protocol on the train split (train_test_split 5%, random_state=3, run twice as in the "
+                f"notebook): train {len(final_train)}, validation {len(first_held)} (held out by the first run, "
+                f"picks the model), evaluation {len(final_held)} (the notebook's held-out images)")  # fmt: skip
+        return SplitPlan(dataset, Part("train", final_train), Part("train", first_held), Part("train", final_held),
+                         protocol, seed, text, extra)  # fmt: skip
+
+    labels = splits["train"].labels
+    notes = []
+    if "test" in splits and len(splits["test"]):
+        evaluation = _all(splits["test"], "test")
+        notes.append(f"evaluation: the test split ({len(evaluation)})")
+    else:
+        kept, held = holdout(train.indices, labels, TEST_FRACTION, seed)
+        train, evaluation = Part("train", kept), Part("train", held)
+        notes.append(f"evaluation: {len(held)} images held out of train ({TEST_FRACTION:.0%} per class, seed {seed}; "
+                     f"the dataset has no test split)")  # fmt: skip
+    if "validation" in splits and len(splits["validation"]):
+        validation = _all(splits["validation"], "validation")
+        notes.insert(0, f"validation: the dataset's validation split ({len(validation)})")
+    else:
+        kept, held = holdout(train.indices, labels, VALIDATION_FRACTION, seed + 1)
+        train, validation = Part("train", kept), Part("train", held)
+        notes.insert(0, f"validation: {len(held)} images held out of train ({VALIDATION_FRACTION:.0%} per class, "
+                        f"seed {seed})")  # fmt: skip
+    text = f"train: {len(train)} images; " + "; ".join(notes)
+    return SplitPlan(dataset, train, validation, evaluation, protocol, seed, text, extra)
+
+
+def _all(split: Split, name: str) -> Part:
+    return Part(name, tuple(range(len(split))))
+
+
+def holdout(indices, labels, fraction: float, seed: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(kept, held): ``fraction`` of each class of ``indices`` held out (``labels[i]`` is row i's class).
+
+    Per class ``round(fraction * n)`` (halves up), at least 1 and at most n - 1; classes of one image stay.
+    When no class has two images (Pokemon mini has about one per class), a seeded ``fraction`` of all rows
+    is held out instead: those classes are then unseen in training, which a CLIP can still name.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1, not {fraction}")
+    indices = list(indices)
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i in indices:
+        by_class.setdefault(labels[i], []).append(i)
+    held = []
+    for members in (by_class[c] for c in sorted(by_class)):
+        if len(members) >= 2:
+            k = min(max(int(np.floor(fraction * len(members) + 0.5)), 1), len(members) - 1)
+            held += rng.permutation(members)[:k].tolist()
+    if not held and len(indices) >= 2:
+        k = min(max(int(np.floor(fraction * len(indices) + 0.5)), 1), len(indices) - 1)
+        held = rng.permutation(indices)[:k].tolist()
+    held_set = set(held)
+    return tuple(i for i in indices if i not in held_set), tuple(sorted(held))
+
+
+def tutorial_split(indices, fraction: float = 0.05, random_state: int = 3) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(kept, held) exactly as the Cars tutorial's ``train_test_split(data, test_size=0.05, random_state=3)``:
+    scikit-learn's shuffle depends only on the row count and the seed, so splitting row indices picks the same
+    rows as splitting the annotation array did; both parts come in its (shuffled) order."""
+    from sklearn.model_selection import train_test_split
+
+    keep, held = train_test_split(list(indices), test_size=fraction, random_state=random_state)
+    return tuple(keep), tuple(held)
+
+
+def subset(split: Split, indices) -> Split:
+    """The rows of ``split`` at ``indices``, in that order."""
+    return Split([split.images[i] for i in indices], [split.labels[i] for i in indices])
+
+
+# --- the leak check ----------------------------------------------------------------------------------------
+
+
+def _hashes(plan: SplitPlan, part: Part) -> list[str]:
+    refs = plan.dataset.splits[part.split].images
+    return [image_hash(refs[i]) for i in part.indices]
+
+
+def _without(plan: SplitPlan, part: Part, seen: set[str]) -> tuple[Part, int, set[str]]:
+    """``part`` without rows whose image is in ``seen`` (or repeats an earlier row), how many went, its hashes."""
+    keep, mine = [], set()
+    for i, h in zip(part.indices, _hashes(plan, part)):
+        if h not in seen and h not in mine:
+            keep.append(i)
+            mine.add(h)
+    return Part(part.split, tuple(keep)), len(part) - len(keep), mine
+
+
+def _drop_copies(plan: SplitPlan) -> SplitPlan:
+    train_hashes = set(_hashes(plan, plan.train))
+    validation, val_copies, val_hashes = _without(plan, plan.validation, train_hashes)
+    evaluation, copies, _ = _without(plan, plan.evaluation, train_hashes | val_hashes)
+    extra, extra_notes = {}, []
+    for name, part in plan.extra.items():
+        extra[name], n, _ = _without(plan, part, train_hashes)
+        if n:
+            extra_notes.append(f"{n} of {len(part)} '{name}' images are copies of training images and were removed")
+    notes = []
+    if copies:
+        notes.append(f"WARNING: {copies} of {len(plan.evaluation)} {_name(plan.evaluation)} images are identical to "
+                     f"training or validation images; they were removed, and metrics use the remaining "
+                     f"{len(evaluation)}.")  # fmt: skip
+    if val_copies:
+        notes.append(f"{val_copies} of {len(plan.validation)} validation images are copies of training images and "
+                     f"were removed.")  # fmt: skip
+    notes += [f"{n}." for n in extra_notes]
+    if notes and not notes[0].startswith("WARNING"):
+        notes[0] = "WARNING: " + notes[0]
+    return replace(plan, validation=validation, evaluation=evaluation, extra=extra, leak=" ".join(notes),
+                   overlap=copies)  # fmt: skip
+
+
+def _name(part: Part) -> str:
+    return f"'{part.split}'" if part.split != "train" else "held-out"
+
+
+def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
+    """Every split's distinct images pooled into one train split, a seeded held-out test split carved from it."""
+    first: dict[str, int] = {}
+    images, labels, conflicts, total, overlap = [], [], 0, 0, 0
+    train_hashes = set(split_hashes(dataset.splits["train"]))
+    test = dataset.splits.get("test")
+    overlap = sum(h in train_hashes for h in split_hashes(test)) if test is not None else 0
+    for name in _ordered(dataset.splits):
+        if name not in STANDARD_ORDER:
+            continue
+        split = dataset.splits[name]
+        for ref, label, h in zip(split.images, split.labels, split_hashes(split)):
+            total += 1
+            if h in first:
+                conflicts += labels[first[h]] != label
+                continue
+            first[h] = len(labels)
+            images.append(ref)
+            labels.append(label)
+    pool = Split(images, labels)
+    kept, held = holdout(range(len(pool)), labels, TEST_FRACTION, seed)
+    splits = {"train": subset(pool, kept), "test": subset(pool, held)}
+    splits.update({k: s for k, s in dataset.splits.items() if k not in STANDARD_ORDER})
+    tested = len(test) if test is not None else 0
+    note = (f"WARNING: the test split overlaps training: {overlap} of {tested} test images are identical to "
+            f"training images, so evaluation uses a seeded held-out split of {len(held)} of the {len(pool)} distinct "
+            f"images of all splits ({TEST_FRACTION:.0%} per class, seed {seed}) instead; the dataset's own test "
+            f"scores are not comparable.")  # fmt: skip
+    if conflicts:
+        note += f" {conflicts} duplicated image(s) carried different labels; the first label was kept."
+    pooled = replace(dataset, splits=splits, fingerprint=fingerprint(dataset.fingerprint, "resplit", seed),
+                     notes=[*dataset.notes])  # fmt: skip
+    return pooled, note
 
 
 def find_overlap(dataset: ImageDataset) -> dict[tuple[str, str], int]:
@@ -43,158 +302,8 @@ def find_overlap(dataset: ImageDataset) -> dict[tuple[str, str], int]:
     names = _ordered(dataset.splits)
     hashes = {name: split_hashes(dataset.splits[name]) for name in names}
     sets = {name: set(h) for name, h in hashes.items()}
-    return {
-        (a, b): sum(h in sets[a] for h in hashes[b]) for i, a in enumerate(names) for b in names[i + 1 :]
-    }
-
-
-def subset(split: Split, indices) -> Split:
-    """The rows of ``split`` at ``indices``, in that order."""
-    return Split([split.images[i] for i in indices], [split.labels[i] for i in indices])
-
-
-def stratified_split(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split]:
-    """(train, held-out): ``fraction`` of each class held out, seeded.
-
-    Per class, round(fraction * n) images, at least one and at most n - 1, so every class with two or more
-    images is both trained on and evaluated; single-image classes stay in train. Both parts keep the
-    original order.
-    """
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be between 0 and 1, not {fraction}")
-    labels = np.asarray(split.labels)
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < 2:
-            continue
-        k = min(max(int(np.floor(fraction * len(idx) + 0.5)), 1), len(idx) - 1)
-        held.extend(rng.permutation(idx)[:k].tolist())
-    held_set = set(held)
-    return subset(split, [i for i in range(len(labels)) if i not in held_set]), subset(split, sorted(held))
-
-
-def tutorial_split(split: Split, fraction: float = 0.05, random_state: int = 3, rounds: int = 1) -> tuple[Split, Split]:
-    """(train, held-out) exactly as the Cars tutorial's ``train_test_split(data, test_size=0.05, random_state=3)``.
-
-    scikit-learn's shuffle depends only on the row count and the seed, so splitting row indices picks the same
-    rows as splitting the annotation array did; both parts come in its (shuffled) order. On the 8,144 train
-    annotations one round holds out 408 images. The notebook's printed 7,349 / 387 come from running its split
-    cell twice (8,144 -> 7,736 -> 7,349 + 387): ``rounds=2`` reproduces those exact images.
-    """
-    from sklearn.model_selection import train_test_split
-
-    keep = np.arange(len(split))
-    for _ in range(rounds):
-        keep, held = train_test_split(keep, test_size=fraction, random_state=random_state)
-    return subset(split, keep.tolist()), subset(split, held.tolist())
-
-
-def clean_eval_split(dataset: ImageDataset, seed: int = 0, fraction: float = 0.2) -> tuple[ImageDataset, str]:
-    """A dataset whose ``test`` split shares no image (by hash) with ``train``, and a note saying what was done.
-
-    - test overlaps train a little (at most half of test): the duplicates are dropped from test;
-    - test overlaps train a lot (Pokemon mini: all of it): all splits are pooled, de-duplicated by hash, and
-      a seeded stratified held-out split (``fraction`` per class) becomes the test split;
-    - no test split: one is carved out of train the same way;
-    - no overlap: the dataset is returned as is, with an empty note.
-
-    Validation images found in the new train or test are dropped too. Overlap notes start with "WARNING" and
-    are appended to the returned dataset's ``notes``; the input dataset is not modified.
-    """
-    if "train" not in dataset.splits:
-        raise DataError(f"{dataset.source} has no train split to hold images out of.")
-    train, test = dataset.splits["train"], dataset.splits.get("test")
-    tag = f"seed {seed}, {fraction:.0%} of each class"
-
-    if test is None or len(test) == 0:
-        new_train, new_test = _held_out(train, fraction, seed)
-        note = (
-            f"no test split: evaluating on a seeded held-out split of {len(new_test)} of {len(train)} "
-            f"train images ({tag})."
-        )
-        return _rebuilt(dataset, new_train, new_test, note, seed, fraction)
-
-    train_hashes = set(split_hashes(train))
-    test_hashes = split_hashes(test)
-    overlap = sum(h in train_hashes for h in test_hashes)
-    if overlap == 0:
-        return dataset, ""
-
-    head = f"WARNING: test split overlaps train: {overlap} of {len(test)} test images are identical to train images"
-    keep, seen = [], set(train_hashes)
-    for i, h in enumerate(test_hashes):
-        if h not in seen:
-            keep.append(i)
-            seen.add(h)
-    if len(keep) * 2 >= len(test):
-        new_train, new_test = train, subset(test, keep)
-        note = f"{head}; they were removed, and evaluation uses the remaining {len(keep)} test images."
-    else:
-        pool, conflicts = _pool(dataset)
-        new_train, new_test = _held_out(pool, fraction, seed)
-        note = (
-            f"{head}; evaluating on a seeded held-out split of {len(new_test)} of the {len(pool)} unique images "
-            f"of all splits ({tag}) instead, so the original test scores are not comparable."
-        )
-        if conflicts:
-            note += f" {conflicts} duplicated image(s) carried different labels; the first label was kept."
-    return _rebuilt(dataset, new_train, new_test, note, seed, fraction)
-
-
-def _held_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    train, held = stratified_split(split, fraction, seed)
-    if len(held) == 0:
-        # every class has a single image (Pokemon mini has ~1 per class): hold out a seeded random
-        # sample instead; those classes are then unseen in training, which a zero-shot model can still rank
-        n = len(split)
-        if n < 2:
-            raise DataError("Too few images to hold any out for evaluation.")
-        k = min(max(int(np.floor(fraction * n + 0.5)), 1), n - 1)
-        held_idx = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
-        train = subset(split, [i for i in range(n) if i not in held_idx])
-        held = subset(split, sorted(held_idx))
-    return train, held
-
-
-def _pool(dataset: ImageDataset) -> tuple[Split, int]:
-    """All splits' images, each distinct one once (first occurrence), and how many duplicates disagreed on the label."""
-    first: dict[str, int] = {}
-    images, labels, conflicts = [], [], 0
-    for name in _ordered(dataset.splits):
-        split = dataset.splits[name]
-        for ref, label, h in zip(split.images, split.labels, split_hashes(split)):
-            if h in first:
-                conflicts += labels[first[h]] != label
-                continue
-            first[h] = len(labels)
-            images.append(ref)
-            labels.append(label)
-    return Split(images, labels), conflicts
-
-
-def _rebuilt(dataset, train: Split, test: Split, note: str, seed: int, fraction: float) -> tuple[ImageDataset, str]:
-    splits = {"train": train}
-    validation = dataset.splits.get("validation")
-    if validation is not None and len(validation):
-        taken = set(split_hashes(train)) | set(split_hashes(test))
-        keep = [i for i, h in enumerate(split_hashes(validation)) if h not in taken]
-        if len(keep) < len(validation):
-            dropped = len(validation) - len(keep)
-            note = f"{note} validation: dropped {dropped} of {len(validation)} images also in train or test."
-        if keep:
-            splits["validation"] = subset(validation, keep)
-    splits["test"] = test
-    cleaned = replace(
-        dataset,
-        splits=splits,
-        fingerprint=fingerprint(dataset.fingerprint, "clean_eval_split", seed, fraction),
-        notes=[*dataset.notes, note],
-    )
-    return cleaned, note
+    return {(a, b): sum(h in sets[a] for h in hashes[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
 
 
 def _ordered(names) -> list[str]:
-    order = ("train", "validation", "test")
-    return [s for s in order if s in names] + sorted(s for s in names if s not in order)
+    return [s for s in STANDARD_ORDER if s in names] + sorted(s for s in names if s not in STANDARD_ORDER)

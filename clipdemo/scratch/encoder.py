@@ -43,6 +43,21 @@ def to_pixels(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255.0)
 
 
+class PixelEncoder:
+    """The scratch trainer's "encoder": decoded images as uint8 ``[N, 3, S, S]``, the slow half of preprocessing.
+
+    It goes through ``clipdemo.features.encode_split`` like a frozen CLIP does, so decoding, the on-disk
+    cache, and skipping, counting and naming unreadable files are the same code for both families.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.name = self.fingerprint = f"pixels:squash-bilinear:{size}"
+
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        return images_to_uint8(images, self.size)
+
+
 class ScratchEncoder:
     """Loads a folder written by ``clipdemo.scratch.train.train_scratch`` (or ``save_checkpoint`` with
     ``config={"kind": "scratch-clip", ...}``) and answers the ``Encoder`` protocol.

@@ -20,35 +20,33 @@ global batch's negatives, and ``Runtime.is_main`` guards every write and progres
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from clipdemo import __version__, distributed
 from clipdemo.checkpoints import save_checkpoint
-from clipdemo.data import ImageDataset, Split
+from clipdemo.data import DataError, ImageDataset
+from clipdemo.data.splits import SplitPlan, plan_splits
 from clipdemo.devices import autocast, pick_precision
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
-from clipdemo.evaluate import classification_metrics
-from clipdemo.scratch.encoder import TEMPLATES, images_to_uint8, to_pixels
+from clipdemo.evaluate import Scores, zero_shot_scores
+from clipdemo.features import encode_split, unreadable_line
+from clipdemo.progress import typed
+from clipdemo.results import TrainResult
+from clipdemo.scratch.encoder import TEMPLATES, PixelEncoder, to_pixels
+from clipdemo.zeroshot import ensemble
 from clipdemo.distributed import Runtime, contrastive_loss_global
 from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig, preset as get_preset
 from clipdemo.scratch.tokenizer import ByteTokenizer
 
-VALIDATION_FRACTION = 0.1  # carved from train, per class, when the dataset has no validation split
-
-
-# --- data: decode once, captions as a table ----------------------------------------------------------
+# --- data: the plan's parts, decoded once; captions as a table ---------------------------------------------
 
 
 @dataclass
@@ -60,91 +58,27 @@ class CachedSplit:
         return len(self.labels)
 
 
-def _decode_resize(ref, size: int) -> torch.Tensor:
-    from clipdemo.images import load_image
+def decode_plan(plan: SplitPlan, size: int, cache_dir=None, progress=None) -> tuple[dict[str, CachedSplit], dict[str, int]]:
+    """Each part of ``plan`` as uint8 pixels, and its unreadable images (skipped) per part.
 
-    return images_to_uint8([load_image(ref)], size)[0]
-
-
-def cache_split(split: Split, size: int, cache_file: Path | None = None) -> CachedSplit:
-    """Decode and resize every image of ``split`` once (two threads: Pillow decodes without the GIL).
-
-    With ``cache_file`` the result is also kept on disk (safetensors: no pickle) and reused next time.
+    Every dataset split the plan uses is decoded once (``PixelEncoder`` through ``encode_split``: two
+    threads, cached on disk with ``cache_dir`` under the dataset fingerprint and image size) and its parts
+    take their rows from it.
     """
-    from safetensors.torch import load_file, save_file
-
-    if cache_file is not None and cache_file.is_file():
-        try:
-            data = load_file(cache_file)
-            if len(data["labels"]) == len(split):
-                return CachedSplit(data["pixels"], data["labels"])
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            pass
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(lambda ref: _decode_resize(ref, size), split.images))
-    pixels = torch.stack(rows) if rows else torch.empty(0, 3, size, size, dtype=torch.uint8)
-    cached = CachedSplit(pixels, torch.tensor(split.labels, dtype=torch.long))
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + ".tmp")
-        save_file({"pixels": cached.pixels, "labels": cached.labels}, tmp)
-        tmp.replace(cache_file)
-    return cached
-
-
-def carve_validation(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded, stratified split of train indices into (train, validation).
-
-    Each class with at least two images gives ``max(1, round(fraction * n))`` of them to validation.
-    """
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, y in enumerate(labels):
-        by_class.setdefault(y, []).append(i)
-    train, val = [], []
-    for y in sorted(by_class):
-        idx = rng.permutation(by_class[y]).tolist()
-        k = max(1, round(fraction * len(idx))) if len(idx) >= 2 else 0
-        val += idx[:k]
-        train += idx[k:]
-    return sorted(train), sorted(val)
-
-
-@dataclass
-class SplitPlan:
-    train: Split
-    validation: Split  # picks the best checkpoint
-    evaluation: Split  # final metrics
-    eval_name: str  # "test", or "validation" when the dataset has no test split
-    description: str  # for the card
-    extra: dict[str, Split]  # other splits, reported separately (the built-in data's "unseen")
-
-
-def choose_splits(dataset: ImageDataset, seed: int) -> SplitPlan:
-    """Validation is the dataset's ``validation`` split if it has one, else carved from train. Final
-    metrics are on ``test``; without one they fall back to validation and the description says so."""
-    if "train" not in dataset.splits or not len(dataset.splits["train"]):
-        raise ValueError(f"{dataset.source} has no training images")
-    train = dataset.splits["train"]
-    if "validation" in dataset.splits and len(dataset.splits["validation"]):
-        val = dataset.splits["validation"]
-        text = f"validation: the dataset's own split ({len(val)} images)"
-    else:
-        keep, held = carve_validation(train.labels, VALIDATION_FRACTION, seed)
-        val = Split([train.images[i] for i in held], [train.labels[i] for i in held])
-        train = Split([train.images[i] for i in keep], [train.labels[i] for i in keep])
-        text = (f"validation: {len(val)} images carved from train "
-                f"({VALIDATION_FRACTION:.0%} per class, stratified, seed {seed})")
-    if not len(val):
-        raise ValueError(f"{dataset.source} has too few training images to hold any out for validation")
-    if "test" in dataset.splits and len(dataset.splits["test"]):
-        test, name = dataset.splits["test"], "test"
-        text += f"; final metrics on the test split ({len(test)} images)"
-    else:
-        test, name = val, "validation"
-        text += "; no test split, so final metrics are on validation, which also picked the checkpoint (optimistic)"
-    extra = {k: s for k, s in dataset.splits.items() if k not in ("train", "validation", "test") and len(s)}
-    return SplitPlan(train, val, test, name, f"train: {len(train)} images; " + text, extra)
+    encoder = PixelEncoder(size)
+    parts = plan.parts()
+    decoded = {
+        name: encode_split(encoder, plan.dataset.splits[name], batch_size=256, progress=progress, cache_dir=cache_dir,
+                           key_parts=(plan.dataset.fingerprint, name), name=name)  # fmt: skip
+        for name in dict.fromkeys(part.split for part in parts.values())
+    }
+    report = typed(progress)
+    for name, encoded in decoded.items():
+        if encoded.skipped:
+            report({"phase": "encode", "message": unreadable_line(name, encoded)})
+    cached = {key: CachedSplit(*decoded[part.split].rows(part.indices)) for key, part in parts.items()}
+    skipped = {key: decoded[part.split].missing(part.indices) for key, part in parts.items()}
+    return cached, skipped
 
 
 class CaptionTable:
@@ -250,32 +184,28 @@ def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, lo
 
 @torch.no_grad()
 def class_embeddings(model: ScratchCLIP, captions: CaptionTable, n_classes: int) -> torch.Tensor:
-    """[C, D]: each class's template embeddings averaged and renormalised (CLIP's prompt ensembling)."""
-    feats = model.encode_text(captions.ids, captions.mask).view(n_classes, captions.n_templates, -1)
-    return F.normalize(feats.mean(dim=1), dim=-1)
+    """[C, D]: each class's template embeddings, ensembled (``clipdemo.zeroshot.ensemble``)."""
+    return ensemble(model.encode_text(captions.ids, captions.mask).view(n_classes, captions.n_templates, -1))
 
 
 @torch.no_grad()
-def zero_shot_scores(model: ScratchCLIP, split: CachedSplit, classes: torch.Tensor, device, batch: int = 512) -> torch.Tensor:
-    """[N, C] scaled cosine similarities between the split's images and the class embeddings."""
-    out = [torch.empty(0, classes.shape[0])]
+def image_features(model: ScratchCLIP, split: CachedSplit, device, batch: int = 512) -> torch.Tensor:
+    """[N, D] normalised image embeddings of the split's pixels."""
+    out = [torch.empty(0, model.config.embed_dim)]
     for i in range(0, len(split), batch):
-        feats = model.encode_image(split.pixels[i : i + batch].to(device))  # uint8: the model scales it
-        out.append((model.scale() * feats @ classes.T).float().cpu())
+        out.append(model.encode_image(split.pixels[i : i + batch].to(device)).float().cpu())  # uint8: scaled inside
     return torch.cat(out)
 
 
-def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, device) -> dict:
-    """Zero-shot metrics of ``split`` against every class name (prompt-ensembled over the templates)."""
+def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, device) -> Scores:
+    """Zero-shot metrics of ``split`` against every class name (``clipdemo.evaluate.zero_shot_scores``)."""
     was_training = model.training
     model.eval()
     try:
-        scores = zero_shot_scores(model, split, class_embeddings(model, captions, n_classes), device)
+        classes = class_embeddings(model, captions, n_classes).cpu()
+        return zero_shot_scores(image_features(model, split, device), split.labels, classes, float(model.scale()))
     finally:
         model.train(was_training)
-    with warnings.catch_warnings():  # predicting a class absent from this split is expected, not news
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return classification_metrics(split.labels.numpy(), scores.numpy(), num_classes=n_classes)
 
 
 # --- the training function -----------------------------------------------------------------------------
@@ -296,18 +226,20 @@ def train_scratch(
     eval_every: int = 1,
     cache_dir=None,
     overrides: dict | None = None,
-) -> dict:
+    plan: SplitPlan | None = None,
+) -> TrainResult:
     """Train a scratch CLIP on ``dataset`` and write the best checkpoint to ``out_dir``; return its metrics.
 
     ``preset``: a name in ``clipdemo.scratch.model.PRESETS``; ``overrides`` replaces config fields.
     ``epochs``: defaults to the preset's; ``max_seconds``: a wall-clock budget for the whole run that
     ends it early (the cosine schedule then follows the clock). ``eval_every``: epochs between
     validation passes. ``cache_dir``: keep decoded images there, keyed by dataset fingerprint and size.
-    ``progress(dict)`` gets ``phase`` ("train", "eval" or "done"), ``epoch``, ``epochs``, ``step``,
-    ``total_steps``, ``loss``, ``lr``, ``val_acc``, ``best_val_acc``, ``elapsed``, ``eta`` (s) and
-    ``samples_per_s``. Returns the test metrics of ``classification_metrics`` plus ``best_val_acc``,
-    ``best_epoch``, ``epochs_run``, ``steps``, ``seconds``, ``train_samples_per_s``, ``stopped``,
-    ``extra`` (metrics per additional split, e.g. ``unseen``) and ``checkpoint``.
+    ``plan``: the checked split plan (default: ``plan_splits(dataset, seed=seed)``; its leak note, if any, is
+    reported and recorded). Unreadable images are skipped, counted per part and named in the log.
+    ``progress`` gets ``ProgressEvent``s: "encode" while decoding, "train" per step, "eval" per validation,
+    "done". Returns a ``TrainResult``: held-out metrics of the best weights on the plan's evaluation part,
+    metrics of each extra split (e.g. ``unseen``), and the run (``best_val_acc``, ``best_epoch``,
+    ``epochs_run``, ``steps``, ``seconds``, ``train_samples_per_s``, ``stopped``).
     """
     t0 = time.perf_counter()
     runtime = distributed.runtime(device)  # joins the process group under torchrun
@@ -315,18 +247,17 @@ def train_scratch(
     config = get_preset(preset, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
     epochs = epochs or config.epochs
     out_dir = Path(out_dir)
-    report = progress if (progress and runtime.is_main) else (lambda info: None)
+    report = typed(progress if runtime.is_main else None)
     stop = should_stop or (lambda: False)
 
-    plan = choose_splits(dataset, seed)
-    cache_key = hashlib.sha256(f"{dataset.fingerprint}|{config.image_size}|{seed}".encode()).hexdigest()[:16]
-
-    def cached(name: str, split: Split) -> CachedSplit:
-        path = Path(cache_dir) / f"scratch-{cache_key}-{name}.safetensors" if cache_dir else None
-        return cache_split(split, config.image_size, path)
-
-    train = cached("train", plan.train)
-    val = cached("validation", plan.validation)
+    plan = plan or plan_splits(dataset, seed=seed)
+    if plan.leak:
+        report({"phase": "encode", "message": plan.leak})
+    parts, skipped = decode_plan(plan, config.image_size, cache_dir, progress if runtime.is_main else (lambda e: None))
+    train, val = parts["train"], parts["validation"]
+    for name, part in parts.items():
+        if name in ("train", "validation", "evaluation") and len(part) == 0:
+            raise DataError(f"{dataset.source}: none of the {name} images could be read (see the skipped files above).")
     n_classes = len(dataset.class_names)
     captions = CaptionTable(dataset.class_names, TEMPLATES, config.context_length).to(runtime.device)
     model = build_model(config, seed, runtime.device)  # same seed: every rank starts from the same weights
@@ -350,8 +281,10 @@ def train_scratch(
         "processes": runtime.world_size,
         "templates": list(TEMPLATES),
         "split": plan.description,
+        "split_plan": plan.card(),
         "eval_split": plan.eval_name,
-        "notes": list(dataset.notes),
+        "skipped": skipped,
+        "notes": [*dataset.notes, *([plan.leak] if plan.leak else [])],
         "library_version": __version__,
     }
 
@@ -411,7 +344,7 @@ def train_scratch(
             break  # stopped before the first step: nothing to evaluate or save
         last = epoch >= epochs or stopped != "finished"
         if epoch % eval_every == 0 or last:
-            val_acc = evaluate(model, val, captions, n_classes, runtime.device)["acc1"]
+            val_acc = evaluate(model, val, captions, n_classes, runtime.device).acc1
             if val_acc > best["acc"]:
                 best.update(acc=val_acc, epoch=epoch, state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
                 save({"complete": False, "validation": {"acc1": val_acc, "epoch": epoch}, "metrics": {}})
@@ -423,12 +356,11 @@ def train_scratch(
     if best["state"] is None:
         raise RuntimeError("training stopped before its first step; no checkpoint was written")
 
-    # final metrics with the best weights, on the held-out split and any extra split
+    # final metrics with the best weights, on the held-out part and any extra split
     model.load_state_dict(best["state"])
-    held_out = cached("test", plan.evaluation) if plan.eval_name == "test" else val
-    metrics = evaluate(model, held_out, captions, n_classes, runtime.device)
-    extra = {name: _summary(evaluate(model, cached(name, s), captions, n_classes, runtime.device))
-             for name, s in plan.extra.items()}
+    metrics = evaluate(model, parts["evaluation"], captions, n_classes, runtime.device)
+    extra = {name: evaluate(model, parts[name], captions, n_classes, runtime.device)
+             for name in plan.extra if len(parts[name])}  # fmt: skip
     seconds = time.perf_counter() - t0
     run = {
         "best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": epoch, "steps": step,
@@ -436,14 +368,10 @@ def train_scratch(
         "train_samples_per_cpu_s": round(samples / max(train_cpu, 1e-9), 1),
         "stopped": stopped, "device": str(runtime.device), "precision": precision,
     }
-    save({"complete": True, "metrics": metrics, "extra_metrics": extra,
+    save({"complete": True, "metrics": metrics.to_dict(), "extra_metrics": {k: v.summary() for k, v in extra.items()},
           "validation": {"acc1": best["acc"], "epoch": best["epoch"]}, "run": run,
           "trained_on": f"{dataset.source}: {len(dataset.class_names)} classes, {len(train)} training images"})
     report({"phase": "done", "epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
             "loss": loss_value, "val_acc": val_acc, "best_val_acc": best["acc"], "elapsed": seconds, "eta": 0.0,
-            "test_acc": metrics["acc1"]})
-    return {**metrics, **run, "extra": extra, "checkpoint": str(out_dir)}
-
-
-def _summary(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "confusion"}
+            "test_acc": metrics.acc1})
+    return TrainResult(SCRATCH, out_dir, list(dataset.class_names), metrics, plan.card(), skipped, run, extra=extra)

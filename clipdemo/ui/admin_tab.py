@@ -17,35 +17,21 @@ import gradio as gr
 
 from clipdemo import hub_sync
 from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
-from clipdemo.checkpoints import FAMILIES, list_versions, promote, read_card, rollback, served_checkpoint
-from clipdemo.data import DataError
+from clipdemo.checkpoints import list_versions, promote, read_card, rollback, served_checkpoint
 from clipdemo.encoders import forget_encoder
 from clipdemo.hub_sync import HubSyncError
-from clipdemo.jobs import KINDS, SPLITS, JobError, JobRunner
+from clipdemo.families import FAMILIES
+from clipdemo.jobs import SPLITS, JobError, JobRunner
 from clipdemo.plots import confusion_figure, training_curves
 from clipdemo.serving import Served
 from clipdemo.ui.common import user_errors
 
 API_NAMES = ("admin_status", "admin_start", "admin_cancel", "admin_versions", "admin_card", "admin_promote",
              "admin_rollback", "admin_push", "admin_pull")
-ADMIN_ERRORS = (AuthError, JobError, DataError, HubSyncError)
 METRICS = (("acc1", "top-1 accuracy"), ("acc5", "top-5 accuracy"), ("mean_per_class_recall", "mean per-class recall"),
            ("weighted_f1", "weighted F1"))
 UNLOCKED = "**Unlocked.** Actions below use this token (or your sign-in); it is checked again on every one."
 VERSION_COLUMNS = ["version", "served", "created", "trained on", "held-out acc1", "status"]
-
-
-def admin_errors(handler):
-    """Admin errors become ``gr.Error`` with their (safe) message; everything else as in ``user_errors``."""
-
-    @functools.wraps(handler)
-    def wrapper(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except ADMIN_ERRORS as e:
-            raise gr.Error(str(e), print_exception=False) from None
-
-    return user_errors(wrapper)
 
 
 def client_of(request: gr.Request | None) -> str | None:
@@ -59,7 +45,7 @@ def client_of(request: gr.Request | None) -> str | None:
 def progress_text(snap: dict) -> str:
     if snap.get("state") == "idle":
         return "No training job has run since the app started. Versions written by the CLI are listed below."
-    head = f"**Job {snap['id']}: {snap['kind']} on `{snap['dataset']}`**: {snap['state']}"
+    head = f"**Job {snap['id']}: {snap['family']} on `{snap['dataset']}`**: {snap['state']}"
     head += " (stopping…)" if snap.get("stopping") and snap["state"] == "running" else ""
     head += f", version `{snap['version']}`"
     parts = []
@@ -198,7 +184,7 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         if key == seen:
             return (UNLOCKED, progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True), key)
         events = curve_events(snap.get("history", []))
-        curve = training_curves(events, title=f"{snap['kind']} on {snap['dataset']}") if events else None
+        curve = training_curves(events, title=f"{snap['family']} on {snap['dataset']}") if events else None
         result = snap.get("result") or {}
         confusion = (confusion_figure(result["confusion"], result["class_names"])
                      if result.get("confusion") and result.get("class_names") else None)
@@ -296,7 +282,7 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         with gr.Group():
             gr.Markdown("#### Train")
             with gr.Row():
-                kind = gr.Radio(list(KINDS), value="scratch", label="Job kind", elem_id="admin-kind")
+                kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind")
                 dataset = gr.Textbox(
                     label="Dataset", value="shapes", elem_id="admin-dataset",
                     info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
@@ -351,7 +337,7 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
 
     # ---- events (each handler checks the token itself; hiding the tab would protect nothing)
     status_outputs = [lock_status, progress, curve, log_tail, results, confusion, timer, seen]
-    wrap = admin_errors
+    wrap = user_errors
     unlocked = gr.on([unlock.click, token.submit], wrap(admin_status), [token, seen], status_outputs,
                      api_name="admin_status", show_progress="hidden")  # a refusal: one toast, no badge per panel
     unlocked.success(wrap(admin_versions), [token, family], [versions, version], api_name="admin_unlock_versions",

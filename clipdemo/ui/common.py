@@ -7,15 +7,9 @@ import logging
 
 import gradio as gr
 
-from clipdemo.checkpoints import CheckpointError
-from clipdemo.errors import ModelUnavailable
-from clipdemo.images import ImageError
-from clipdemo.zeroshot import LabelError
+from clipdemo.errors import UserError
 
 log = logging.getLogger("clipdemo.ui")
-
-# Errors whose message is written for users; anything else is logged and answered generically.
-USER_ERRORS = (ImageError, LabelError, ModelUnavailable, CheckpointError)
 
 
 def image_upload(**kwargs) -> gr.Image:
@@ -28,7 +22,7 @@ def image_upload(**kwargs) -> gr.Image:
 
 
 def user_errors(handler):
-    """Turn library errors into ``gr.Error`` with their (safe) message; hide everything else."""
+    """Turn ``UserError``s into ``gr.Error`` with their (safe) message; log everything else and say only that."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
@@ -36,7 +30,7 @@ def user_errors(handler):
             return handler(*args, **kwargs)
         except gr.Error:
             raise
-        except USER_ERRORS as e:
+        except UserError as e:
             raise gr.Error(str(e), print_exception=False) from None
         except Exception:
             log.exception("unexpected error in %s", handler.__name__)
