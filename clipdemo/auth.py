@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 import time
 from typing import Callable
@@ -42,7 +41,7 @@ REFUSED_MESSAGE = "Admin access refused: the admin token is missing or wrong."
 REFUSED_SIGN_IN = "Admin access refused: sign in with an allowed Hugging Face account, or enter the admin token."
 
 
-def sign_in_possible(env=os.environ) -> bool:
+def sign_in_possible(env=None) -> bool:
     """Hugging Face sign-in can be trusted only on a Space with OAuth (``hf_oauth: true``): elsewhere Gradio's
     sign-in is a mock and its session cookie is signed with a public key, so anyone could claim any username."""
     return space_with_oauth(env)
@@ -75,7 +74,7 @@ class AdminAuth:
         self._global = (0, 0.0)
 
     @classmethod
-    def from_settings(cls, settings, env=os.environ) -> "AdminAuth":
+    def from_settings(cls, settings, env=None) -> "AdminAuth":
         """The token, and the allow-list where a Hugging Face sign-in can be trusted (see ``sign_in_possible``)."""
         users = settings.admin_users if sign_in_possible(env) else ()
         if settings.admin_users and not users:

@@ -58,9 +58,10 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def space_with_oauth(env=os.environ) -> bool:
+def space_with_oauth(env=None) -> bool:
     """Running on a Hugging Face Space with OAuth (``hf_oauth: true``): ``SYSTEM``, ``SPACE_ID`` and
-    ``OAUTH_CLIENT_SECRET`` are set by Spaces itself."""
+    ``OAUTH_CLIENT_SECRET`` are set by Spaces itself (``env``: another mapping, for tests)."""
+    env = os.environ if env is None else env
     return env.get("SYSTEM") == "spaces" and bool(env.get("SPACE_ID")) and bool(env.get("OAUTH_CLIENT_SECRET"))
 
 

@@ -61,10 +61,10 @@ def test_folder_with_splits(tmp_path):
     ds = image_folder(root)
     assert ds.class_names == ["cat", "dog"]
     assert list(ds.splits) == ["train", "validation", "test"]
-    assert ds.splits["train"].labels == [0, 0, 1, 1, 1]
-    assert all(Path(p).suffix == ".png" for p in ds.splits["train"].images)
+    assert ds.splits["train"].labels == [0, 0, 0, 1, 1, 1]
+    assert all(Path(p).suffix in (".png", ".jpg") for p in ds.splits["train"].images)  # not notes.txt
     assert ds.splits["validation"].labels == [0] and ds.splits["test"].labels == [0, 1]
-    assert any("1 empty" in n and "empty.jpg" in n for n in ds.notes)
+    assert str(root / "train" / "cat" / "empty.jpg") in ds.splits["train"].images  # skipped where it is decoded
     assert ds.source.startswith("folder:") and load_source(str(root)).fingerprint == ds.fingerprint
 
 
@@ -146,8 +146,8 @@ def test_devkit_missing_and_empty_images_counted(tmp_path):
     (root / "cars_train" / "00003.jpg").unlink()
     (root / "cars_train" / "00007.jpg").write_bytes(b"")
     ds = stanford_cars(root)
-    assert len(ds.splits["train"]) == 22
-    assert any("skipped 2 of 24" in n and "00003.jpg" in n and "00007.jpg" in n for n in ds.notes)
+    assert len(ds.splits["train"]) == 23  # the empty file is skipped and counted where it is decoded
+    assert any("skipped 1 of 24" in n and "00003.jpg" in n for n in ds.notes)
     for f in (root / "cars_train").iterdir():
         f.unlink()
     with pytest.raises(DataError, match="None of the 24 images"):

@@ -9,7 +9,7 @@
 
 ``class`` is 1-based in the files and 0-based here. Splits: ``train`` (official train, in annotation order, so
 the tutorial's ``train_test_split`` indices carry over) and ``test`` (official test, when its labelled
-annotations and ``cars_test/`` are both there). Images listed but missing or empty on disk are skipped and
+annotations and ``cars_test/`` are both there). Images listed but missing on disk are skipped and
 counted in ``notes``; decode failures are the consumer's to count.
 """
 
@@ -103,7 +103,8 @@ def _read_split(annos: Path, images_dir: Path, n_classes: int, notes, stamp, nam
         except OSError:
             size, mtime = -1, 0
         stamp.append((name, fname, size, mtime))
-        if size <= 0:  # missing or empty: skip and count, as one bad file shouldn't sink a 16k-image dataset
+        if size < 0:  # missing: skip and say so, as one lost file shouldn't sink a 16k-image dataset (unreadable
+            # ones, empty files included, are skipped and counted where they are decoded)
             unusable.append(fname)
             continue
         images.append(str(path))
@@ -113,7 +114,7 @@ def _read_split(annos: Path, images_dir: Path, n_classes: int, notes, stamp, nam
     if unusable:
         notes.append(
             f"{name}: skipped {len(unusable)} of {len(records)} images listed in {annos.name} "
-            f"(missing or empty in {images_dir.name}/): {_few(unusable)}"
+            f"(missing in {images_dir.name}/): {_few(unusable)}"
         )
     return Split(images, labels)
 

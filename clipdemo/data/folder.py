@@ -9,8 +9,8 @@ Two layouts::
 
 Class names are train's subfolder names, sorted, then the classes only extra splits have (sorted): training
 never sees those, but a CLIP can still name them, which is what an unseen-combinations split is for. Only
-image files count (by extension); empty files are skipped and counted in ``notes``; decoding is left to the
-consumer (``clipdemo.images.load_image``).
+image files count (by extension); decoding is left to the consumer, which skips, counts and names the files
+that can't be read (``clipdemo.features.encode_split``, through ``clipdemo.images.load_image``).
 """
 
 from __future__ import annotations
@@ -59,22 +59,17 @@ def image_folder(root: str | Path) -> ImageDataset:
                 f"{folder} has class folder(s) missing from train/: {', '.join(unknown)}; "
                 f"every class needs training images."
             )
-        images, labels, empty = [], [], []
+        images, labels = [], []
         stray = sum(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in folder.iterdir())
         for name in class_names:
             class_dir = folder / name
             if not class_dir.is_dir():
                 continue
-            for f in _image_files(class_dir):
+            for f in _image_files(class_dir):  # unreadable ones (empty, truncated, not images) are skipped later
                 st = f.stat()
                 stamp.append((split_name, str(f.relative_to(root)), st.st_size, st.st_mtime_ns))
-                if st.st_size == 0:
-                    empty.append(str(f.relative_to(root)))
-                    continue
                 images.append(str(f))
                 labels.append(index[name])
-        if empty:
-            notes.append(f"{split_name}: skipped {len(empty)} empty image file(s): {_few(empty)}")
         if stray:
             notes.append(f"{split_name}: ignored {stray} image(s) lying outside class folders in {folder}")
         if split_name not in ("train", "validation", "test"):
