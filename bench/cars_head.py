@@ -19,7 +19,7 @@ What is timed (every run starts from the model folder on disk, as a fresh proces
 (b) retraining with a warm cache: the tutorial has no cache, so its time is (a)'s; ours reads the cached image
     and class embeddings and never loads the model.
 (c) zero-shot evaluation of the images: ``seed_zero_shot_eval`` (batches of 8, the 196 prompts re-encoded per
-    batch) against ``evaluate_zeroshot`` with an empty cache, once with the tutorial's single prompt per class
+    batch) against ``cars.zeroshot_scores`` with an empty cache, once with the tutorial's single prompt per class
     (like for like) and once with our default 8-template ensemble.
 (d) with ``--compare-heads``: every head trained on simulated CLIP-like features (196 classes, the tutorial's
     split sizes, zero-shot near 60%): validation and held-out accuracy per head.
@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipdemo import encoders, zeroshot  # noqa: E402
-from clipdemo.cars import evaluate_zeroshot, train_head  # noqa: E402
+from clipdemo.cars import train_head, zeroshot_scores  # noqa: E402
 from clipdemo.data import ImageDataset, Split  # noqa: E402
+from clipdemo.data.splits import Part  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
 from clipdemo.zeroshot import CARS_TEMPLATES  # noqa: E402
 
@@ -140,13 +141,13 @@ def bench_training(model: Path, args, ref, report) -> dict:
             s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head", head="mlp-logits", epochs=6,
                                                  split="tutorial", cache_dir=Path(tmp) / "cache", progress=quiet))
             colds.append(s)
-            assert result["encoded_images"] == args.images
+            assert result.run["encoded_images"] == args.images
             report("a", f"ours, cold cache, run {r + 1}: {s:.1f} s")
             cold()  # like for like: the tutorial's one prompt per class instead of our 8-template ensemble
             s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head1", head="mlp-logits", epochs=6,
                                                  split="tutorial", templates=TUTORIAL_TEMPLATE,
                                                  cache_dir=Path(tmp) / "cache1", progress=quiet))  # fmt: skip
-            assert result["encoded_images"] == args.images
+            assert result.run["encoded_images"] == args.images
             one_prompt.append(s)
             report("a1", f"ours, cold cache, the tutorial's one prompt per class, run {r + 1}: {s:.1f} s")
             # the class embeddings depend on the backbone and class names only: a new set of car photos
@@ -158,7 +159,7 @@ def bench_training(model: Path, args, ref, report) -> dict:
             s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head2", head="mlp-logits",
                                                  epochs=6, split="tutorial", cache_dir=Path(tmp) / "text-only",
                                                  progress=quiet))  # fmt: skip
-            assert result["encoded_images"] == args.images
+            assert result.run["encoded_images"] == args.images
             images_only.append(s)
             report("a'", f"ours, images cold, class embeddings cached, run {r + 1}: {s:.1f} s")
             for w in range(args.repeats):
@@ -166,7 +167,7 @@ def bench_training(model: Path, args, ref, report) -> dict:
                 s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "again", head="mlp-logits",
                                                      epochs=6, split="tutorial", cache_dir=Path(tmp) / "cache",
                                                      progress=quiet))  # fmt: skip
-                assert result["encoded_images"] == 0
+                assert result.run["encoded_images"] == 0
                 warms.append(s)
                 report("b", f"ours, warm cache, run {w + 1}: {s:.3f} s")
     cold_s, warm_s, images_s = statistics.median(colds), statistics.median(warms), statistics.median(images_only)
@@ -193,8 +194,9 @@ def bench_zeroshot(model: Path, args, ref, report) -> dict:
         for r in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 cold()
-                s, _ = timed(lambda: evaluate_zeroshot(dataset, str(model), "test", templates=templates,
-                                                       cache_dir=Path(tmp), progress=quiet))  # fmt: skip
+                everything = Part("test", tuple(range(len(labels))))
+                s, _ = timed(lambda: zeroshot_scores(str(model), dataset, everything, templates=templates,
+                                                     cache_dir=Path(tmp), progress=quiet))  # fmt: skip
             runs.append(s)
             report("c", f"ours ({tag}), cold cache, run {r + 1}: {s:.1f} s")
         out[f"c_ours_{tag}_s"] = round(statistics.median(runs), 2)

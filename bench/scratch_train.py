@@ -45,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 from clipdemo.data import ImageDataset, Split  # noqa: E402
 from clipdemo.data.shapes import shapes_dataset  # noqa: E402
 from clipdemo.data.sources import load_source  # noqa: E402
-from clipdemo.scratch.train import cache_split, train_scratch  # noqa: E402
+from clipdemo.features import encode_split  # noqa: E402
+from clipdemo.scratch.encoder import PixelEncoder  # noqa: E402
+from clipdemo.scratch.train import train_scratch  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "seed_scratch_clip.py"
 warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
@@ -96,8 +98,13 @@ def cpu_time() -> float:
 
 def reference_items(dataset: ImageDataset, size: int = 128):
     """(float image [3, 128, 128], class name) pairs, the input the tutorial's loop takes."""
-    cached = cache_split(dataset.splits["train"], size)
-    return [(cached.pixels[i].float() / 255, dataset.class_names[int(cached.labels[i])]) for i in range(len(cached))]
+    cached = decoded(dataset.splits["train"], size)
+    return [(cached.features[i].float() / 255, dataset.class_names[int(cached.labels[i])]) for i in range(len(cached))]
+
+
+def decoded(split: Split, size: int):
+    """uint8 pixels [N, 3, size, size] and labels of a split's readable images, as our trainer reads them."""
+    return encode_split(PixelEncoder(size), split, batch_size=256, progress=lambda event: None)
 
 
 def time_reference(ref, items, epochs: int, seed: int) -> dict:
@@ -112,7 +119,7 @@ def time_reference(ref, items, epochs: int, seed: int) -> dict:
 def time_ours(dataset: ImageDataset, epochs: int, seed: int, out: Path) -> dict:
     w, c = time.perf_counter(), cpu_time()
     m = train_scratch(dataset, out, preset="seed", epochs=epochs, seed=seed, eval_every=epochs)
-    return {"per_s": m["train_samples_per_s"], "per_cpu_s": m["train_samples_per_cpu_s"],
+    return {"per_s": m.run["train_samples_per_s"], "per_cpu_s": m.run["train_samples_per_cpu_s"],
             "wall": time.perf_counter() - w, "cpu": cpu_time() - c}
 
 
@@ -152,14 +159,14 @@ def part_throughput(args, ref, out: Path) -> dict:
 @torch.no_grad()
 def reference_accuracy(ref, model, dataset: ImageDataset, split: str) -> float:
     """The tutorial's evaluation: one caption per class, its tokenizer and [C, T, T] mask, argmax."""
-    cached = cache_split(dataset.splits[split], 128)
+    cached = decoded(dataset.splits[split], 128)
     caps = [ref.tokenizer(f"An image of a {name}") for name in dataset.class_names]
     text = torch.stack([c[0] for c in caps])
     mask = torch.stack([c[1].repeat(len(c[1]), 1) for c in caps])
     text_features = model.text_encoder(text, mask=mask)
     correct = 0
     for i in range(0, len(cached), 256):
-        feats = model.image_encoder(cached.pixels[i : i + 256].float() / 255)
+        feats = model.image_encoder(cached.features[i : i + 256].float() / 255)
         correct += int(((feats @ text_features.T).argmax(1) == cached.labels[i : i + 256]).sum())
     return correct / len(cached)
 
@@ -184,8 +191,9 @@ def reference_run(ref, dataset: ImageDataset, budget: float, seed: int) -> dict:
 def ours_run(dataset: ImageDataset, preset: str, budget: float, seed: int, out: Path, overrides=None) -> dict:
     c = cpu_time()
     m = train_scratch(dataset, out, preset=preset, epochs=100_000, max_seconds=budget, seed=seed, overrides=overrides)
-    return {"acc1": m["acc1"], "cpu_s": cpu_time() - c, "epochs": m["epochs_run"], "steps": m["steps"],
-            "unseen_acc1": m["extra"].get("unseen", {}).get("acc1")}
+    unseen = m.extra.get("unseen")
+    return {"acc1": m.metrics.acc1, "cpu_s": cpu_time() - c, "epochs": m.run["epochs_run"], "steps": m.run["steps"],
+            "unseen_acc1": unseen.acc1 if unseen else None}
 
 
 CANDIDATES = {  # what we weighed for "default" (bench --candidates); the winner became PRESETS["default"]

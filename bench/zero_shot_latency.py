@@ -34,7 +34,9 @@ from clipdemo.data.sources import load_source  # noqa: E402
 from clipdemo.devices import cpu_has_fast_bf16  # noqa: E402
 from clipdemo.encoders import load_encoder  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
-from clipdemo.zeroshot import TEMPLATE_SETS, classify, split_scores  # noqa: E402
+from clipdemo.evaluate import zero_shot_logits  # noqa: E402
+from clipdemo.features import encode_split  # noqa: E402
+from clipdemo.zeroshot import TEMPLATE_SETS, build_classifier, classify  # noqa: E402
 
 SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
 
@@ -82,8 +84,9 @@ def top1_by_precision(checkpoint: Path = SHIPPED) -> tuple[dict, int]:
     predictions = {}
     for precision in ("fp32", "bf16"):
         encoder = load_encoder(str(checkpoint), precision=precision)
-        scores, _, _ = split_scores(encoder, test.images, dataset.class_names, encoder.templates)
-        predictions[precision] = scores.argmax(1)
+        features = encode_split(encoder, test, progress=lambda event: None).features
+        classes = build_classifier(encoder, dataset.class_names, encoder.templates)
+        predictions[precision] = zero_shot_logits(features, classes, encoder.logit_scale).argmax(1)
     return predictions, torch.tensor(test.labels)
 
 

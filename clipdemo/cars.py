@@ -37,10 +37,10 @@ import torch
 from clipdemo import __version__
 from clipdemo.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from clipdemo.data import DataError, ImageDataset
-from clipdemo.data.splits import SplitPlan, plan_splits
+from clipdemo.data.splits import Part, SplitPlan, plan_splits
 from clipdemo.evaluate import Scores, classification_metrics, zero_shot_logits, zero_shot_scores
 from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND
-from clipdemo.features import Backbone, class_text_embeddings, encode_plan
+from clipdemo.features import Backbone, class_text_embeddings, encode_parts, encode_plan
 from clipdemo.heads import DEFAULT_HEAD, HEADS, build_head, fit_head, predict_logits
 from clipdemo.progress import ConsoleProgress, Progress, typed
 from clipdemo.results import TrainResult
@@ -252,36 +252,39 @@ def check_backbone(recorded: dict, backbone: Backbone) -> None:
     )
 
 
-def head_scores(clf: CarsClassifier, plan: SplitPlan, part: str, *, cache_dir=None, progress=None,
+def head_scores(clf: CarsClassifier, dataset: ImageDataset, part: Part, *, cache_dir=None, progress=None,
                 batch_size: int = 64) -> tuple[Scores, int]:  # fmt: skip
-    """The head's metrics on ``plan``'s ``part``, and how many of its images could not be read."""
-    if list(plan.dataset.class_names) != clf.class_names:
+    """The head's metrics on ``dataset``'s ``part``, and how many of its images could not be read."""
+    if list(dataset.class_names) != clf.class_names:
         raise CheckpointError(
             f"This head was trained on {len(clf.class_names)} classes ({_dataset_name(clf.card)}); "
-            f"{plan.dataset.source} has {len(plan.dataset.class_names)} classes"
-            f"{_first_difference(clf.class_names, plan.dataset.class_names)}: evaluate it on the data it was trained for."
+            f"{dataset.source} has {len(dataset.class_names)} classes"
+            f"{_first_difference(clf.class_names, dataset.class_names)}: evaluate it on the data it was trained for."
         )
-    encoded = encode_plan(plan, clf.backbone, parts=[part], cache_dir=cache_dir, progress=progress,
-                          batch_size=batch_size)  # fmt: skip
-    x, y = encoded.rows[part]
-    if len(y) == 0:
-        raise DataError(f"{plan.dataset.source}: none of the images to score could be read.")
+    encoded = encode_parts(dataset, {"scored": part}, clf.backbone, cache_dir=cache_dir, progress=progress,
+                           batch_size=batch_size)  # fmt: skip
+    x, y = _readable(encoded, dataset)
     head, _ = clf.scores(x)
-    return classification_metrics(y.numpy(), head.numpy(), len(clf.class_names)), encoded.skipped[part]
+    return classification_metrics(y.numpy(), head.numpy(), len(clf.class_names)), encoded.skipped["scored"]
 
 
-def zeroshot_scores(backbone, plan: SplitPlan, part: str, *, templates=CARS_TEMPLATES, cache_dir=None,
+def zeroshot_scores(backbone, dataset: ImageDataset, part: Part, *, templates=CARS_TEMPLATES, cache_dir=None,
                     progress=None, batch_size: int = 64) -> tuple[Scores, int]:  # fmt: skip
-    """Zero-shot CLIP's metrics on ``plan``'s ``part`` (each image and class prompt encoded once, cached with
+    """Zero-shot CLIP's metrics on ``dataset``'s ``part`` (each image and class prompt encoded once, cached with
     ``cache_dir``), and how many of its images could not be read."""
     backbone = Backbone.of(backbone)
-    encoded = encode_plan(plan, backbone, parts=[part], cache_dir=cache_dir, progress=progress,
-                          batch_size=batch_size)  # fmt: skip
-    x, y = encoded.rows[part]
+    encoded = encode_parts(dataset, {"scored": part}, backbone, cache_dir=cache_dir, progress=progress,
+                           batch_size=batch_size)  # fmt: skip
+    x, y = _readable(encoded, dataset)
+    classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
+    return zero_shot_scores(x, y, classes, scale), encoded.skipped["scored"]
+
+
+def _readable(encoded, dataset: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = encoded.rows["scored"]
     if len(y) == 0:
-        raise DataError(f"{plan.dataset.source}: none of the images to score could be read.")
-    classes, scale = class_text_embeddings(backbone, plan.dataset.class_names, templates, cache_dir)
-    return zero_shot_scores(x, y, classes, scale), encoded.skipped[part]
+        raise DataError(f"{dataset.source}: none of the images to score could be read.")
+    return x, y
 
 
 def _dataset_name(card: dict) -> str:

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from clipdemo.atomic import write_atomic
 from clipdemo.data import ImageDataset, Split
-from clipdemo.data.splits import SplitPlan
+from clipdemo.data.splits import Part, SplitPlan
 from clipdemo.images import ImageError, load_image
 from clipdemo.progress import ConsoleProgress, typed
 from clipdemo.zeroshot import CARS_TEMPLATES, build_classifier
@@ -366,19 +366,25 @@ class EncodedPlan:
     fresh: int  # images that went through the model (0 on a warm cache)
 
 
-def encode_plan(plan: SplitPlan, backbone: Backbone, *, parts=None, cache_dir=None, progress=None,
-                batch_size: int = 64, should_stop=None) -> EncodedPlan:  # fmt: skip
+def encode_plan(plan: SplitPlan, backbone: Backbone, *, parts=None, **kwargs) -> EncodedPlan:
     """Features and labels of each of ``plan``'s parts (all, or those named in ``parts``), and its unreadable
-    images per part. Each dataset split is encoded once, cached under the dataset fingerprint and split name."""
+    images per part (see ``encode_parts``)."""
     wanted = {k: v for k, v in plan.parts().items() if parts is None or k in parts}
-    encoded = encode_dataset_splits(plan.dataset, backbone, [p.split for p in wanted.values()], cache_dir=cache_dir,
+    return encode_parts(plan.dataset, wanted, backbone, **kwargs)
+
+
+def encode_parts(dataset: ImageDataset, parts: dict[str, Part], backbone: Backbone, *, cache_dir=None, progress=None,
+                 batch_size: int = 64, should_stop=None) -> EncodedPlan:  # fmt: skip
+    """Each dataset split the ``parts`` draw from is encoded once (cached under the dataset fingerprint and split
+    name), and each part takes its rows; unreadable images are named in a progress message."""
+    encoded = encode_dataset_splits(dataset, backbone, [p.split for p in parts.values()], cache_dir=cache_dir,
                                     progress=progress, batch_size=batch_size, should_stop=should_stop)  # fmt: skip
     report = typed(progress)
     for name, e in encoded.items():
         if e.skipped:
             report({"phase": "encode", "message": unreadable_line(name, e)})
-    return EncodedPlan({k: encoded[p.split].rows(p.indices) for k, p in wanted.items()},
-                       {k: encoded[p.split].missing(p.indices) for k, p in wanted.items()},
+    return EncodedPlan({k: encoded[p.split].rows(p.indices) for k, p in parts.items()},
+                       {k: encoded[p.split].missing(p.indices) for k, p in parts.items()},
                        sum(e.fresh for e in encoded.values()))  # fmt: skip
 
 

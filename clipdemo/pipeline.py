@@ -168,9 +168,9 @@ def evaluate(checkpoint, data, split: str = "test", *, config: str | None = None
         from clipdemo.cars import CarsClassifier, head_scores
 
         clf = CarsClassifier(checkpoint, device=device, load_backbone=False)
-        scores, skipped = head_scores(clf, _only(plan, part), "evaluation", cache_dir=cache_dir, progress=progress)
+        scores, skipped = head_scores(clf, plan.dataset, part, cache_dir=cache_dir, progress=progress)
     else:
-        scores, skipped = _scratch_scores(checkpoint, _only(plan, part), device, cache_dir, progress)
+        scores, skipped = _scratch_scores(checkpoint, plan.dataset, part, device, cache_dir, progress)
     return EvalResult(scores, name, skipped, leak, overlap)
 
 
@@ -194,20 +194,17 @@ def _part(plan: SplitPlan, split: str) -> tuple[Part, str, str, int]:
     raise DataError(f"{dataset.source} has no '{split}' split (it has: {', '.join(have + ([extra] if extra else []))}).")
 
 
-def _only(plan: SplitPlan, part: Part) -> SplitPlan:
-    return replace(plan, evaluation=part, extra={})
-
-
-def _scratch_scores(checkpoint, plan: SplitPlan, device: str, cache_dir, progress):
+def _scratch_scores(checkpoint, dataset: ImageDataset, part: Part, device: str, cache_dir, progress):
+    """A scratch CLIP is scored zero-shot on the class names, with the templates it was trained on."""
     from clipdemo.encoders import load_encoder
     from clipdemo.evaluate import zero_shot_scores
-    from clipdemo.features import Backbone, encode_plan
+    from clipdemo.features import Backbone, encode_parts
     from clipdemo.zeroshot import build_classifier
 
     encoder = load_encoder(str(Path(checkpoint)), device=device)
-    encoded = encode_plan(plan, Backbone.of(encoder), parts=["evaluation"], cache_dir=cache_dir, progress=progress)
-    x, y = encoded.rows["evaluation"]
+    encoded = encode_parts(dataset, {"scored": part}, Backbone.of(encoder), cache_dir=cache_dir, progress=progress)
+    x, y = encoded.rows["scored"]
     if len(y) == 0:
-        raise DataError(f"{plan.dataset.source}: none of the images to score could be read.")
-    classes = build_classifier(encoder, list(plan.dataset.class_names), encoder.templates)
-    return zero_shot_scores(x, y, classes, encoder.logit_scale), encoded.skipped["evaluation"]
+        raise DataError(f"{dataset.source}: none of the images to score could be read.")
+    classes = build_classifier(encoder, list(dataset.class_names), encoder.templates)
+    return zero_shot_scores(x, y, classes, encoder.logit_scale), encoded.skipped["scored"]
