@@ -1,22 +1,18 @@
 """Stanford Cars heads: train a head on a frozen CLIP's cached features, evaluate it beside zero-shot, serve it.
 
-    from clipdemo.cars import train_head, evaluate_head, CarsClassifier
-    from clipdemo.data.sources import load_source
+    from clipdemo import pipeline
+    from clipdemo.cars import CarsClassifier
 
-    data = load_source("/data/stanford_cars")                  # devkit layout, image folder or Hub id
-    result = train_head(data, "openai/clip-vit-base-patch32", "checkpoints/cars-head/v1",
-                        head="zeroshot-init", split="tutorial", cache_dir="cache/features")
-    evaluate_head("checkpoints/cars-head/v1", data, split="test", cache_dir="cache/features")
+    options = pipeline.TrainOptions(backbone="openai/clip-vit-base-patch32", split="tutorial")
+    result = pipeline.train("cars-head", "/data/stanford_cars", "checkpoints/cars-head/v1", options,
+                            cache_dir="cache/features")        # devkit layout, image folder or Hub id
+    pipeline.evaluate("checkpoints/cars-head/v1", "/data/stanford_cars", "test", cache_dir="cache/features")
     head_top5, zeroshot_top5 = CarsClassifier("checkpoints/cars-head/v1").predict(image)
 
-Splits (``split=``):
-
-- ``tutorial``: the Cars tutorial's protocol on the train split: ``train_test_split(test_size=0.05,
-  random_state=3)``. The notebook ran that cell twice (8,144 -> 7,736 + 408, then 7,736 -> 7,349 + 387) and
-  reported the 387; so do we: train on its 7,349, evaluate on its 387, and pick the best epoch on the 408 the
-  first run held out and the notebook then never used. Nothing that picks the model is scored on.
-- ``official``: train on the official train split, evaluate on the official test split; the best epoch is
-  picked on the dataset's ``validation`` split, or on 5% of train per class (stratified, seeded).
+Splits come from the one split plan (``clipdemo.data.splits.plan_splits``, leak check included): ``tutorial``
+is the Cars notebook's (train on its 7,349, pick the model on the 408 its first split held out, score on the 387
+it reported); ``official`` is the dataset's own train and test splits, the model picked on its validation split
+or on 10% of each class of train.
 
 Zero-shot (the 8 Cars templates, ensembled) and the head are scored on the same held-out images with the
 same metrics (acc1, acc5, mean per-class recall, weighted F1); both go into the checkpoint card with the
