@@ -24,7 +24,6 @@ text embeddings (so serving zero-shot needs no text tower) and the backbone's sp
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from clipdemo import hub_access
 from clipdemo.errors import UserError
-from clipdemo.settings import HUB_REPO_ENV as REPO_ENV, TOKEN_ENV, hf_token, hub_repo
-from clipdemo.checkpoints import FAMILIES, CheckpointError, load_checkpoint, new_version_dir, promote, served_checkpoint
+from clipdemo.checkpoints import CheckpointError, load_checkpoint, new_version_dir, promote, served_checkpoint
+from clipdemo.families import FAMILIES
+from clipdemo.settings import HUB_REPO_ENV, hf_token, hub_repo
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ UNREACHABLE = "The Hugging Face Hub is unreachable from this machine, so nothing
 
 class HubSyncError(UserError):
     """A push or pull could not be done; the message is one sentence fit to show an admin."""
-
-
 
 
 def _token(token: str | None) -> str | None:
@@ -118,7 +117,7 @@ def pull_at_startup(settings) -> str:
     """
     repo_id = hub_repo()
     if not repo_id:
-        return f"{REPO_ENV} is not set: no checkpoints pulled from the Hub."
+        return f"{HUB_REPO_ENV} is not set: no checkpoints pulled from the Hub."
     missing = [f for f in FAMILIES if served_checkpoint(settings.checkpoint_dir, f) is None]
     if not missing:
         return "Every family already has a served checkpoint: nothing pulled from the Hub."

@@ -19,6 +19,7 @@ from gradio_client import Client
 
 from clipdemo import auth as auth_module
 from clipdemo import hub_access, hub_sync
+from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV
 from clipdemo.auth import AdminAuth, AuthError
 from clipdemo.checkpoints import promote, save_checkpoint, served_version
 from clipdemo.encoders import load_encoder
@@ -187,7 +188,7 @@ def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, config
     settings, _ = setup
     settings.admin_token = configured
     hub_calls = []
-    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
     monkeypatch.setattr(hub_sync, "push_checkpoint", lambda *a, **k: hub_calls.append(a))
     monkeypatch.setattr(hub_sync, "pull_checkpoint", lambda *a, **k: hub_calls.append(a))
     trainer_calls = []
@@ -319,7 +320,7 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
 
 def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup, monkeypatch):
     settings, tmp = setup
-    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
     for name in ("cat", "dog"):
         (settings.data_root / "broken" / "train" / name).mkdir(parents=True)
         for i in range(3):
@@ -366,18 +367,18 @@ def test_push_and_pull_with_the_hub_unreachable_say_so_fast(setup, hub_down, mon
         hub_sync.push_checkpoint(root / "scratch" / "v1", "someone/ckpts", token="hf_secret")
     with pytest.raises(hub_sync.HubSyncError, match="Hub is unreachable.*nothing was pulled"):
         hub_sync.pull_checkpoint("someone/ckpts", root, "scratch")
-    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
     empty = Settings(model="m", checkpoint_dir=root.parent / "fresh")
     assert "unreachable" in hub_sync.pull_at_startup(empty)
     assert time.monotonic() - t0 < 10
     assert tree_digest(root) == before
-    monkeypatch.delenv(hub_sync.REPO_ENV)
+    monkeypatch.delenv(HUB_REPO_ENV)
     assert "not set" in hub_sync.pull_at_startup(empty)
 
 
 def test_admin_push_through_the_api_with_the_hub_unreachable(setup, hub_down, monkeypatch):
     settings, _ = setup
-    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
     app, _ = build_admin_app(settings, JobRunner.from_settings(settings), AdminAuth(TOKEN, **NO_DELAY))
     with launched(app, **launch_kwargs(settings)) as url:
         client = Client(url, verbose=False)
@@ -394,7 +395,6 @@ def test_push_and_pull_logic_with_a_fake_hub(setup, monkeypatch):
     a pull of nothing usable leaves what is served alone."""
     import huggingface_hub
 
-    from clipdemo import encoders
 
     settings, _ = setup
     root = settings.checkpoint_dir
@@ -418,7 +418,7 @@ def test_push_and_pull_logic_with_a_fake_hub(setup, monkeypatch):
     monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: True)
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    monkeypatch.setenv(hub_sync.TOKEN_ENV, "hf_from_env")
+    monkeypatch.setenv(TOKEN_ENV, "hf_from_env")
     assert "Pushed scratch version v1" in hub_sync.push_checkpoint(root / "scratch" / "v1", "someone/ckpts")
     assert uploads == [("hf_from_env", str(root / "scratch" / "v1"), "scratch", "someone/ckpts")]
 
@@ -429,7 +429,7 @@ def test_push_and_pull_logic_with_a_fake_hub(setup, monkeypatch):
     assert folder.name.endswith("-hub") and served_version(root, "scratch") == folder.name
     assert not [p for p in (root / "scratch").iterdir() if p.name.endswith(".partial")]
 
-    monkeypatch.setenv(hub_sync.REPO_ENV, "someone/ckpts")
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
     fresh = Settings(model="m", checkpoint_dir=root.parent / "fresh")
     note = hub_sync.pull_at_startup(fresh)  # scratch pulled; cars-head absent from the repo: said, not raised
     assert "pulled scratch" in note and "cars-head: The Hub repo someone/ckpts has no loadable" in note

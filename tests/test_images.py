@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from clipdemo import images, settings
+from clipdemo import settings
 from clipdemo.errors import ConfigError
 from clipdemo.images import ALLOWED_FORMATS, ImageError, load_image, to_rgb
 

@@ -6,7 +6,7 @@ import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 
-from clipdemo import encoders, hub_access
+from clipdemo import hub_access
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
 from clipdemo.ui import zeroshot_tab

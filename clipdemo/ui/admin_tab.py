@@ -10,12 +10,12 @@ Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``
 ``api_name`` of each event is listed in ``API_NAMES``.
 """
 
-import functools
 from pathlib import Path
 
 import gradio as gr
 
 from clipdemo import hub_sync
+from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, hub_repo
 from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
 from clipdemo.checkpoints import list_versions, promote, read_card, rollback, served_checkpoint
 from clipdemo.encoders import forget_encoder
@@ -244,9 +244,9 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
 
     def admin_push(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
         check(token, request, profile)
-        repo = hub_sync.hub_repo()
+        repo = hub_repo()
         if not repo:
-            raise HubSyncError(f"Set {hub_sync.REPO_ENV} (and the {hub_sync.TOKEN_ENV} secret) to push to the Hub.")
+            raise HubSyncError(f"Set {HUB_REPO_ENV} (and the {TOKEN_ENV} secret) to push to the Hub.")
         folder = version_folder(family, version) if version else served_checkpoint(root, family)
         if folder is None:
             raise JobError("Choose a version to push.")
@@ -254,9 +254,9 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
 
     def admin_pull(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
         check(token, request, profile)
-        repo = hub_sync.hub_repo()
+        repo = hub_repo()
         if not repo:
-            raise HubSyncError(f"Set {hub_sync.REPO_ENV} to pull from the Hub.")
+            raise HubSyncError(f"Set {HUB_REPO_ENV} to pull from the Hub.")
         before = served_checkpoint(root, family)
         folder = hub_sync.pull_checkpoint(repo, root, family)
         forget(before, folder)
