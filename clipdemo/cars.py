@@ -159,18 +159,14 @@ def train_head(
     ends the run without a checkpoint (``EncodingStopped`` / ``RuntimeError``).
 
     Returns the head's metrics on the evaluation split (``acc1, acc5, mean_per_class_recall, weighted_f1,
-    n``) plus ``zeroshot`` (the same metrics for zero-shot CLIP), ``best_val_acc``, ``best_epoch``,
-    ``epochs_run``, ``stopped``, ``skipped`` (unreadable images per split), ``encoded_images`` (0 on a warm
+    n``) plus ``zeroshot`` (the same metrics for zero-shot CLIP), ``best_val_acc`` and ``zeroshot_val_acc``
+    (on the images the head was chosen on, see ``heads.fit_head``), ``steps``, ``stopped``, ``skipped`` (unreadable images per split), ``encoded_images`` (0 on a warm
     cache), ``seconds``, ``head``, ``split`` and ``checkpoint``.
     """
     t0 = time.perf_counter()
     if head not in HEADS:
         raise ValueError(f"Unknown head '{head}': choose one of {', '.join(HEADS)}.")
     spec = HEADS[head]
-    epochs = spec.epochs if epochs is None else epochs
-    lr = spec.lr if lr is None else lr
-    batch_size = batch_size or spec.batch_size
-    weight_decay = spec.weight_decay if weight_decay is None else weight_decay
     report = progress or console_progress()
     plan = plan_splits(dataset, split, seed)
     backbone = Backbone.of(backbone_spec, device, precision)
@@ -189,12 +185,12 @@ def train_head(
             raise DataError(f"{dataset.source}: no readable {what} images (see the skipped counts).")
     n_classes, embed_dim = classes.shape
 
-    torch.manual_seed(seed)  # the head's initialisation
-    model = build_head(head, num_classes=n_classes, embed_dim=embed_dim, class_embeddings=classes, logit_scale=scale)
-    fit = fit_head(model, (x_train, y_train), (x_val, y_val), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                   batch_size=batch_size, seed=seed, progress=report, should_stop=should_stop)  # fmt: skip
-    if fit.steps == 0:
+    fit = fit_head(head, (x_train, y_train), (x_val, y_val), class_embeddings=classes, logit_scale=scale, seed=seed,
+                   epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, progress=report,
+                   should_stop=should_stop)  # fmt: skip
+    if fit.steps == 0 or fit.head is None:
         raise RuntimeError("training was stopped before its first step; no checkpoint was written")
+    model = fit.head
 
     n = len(dataset.class_names)
     zeroshot = classification_metrics(y_eval.numpy(), zeroshot_scores(x_eval, classes, scale).numpy(), n)
@@ -208,8 +204,8 @@ def train_head(
         "templates": list(templates),
         "logit_scale": scale,
     }
-    run = {"best_val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
-           "steps": fit.steps, "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)}  # fmt: skip
+    run = {"best_val_acc": fit.val_acc, "zeroshot_val_acc": fit.zeroshot_val_acc, "steps": fit.steps,
+           "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)}  # fmt: skip
     card = {
         "title": "Stanford Cars head",
         "head": head,
@@ -223,11 +219,13 @@ def train_head(
         "split_protocol": plan.protocol,
         "eval_split": plan.evaluation[0],
         "seed": seed,
-        "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
+        "hyperparameters": fit.hyperparameters,
+        "selection": fit.selection,
         "templates": list(templates),
         "metrics": metrics,  # with the confusion matrix, for the admin view's figure
         "zeroshot_metrics": zeroshot,
-        "validation": {"acc1": fit.best_val_acc, "epoch": fit.best_epoch, "history": fit.history},
+        "validation": {"acc1": fit.val_acc, "zeroshot_acc1": fit.zeroshot_val_acc, "n": fit.n_selection,
+                       "protocol": fit.protocol, "fitted_on": fit.n_fit, "candidates": fit.history},
         "run": run,
         "skipped": skipped,
         "notes": list(dataset.notes),
@@ -240,8 +238,8 @@ def train_head(
     result = {**_summary(metrics), "zeroshot": _summary(zeroshot), **run, "skipped": skipped,
               "encoded_images": fresh, "seconds": round(seconds, 3), "head": head, "split": plan.protocol,
               "checkpoint": str(out_dir)}  # fmt: skip
-    report({"phase": "done", "epoch": fit.epochs_run, "epochs": epochs, "val_acc": fit.best_val_acc,
-            "best_val_acc": fit.best_val_acc, "test_acc": metrics["acc1"], "elapsed": seconds})  # fmt: skip
+    report({"phase": "done", "val_acc": fit.val_acc, "best_val_acc": fit.val_acc, "test_acc": metrics["acc1"],
+            "elapsed": seconds})  # fmt: skip
     return result
 
 
