@@ -3,6 +3,7 @@
     python bench/scratch_train.py                      # both parts, about 15 min on 2 busy cores
     python bench/scratch_train.py --part throughput    # seed preset vs the tutorial's code
     python bench/scratch_train.py --part accuracy --budget 120 --data shapes digits
+    python bench/scratch_train.py --part accuracy --budget 60 --peers default default-plain-loss logreg
     python bench/scratch_train.py --part accuracy --data /path/to/image_folder     # your own small images
     python bench/scratch_train.py --part accuracy --candidates   # the presets we weighed for "default"
 
@@ -13,8 +14,11 @@ One-time work (decoding, resizing) is excluded for both and so is our per-epoch 
 is run ``--repeats`` times, interleaved, and the medians of samples/s are compared (target >= 3x).
 
 Part 2 (accuracy per CPU-second): each contender trains for the same wall-clock budget, then its held-out
-zero-shot top-1 is measured; the process CPU time it used is reported next to it. Contenders: our
-``seed`` and ``default`` presets, and the tutorial's code (its own loop, for as many epochs as a one-epoch
+zero-shot top-1 is measured; the process CPU time it used is reported next to it. Contenders (``--peers``):
+our ``default`` preset, the same preset with the plain CLIP loss it had before multi-positive targets
+(``default-plain-loss``: before/after), scikit-learn's ``LogisticRegression`` on the raw pixels (``logreg``,
+C picked on the same validation split; it needs a few seconds of the budget), our ``seed`` preset, and the
+tutorial's code (its own loop, for as many epochs as a one-epoch
 probe says fit in the budget, evaluated the tutorial's way: one caption "An image of a {name}" per class,
 last model, since it kept the lowest-loss one and on data this small that is about the last). Datasets:
 ``shapes`` (the built-in set) and ``digits`` (scikit-learn's 1,797 real handwritten 8x8 digits, upscaled,
@@ -183,9 +187,35 @@ def reference_run(ref, dataset: ImageDataset, budget: float, seed: int) -> dict:
 
 def ours_run(dataset: ImageDataset, preset: str, budget: float, seed: int, out: Path, overrides=None) -> dict:
     c = cpu_time()
-    m = train_scratch(dataset, out, preset=preset, epochs=100_000, max_seconds=budget, seed=seed, overrides=overrides)
+    m = train_scratch(dataset, out, preset=preset, max_seconds=budget, seed=seed, overrides=overrides)
     return {"acc1": m["acc1"], "cpu_s": cpu_time() - c, "epochs": m["epochs_run"], "steps": m["steps"],
             "unseen_acc1": m["extra"].get("unseen", {}).get("acc1")}
+
+
+def logreg_run(dataset: ImageDataset, budget: float, seed: int, size: int = 32) -> dict:
+    """scikit-learn's LogisticRegression (L-BFGS) on the raw pixels (``size`` px, as the default preset sees them,
+    standardised), C picked on the same validation split train_scratch uses from a log-spaced grid, searched
+    until the grid or the CPU budget runs out; then the test split is scored."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from clipdemo.scratch.train import choose_splits
+
+    c0 = cpu_time()
+    plan = choose_splits(dataset, seed)
+    train, val, test = (cache_split(s, size) for s in (plan.train, plan.validation, plan.evaluation))
+    flat = lambda split: split.pixels.reshape(len(split), -1).numpy().astype(np.float64) / 255  # noqa: E731
+    scaler = StandardScaler().fit(flat(train))
+    xs = {k: scaler.transform(flat(s)) for k, s in (("train", train), ("val", val), ("test", test))}
+    best = (-1.0, None)
+    for C in np.logspace(-4, 1, 6):
+        clf = LogisticRegression(C=C, max_iter=1000).fit(xs["train"], train.labels.numpy())
+        acc = clf.score(xs["val"], val.labels.numpy())
+        best = max(best, (acc, clf), key=lambda b: b[0])
+        if cpu_time() - c0 > budget:
+            break
+    return {"acc1": float(best[1].score(xs["test"], test.labels.numpy())), "cpu_s": cpu_time() - c0, "epochs": 0,
+            "C": float(best[1].C)}
 
 
 CANDIDATES = {  # what we weighed for "default" (bench --candidates); the winner became PRESETS["default"]
@@ -206,17 +236,29 @@ def part_accuracy(args, ref, out: Path) -> dict:
         print(f"\n== held-out accuracy after {args.budget:.0f} s wall per run: {name} "
               f"({len(dataset.splits['train'])} train images, {n_classes} classes, chance {1 / n_classes:.1%}), "
               f"{torch.get_num_threads()} thread(s)")
+        peers = {"default": ("default", None), "default-plain-loss": ("default", {"loss": "clip"}),
+                 "seed": ("seed", None)}
         contenders = {f"candidate {k}": ("default", v) for k, v in CANDIDATES.items()} if args.candidates else {
-            "ours seed": ("seed", None), "ours default": ("default", None)}
+            f"ours {p}": peers[p] for p in args.peers if p in peers}
         rows = {}
         for label, (preset, overrides) in contenders.items():
             rows[label] = ours_run(dataset, preset, args.budget, 0, out / "acc", overrides)
-        if ref and not args.candidates:
+        if "logreg" in args.peers and not args.candidates:
+            rows["sklearn logreg, raw pixels"] = logreg_run(dataset, args.budget, 0)
+        if ref and "tutorial" in args.peers and not args.candidates:
             rows["tutorial"] = reference_run(ref, dataset, args.budget, 0)
         for label, r in rows.items():
             extra = f", unseen combos {r['unseen_acc1']:.1%}" if r.get("unseen_acc1") is not None else ""
+            how = f"C={r['C']:g}" if "C" in r else f"{r['epochs']} epochs"
             print(f"  {label:28s} test acc1 {r['acc1']:6.1%}  CPU {r['cpu_s']:6.1f} s  "
-                  f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({r['epochs']} epochs{extra})")
+                  f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({how}{extra})")
+        if "ours default" in rows and "sklearn logreg, raw pixels" in rows:
+            a, b = rows["ours default"]["acc1"], rows["sklearn logreg, raw pixels"]["acc1"]
+            print(f"  default preset vs logistic regression on pixels: {a:.1%} vs {b:.1%} "
+                  f"({'at least matches' if a >= b else 'BELOW'})")
+        if "ours default" in rows and "ours default-plain-loss" in rows:
+            a, b = rows["ours default"]["acc1"], rows["ours default-plain-loss"]["acc1"]
+            print(f"  multi-positive loss vs the plain CLIP loss, same preset and budget: {a:.1%} vs {b:.1%}")
         results[name] = rows
     return results
 
@@ -230,6 +272,9 @@ def main(argv=None) -> dict:
     p.add_argument("--data", nargs="+", default=["shapes", "digits"],
                    help="'shapes', 'digits', or any source train scratch takes (an image folder, a HF dataset id)")
     p.add_argument("--candidates", action="store_true", help="compare the candidate default presets instead")
+    p.add_argument("--peers", nargs="+", default=["default", "default-plain-loss", "logreg", "seed", "tutorial"],
+                   help="accuracy contenders: default, default-plain-loss (the loss before multi-positive targets), "
+                        "logreg (scikit-learn on raw pixels), seed, tutorial")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scratch")
     args = p.parse_args(argv)
