@@ -3,6 +3,7 @@
     python bench/scratch_train.py                      # both parts, about 15 min on 2 busy cores
     python bench/scratch_train.py --part throughput    # seed preset vs the tutorial's code
     python bench/scratch_train.py --part accuracy --budget 120 --data shapes digits
+    python bench/scratch_train.py --part accuracy --budget 60 --peers default default-plain-loss logreg
     python bench/scratch_train.py --part accuracy --data /path/to/image_folder     # your own small images
     python bench/scratch_train.py --part accuracy --candidates   # the presets we weighed for "default"
 
@@ -13,8 +14,11 @@ One-time work (decoding, resizing) is excluded for both and so is our per-epoch 
 is run ``--repeats`` times, interleaved, and the medians of samples/s are compared (target >= 3x).
 
 Part 2 (accuracy per CPU-second): each contender trains for the same wall-clock budget, then its held-out
-zero-shot top-1 is measured; the process CPU time it used is reported next to it. Contenders: our
-``seed`` and ``default`` presets, and the tutorial's code (its own loop, for as many epochs as a one-epoch
+zero-shot top-1 is measured; the process CPU time it used is reported next to it. Contenders (``--peers``):
+our ``default`` preset, the same preset with the plain CLIP loss it had before multi-positive targets
+(``default-plain-loss``: before/after), scikit-learn's ``LogisticRegression`` on the raw pixels (``logreg``,
+C picked on the same validation split; it needs a few seconds of the budget), our ``seed`` preset, and the
+tutorial's code (its own loop, for as many epochs as a one-epoch
 probe says fit in the budget, evaluated the tutorial's way: one caption "An image of a {name}" per class,
 last model, since it kept the lowest-loss one and on data this small that is about the last). Datasets:
 ``shapes`` (the built-in set) and ``digits`` (scikit-learn's 1,797 real handwritten 8x8 digits, upscaled,
@@ -188,12 +192,42 @@ def reference_run(ref, dataset: ImageDataset, budget: float, seed: int) -> dict:
     return {"acc1": reference_accuracy(ref, model, dataset, "test"), "cpu_s": cpu, "epochs": epochs}
 
 
-def ours_run(dataset: ImageDataset, preset: str, budget: float, seed: int, out: Path, overrides=None) -> dict:
+def ours_run(dataset: ImageDataset, preset: str, budget: float, seed: int, out: Path, overrides=None,
+             epochs: int | None = None) -> dict:
+    """Train for ``budget`` wall seconds, or for ``epochs`` (the same work for every contender) when given."""
     c = cpu_time()
-    m = train_scratch(dataset, out, preset=preset, epochs=100_000, max_seconds=budget, seed=seed, overrides=overrides)
+    m = train_scratch(dataset, out, preset=preset, max_seconds=None if epochs else budget, epochs=epochs, seed=seed,
+                      overrides=overrides)  # fmt: skip
     unseen = m.extra.get("unseen")
     return {"acc1": m.metrics.acc1, "cpu_s": cpu_time() - c, "epochs": m.run["epochs_run"], "steps": m.run["steps"],
             "unseen_acc1": unseen.acc1 if unseen else None}
+
+
+def logreg_run(dataset: ImageDataset, budget: float, seed: int, size: int = 32) -> dict:
+    """scikit-learn's LogisticRegression (L-BFGS) on the raw pixels (``size`` px, as the default preset sees them,
+    standardised), C picked on the same validation split train_scratch uses from a log-spaced grid, searched
+    until the grid or the CPU budget runs out; then the test split is scored."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from clipdemo.data.splits import plan_splits
+    from clipdemo.scratch.train import decode_plan
+
+    c0 = cpu_time()
+    parts, _ = decode_plan(plan_splits(dataset, seed=seed), size, progress=lambda event: None)
+    train, val, test = parts["train"], parts["validation"], parts["evaluation"]
+    flat = lambda split: split.pixels.reshape(len(split), -1).numpy().astype(np.float64) / 255  # noqa: E731
+    scaler = StandardScaler().fit(flat(train))
+    xs = {k: scaler.transform(flat(s)) for k, s in (("train", train), ("val", val), ("test", test))}
+    best = (-1.0, None)
+    for C in np.logspace(-4, 1, 6):
+        clf = LogisticRegression(C=C, max_iter=1000).fit(xs["train"], train.labels.numpy())
+        acc = clf.score(xs["val"], val.labels.numpy())
+        best = max(best, (acc, clf), key=lambda b: b[0])
+        if cpu_time() - c0 > budget:
+            break
+    return {"acc1": float(best[1].score(xs["test"], test.labels.numpy())), "cpu_s": cpu_time() - c0, "epochs": 0,
+            "C": float(best[1].C)}
 
 
 CANDIDATES = {  # what we weighed for "default" (bench --candidates); the winner became PRESETS["default"]
@@ -211,20 +245,33 @@ def part_accuracy(args, ref, out: Path) -> dict:
     for name in args.data:
         dataset = DATASETS[name]() if name in DATASETS else load_source(name)
         n_classes = len(dataset.class_names)
-        print(f"\n== held-out accuracy after {args.budget:.0f} s wall per run: {name} "
+        after = f"{args.run_epochs} epochs" if args.run_epochs else f"{args.budget:.0f} s wall"
+        print(f"\n== held-out accuracy after {after} per run: {name} "
               f"({len(dataset.splits['train'])} train images, {n_classes} classes, chance {1 / n_classes:.1%}), "
               f"{torch.get_num_threads()} thread(s)")
+        peers = {"default": ("default", None), "default-plain-loss": ("default", {"loss": "clip"}),
+                 "seed": ("seed", None)}
         contenders = {f"candidate {k}": ("default", v) for k, v in CANDIDATES.items()} if args.candidates else {
-            "ours seed": ("seed", None), "ours default": ("default", None)}
+            f"ours {p}": peers[p] for p in args.peers if p in peers}
         rows = {}
         for label, (preset, overrides) in contenders.items():
-            rows[label] = ours_run(dataset, preset, args.budget, 0, out / "acc", overrides)
-        if ref and not args.candidates:
+            rows[label] = ours_run(dataset, preset, args.budget, 0, out / "acc", overrides, args.run_epochs)
+        if "logreg" in args.peers and not args.candidates:
+            rows["sklearn logreg, raw pixels"] = logreg_run(dataset, args.budget, 0)
+        if ref and "tutorial" in args.peers and not args.candidates:
             rows["tutorial"] = reference_run(ref, dataset, args.budget, 0)
         for label, r in rows.items():
             extra = f", unseen combos {r['unseen_acc1']:.1%}" if r.get("unseen_acc1") is not None else ""
+            how = f"C={r['C']:g}" if "C" in r else f"{r['epochs']} epochs"
             print(f"  {label:28s} test acc1 {r['acc1']:6.1%}  CPU {r['cpu_s']:6.1f} s  "
-                  f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({r['epochs']} epochs{extra})")
+                  f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({how}{extra})")
+        if "ours default" in rows and "sklearn logreg, raw pixels" in rows:
+            a, b = rows["ours default"]["acc1"], rows["sklearn logreg, raw pixels"]["acc1"]
+            print(f"  default preset vs logistic regression on pixels: {a:.1%} vs {b:.1%} "
+                  f"({'at least matches' if a >= b else 'BELOW'})")
+        if "ours default" in rows and "ours default-plain-loss" in rows:
+            a, b = rows["ours default"]["acc1"], rows["ours default-plain-loss"]["acc1"]
+            print(f"  multi-positive loss vs the plain CLIP loss, same preset and budget: {a:.1%} vs {b:.1%}")
         results[name] = rows
     return results
 
@@ -238,6 +285,12 @@ def main(argv=None) -> dict:
     p.add_argument("--data", nargs="+", default=["shapes", "digits"],
                    help="'shapes', 'digits', or any source train scratch takes (an image folder, a HF dataset id)")
     p.add_argument("--candidates", action="store_true", help="compare the candidate default presets instead")
+    p.add_argument("--run-epochs", type=int, default=None,
+                   help="train our contenders for this many epochs instead of --budget seconds (equal work: "
+                        "on a busy machine wall-clock budgets give unequal CPU)")
+    p.add_argument("--peers", nargs="+", default=["default", "default-plain-loss", "logreg", "seed", "tutorial"],
+                   help="accuracy contenders: default, default-plain-loss (the loss before multi-positive targets), "
+                        "logreg (scikit-learn on raw pixels), seed, tutorial")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scratch")
     args = p.parse_args(argv)

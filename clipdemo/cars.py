@@ -81,17 +81,14 @@ def train_head(
     while encoding, or before the first step, it ends the run without a checkpoint.
 
     Returns a ``TrainResult``: the head's and zero-shot CLIP's metrics on the plan's evaluation part and
-    extra splits, unreadable images skipped per part, and the run (``best_val_acc``, ``best_epoch``,
-    ``epochs_run``, ``stopped``, ``encoded_images`` (0 on a warm cache), ``seconds``, ``head``).
+    extra splits, unreadable images skipped per part, and the run (``best_val_acc`` and ``zeroshot_val_acc`` on
+    the images the head was chosen on, see ``heads.fit_head``; ``steps``, ``stopped``, ``encoded_images`` (0 on a
+    warm cache), ``seconds``, ``head``).
     """
     t0 = time.perf_counter()
     if head not in HEADS:
         raise ValueError(f"Unknown head '{head}': choose one of {', '.join(HEADS)}.")
     spec = HEADS[head]
-    epochs = spec.epochs if epochs is None else epochs
-    lr = spec.lr if lr is None else lr
-    batch_size = batch_size or spec.batch_size
-    weight_decay = spec.weight_decay if weight_decay is None else weight_decay
     progress = progress or ConsoleProgress("training head")
     report = typed(progress)
     plan = plan or plan_splits(dataset, split, seed)
@@ -112,12 +109,12 @@ def train_head(
             raise DataError(f"{dataset.source}: none of the {what} images could be read (see the skipped files).")
     n_classes, embed_dim = classes.shape
 
-    torch.manual_seed(seed)  # the head's initialisation
-    model = build_head(head, num_classes=n_classes, embed_dim=embed_dim, class_embeddings=classes, logit_scale=scale)
-    fit = fit_head(model, (x_train, y_train), (x_val, y_val), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                   batch_size=batch_size, seed=seed, progress=report, should_stop=should_stop)  # fmt: skip
-    if fit.steps == 0:
+    fit = fit_head(head, (x_train, y_train), (x_val, y_val), class_embeddings=classes, logit_scale=scale, seed=seed,
+                   epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, progress=report,
+                   should_stop=should_stop)  # fmt: skip
+    if fit.steps == 0 or fit.head is None:
         raise RuntimeError("training was stopped before its first step; no checkpoint was written")
+    model = fit.head
 
     n = len(dataset.class_names)
     zeroshot = zero_shot_scores(x_eval, y_eval, classes, scale)
@@ -137,8 +134,8 @@ def train_head(
         "templates": list(templates),
         "logit_scale": scale,
     }
-    run = {"best_val_acc": fit.best_val_acc, "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
-           "steps": fit.steps, "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)}  # fmt: skip
+    run = {"best_val_acc": fit.val_acc, "zeroshot_val_acc": fit.zeroshot_val_acc, "steps": fit.steps,
+           "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)}  # fmt: skip
     card = {
         "title": "Stanford Cars head",
         "head": head,
@@ -153,12 +150,14 @@ def train_head(
         "split_plan": plan.card(),
         "eval_split": plan.eval_name,
         "seed": seed,
-        "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
+        "hyperparameters": fit.hyperparameters,
+        "selection": fit.selection,
         "templates": list(templates),
         "metrics": metrics.to_dict(),  # with the confusion matrix, for the admin view's figure
         "zeroshot_metrics": zeroshot.to_dict(),
         "extra_metrics": {k: v.summary() for k, v in extra.items()},
-        "validation": {"acc1": fit.best_val_acc, "epoch": fit.best_epoch, "history": fit.history},
+        "validation": {"acc1": fit.val_acc, "zeroshot_acc1": fit.zeroshot_val_acc, "n": fit.n_selection,
+                       "protocol": fit.protocol, "fitted_on": fit.n_fit, "candidates": fit.history},
         "run": run,
         "skipped": skipped,
         "notes": [*dataset.notes, *([plan.leak] if plan.leak else [])],
@@ -169,8 +168,8 @@ def train_head(
     save_checkpoint(out_dir, state, config, card)
     seconds = time.perf_counter() - t0
     run.update(encoded_images=fresh, seconds=round(seconds, 3), head=head)
-    report({"phase": "done", "epoch": fit.epochs_run, "epochs": epochs, "val_acc": fit.best_val_acc,
-            "best_val_acc": fit.best_val_acc, "test_acc": metrics.acc1, "elapsed": seconds})  # fmt: skip
+    report({"phase": "done", "val_acc": fit.val_acc, "best_val_acc": fit.val_acc, "test_acc": metrics.acc1,
+            "elapsed": seconds})  # fmt: skip
     return TrainResult(CARS_HEAD, Path(out_dir), list(dataset.class_names), metrics, plan.card(), skipped, run,
                        zeroshot=zeroshot, extra=extra)  # fmt: skip
 

@@ -5,7 +5,7 @@ rendezvous; ``runtime()`` then joins the process group (nccl on GPUs, gloo on CP
 ``python -m clipdemo train …`` has no such variables and is the 1-process case of the same code: every
 helper below is then the identity.
 
-The contrastive loss needs every rank's negatives: ``contrastive_loss_global`` all-gathers image and text
+The contrastive loss needs every rank's negatives (and, with multi-positive targets, every rank's labels): ``contrastive_loss_global`` all-gathers image and text
 features with gradients flowing back to the rank that made them (open_clip's gather-with-grad + local loss).
 Each rank scores its own rows against the global batch; with DDP averaging gradients over ranks this is the
 same loss and the same update as one process on the whole batch.
@@ -88,17 +88,39 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def contrastive_loss_global(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
-    """Symmetric cross-entropy of this rank's pairs against the global batch's negatives.
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank (rank order; equal sizes), without gradients (labels)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
 
-    Equal local batch sizes are assumed (the sampler pads to make them so).
+
+def contrastive_loss_global(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale,
+                            labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric cross-entropy of this rank's pairs against the global batch.
+
+    ``labels`` None: CLIP's loss, each image's own caption is its only positive (the tutorial's). Given (the class
+    of each row): multi-positive targets, UniCL / SupCon style: every caption of the same class in the batch is a
+    positive, each image's target spread evenly over them (and each caption's over the same-class images), less
+    the targets' entropy so that 0 is perfect (a KL divergence; same gradients). With captions built from class
+    names, the plain loss pushes same-class pairs apart, and its floor is ln(images per class in the batch). Equal local batch sizes are
+    assumed (the sampler pads to make them so).
     """
     all_images, all_texts = gather_with_grad(image_features), gather_with_grad(text_features)
     n = image_features.shape[0]
     rank = dist.get_rank() if dist.is_initialized() else 0
-    targets = torch.arange(rank * n, (rank + 1) * n, device=image_features.device)
     per_image = logit_scale * image_features @ all_texts.T  # local images vs every text
     per_text = logit_scale * text_features @ all_images.T  # local texts vs every image
+    if labels is None:
+        targets = torch.arange(rank * n, (rank + 1) * n, device=image_features.device)
+    else:
+        positives = (labels[:, None] == gather(labels)[None, :]).float()
+        targets = positives / positives.sum(1, keepdim=True)
+        # minus the targets' entropy (a constant): the loss reads 0 for a perfect model, as the plain one does
+        floor = -(targets * targets.clamp_min(1e-12).log()).sum(1).mean()
+        return (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets)) / 2 - floor
     return (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets)) / 2
 
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipdemo import encoders
-from clipdemo.cars import CarsClassifier, train_head
-from clipdemo.data.splits import plan_splits
+from clipdemo.cars import CarsClassifier, train_head, zeroshot_scores
+from clipdemo.data.splits import Part, plan_splits
 from clipdemo.pipeline import evaluate
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
 from clipdemo.data import ImageDataset, Split
@@ -29,7 +29,7 @@ from clipdemo.features import (
     merge_shards,
     save_features,
 )
-from clipdemo.heads import HEADS, build_head, fit_head
+from clipdemo.heads import C_GRID, DEFAULT_HEAD, HEADS, LinearProbe, accuracy, build_head, fit_head, predict_logits
 from clipdemo.testing import make_clip_folder
 from tests.minicars import write_minicars
 
@@ -54,23 +54,83 @@ def separable_task(seed=0, per_class=30, permuted=True):
     return F.normalize(TEXT[centre] + 0.15 * torch.randn(len(y), TEXT.shape[1], generator=g), dim=-1), y
 
 
+def fit(name, train, validation, text=TEXT, scale=10.0, **kw):
+    return fit_head(name, train, validation, class_embeddings=text, logit_scale=scale, **kw)
+
+
 @pytest.mark.parametrize("name", list(HEADS))
 def test_each_head_learns_a_separable_task(name):
     x, y = separable_task(seed=0)
     vx, vy = separable_task(seed=1)
     assert float(((10 * vx @ TEXT.T).argmax(1) == vy).float().mean()) == 0.0  # zero-shot gets none right
-    head = build_head(name, num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=10.0)
-    fit = fit_head(head, (x, y), (vx, vy), epochs=25, lr=1e-2, batch_size=16, seed=0)
-    assert fit.best_val_acc >= 0.95 and fit.best_epoch > 0
-    assert float((head(vx).argmax(1) == vy).float().mean()) == fit.best_val_acc  # the best weights are left in
+    result = fit(name, (x, y), (vx, vy), lr=1e-2 if name == "zeroshot-init" else None)
+    assert result.protocol == "validation" and result.n_selection == 120 and result.n_fit == 120
+    assert result.val_acc >= 0.95 and result.zeroshot_val_acc == 0.0
+    assert accuracy(result.head, vx, vy) == result.val_acc  # the chosen head is the one returned
+    assert result.stopped == "finished" and result.steps > 0 and not result.head.training
 
 
-def test_zeroshot_init_starts_exactly_at_zero_shot():
+def test_linear_is_scikit_learns_logistic_regression_copied_into_torch():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = separable_task(seed=0, per_class=10, permuted=False)
+    x = F.normalize(x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3)), dim=-1)  # overlap
+    vx, vy = separable_task(seed=1, per_class=10, permuted=False)
+    result = fit("linear", (x, y), (vx, vy))
+    assert set(result.hyperparameters) == {"C"} and result.hyperparameters["C"] in C_GRID
+    scaler = StandardScaler().fit(x.double().numpy())
+    clf = LogisticRegression(C=result.hyperparameters["C"], max_iter=1000).fit(scaler.transform(x.double().numpy()), y)
+    want = clf.decision_function(scaler.transform(vx.double().numpy()))
+    torch.testing.assert_close(predict_logits(result.head, vx).double(), torch.from_numpy(want), atol=1e-3, rtol=1e-3)
+    assert isinstance(result.head, LinearProbe)  # a torch module: safetensors checkpoints, serving unchanged
+
+
+def test_default_head_starts_at_zero_shot_and_never_ends_below_it():
+    # zero-shot is already right: the blend keeps it (or ties it); on a permuted task it leaves it
+    x, y = separable_task(permuted=False)
+    vx, vy = separable_task(seed=1, permuted=False)
+    blend = build_head(DEFAULT_HEAD, num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=10.0)
+    assert torch.equal(blend(x).argmax(1), (x @ TEXT.T).argmax(1))  # as built (alpha 0): exactly zero-shot
+    for permuted in (False, True):
+        x, y = separable_task(permuted=permuted)
+        vx, vy = separable_task(seed=1, permuted=permuted)
+        result = fit(DEFAULT_HEAD, (x, y), (vx, vy))
+        assert result.val_acc >= result.zeroshot_val_acc and result.val_acc >= 0.95
+        assert "alpha" in result.hyperparameters and "zero-shot" in result.selection
+    assert result.hyperparameters["alpha"] > 0  # zero-shot is useless there: the probe takes over
+
+
+def test_tiny_validation_sets_select_by_cross_validation_on_train():
+    x, y = separable_task(seed=0, per_class=4)  # 16 training images
+    vx, vy = separable_task(seed=1, per_class=1)  # 4 validation images: too few to choose on
+    for name in HEADS:
+        result = fit(name, (x, y), (vx, vy), lr=1e-2 if name == "zeroshot-init" else None)
+        assert result.protocol == "k-fold" and result.n_selection == 20 and result.n_fit == 20
+        assert "5-fold stratified cross-validation on 20 images" in result.selection, result.selection
+        if name in ("zeroshot-blend", "linear", "mlp-logits"):
+            assert result.val_acc >= 0.9, (name, result.val_acc)
+    # one image per class: no stratified folds exist; plain k-fold, and the default never drops below zero-shot
+    result = fit(DEFAULT_HEAD, separable_task(per_class=1, permuted=False), None)
+    assert result.protocol == "k-fold" and "cross-validation on 4 images" in result.selection
+    assert result.val_acc >= result.zeroshot_val_acc
+
+
+def test_adam_budgets_are_steps_so_small_data_converges():
+    x, y = separable_task(seed=0, per_class=3)  # 12 images: one step an epoch
+    vx, vy = separable_task(seed=1, per_class=6)
+    result = fit("mlp-logits", (x, y), (vx, vy), min_validation=len(vy))
+    assert result.hyperparameters["budget_steps"] == 300 and result.hyperparameters["lr"] == 2e-4  # the tutorial's lr
+    assert result.val_acc >= 0.9  # 6 epochs would be 6 steps: the untrained head
+
+
+def test_zeroshot_init_starts_at_zero_shot_which_is_a_candidate():
     x, y = separable_task(permuted=False)
     head = build_head("zeroshot-init", num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=50.0)
     torch.testing.assert_close(head(x), 50.0 * x @ TEXT.T)
-    fit = fit_head(head, (x, y), (x, y), epochs=1, lr=1e-3)
-    assert fit.history[0] == {"epoch": 0, "val_acc": 1.0} and fit.best_epoch == 0  # ties keep the start
+    result = fit("zeroshot-init", (x, y), (x, y), scale=50.0)
+    assert result.history[0]["steps"] == 0 and result.history[0]["acc"] == result.zeroshot_val_acc == 1.0
+    assert result.val_acc == 1.0  # accuracy ties are broken by the lower cross-entropy
 
 
 def test_mlp_logits_is_the_tutorials_head():
@@ -84,11 +144,12 @@ def test_mlp_logits_is_the_tutorials_head():
     assert [m.p for m in head.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.3]
 
 
-def test_should_stop_keeps_the_best_so_far():
+def test_should_stop_before_anything_is_scored_returns_no_head():
     x, y = separable_task()
-    head = build_head("linear", num_classes=4, embed_dim=16)
-    fit = fit_head(head, (x, y), (x, y), epochs=5, lr=1e-2, should_stop=lambda: True)
-    assert fit.stopped == "cancelled" and fit.steps == 0 and fit.best_epoch == 0
+    for name in ("linear", "mlp-logits"):
+        result = fit(name, (x, y), (x, y), should_stop=lambda: True)
+        assert result.stopped == "cancelled" and result.steps == 0  # train_head then writes no checkpoint
+    assert result.hyperparameters == {"steps": 0, **result.hyperparameters}  # only the untrained start was scored
     with pytest.raises(ValueError, match="Unknown head"):
         build_head("resnet", num_classes=2, embed_dim=2)
 
@@ -246,7 +307,9 @@ def test_train_head_writes_a_checkpoint_with_an_honest_card(trained, cars, tiny)
     assert "the test split (12)" in card["split"] and "10% per class" in card["split"]
     assert card["metrics"]["acc1"] == result["acc1"] and len(card["metrics"]["confusion"]) == 4
     assert card["zeroshot_metrics"]["acc1"] == result["zeroshot"]["acc1"]
-    assert card["validation"]["epoch"] == result["best_epoch"]
+    assert card["validation"]["acc1"] == result["best_val_acc"] and card["validation"]["protocol"] == "k-fold"
+    assert card["validation"]["zeroshot_acc1"] == result["zeroshot_val_acc"] and "cross-validation" in card["selection"]
+    assert set(card["hyperparameters"]) == {"C"}
     assert state["zeroshot.classifier"].shape == (4, 16)
 
 
@@ -274,9 +337,9 @@ def test_tutorial_split_trains_zeroshot_init_and_evaluates(cars, tiny, tmp_path)
     assert result["zeroshot"]["acc1"] == card["zeroshot_metrics"]["acc1"]
     held_out = plan_splits(cars, "tutorial").evaluation.indices  # 32 train images: 5% held out, twice
     assert result["split"] == "tutorial" and result["n"] == len(set(held_out) - {1})  # image 1 is unreadable
-    # the head starts as zero-shot and keeps epoch 0 unless training beats it on validation
-    history = json.loads((tmp_path / "zs" / "card.json").read_text())["validation"]["history"]
-    assert history[0]["epoch"] == 0 and result["best_val_acc"] >= history[0]["val_acc"]
+    # the head starts as zero-shot and keeps step 0 unless training beats it on the selection images
+    validation = card["validation"]
+    assert validation["candidates"][0]["steps"] == 0 and result["best_val_acc"] >= validation["zeroshot_acc1"]
     metrics = evaluate(tmp_path / "zs", cars, "tutorial", cache_dir=tmp_path / "cache", progress=lambda i: None).to_json()
     assert metrics["n"] == result["n"] and metrics["acc1"] == pytest.approx(result["acc1"])
 
@@ -320,3 +383,30 @@ def test_backbone_object_spec_and_laziness(tiny):
     backbone = Backbone(str(tiny))
     assert not backbone.loaded and backbone.fingerprint == Backbone(str(tiny) + "/").fingerprint
     assert not backbone.loaded  # fingerprinting reads files, it does not load the model
+
+
+# --- the default head through the CLI, on 6 clearly separable classes ----------------------------------------
+
+
+@pytest.mark.parametrize("per_class", [12, 4])
+def test_default_head_through_the_cli_beats_zero_shot(per_class, tiny, tmp_path, monkeypatch, capsys):
+    """`train head` with default options, then `eval` on the devkit's official test split (never seen)."""
+    from clipdemo.cli import main
+
+    root = write_minicars(tmp_path / "cars", classes=6, per_class_train=per_class, per_class_test=5, seed=per_class)
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    assert main(["train", "head", "--data", str(root), "--backbone", str(tiny), "--out", str(tmp_path / "head")]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["head"] == "zeroshot-blend" and trained["split"] == "tutorial"
+    assert main(["eval", "--checkpoint", str(tmp_path / "head"), "--data", str(root), "--split", "test"]) == 0
+    test = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    data = load_source(str(root))
+    zeroshot, _ = zeroshot_scores(str(tiny), data, Part("test", tuple(range(30))), progress=lambda info: None)
+    assert test["n"] == zeroshot.n == 30
+    assert test["acc1"] >= 0.9 and test["acc1"] >= zeroshot.acc1, (test, zeroshot)
+    print(f"{per_class} per class: head {test['acc1']:.3f}, zero-shot {zeroshot.acc1:.3f}")
+    card = json.loads((tmp_path / "head" / "card.json").read_text())
+    validation = card["validation"]  # a handful of validation images: chosen by cross-validation on train
+    plan = plan_splits(load_source(str(root)), "tutorial")  # train + validation pooled, the tutorial's 5% left out
+    assert validation["protocol"] == "k-fold" and validation["n"] == len(plan.train) + len(plan.validation)
+    assert validation["acc1"] >= validation["zeroshot_acc1"] and "cross-validation" in card["selection"]

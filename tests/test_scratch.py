@@ -117,6 +117,30 @@ def test_contrastive_loss_is_symmetric_cross_entropy():
     assert float(contrastive_loss(a, b, 10.0)) == pytest.approx(float(expected), rel=1e-6)
 
 
+def test_multi_positive_loss_counts_same_class_pairs_as_positives():
+    from clipdemo.distributed import contrastive_loss_global
+
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    # distinct labels: the plain loss exactly
+    assert float(contrastive_loss_global(a, b, 10.0, torch.arange(6))) == pytest.approx(float(contrastive_loss(a, b, 10.0)))
+    # captions that repeat per class (3 classes x 2 images): a perfect model scores same-class pairs alike
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    classes = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    image, text = classes[labels], classes[labels]
+    plain, multi = float(contrastive_loss(image, text, 100.0)), float(contrastive_loss_global(image, text, 100.0, labels))
+    assert plain == pytest.approx(math.log(2), abs=1e-3)  # the plain loss's floor: ln(images per class in the batch)
+    assert multi < 1e-3  # nothing left to learn
+    # the gradient on an image moves it towards the other same-class caption, where the plain loss moves it away
+    text = torch.linalg.qr(torch.randn(8, 6))[0].T  # orthonormal captions: a gradient's parts can be read off
+    image = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1).requires_grad_()
+    (g_multi,) = torch.autograd.grad(contrastive_loss_global(image, text, 10.0, labels), image)
+    (g_plain,) = torch.autograd.grad(contrastive_loss(image, text, 10.0), image)
+    assert float(-g_multi[0] @ text[1]) > 0 > float(-g_plain[0] @ text[1])
+    assert PRESETS["default"].loss == "multi-positive" and PRESETS["seed"].loss == "clip"  # the tutorial's loss
+
+
 def test_config_round_trips_through_a_dict():
     c = preset("seed")
     assert ScratchCLIPConfig.from_dict({"kind": "scratch-clip", **c.to_dict()}) == c
@@ -323,6 +347,23 @@ def test_damaged_checkpoint_is_refused_clearly(trained, tmp_path):
         ScratchEncoder(bad)
     with pytest.raises(CheckpointError, match="does not exist"):
         ScratchEncoder(tmp_path / "missing")
+
+
+def test_budget_max_seconds_alone_trains_that_long_epochs_alone_that_many(shapes, tmp_path):
+    small = {**TINY, "epochs": 1}  # a preset of 1 epoch: a time budget alone must not stop there
+    events = []
+    by_clock = train_scratch(shapes, tmp_path / "a", max_seconds=4, batch_size=64, overrides=small, eval_every=1000,
+                             progress=events.append)  # fmt: skip
+    assert by_clock["stopped"] == "time budget" and by_clock["epochs_run"] >= 2 and by_clock["seconds"] >= 4
+    lrs = [e["lr"] for e in events if e["phase"] == "train"]
+    assert max(lrs) == pytest.approx(PRESETS["default"].lr, rel=0.01) and lrs[-1] < 0.2 * max(lrs)  # cosine over the clock
+    by_epochs = train_scratch(shapes, tmp_path / "b", epochs=3, batch_size=64, overrides=small)
+    assert by_epochs["stopped"] == "finished" and by_epochs["epochs_run"] == 3
+    epochs_first = train_scratch(shapes, tmp_path / "c", epochs=2, max_seconds=300, batch_size=64, overrides=small)
+    assert epochs_first["stopped"] == "finished" and epochs_first["epochs_run"] == 2
+    clock_first = train_scratch(shapes, tmp_path / "d", epochs=10_000, max_seconds=2, batch_size=64, overrides=small)
+    assert clock_first["stopped"] == "time budget" and clock_first["epochs_run"] < 10_000
+    assert read_card(tmp_path / "d")["complete"]
 
 
 def test_should_stop_ends_the_run_and_keeps_a_loadable_checkpoint(shapes, tmp_path):

@@ -59,6 +59,8 @@ class ScratchCLIPConfig:
     batch_size: int = 128
     epochs: int = 40  # used when train_scratch gets no epochs; max_seconds can end a run earlier
     augment: bool = False  # random zoom-crop + horizontal flip per batch; slowed learning in short runs here
+    loss: str = "multi-positive"  # "multi-positive": same-class pairs in a batch are positives (UniCL/SupCon
+    #                               targets; captions repeat per class), or "clip": only the diagonal (the tutorial)
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -71,6 +73,8 @@ class ScratchCLIPConfig:
             raise ValueError("the conv stem needs a power-of-two patch_size")
         if self.pos_embedding not in ("learned", "sinusoidal"):
             raise ValueError("pos_embedding must be 'learned' or 'sinusoidal'")
+        if self.loss not in ("multi-positive", "clip"):
+            raise ValueError("loss must be 'multi-positive' or 'clip'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +93,7 @@ PRESETS: dict[str, ScratchCLIPConfig] = {
         embed_dim=32, image_size=128, patch_size=64, vision_width=9, vision_layers=3, vision_heads=3,
         context_length=32, text_width=32, text_layers=4, text_heads=8, pos_embedding="sinusoidal",
         final_ln=False, stem="patchify", optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_steps=0, schedule="constant",
-        batch_size=1024, epochs=1500, augment=False,
+        batch_size=1024, epochs=1500, augment=False, loss="clip",
     ),
     # Chosen for held-out accuracy per CPU-second on small image folders (bench/scratch_train.py).
     "default": ScratchCLIPConfig(),

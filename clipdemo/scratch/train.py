@@ -2,8 +2,9 @@
 
 ``train_scratch(dataset, out_dir)`` decodes and resizes every image once into a uint8 tensor (optionally
 cached on disk), draws one of the tutorial's six caption templates per image per epoch, trains with the
-symmetric contrastive loss, evaluates zero-shot on a validation split after each epoch, keeps the best
-checkpoint by validation accuracy (written atomically, only when it improves) and reports final metrics on
+symmetric contrastive loss (in the default preset with multi-positive targets: same-class pairs in a batch are
+positives), evaluates zero-shot on a validation split after each epoch, keeps the best checkpoint by
+validation accuracy (written atomically, only when it improves) and reports final metrics on
 the test split. A ``should_stop()`` callback (Ctrl-C handler, admin cancel) ends the run between steps
 and still finishes the checkpoint; a raw KeyboardInterrupt leaves the last good checkpoint as it was.
 
@@ -161,18 +162,20 @@ def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss_global,
-               precision: str = "fp32") -> torch.Tensor:
+               precision: str = "fp32", labels: torch.Tensor | None = None) -> torch.Tensor:
     """One optimisation step on this rank's share of the batch; returns the (detached) local loss.
 
     ``model`` may be DDP-wrapped (its forward runs both towers); the loss all-gathers features across ranks,
-    so with one process it is the plain symmetric contrastive loss. ``precision="bf16"``: the towers run
-    under bf16 autocast (weights and optimizer stay fp32); the loss is always computed in fp32.
+    so with one process it is the plain symmetric contrastive loss. ``labels``: class of each row; given, every
+    same-class pair in the batch is a positive (multi-positive targets, the ``default`` preset); None: only the
+    diagonal is (the tutorial's loss). ``precision="bf16"``: the towers run under bf16 autocast (weights and
+    optimizer stay fp32); the loss is always computed in fp32.
     """
     ids, mask, inverse = captions.batch(caption_ids)
     with autocast(pixels.device, precision):
         image_features, text_features, scale = model(pixels, ids, mask)
     text_features = text_features[inverse]  # each distinct caption encoded once
-    loss = loss_fn(image_features.float(), text_features.float(), scale.float())
+    loss = loss_fn(image_features.float(), text_features.float(), scale.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -231,8 +234,10 @@ def train_scratch(
     """Train a scratch CLIP on ``dataset`` and write the best checkpoint to ``out_dir``; return its metrics.
 
     ``preset``: a name in ``clipdemo.scratch.model.PRESETS``; ``overrides`` replaces config fields.
-    ``epochs``: defaults to the preset's; ``max_seconds``: a wall-clock budget for the whole run that
-    ends it early (the cosine schedule then follows the clock). ``eval_every``: epochs between
+    The budget: ``max_seconds`` alone trains for that long (wall clock, whole run; the cosine schedule
+    follows the clock and epochs are unbounded); ``epochs`` alone trains that many (the schedule follows the
+    steps); both: whichever ends first (the schedule follows whichever is further along); neither: the
+    preset's epochs. ``eval_every``: epochs between
     validation passes. ``cache_dir``: keep decoded images there, keyed by dataset fingerprint and size.
     ``plan``: the checked split plan (default: ``plan_splits(dataset, seed=seed)``; its leak note, if any, is
     reported and recorded). Unreadable images are skipped, counted per part and named in the log.
@@ -245,7 +250,8 @@ def train_scratch(
     runtime = distributed.runtime(device)  # joins the process group under torchrun
     precision = pick_precision(runtime.device)  # bf16 autocast on GPUs that have it
     config = get_preset(preset, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
-    epochs = epochs or config.epochs
+    if epochs is None and max_seconds is None:
+        epochs = config.epochs
     out_dir = Path(out_dir)
     report = typed(progress if runtime.is_main else None)
     stop = should_stop or (lambda: False)
@@ -267,7 +273,7 @@ def train_scratch(
     aug_gen = torch.Generator().manual_seed(seed + 1)
     per_rank_batch = max(1, config.batch_size // runtime.world_size)
     steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs * steps_per_epoch if epochs else None  # None: bounded by the clock only
 
     saved_config = {"kind": CHECKPOINT_KIND[SCRATCH], **config.to_dict(), "templates": list(TEMPLATES)}
     card_base = {
@@ -300,12 +306,16 @@ def train_scratch(
         return max_seconds is not None and time.perf_counter() - t0 >= max_seconds
 
     def eta(elapsed: float) -> float:
-        left = elapsed / max(step, 1) * (total_steps - step)
-        return left if max_seconds is None else min(left, max(0.0, max_seconds - elapsed))
+        by_clock = max(0.0, max_seconds - elapsed) if max_seconds is not None else math.inf
+        return min(elapsed / max(step, 1) * (total_steps - step) if total_steps else math.inf, by_clock)
+
+    def schedule_progress(elapsed: float) -> float:
+        """How far along the budget the run is, in [0, 1]: steps or clock, whichever is further."""
+        return max(step / total_steps if total_steps else 0.0, elapsed / max_seconds if max_seconds else 0.0)
 
     batch_buffer = torch.empty((per_rank_batch, *train.pixels.shape[1:]), dtype=torch.uint8)
     model.train()
-    while epoch < epochs and stopped == "finished":
+    while (epochs is None or epoch < epochs) and stopped == "finished":
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         # one template per image per epoch, drawn for the whole set so it does not depend on sharding
@@ -326,9 +336,9 @@ def train_scratch(
             caption_ids = labels * len(TEMPLATES) + templates[idx].to(runtime.device)
             elapsed = time.perf_counter() - t0
             for group in optimizer.param_groups:
-                group["lr"] = lr = learning_rate(
-                    config, step, max(step / total_steps, elapsed / max_seconds if max_seconds else 0.0))
-            local_loss = train_step(trained, optimizer, pixels, caption_ids, captions, precision=precision)
+                group["lr"] = lr = learning_rate(config, step, schedule_progress(elapsed))
+            local_loss = train_step(trained, optimizer, pixels, caption_ids, captions, precision=precision,
+                                    labels=labels if config.loss == "multi-positive" else None)
             loss_value = distributed.mean_across_ranks(local_loss)
             step += 1
             train_time += time.perf_counter() - ts
@@ -342,7 +352,7 @@ def train_scratch(
             epoch += 1
         if step == 0:
             break  # stopped before the first step: nothing to evaluate or save
-        last = epoch >= epochs or stopped != "finished"
+        last = (epochs is not None and epoch >= epochs) or stopped != "finished"
         if epoch % eval_every == 0 or last:
             val_acc = evaluate(model, val, captions, n_classes, runtime.device).acc1
             if val_acc > best["acc"]:

@@ -122,6 +122,7 @@ def describe_card(card: dict, version: str = "") -> str:
         f"- **Trained on**: {source_name(source or 'unknown data')}, {len(card.get('classes') or [])} classes, seed "
         f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
         f"- **Split**: {card.get('split', '?')}",
+        *([f"- **Chosen**: {card['selection']}"] if card.get("selection") else []),
         "",
         *rows,
     ])  # fmt: skip
