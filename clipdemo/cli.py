@@ -6,24 +6,36 @@
     python -m clipdemo eval --checkpoint checkpoints/scratch/VERSION --data shapes
     python -m clipdemo versions scratch; python -m clipdemo promote scratch VERSION; python -m clipdemo rollback scratch
 
-Results go to stdout, the last line being JSON; errors are one line on stderr and a non-zero exit.
+Results go to stdout, the last line being JSON; errors are one line on stderr and exit status 2, checked before
+any work. A run interrupted with Ctrl-C prints what it kept, promotes nothing and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import signal
 import sys
 from pathlib import Path
 
-from clipdemo.checkpoints import CheckpointError
+from clipdemo.checkpoints import CheckpointError, Claim
 from clipdemo.encoders import ModelUnavailable, default_model
 from clipdemo.images import ImageError
 from clipdemo.settings import Settings
 from clipdemo.zeroshot import LabelError, TEMPLATE_SETS
 
 USER_ERRORS = (ImageError, LabelError, ModelUnavailable, CheckpointError, FileNotFoundError, ValueError)
+FINISHED = ("finished", "time budget")  # a run's "stopped" values that mean it ran as asked: promotable
+
+
+class Interrupted(Exception):
+    """Ctrl-C ended a run early: ``result`` (what it kept, if anything) is printed, nothing is promoted."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 def cmd_zero_shot(args) -> list[dict]:
@@ -84,30 +96,56 @@ def progress_bar(total_key: str = "total_steps"):
     return update
 
 
-def output_dir(args, family: str) -> Path:
-    """``--out`` if given, else a new version folder under the checkpoint dir (so the app can promote it)."""
-    from clipdemo.checkpoints import new_version_dir
+def claim_out(args, family: str) -> Claim:
+    """Before any work: the folder this run writes, claimed for the whole run. ``--out`` must be a new or empty
+    folder or a checkpoint of ``family`` (replaced atomically); else a new version under the checkpoint dir."""
+    from clipdemo.checkpoints import claim_output, claim_version
 
     if args.out:
-        return Path(args.out)
-    return new_version_dir(Settings.from_env().checkpoint_dir, family, args.label)
+        return claim_output(args.out, family)
+    return claim_version(Settings.from_env().checkpoint_dir, family, args.label)
 
 
-def check_promotable(args, family: str) -> None:
-    """Before any training: ``--promote`` needs the new version inside the checkpoint directory, where the app
-    looks; ``finish`` relies on it."""
-    versions = Settings.from_env().checkpoint_dir / family
-    if args.promote and args.out and Path(args.out).resolve().parent != versions.resolve():
-        raise ValueError(f"--promote serves versions under {versions}/: leave out --out, or give a folder there.")
+def serve_folder(family: str, folder: Path) -> Path:
+    """Promote the checkpoint ``folder``: by name when it is a version in the checkpoint dir, else copied in as a
+    new version first (the original stays where it is). Returns the served folder."""
+    from clipdemo.checkpoints import import_checkpoint, promote
+
+    root = Settings.from_env().checkpoint_dir
+    if folder.resolve().parent != (root / family).resolve():
+        folder = import_checkpoint(root, family, folder)
+        print(f"copied it into the checkpoint directory as version {folder.name}", file=sys.stderr)
+    return promote(root, family, folder.name)
 
 
-def finish(family: str, folder: Path, metrics: dict, promote_it: bool) -> dict:
-    from clipdemo.checkpoints import promote
+def finish(family: str, folder: Path, metrics: dict, promote_it: bool, interrupted: bool) -> dict:
+    """The run's result; served if asked, and only if the run finished: an interrupted or cancelled one leaves
+    what is served alone, and an interrupted one ends with ``Interrupted``."""
+    from clipdemo.checkpoints import served_checkpoint
 
-    if promote_it:  # check_promotable made sure the folder is <checkpoint dir>/<family>/<version>
-        folder = promote(folder.parent.parent, family, folder.name)
-        print(f"promoted {folder}", file=sys.stderr)
-    return {"checkpoint": str(folder), **{k: v for k, v in metrics.items() if k != "confusion"}}
+    result = {"checkpoint": str(folder), **{k: v for k, v in metrics.items() if k != "confusion"}}
+    stopped = metrics.get("stopped", "finished")
+    if promote_it and not interrupted and stopped in FINISHED:
+        result["served"] = str(serve_folder(family, folder))
+        print(f"promoted {result['served']}", file=sys.stderr)
+        return result
+    served = served_checkpoint(Settings.from_env().checkpoint_dir, family)
+    not_promoted = f"; not promoted (still served: {served.name if served else 'nothing'})" if promote_it else ""
+    if interrupted:
+        raise Interrupted(f"stopped with Ctrl-C; its best checkpoint so far is kept in {folder}{not_promoted}", result)
+    if not_promoted:
+        print(f"the run ended early ({stopped}){not_promoted}", file=sys.stderr)
+    return result
+
+
+def train_until_stopped(train, stop: "StopOnInterrupt") -> dict:
+    """``train()``, with Ctrl-C before its first step (a RuntimeError from the training functions) said in one line."""
+    try:
+        return train()
+    except RuntimeError:
+        if stop():
+            raise Interrupted("stopped before the first training step; nothing was written") from None
+        raise
 
 
 def cmd_demo_data(args):
@@ -122,25 +160,30 @@ def cmd_train_scratch(args):
     from clipdemo.data.sources import load_source
     from clipdemo.scratch.train import train_scratch
 
-    check_promotable(args, "scratch")
     runtime = distributed.runtime(args.device)  # joins the process group when launched by torchrun
-    dataset = load_source(args.data, config=args.config)
-    if runtime.is_main:
-        for note in dataset.notes:
-            print(note, file=sys.stderr)
-    out = distributed.broadcast(output_dir(args, "scratch"))  # one folder for all ranks
-    bar = progress_bar() if runtime.is_main else None
+    claim = claim_out(args, "scratch") if runtime.is_main else None  # only rank 0 writes
+    bar = None
     try:
+        dataset = load_source(args.data, config=args.config)
+        if runtime.is_main:
+            for note in dataset.notes:
+                print(note, file=sys.stderr)
+        out = distributed.broadcast(claim.folder if claim else None)  # one folder for all ranks
+        bar = progress_bar() if runtime.is_main else None
         with StopOnInterrupt() as stop:
-            metrics = train_scratch(
+            metrics = train_until_stopped(lambda: train_scratch(
                 dataset, out, preset=args.preset, epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
                 progress=bar, should_stop=stop, device=args.device,
-            )
+            ), stop)
+        if bar:
+            bar.close()  # before the last lines are printed
+        return finish("scratch", out, metrics, args.promote, stop()) if runtime.is_main else None
     finally:
         if bar:
             bar.close()
         distributed.shutdown()
-    return finish("scratch", out, metrics, args.promote) if runtime.is_main else None
+        if claim:
+            claim.release()
 
 
 def cmd_train_head(args):
@@ -151,25 +194,28 @@ def cmd_train_head(args):
     from clipdemo.data.sources import load_source
     from clipdemo.features import Backbone
 
-    check_promotable(args, "cars-head")
     runtime = distributed.runtime(args.device)
-    dataset = load_source(args.data, config=args.config)
-    cache_dir = Settings.from_env().checkpoint_dir / ".cache"
-    if runtime.distributed:
-        encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
-                              cache_dir=cache_dir, progress=None if runtime.is_main else (lambda info: None))
-        distributed.shutdown()
-        if not runtime.is_main:
-            return None
-    for note in dataset.notes:
-        print(note, file=sys.stderr)
-    out = output_dir(args, "cars-head")
-    with StopOnInterrupt() as stop:
-        metrics = train_head(
-            dataset, args.backbone, out, head=args.head, epochs=args.epochs, split=args.split, seed=args.seed,
-            progress=console_progress(), should_stop=stop, device=args.device, cache_dir=cache_dir,
-        )
-    return finish("cars-head", out, metrics, args.promote)
+    claim = claim_out(args, "cars-head") if runtime.is_main else None  # only rank 0 writes
+    try:
+        dataset = load_source(args.data, config=args.config)
+        cache_dir = Settings.from_env().checkpoint_dir / ".cache"
+        if runtime.distributed:
+            encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
+                                  cache_dir=cache_dir, progress=None if runtime.is_main else (lambda info: None))
+            distributed.shutdown()
+            if not runtime.is_main:
+                return None
+        for note in dataset.notes:
+            print(note, file=sys.stderr)
+        with StopOnInterrupt() as stop:
+            metrics = train_until_stopped(lambda: train_head(
+                dataset, args.backbone, claim.folder, head=args.head, epochs=args.epochs, split=args.split,
+                seed=args.seed, progress=console_progress(), should_stop=stop, device=args.device, cache_dir=cache_dir,
+            ), stop)
+        return finish("cars-head", claim.folder, metrics, args.promote, stop())
+    finally:
+        if claim:
+            claim.release()
 
 
 def cmd_eval(args):
@@ -215,9 +261,15 @@ def cmd_versions(args):
 
 
 def cmd_promote(args):
+    """VERSION is a version name, or a checkpoint folder (what ``--out`` wrote): one outside the checkpoint dir is
+    copied in as a new version and that is served."""
     from clipdemo.checkpoints import promote
 
-    return {"served": str(promote(Settings.from_env().checkpoint_dir, args.family, args.version))}
+    root, given = Settings.from_env().checkpoint_dir, Path(args.version)
+    is_name = given.name == args.version and ((root / args.family / args.version).exists() or not given.is_dir())
+    if not is_name:
+        return {"served": str(serve_folder(args.family, given))}
+    return {"served": str(promote(root, args.family, args.version))}
 
 
 def cmd_rollback(args):
@@ -279,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("family", choices=["scratch", "cars-head"])
         if name == "promote":
-            p.add_argument("version")
+            p.add_argument("version", help="a version name (see: versions), or a checkpoint folder written with --out")
         p.set_defaults(run=fn)
     return parser
 
@@ -294,14 +346,34 @@ def add_training_options(p: argparse.ArgumentParser, family: str) -> None:
     p.add_argument("--promote", action="store_true", help="serve the result in the app once trained")
 
 
+def check_args(args) -> None:
+    """Values argparse lets through but no run can use: refused before any work, in one sentence."""
+    for option in ("epochs", "top_k"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be at least 1 (got {value}).")
+    seconds = getattr(args, "max_seconds", None)
+    if seconds is not None and not (0 < seconds < math.inf):
+        raise ValueError(f"--max-seconds must be a positive number of seconds (got {seconds:g}).")
+    label = getattr(args, "label", None)
+    if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", label):
+        raise ValueError(f"--label must be 1 to 40 letters, digits, '.', '_' or '-' (got {label!r}).")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_args(args)
         result = args.run(args)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if e.result is not None:
+            print(json.dumps(e.result, ensure_ascii=False))
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

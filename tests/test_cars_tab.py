@@ -11,7 +11,7 @@ import torch
 
 from clipdemo import encoders
 from clipdemo.cars import train_head
-from clipdemo.checkpoints import new_version_dir, promote
+from clipdemo.checkpoints import claim_version, promote
 from clipdemo.data.sources import load_source
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
@@ -37,9 +37,10 @@ def cars(tmp_path_factory):
 
 
 def train_and_promote(root, cars, backbone, head="linear") -> str:
-    out = new_version_dir(root, "cars-head", head)
-    train_head(cars, str(backbone), out, head=head, epochs=2, split="official", cache_dir=root / "cache",
-               progress=lambda info: None)  # fmt: skip
+    with claim_version(root, "cars-head", head) as claim:
+        out = claim.folder
+        train_head(cars, str(backbone), out, head=head, epochs=2, split="official", cache_dir=root / "cache",
+                   progress=lambda info: None)  # fmt: skip
     promote(root, "cars-head", out.name)
     return out.name
 

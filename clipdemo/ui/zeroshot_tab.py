@@ -55,7 +55,12 @@ def model_status(served: Served) -> str:
     return f"Model: {choice.description}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
 
 
-def build(served: Served) -> None:
+def model_list(served: Served) -> gr.Dropdown:
+    """The model choices as they are now (on every page load: a model promoted since start-up shows up)."""
+    return gr.Dropdown(choices=served.model_choices())
+
+
+def build(served: Served) -> tuple[gr.Markdown, gr.Dropdown]:
     with gr.Row():
         with gr.Column(scale=1):
             images = gr.Gallery(
@@ -87,4 +92,4 @@ def build(served: Served) -> None:
     run.click(handler, [images, labels, template, custom, top_k, model], [label, chart, status], api_name="zero_shot")
     gr.on([labels.submit], handler, [images, labels, template, custom, top_k, model], [label, chart, status],
           api_visibility="private")
-    return status
+    return status, model
