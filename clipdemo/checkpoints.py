@@ -106,21 +106,27 @@ def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, c
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
-        if folder.exists():  # swap: the old folder stays whole until the new one is in place
-            old = folder.with_name(f".{folder.name}.old")
-            if os.path.lexists(old):  # left by a save killed after its second rename
-                check_replaceable(old, config["kind"])
-                _remove_ours(old)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            _remove_ours(old)
-        else:
-            os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
+        _swap_in(tmp, folder, config["kind"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _swap_in(new: Path, folder: Path, kind: str) -> None:
+    """Rename the complete folder ``new`` to ``folder``. An existing ``folder`` stays whole until the new one is in
+    place (a crash in between leaves ``.<name>.old``, which loading puts back), then is deleted file by file."""
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old")
+        if os.path.lexists(old):  # left by a save killed after its second rename
+            check_replaceable(old, kind)
+            _remove_ours(old)
+        os.replace(folder, old)
+        os.replace(new, folder)
+        _remove_ours(old)
+    else:
+        os.replace(new, folder)
+    _fsync_dir(folder.parent)
 
 
 def recover_interrupted_save(folder: Path) -> None:
@@ -183,10 +189,29 @@ FAMILY_KINDS = {"scratch": "scratch-clip", "cars-head": "cars-head"}  # family -
 
 class Claim:
     """The exclusive right to write ``folder`` while held: an ``flock`` on ``.<name>.lock`` beside it, which the
-    kernel releases if the process dies. Use as a context manager, or call ``release()``."""
+    kernel releases if the process dies. Use as a context manager, or call ``release()``.
 
-    def __init__(self, folder: Path, fd: int):
+    The run writes to ``out``: ``folder`` itself, or, when ``folder`` already holds a checkpoint, a hidden
+    ``.<name>.run`` beside it, so what is there (perhaps the served version) stays whole while the run trains.
+    ``commit()`` then puts a finished run's checkpoint in its place; ``set_aside()`` leaves it alone and keeps an
+    interrupted run's checkpoint beside it, as ``<name>-interrupted``.
+    """
+
+    def __init__(self, folder: Path, fd: int, staged: bool = False):
         self.folder, self._fd = folder, fd
+        self.out = folder.with_name(f".{folder.name}.run") if staged else folder
+
+    def commit(self) -> Path:
+        if self.out != self.folder and self.out.exists():
+            _swap_in(self.out, self.folder, _read_json(self.out, CONFIG).get("kind"))
+        return self.folder
+
+    def set_aside(self) -> Path:
+        if self.out == self.folder or not self.out.exists():
+            return self.folder
+        with _claim_new(self.folder.parent, f"{self.folder.name}-interrupted") as aside:
+            os.replace(self.out, aside.folder)
+            return aside.folder
 
     def release(self) -> None:
         if self._fd is None:
@@ -237,8 +262,13 @@ def claim_version(root, family: str, label: str = "run") -> Claim:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = Path(root) / family
     base.mkdir(parents=True, exist_ok=True)
+    return _claim_new(base, f"{stamp}-{label}")
+
+
+def _claim_new(base: Path, stem: str) -> Claim:
+    """Claim ``base/<stem>``, or ``<stem>-2``, ``-3``… : the first name that no folder and no other run has."""
     for n in itertools.count(1):
-        folder = base / (f"{stamp}-{label}" if n == 1 else f"{stamp}-{label}-{n}")
+        folder = base / (stem if n == 1 else f"{stem}-{n}")
         fd = None if os.path.lexists(folder) else _try_lock(folder)
         if fd is not None:
             claim = Claim(folder, fd)
@@ -249,7 +279,8 @@ def claim_version(root, family: str, label: str = "run") -> Claim:
 
 def claim_output(folder, family: str) -> Claim:
     """Claim a folder a run was told to write (``--out``): a new or empty folder, or a checkpoint of ``family``
-    that will be replaced. Anything else, or a folder another run is writing, is refused before any work."""
+    that a finished run replaces (see ``Claim``). Anything else, or a folder another run is writing, is refused
+    before any work."""
     folder, kind = Path(folder), FAMILY_KINDS[family]
     check_replaceable(folder, kind)  # before creating anything
     try:
@@ -264,11 +295,14 @@ def claim_output(folder, family: str) -> Claim:
             holder = "another process"
         raise CheckpointError(f"Another run is writing '{folder}' ({holder}); wait for it to finish or give "
                               "another --out.")
-    claim = Claim(folder, fd)
     try:
         check_replaceable(folder, kind)  # again, now that no other run can change it
+        claim = Claim(folder, fd, staged=folder.is_dir() and any(folder.iterdir()))
+        if os.path.lexists(claim.out):  # left by a killed run (we hold the lock: no live run writes it)
+            check_replaceable(claim.out, kind)
+            _remove_ours(claim.out)
     except BaseException:
-        claim.release()
+        Claim(folder, fd).release()
         raise
     return claim
 

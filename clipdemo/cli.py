@@ -118,21 +118,25 @@ def serve_folder(family: str, folder: Path) -> Path:
     return promote(root, family, folder.name)
 
 
-def finish(family: str, folder: Path, metrics: dict, promote_it: bool, interrupted: bool) -> dict:
-    """The run's result; served if asked, and only if the run finished: an interrupted or cancelled one leaves
-    what is served alone, and an interrupted one ends with ``Interrupted``."""
+def finish(family: str, claim: Claim, metrics: dict, promote_it: bool, interrupted: bool) -> dict:
+    """The run's result. Only a finished run replaces the checkpoint its ``--out`` held and is served if asked: an
+    interrupted or cancelled one leaves both alone, and an interrupted one ends with ``Interrupted``."""
     from clipdemo.checkpoints import served_checkpoint
 
-    result = {"checkpoint": str(folder), **{k: v for k, v in metrics.items() if k != "confusion"}}
     stopped = metrics.get("stopped", "finished")
-    if promote_it and not interrupted and stopped in FINISHED:
+    finished = not interrupted and stopped in FINISHED
+    folder = claim.commit() if finished else claim.set_aside()
+    result = {"checkpoint": str(folder), **{k: v for k, v in metrics.items() if k not in ("confusion", "checkpoint")}}
+    if promote_it and finished:
         result["served"] = str(serve_folder(family, folder))
         print(f"promoted {result['served']}", file=sys.stderr)
         return result
     served = served_checkpoint(Settings.from_env().checkpoint_dir, family)
     not_promoted = f"; not promoted (still served: {served.name if served else 'nothing'})" if promote_it else ""
     if interrupted:
-        raise Interrupted(f"stopped with Ctrl-C; its best checkpoint so far is kept in {folder}{not_promoted}", result)
+        left = f" ('{claim.folder}' is left as it was)" if folder != claim.folder else ""
+        raise Interrupted(f"stopped with Ctrl-C; its best checkpoint so far is kept in {folder}{left}{not_promoted}",
+                          result)
     if not_promoted:
         print(f"the run ended early ({stopped}){not_promoted}", file=sys.stderr)
     return result
@@ -168,7 +172,7 @@ def cmd_train_scratch(args):
         if runtime.is_main:
             for note in dataset.notes:
                 print(note, file=sys.stderr)
-        out = distributed.broadcast(claim.folder if claim else None)  # one folder for all ranks
+        out = distributed.broadcast(claim.out if claim else None)  # one folder for all ranks
         bar = progress_bar() if runtime.is_main else None
         with StopOnInterrupt() as stop:
             metrics = train_until_stopped(lambda: train_scratch(
@@ -177,7 +181,7 @@ def cmd_train_scratch(args):
             ), stop)
         if bar:
             bar.close()  # before the last lines are printed
-        return finish("scratch", out, metrics, args.promote, stop()) if runtime.is_main else None
+        return finish("scratch", claim, metrics, args.promote, stop()) if runtime.is_main else None
     finally:
         if bar:
             bar.close()
@@ -209,10 +213,10 @@ def cmd_train_head(args):
             print(note, file=sys.stderr)
         with StopOnInterrupt() as stop:
             metrics = train_until_stopped(lambda: train_head(
-                dataset, args.backbone, claim.folder, head=args.head, epochs=args.epochs, split=args.split,
+                dataset, args.backbone, claim.out, head=args.head, epochs=args.epochs, split=args.split,
                 seed=args.seed, progress=console_progress(), should_stop=stop, device=args.device, cache_dir=cache_dir,
             ), stop)
-        return finish("cars-head", claim.folder, metrics, args.promote, stop())
+        return finish("cars-head", claim, metrics, args.promote, stop())
     finally:
         if claim:
             claim.release()

@@ -133,20 +133,28 @@ def test_two_concurrent_runs_write_two_distinct_loadable_versions(env):
 
 
 def test_promote_then_sigint_mid_training_leaves_the_served_version(env):
-    scratch_checkpoint(env / "ckpts" / "scratch" / "good", ["a", "b"])
+    """The hardest case: ``--out`` is the served folder itself. While training, the run writes beside it; Ctrl-C
+    leaves the served folder byte for byte as it was and keeps the run's checkpoint so far beside it."""
+    good = scratch_checkpoint(env / "ckpts" / "scratch" / "good", ["a", "b"])
     assert main(["promote", "scratch", "good"]) == 0
-    run = cli("train", "scratch", "--data", "data", "--epochs", "100000", "--label", "cut", "--promote", cwd=env)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    run = cli("train", "scratch", "--data", "data", "--epochs", "100000", "--out", str(good), "--promote", cwd=env)
     deadline = time.monotonic() + 240
-    while not list((env / "ckpts" / "scratch").glob("*-cut/card.json")):  # its first checkpoint is written
+    while not (good.parent / ".good.run" / "card.json").exists():  # its first checkpoint is written
         assert time.monotonic() < deadline and run.poll() is None
         time.sleep(0.2)
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130, err[-1000:]
     assert "Traceback" not in err
-    assert "not promoted (still served: good)" in err.strip().splitlines()[-1]
-    assert json.loads(out.strip().splitlines()[-1])["stopped"] == "cancelled"
+    last = err.strip().splitlines()[-1]
+    assert "is left as it was" in last and "not promoted (still served: good)" in last, last
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["stopped"] == "cancelled" and result["checkpoint"] == str(good.parent / "good-interrupted")
     assert served_checkpoint(env / "ckpts", "scratch").name == "good"
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert load_checkpoint(good.parent / "good-interrupted")[2]["classes"] == ["blue", "green", "red"]
+    assert sorted(p.name for p in good.parent.iterdir()) == ["good", "good-interrupted", "served.json"]
 
 
 def test_ctrl_c_before_the_first_step_is_one_line(env, capsys, monkeypatch):
