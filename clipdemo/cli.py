@@ -98,7 +98,7 @@ def progress_bar(total_key: str = "total_steps"):
 
 def claim_out(args, family: str) -> Claim:
     """Before any work: the folder this run writes, claimed for the whole run. ``--out`` must be a new or empty
-    folder or a checkpoint of ``family`` (replaced atomically); else a new version under the checkpoint dir."""
+    folder or a checkpoint of ``family`` (replaced once the run finishes); else a new version in the checkpoint dir."""
     from clipdemo.checkpoints import claim_output, claim_version
 
     if args.out:
@@ -113,8 +113,8 @@ def serve_folder(family: str, folder: Path) -> Path:
 
     root = Settings.from_env().checkpoint_dir
     if folder.resolve().parent != (root / family).resolve():
-        folder = import_checkpoint(root, family, folder)
-        print(f"copied it into the checkpoint directory as version {folder.name}", file=sys.stderr)
+        original, folder = folder, import_checkpoint(root, family, folder)
+        print(f"copied {original} into {folder.parent} as version {folder.name}", file=sys.stderr)
     return promote(root, family, folder.name)
 
 
