@@ -262,3 +262,26 @@ def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip
         assert top_label(client) in {"cyan", "magenta"}
         assert main(["train", "scratch", "--data", "data", "--epochs", "1", "--out", str(served)]) == 0
         assert top_label(client) in {"red", "green", "blue"}
+
+
+def model_options(browser, url) -> list[str]:
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
+        page.click("#zs-model input")
+        options = page.locator("#zs-model [data-testid=dropdown-option]")
+        options.first.wait_for(timeout=30_000)
+        return [options.nth(i).get_attribute("aria-label") for i in range(options.count())]
+    finally:
+        page.close()
+
+
+def test_a_model_promoted_after_start_up_is_in_the_zero_shot_list_on_the_next_page_load(env, tiny_clip, browser, capsys):
+    from clipdemo.ui import build_app
+
+    with launched(build_app(Settings(model=str(tiny_clip), checkpoint_dir=env / "ckpts"))) as url:
+        assert any("none served yet" in o for o in model_options(browser, url))
+        scratch_checkpoint(env / "ckpts" / "scratch" / "v1", ["a", "b"])
+        assert main(["promote", "scratch", "v1"]) == 0
+        assert "scratch CLIP (served version v1)" in model_options(browser, url)

@@ -75,7 +75,7 @@ def build(served: Served) -> tuple[gr.Markdown, gr.Dropdown]:
                 template = gr.Dropdown(TEMPLATE_CHOICES, value="photo", label="Prompt template")
                 top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
             custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
-            model = gr.Dropdown(served.model_choices(), value="default", label="Model")
+            model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
             run = gr.Button("Classify", variant="primary", elem_id="zs-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
