@@ -4,14 +4,20 @@ Configuration is read from the environment; see the README's "Configuration" sec
 """
 
 import logging
+import sys
 
+from clipdemo.errors import ConfigError
 from clipdemo.hub_sync import pull_at_startup
 from clipdemo.memory import limit_malloc_arenas
-from clipdemo.settings import Settings
+from clipdemo.settings import Settings, check_environment
 from clipdemo.ui.app import build_app, launch_kwargs
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        check_environment()  # a bad setting is one sentence now, not an error on the first request
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     limit_malloc_arenas()
     settings = Settings.from_env()
     logging.getLogger("clipdemo").info(pull_at_startup(settings))

@@ -7,7 +7,11 @@ import sys
 if sys.argv[1:2] == ["zero-shot"]:
     gc.disable()
 
-from clipdemo.cli import main  # noqa: E402
+try:
+    from clipdemo.cli import main  # noqa: E402
+except ValueError as e:  # a bad environment value read at import (CLIPDEMO_MAX_PIXELS=abc): one line, exit 2
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 code = main()
 gc.freeze()  # the interpreter's last collection would walk those same objects again (~0.8 s): skip it

@@ -6,22 +6,34 @@
     python -m clipdemo eval --checkpoint checkpoints/scratch/VERSION --data shapes
     python -m clipdemo versions scratch; python -m clipdemo promote scratch VERSION; python -m clipdemo rollback scratch
 
-Results go to stdout, the last line being JSON; errors are one line on stderr and a non-zero exit.
+Results go to stdout, the last line being JSON; errors are one line on stderr and exit status 2, checked before
+any work. A run interrupted with Ctrl-C prints what it kept, promotes nothing and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from pathlib import Path
 
-from clipdemo.checkpoints import CheckpointError
+from clipdemo.checkpoints import Claim
 from clipdemo.errors import UserError
 from clipdemo.families import CARS_HEAD, FAMILIES, SCRATCH
-from clipdemo.settings import Settings, default_model
+from clipdemo.settings import Settings, check_environment, default_model
 from clipdemo.zeroshot import TEMPLATE_SETS
+
+FINISHED = ("finished", "time budget")  # a run's "stopped" values that mean it ran as asked: promotable
+
+
+class Interrupted(Exception):
+    """Ctrl-C ended a run early: ``result`` (what it kept, if anything) is printed, nothing is promoted."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 def cmd_zero_shot(args) -> list[dict]:
@@ -64,30 +76,59 @@ class StopOnInterrupt:
         return self.stop
 
 
-def output_dir(args, family: str) -> Path:
-    """``--out`` if given, else a new version folder under the checkpoint dir (so the app can promote it)."""
-    from clipdemo.checkpoints import new_version_dir
+def claim_out(args, family: str) -> Claim:
+    """Before any work: the folder this run writes, claimed for the whole run. ``--out`` must be a new or empty
+    folder or a checkpoint of ``family`` (replaced once the run finishes); else a new version in the checkpoint dir."""
+    from clipdemo.checkpoints import claim_output, claim_version
 
     if args.out:
-        return Path(args.out)
-    return new_version_dir(Settings.from_env().checkpoint_dir, family, args.label)
+        return claim_output(args.out, family)
+    return claim_version(Settings.from_env().checkpoint_dir, family, args.label)
 
 
-def check_promotable(args, family: str) -> None:
-    """Before any training: ``--promote`` needs the new version inside the checkpoint directory, where the app
-    looks; ``finish`` relies on it."""
-    versions = Settings.from_env().checkpoint_dir / family
-    if args.promote and args.out and Path(args.out).resolve().parent != versions.resolve():
-        raise CheckpointError(f"--promote serves versions under {versions}/: leave out --out, or give a folder there.")
+def serve_folder(family: str, folder: Path) -> Path:
+    """Promote the checkpoint ``folder``: by name when it is a version in the checkpoint dir, else copied in as a
+    new version first (the original stays where it is). Returns the served folder."""
+    from clipdemo.checkpoints import import_checkpoint, promote
+
+    root = Settings.from_env().checkpoint_dir
+    if folder.resolve().parent != (root / family).resolve():
+        original, folder = folder, import_checkpoint(root, family, folder)
+        print(f"copied {original} into {folder.parent} as version {folder.name}", file=sys.stderr)
+    return promote(root, family, folder.name)
 
 
-def finish(family: str, folder: Path, result, promote_it: bool) -> dict:
-    from clipdemo.checkpoints import promote
+def finish(family: str, claim: Claim, result, promote_it: bool, interrupted: bool) -> dict:
+    """The run's JSON. Only a finished run replaces the checkpoint its ``--out`` held and is served if asked: an
+    interrupted or cancelled one leaves both alone, and an interrupted one ends with ``Interrupted``."""
+    from clipdemo.checkpoints import served_checkpoint
 
-    if promote_it:  # check_promotable made sure the folder is <checkpoint dir>/<family>/<version>
-        folder = promote(folder.parent.parent, family, folder.name)
-        print(f"promoted {folder}", file=sys.stderr)
-    return {**result.to_json(), "checkpoint": str(folder)}
+    finished = not interrupted and result.stopped in FINISHED
+    folder = claim.commit() if finished else claim.set_aside()
+    out = {**result.to_json(), "checkpoint": str(folder)}
+    if promote_it and finished:
+        out["served"] = str(serve_folder(family, folder))
+        print(f"promoted {out['served']}", file=sys.stderr)
+        return out
+    served = served_checkpoint(Settings.from_env().checkpoint_dir, family)
+    not_promoted = f"; not promoted (still served: {served.name if served else 'nothing'})" if promote_it else ""
+    if interrupted:
+        left = f" ('{claim.folder}' is left as it was)" if folder != claim.folder else ""
+        raise Interrupted(f"stopped with Ctrl-C; its best checkpoint so far is kept in {folder}{left}{not_promoted}",
+                          out)
+    if not_promoted:
+        print(f"the run ended early ({result.stopped}){not_promoted}", file=sys.stderr)
+    return out
+
+
+def train_until_stopped(train, stop: "StopOnInterrupt"):
+    """``train()``, with Ctrl-C before its first step (a RuntimeError from the training functions) said in one line."""
+    try:
+        return train()
+    except RuntimeError:
+        if stop():
+            raise Interrupted("stopped before the first training step; nothing was written") from None
+        raise
 
 
 def training_options(args, family: str):
@@ -116,18 +157,24 @@ def cmd_train_scratch(args):
     from clipdemo.progress import ConsoleProgress
 
     options = training_options(args, SCRATCH)
-    check_promotable(args, SCRATCH)
     runtime = distributed.runtime(args.device)  # joins the process group when launched by torchrun
-    out = distributed.broadcast(output_dir(args, SCRATCH))  # one folder for all ranks
-    bar = ConsoleProgress("training") if runtime.is_main else None
+    claim = claim_out(args, SCRATCH) if runtime.is_main else None  # only rank 0 writes
+    bar = None
     try:
+        out = distributed.broadcast(claim.out if claim else None)  # one folder for all ranks
+        bar = ConsoleProgress("training") if runtime.is_main else None
         with StopOnInterrupt() as stop:
-            result = train(SCRATCH, args.data, out, options, config=args.config, progress=bar, should_stop=stop)
+            result = train_until_stopped(lambda: train(SCRATCH, args.data, out, options, config=args.config,
+                                                       progress=bar, should_stop=stop), stop)  # fmt: skip
+        if bar:
+            bar.close()  # before the last lines are printed
+        return finish(SCRATCH, claim, result, args.promote, stop()) if runtime.is_main else None
     finally:
         if bar:
             bar.close()
         distributed.shutdown()
-    return finish(SCRATCH, out, result, args.promote) if runtime.is_main else None
+        if claim:
+            claim.release()
 
 
 def cmd_train_head(args):
@@ -139,21 +186,25 @@ def cmd_train_head(args):
     from clipdemo.progress import ConsoleProgress
 
     options = training_options(args, CARS_HEAD)
-    check_promotable(args, CARS_HEAD)
     runtime = distributed.runtime(args.device)
-    dataset = load(args.data, args.config)
-    cache_dir = Settings.from_env().cache_dir
-    if runtime.distributed:
-        encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
-                              cache_dir=cache_dir, progress=None if runtime.is_main else (lambda event: None))
-        distributed.shutdown()
-        if not runtime.is_main:
-            return None
-    out = output_dir(args, CARS_HEAD)
-    with StopOnInterrupt() as stop:
-        result = train(CARS_HEAD, dataset, out, options, progress=ConsoleProgress("training head"), should_stop=stop,
-                       cache_dir=cache_dir)  # fmt: skip
-    return finish(CARS_HEAD, out, result, args.promote)
+    claim = claim_out(args, CARS_HEAD) if runtime.is_main else None  # only rank 0 writes
+    try:
+        dataset = load(args.data, args.config)
+        cache_dir = Settings.from_env().cache_dir
+        if runtime.distributed:
+            encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
+                                  cache_dir=cache_dir, progress=None if runtime.is_main else (lambda event: None))
+            distributed.shutdown()
+            if not runtime.is_main:
+                return None
+        with StopOnInterrupt() as stop:
+            result = train_until_stopped(lambda: train(CARS_HEAD, dataset, claim.out, options, cache_dir=cache_dir,
+                                                       progress=ConsoleProgress("training head"), should_stop=stop),
+                                         stop)  # fmt: skip
+        return finish(CARS_HEAD, claim, result, args.promote, stop())
+    finally:
+        if claim:
+            claim.release()
 
 
 def cmd_eval(args):
@@ -176,9 +227,15 @@ def cmd_versions(args):
 
 
 def cmd_promote(args):
+    """VERSION is a version name, or a checkpoint folder (what ``--out`` wrote): one outside the checkpoint dir is
+    copied in as a new version and that is served."""
     from clipdemo.checkpoints import promote
 
-    return {"served": str(promote(Settings.from_env().checkpoint_dir, args.family, args.version))}
+    root, given = Settings.from_env().checkpoint_dir, Path(args.version)
+    is_name = given.name == args.version and ((root / args.family / args.version).exists() or not given.is_dir())
+    if not is_name:
+        return {"served": str(serve_folder(args.family, given))}
+    return {"served": str(promote(root, args.family, args.version))}
 
 
 def cmd_rollback(args):
@@ -241,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("family", choices=list(FAMILIES))
         if name == "promote":
-            p.add_argument("version")
+            p.add_argument("version", help="a version name (see: versions), or a checkpoint folder written with --out")
         p.set_defaults(run=fn)
     return parser
 
@@ -256,14 +313,32 @@ def add_training_options(p: argparse.ArgumentParser, family: str) -> None:
     p.add_argument("--promote", action="store_true", help="serve the result in the app once trained")
 
 
+def check_args(args) -> None:
+    """Values argparse lets through but no command can use: refused before any work, in one sentence (a training
+    run's own options are checked by ``pipeline.TrainOptions``, the same for the Admin tab)."""
+    top_k = getattr(args, "top_k", None)
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k must be at least 1 (got {top_k}).")
+    label = getattr(args, "label", None)
+    if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", label):
+        raise UserError(f"--label must be 1 to 40 letters, digits, '.', '_' or '-' (got {label!r}).")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_environment()
+        check_args(args)
         result = args.run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if e.result is not None:
+            print(json.dumps(e.result, ensure_ascii=False))
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -212,16 +212,28 @@ _registry_lock = threading.Lock()
 
 
 def load_encoder(spec: str | None = None, device: str = "auto", precision: str | None = None) -> Encoder:
-    """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint."""
+    """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint.
+
+    A local folder is loaded again once its files change on disk (replaced by a new save, or rewritten in
+    place); the previous load is dropped.
+    """
+    from clipdemo.checkpoints import folder_stamp
+
     spec = spec or default_model()
-    key = (spec, device, precision)
+    stamp = folder_stamp(Path(spec).expanduser())  # None for a Hub id
+    key = (spec, device, precision, stamp)
     with _registry_lock:
         if key in _cache:
             return _cache[key]
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # a second caller waits for the first load instead of starting its own
         if key not in _cache:
-            _cache[key] = _build(spec, device, precision)
+            encoder = _build(spec, device, precision)
+            with _registry_lock:
+                for old in [k for k in _cache if k[:3] == key[:3]]:  # the folder's previous contents
+                    del _cache[old]
+                    _locks.pop(old, None)
+                _cache[key] = encoder
         return _cache[key]
 
 

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from clipdemo import hub_access
+from clipdemo.checkpoints import CheckpointError, claim_version, load_checkpoint, promote, served_checkpoint
 from clipdemo.errors import UserError
-from clipdemo.checkpoints import CheckpointError, load_checkpoint, new_version_dir, promote, served_checkpoint
 from clipdemo.families import FAMILIES
 from clipdemo.settings import HUB_REPO_ENV, hf_token, hub_repo
 
@@ -101,12 +101,12 @@ def pull_checkpoint(repo_id: str, dest_root, family: str, token: str | None = No
             load_checkpoint(tmp / family)
         except CheckpointError:
             raise HubSyncError(f"The Hub repo {repo_id} has no loadable {family} checkpoint.") from None
-        target = new_version_dir(dest_root, family, "hub")
-        os.replace(tmp / family, target)
+        with claim_version(dest_root, family, "hub") as claim:
+            os.replace(tmp / family, claim.folder)
+            promote(dest_root, family, claim.folder.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    promote(dest_root, family, target.name)
-    return target
+    return claim.folder
 
 
 def pull_at_startup(settings) -> str:

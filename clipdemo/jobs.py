@@ -10,7 +10,8 @@ Safety rules, in one place:
 - one job at a time: a second ``start`` raises ``BusyError``;
 - the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
   folder under ``data_root``; any other path, ``..`` or a link out of the data root is refused;
-- each run writes into a NEW version folder (``checkpoints.new_version_dir``) and the training function writes
+- each run writes into a NEW version folder (``checkpoints.claim_version``, held until the job ends) and the
+  training function writes
   atomically; nothing is ever promoted here (promotion is a separate, explicit action), so a failed or
   cancelled run leaves what is served, and every other version, untouched. A failed run's half-written
   folder is removed; a cancelled run keeps the checkpoint it had finished, listed but not served;
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from clipdemo import pipeline
-from clipdemo.checkpoints import CheckpointError, load_checkpoint, new_version_dir, read_card
+from clipdemo.checkpoints import CheckpointError, Claim, claim_version, load_checkpoint, read_card
 from clipdemo.data.sources import SourcePolicy, resolve_source
 from clipdemo.errors import UserError
 from clipdemo.families import CARS_HEAD, FAMILIES
@@ -96,6 +97,7 @@ class Job:
     result: dict | None = None
     error: str | None = None
     kept: bool = False  # a cancelled run's checkpoint was kept (never served)
+    claim: Claim | None = None  # no other run may write out_dir while this job runs
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     last_log: float = 0.0
@@ -142,8 +144,9 @@ class JobRunner:
             opts = self.options(family, options)
             load = resolve_source(dataset, config, SourcePolicy.confined(self.data_root))
             self._ids += 1
-            out_dir = new_version_dir(self.checkpoint_dir, family, version_label(dataset))
-            job = Job(self._ids, family, dataset.strip(), opts, out_dir, log=deque(maxlen=self.log_lines))
+            claim = claim_version(self.checkpoint_dir, family, version_label(dataset))
+            out_dir = claim.folder
+            job = Job(self._ids, family, dataset.strip(), opts, out_dir, log=deque(maxlen=self.log_lines), claim=claim)
             self._job = job
             job.thread = threading.Thread(target=self._run, args=(job, load), name=f"clipdemo-job-{job.id}",
                                           daemon=True)
@@ -250,6 +253,8 @@ class JobRunner:
             job.state, job.error, job.kept, job.ended = state, error, kept, time.time()
             if state == "cancelled" and kept and job.result is None:
                 job.result = _card_metrics(job.out_dir)
+        if job.claim:
+            job.claim.release()
         line = {
             "finished": f"finished: version {job.out_dir.name} is ready to promote",
             "failed": f"failed: {error}",

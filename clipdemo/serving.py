@@ -1,7 +1,8 @@
 """What the app serves: the zero-shot model (with a fallback), and the promoted checkpoints of each family.
 
 Served checkpoints are looked up on every request through ``served.json``, so a promote or rollback
-(from the admin tab or the CLI) takes effect without a restart.
+(from the admin tab or the CLI) takes effect without a restart; a served folder rewritten in place is loaded
+again on the next request (``load_encoder`` notices its files changed).
 """
 
 from __future__ import annotations
@@ -42,11 +43,19 @@ class Served:
         return models
 
     def model_choices(self) -> list[tuple[str, str]]:
-        return [(name, key) for key, (name, _) in self.models().items()]
+        """(display name, key) for the zero-shot tab. ``scratch`` is always offered, so a model promoted after
+        start-up can be asked for (through the API too) without the choices going stale."""
+        choices = [(name, key) for key, (name, _) in self.models().items()]
+        if "scratch" not in self.models():
+            choices.append(("scratch CLIP (none served yet)", "scratch"))
+        return choices
 
     def zero_shot(self, key: str | None = None) -> ZeroShotModel:
         """The asked-for model; if it can't be had, the served scratch checkpoint with a notice saying why."""
         models = self.models()
+        if key == "scratch" and key not in models:
+            raise ModelUnavailable("No scratch CLIP is served yet; an admin can promote one (Admin tab, or "
+                                   "python -m clipdemo promote scratch VERSION).")
         if (key or "default") not in models:
             raise ModelUnavailable("That model is not one of this app's models.")
         name, spec = models[key or "default"]

@@ -65,6 +65,13 @@ def space_with_oauth(env=None) -> bool:
     return env.get("SYSTEM") == "spaces" and bool(env.get("SPACE_ID")) and bool(env.get("OAUTH_CLIENT_SECRET"))
 
 
+def check_environment() -> None:
+    """Read every variable that must parse, so a bad value is one sentence when a command or the app starts,
+    not an error minutes into a run."""
+    precision()
+    image_caps()
+
+
 def _positive_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip().replace("_", "")
     if not raw:

@@ -11,7 +11,7 @@ import torch
 
 from clipdemo import encoders
 from clipdemo.cars import train_head
-from clipdemo.checkpoints import new_version_dir, promote
+from clipdemo.checkpoints import claim_version, promote
 from clipdemo.data.sources import load_source
 from clipdemo.heads import DEFAULT_HEAD
 from clipdemo.serving import Served
@@ -38,9 +38,10 @@ def cars(tmp_path_factory):
 
 
 def train_and_promote(root, cars, backbone, head=DEFAULT_HEAD) -> str:
-    out = new_version_dir(root, "cars-head", head)
-    result = train_head(cars, str(backbone), out, head=head, split="official", cache_dir=root / "cache",
-                        progress=lambda info: None)  # fmt: skip
+    with claim_version(root, "cars-head", head) as claim:
+        out = claim.folder
+        result = train_head(cars, str(backbone), out, head=head, split="official", cache_dir=root / "cache",
+                            progress=lambda info: None)  # fmt: skip
     if head == DEFAULT_HEAD:  # what the screenshot shows: a trained head that beats zero-shot on held-out images
         assert result.metrics.acc1 >= 0.9 and result.metrics.acc1 > result.zeroshot.acc1 + 0.3, result.to_json()
     promote(root, "cars-head", out.name)

@@ -98,10 +98,11 @@ def test_train_with_promote_serves_the_new_version(tmp_path, monkeypatch, capsys
     assert main(["train", "scratch", "--data", str(data), "--epochs", "1", "--promote"]) == 0
     trained = Path(last_json(capsys)["checkpoint"])
     assert served_checkpoint(tmp_path / "ckpts", "scratch") == trained
-    # a folder outside the checkpoint dir can't be served: refused before any training
-    assert main(["train", "scratch", "--data", str(data), "--out", str(tmp_path / "elsewhere"), "--promote"]) == 2
-    assert "--promote serves versions under" in capsys.readouterr().err
-    assert not (tmp_path / "elsewhere").exists()
+    # a folder outside the checkpoint dir is kept where it is and served as a copy, a new version
+    assert main(["train", "scratch", "--data", str(data), "--out", str(tmp_path / "elsewhere"), "--promote"]) == 0
+    served = served_checkpoint(tmp_path / "ckpts", "scratch")
+    assert served.parent == tmp_path / "ckpts" / "scratch" and served.name.endswith("-elsewhere")
+    assert (tmp_path / "elsewhere" / "weights.safetensors").read_bytes() == (served / "weights.safetensors").read_bytes()
 
 
 def test_train_head_and_eval_on_a_stanford_cars_devkit(tiny_clip, tmp_path, monkeypatch, capsys):

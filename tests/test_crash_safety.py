@@ -96,3 +96,32 @@ def test_sigkill_during_training_then_the_app_starts_on_the_promoted_version(tmp
     finally:
         app.terminate()
         app.wait(30)
+
+
+def test_sigkill_during_in_place_rewrites_imports_and_promotes_keeps_the_served_version_loadable(tmp_path):
+    """Issue 15's runs killed at random moments: a run rewriting the served folder itself (``--out`` on it), a
+    ``promote`` copying a folder in, a ``--promote`` run. Whatever is served still loads, every listed version
+    loads, and the killed run's claim is gone with it (the next run into the same folder is not refused)."""
+    from clipdemo.checkpoints import claim_output
+    from tests.test_cli import colour_folder
+    from tests.test_lifecycle import scratch_checkpoint
+
+    ckpt = tmp_path / "checkpoints"
+    served = scratch_checkpoint(ckpt / "scratch" / "served", ["a", "b"])
+    promote(ckpt, "scratch", "served")
+    scratch_checkpoint(tmp_path / "outside", ["c", "d"])
+    data = colour_folder(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CLIPDEMO_CHECKPOINT_DIR": str(ckpt), "OMP_NUM_THREADS": "1"}
+    train = ["train", "scratch", "--data", str(data), "--epochs", "100000"]
+    commands = [[*train, "--out", str(served)], ["promote", "scratch", str(tmp_path / "outside")], [*train, "--promote"]]
+    rng = random.Random(2)
+    for i in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "clipdemo", *commands[i % 3]], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 9.0))  # from start-up (imports, data) through training and saving
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        load_checkpoint(served_checkpoint(ckpt, "scratch"), kind="scratch-clip")
+        for row in list_versions(ckpt, "scratch"):
+            load_checkpoint(ckpt / "scratch" / row["version"], kind="scratch-clip")
+        claim_output(served, "scratch").release()  # not blocked by the dead run

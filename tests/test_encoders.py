@@ -8,7 +8,8 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from clipdemo import devices, encoders, hub_access
-from clipdemo.encoders import ModelUnavailable, load_encoder
+from clipdemo.encoders import load_encoder
+from clipdemo.errors import ModelUnavailable
 
 
 def test_hf_folder_matches_transformers(tiny_clip):

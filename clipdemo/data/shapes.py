@@ -25,12 +25,15 @@ import hashlib
 import io
 import json
 import math
+import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from clipdemo.data import ImageDataset, Split
+from clipdemo.data import DataError, ImageDataset, Split
 
 VERSION = 1  # bump when the drawing changes: it is part of the fingerprint
 COLOURS = {
@@ -158,23 +161,38 @@ def shapes_dataset(seed: int = 0, per_class=None, size: int = 64) -> ImageDatase
 
 
 def make_shapes(out_dir, seed: int = 0, per_class=None, size: int = 64) -> Path:
-    """Write the built-in dataset as an image folder (layout in the module docstring); return its path."""
+    """Write the built-in dataset as an image folder (layout in the module docstring); return its path.
+
+    ``out_dir`` must be new or empty (``DataError`` otherwise: nothing there is overwritten or mixed in). The
+    images go into a hidden sibling first, renamed into place when complete: never half a dataset.
+    """
     out = Path(out_dir)
-    sizes = _sizes(per_class)
-    for split, name, i, data in _generate(seed, sizes, size):
-        folder = out / split / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{i:04d}.png").write_bytes(data)
-    manifest = {
-        "dataset": "clipdemo built-in shapes",
-        "version": VERSION,
-        "seed": seed,
-        "image_size": size,
-        "images_per_class": sizes,
-        "classes": CLASS_NAMES,
-        "held_out": list(HELD_OUT),
-        "fingerprint": _fingerprint(seed, sizes, size),
-        "notes": _notes(),
-    }
-    (out / "shapes.json").write_text(json.dumps(manifest, indent=2))
+    if os.path.lexists(out) and not (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
+        what = "a folder that is not empty" if out.is_dir() else "a file"
+        raise DataError(f"'{out}' is {what}; demo-data writes only into a new or empty folder.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{time.time_ns()}.partial")
+    tmp.mkdir()  # not mkdtemp: the dataset keeps the usual permissions
+    try:
+        sizes = _sizes(per_class)
+        for split, name, i, data in _generate(seed, sizes, size):
+            folder = tmp / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i:04d}.png").write_bytes(data)
+        manifest = {
+            "dataset": "clipdemo built-in shapes",
+            "version": VERSION,
+            "seed": seed,
+            "image_size": size,
+            "images_per_class": sizes,
+            "classes": CLASS_NAMES,
+            "held_out": list(HELD_OUT),
+            "fingerprint": _fingerprint(seed, sizes, size),
+            "notes": _notes(),
+        }
+        (tmp / "shapes.json").write_text(json.dumps(manifest, indent=2))
+        os.rename(tmp, out)  # replaces only an empty folder: one filled meanwhile makes this fail
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
+        raise
     return out

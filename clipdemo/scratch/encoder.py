@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipdemo.checkpoints import CheckpointError, load_checkpoint
+from clipdemo.checkpoints import CheckpointError, folder_stamp, load_checkpoint
 from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import source_name
@@ -68,6 +68,7 @@ class ScratchEncoder:
 
     def __init__(self, path, device: str = "auto", precision: str | None = None, batch_size: int = 256):
         self.path = Path(path)
+        stamp = folder_stamp(self.path)  # before loading: a later rewrite then changes it, never the reverse
         state, config, card = load_checkpoint(self.path, kind=CHECKPOINT_KIND[SCRATCH])
         try:
             self.config = ScratchCLIPConfig.from_dict(config)
@@ -88,8 +89,8 @@ class ScratchEncoder:
         self.logit_scale = float(model.scale())
         self.class_names = list(card.get("classes") or [])
         self.templates = tuple(config.get("templates") or TEMPLATES)
-        # the creation date makes the name change when the folder is replaced (it keys embedding caches)
-        self.name = f"scratch:{self.path.resolve()}@{card.get('created', '')}"
+        # the files' stamp makes the name change when the folder is replaced or rewritten (it keys embedding caches)
+        self.name = f"scratch:{self.path.resolve()}@{card.get('created', '')}#{hash(stamp) & 0xFFFFFFFF:08x}"
 
     @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:

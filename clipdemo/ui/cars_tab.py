@@ -15,8 +15,8 @@ from pathlib import Path
 import gradio as gr
 
 from clipdemo.cars import HEAD_KIND, CarsClassifier
-from clipdemo.checkpoints import CheckpointError, read_card
 from clipdemo import hub_access
+from clipdemo.checkpoints import CheckpointError, folder_stamp, read_card
 from clipdemo.errors import ModelUnavailable
 from clipdemo.features import backbone_folder
 from clipdemo.images import ImageError
@@ -26,14 +26,14 @@ from clipdemo.ui.common import image_upload, user_errors
 
 TRAIN_HINT = (
     "Train a head from the admin tab, or from the command line:\n\n"
-    "```\npython -m clipdemo train head --data … --backbone … --out …\n```\n\n"
-    "then promote it (admin tab, or the CLI) and reload this page."
+    "```\npython -m clipdemo train head --data … --backbone … --promote\n```\n\n"
+    "(or promote a version later: `python -m clipdemo promote cars-head VERSION_OR_FOLDER`), then reload this page."
 )
 NO_HEAD = "**No Cars head is served yet.** " + TRAIN_HINT
 
 log = logging.getLogger("clipdemo.ui")
 _lock = threading.Lock()
-_loaded: dict[tuple, CarsClassifier] = {}  # (folder, config mtime) -> classifier; holds the served one only
+_loaded: dict[tuple, CarsClassifier] = {}  # (folder, its files' stamp) -> classifier; holds the served one only
 
 
 def served_classifier(served: Served) -> CarsClassifier | None:
@@ -44,10 +44,10 @@ def served_classifier(served: Served) -> CarsClassifier | None:
     folder = served.checkpoint(HEAD_KIND)
     if folder is None:
         return None
-    try:
-        key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns)
-    except OSError:
-        raise CheckpointError(f"The served Cars head '{folder.name}' is missing its config.json.") from None
+    stamp = folder_stamp(folder)  # changes when the folder is replaced or rewritten in place
+    if stamp is None:
+        raise CheckpointError(f"The served Cars head '{folder.name}' can't be read.")
+    key = (str(folder.resolve()), stamp)
     with _lock:  # loads are rare; one at a time keeps two requests from loading the same model twice
         if key not in _loaded:
             classifier = CarsClassifier(folder)

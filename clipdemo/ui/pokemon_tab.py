@@ -17,8 +17,8 @@ from clipdemo.zeroshot import classify
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "shapes"
 NO_CHECKPOINT = (
-    "No scratch CLIP is served yet. Train one with `python -m clipdemo train scratch --data shapes --out DIR` "
-    "(or from the Admin tab) and promote it."
+    "No scratch CLIP is served yet. Train and serve one with `python -m clipdemo train scratch --data shapes "
+    "--promote` (or train it from the Admin tab and promote it there)."
 )
 
 

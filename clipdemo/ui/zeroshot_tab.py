@@ -55,7 +55,12 @@ def model_status(served: Served) -> str:
     return f"Model: {choice.description}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
 
 
-def build(served: Served) -> None:
+def model_list(served: Served) -> gr.Dropdown:
+    """The model choices as they are now (on every page load: a model promoted since start-up shows up)."""
+    return gr.Dropdown(choices=served.model_choices())
+
+
+def build(served: Served) -> tuple[gr.Markdown, gr.Dropdown]:
     with gr.Row():
         with gr.Column(scale=1):
             images = gr.Gallery(
@@ -70,7 +75,7 @@ def build(served: Served) -> None:
                 template = gr.Dropdown(TEMPLATE_CHOICES, value="photo", label="Prompt template")
                 top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
             custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
-            model = gr.Dropdown(served.model_choices(), value="default", label="Model")
+            model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
             run = gr.Button("Classify", variant="primary", elem_id="zs-run")
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
@@ -87,4 +92,4 @@ def build(served: Served) -> None:
     run.click(handler, [images, labels, template, custom, top_k, model], [label, chart, status], api_name="zero_shot")
     gr.on([labels.submit], handler, [images, labels, template, custom, top_k, model], [label, chart, status],
           api_visibility="private")
-    return status
+    return status, model
