@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 MODEL_ENV = "CLIPDEMO_MODEL"
-PRECISION_ENV = "CLIPDEMO_PRECISION"  # auto | fp32 | bf16
+PRECISION_ENV = "CLIPDEMO_PRECISION"  # auto | fp32 | bf16 | int8 (int8: ONNX engine only)
 
 
 class ModelUnavailable(RuntimeError):
@@ -42,7 +42,7 @@ class Encoder(Protocol):
     logit_scale: float
     context_length: int  # in the encoder's own tokens
     device: torch.device
-    precision: str  # "fp32" or "bf16"
+    precision: str  # "fp32", "bf16" or "int8"
 
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor: ...
 
@@ -68,15 +68,19 @@ def cpu_has_fast_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def pick_precision(device: torch.device, precision: str | None = None) -> str:
+def pick_precision(device: torch.device, precision: str | None = None, int8: bool = False) -> str:
     """``auto``: bf16 autocast on GPUs that support it, fp32 on CPUs; ``CLIPDEMO_PRECISION`` overrides.
 
     fp32 on CPUs even with AVX-512 BF16, where bf16 is 1.4x faster for ViT-B/32: it changed the top-1 of
     3 of the 240 images of our test set (``bench/zero_shot_latency.py``), and we use it only where it doesn't.
+    ``int8`` (int8 weights) exists only in the ONNX engine (``clipdemo.onnx_engine``): callers that can run it
+    say so with ``int8=True``; for the others (training, PyTorch inference) it means fp32.
     """
     precision = precision or os.environ.get(PRECISION_ENV, "auto")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if precision not in ("auto", "fp32", "bf16", "int8"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or int8, not {precision!r}")
+    if precision == "int8" and not int8:
+        return "fp32"
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
         log.warning("bf16 was asked for, but this CPU has no bf16 matmul units: expect it to be far slower than fp32")
     if precision != "auto":
@@ -125,16 +129,20 @@ class ImageTransform:
 class HFCLIPEncoder:
     """A transformers ``CLIPModel`` from the Hub or a local folder."""
 
-    def __init__(self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32):
+    def __init__(
+        self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32, engine: str | None = None
+    ):
         from transformers import CLIPModel, CLIPTokenizerFast
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as CLIPImageProcessor
         from transformers.utils import logging as hf_logging
+
+        from clipdemo import onnx_engine
 
         hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
 
         self.name = spec
         self.device = pick_device(device)
-        self.precision = pick_precision(self.device, precision)
+        self.precision = pick_precision(self.device, precision, int8=True)
         self.batch_size = batch_size
         path = _hf_local_or_hub(spec)
         try:
@@ -150,12 +158,19 @@ class HFCLIPEncoder:
         self.transform = ImageTransform(
             processor.size["shortest_edge"], processor.crop_size["height"], processor.image_mean, processor.image_std
         )
+        # The towers in ONNX Runtime (CPUs, by default) or None: PyTorch runs them; projection and normalisation
+        # below are the same either way.
+        self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, self.precision, engine)
+        self.engine = "onnx" if self.onnx else "torch"
 
     @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         out = []
         for i in range(0, len(images), self.batch_size):
             pixels = self.transform(images[i : i + self.batch_size]).to(self.device)
+            if self.onnx:
+                out.append(self.onnx.image(pixels))
+                continue
             with autocast(self.device, self.precision):
                 out.append(_embedding(self.model.get_image_features(pixel_values=pixels)))
         return l2_normalize(torch.cat(out)).cpu()
@@ -171,12 +186,16 @@ class HFCLIPEncoder:
         out = torch.empty(len(ids), self.model.config.projection_dim)
         for rows in _token_batches(order, [len(x) for x in ids], max_tokens):
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
+            if self.onnx:
+                out[rows] = self.onnx.text(batch["input_ids"], batch["attention_mask"])
+                continue
             with autocast(self.device, self.precision):
                 out[rows] = _embedding(self.model.get_text_features(**batch)).float().cpu()
         return l2_normalize(out)
 
     def describe(self) -> str:
-        return f"{self.name} on {self.device.type} ({self.precision})"
+        engine = "ONNX Runtime" if self.onnx else "PyTorch"
+        return f"{self.name} on {self.device.type} ({self.precision}, {engine})"
 
 
 def _token_batches(order: list[int], lengths: list[int], max_tokens: int):
@@ -272,28 +291,31 @@ _locks: dict[tuple, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def load_encoder(spec: str | None = None, device: str = "auto", precision: str | None = None) -> Encoder:
-    """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint."""
+def load_encoder(
+    spec: str | None = None, device: str = "auto", precision: str | None = None, engine: str | None = None
+) -> Encoder:
+    """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint.
+    ``engine``: ``auto`` (``CLIPDEMO_ENGINE``'s default), ``torch`` or ``onnx``, see ``clipdemo.onnx_engine``."""
     spec = spec or default_model()
-    key = (spec, device, precision)
+    key = (spec, device, precision, engine)
     with _registry_lock:
         if key in _cache:
             return _cache[key]
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # a second caller waits for the first load instead of starting its own
         if key not in _cache:
-            _cache[key] = _build(spec, device, precision)
+            _cache[key] = _build(spec, device, precision, engine)
         return _cache[key]
 
 
-def _build(spec: str, device: str, precision: str | None) -> Encoder:
+def _build(spec: str, device: str, precision: str | None, engine: str | None) -> Encoder:
     path = Path(spec).expanduser()
     if path.is_dir() and is_scratch_checkpoint(path):
         from clipdemo.scratch.encoder import ScratchEncoder
 
-        return ScratchEncoder(path, device=device, precision=precision)
+        return ScratchEncoder(path, device=device, precision=precision, engine=engine)
     log.info("loading CLIP model %s", spec)
-    return HFCLIPEncoder(spec, device=device, precision=precision)
+    return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine)
 
 
 def forget_encoder(spec: str) -> None:
