@@ -198,6 +198,7 @@ def cached_session(name: str, fingerprint: str, precision: str, export: Callable
             shutil.rmtree(folder, ignore_errors=True)
     with _export_lock:
         if not model.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a folder without its model (deleted by hand) is no entry
             _export_into(folder, export, precision)
     return new_session(model)
 
