@@ -148,8 +148,9 @@ def main() -> None:
 
     print(f"model: random ViT-B/32-shaped CLIP; defaults here: {encoder.describe()} "
           f"(CLIPDEMO_ENGINE=auto -> {pick_engine(encoder.device)}), {torch.get_num_threads()} threads")
-    print(f"model load, ONNX export into the cache included (once per model): "
-          + ", ".join(f"{n} {t:.1f} s" for n, t in load_seconds.items()) + f"; fast bf16 in hardware: {cpu_has_fast_bf16()}")
+    loads = ", ".join(f"{n} {t:.1f} s" for n, t in load_seconds.items())
+    print(f"model load, ONNX export into the cache included (once per model): {loads}; "
+          f"fast bf16 in hardware: {cpu_has_fast_bf16()}")
     print(f"1 image x {len(LABELS)} labels, median of {args.runs} warm calls, all interleaved:")
     print(f"  pipeline                                      {1e3 * theirs:8.1f} ms")
     print(f"  ours, same image resubmitted                  {1e3 * ms['same']:8.1f} ms   {theirs / ms['same']:6.1f}x")

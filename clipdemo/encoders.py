@@ -130,7 +130,8 @@ class HFCLIPEncoder:
     """A transformers ``CLIPModel`` from the Hub or a local folder."""
 
     def __init__(
-        self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32, engine: str | None = None
+        self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32,
+        engine: str | None = None,
     ):
         from transformers import CLIPModel, CLIPTokenizerFast
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as CLIPImageProcessor

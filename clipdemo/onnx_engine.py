@@ -10,8 +10,8 @@ dynamic quantization; its cost in top-1 agreement is measured by ``bench/zero_sh
   ONNX Runtime sessions, or None (PyTorch runs them) when the engine is ``torch``, or when ONNX Runtime is
   missing or the export fails: that is one log line, never an error.
 - The export cache: ``<CLIPDEMO_CHECKPOINT_DIR>/.cache/onnx/<tower>-<key>/model.onnx`` and its weights file
-  (on Spaces under ``/data``), the key a digest of the weights' fingerprint (``clipdemo.features.backbone_fingerprint``), the
-  tower, the precision and the versions that shape the graph. Each export is written into a hidden temporary
+  (on Spaces under ``/data``), the key a digest of the weights' fingerprint
+  (``clipdemo.features.backbone_fingerprint``), the tower, the precision and the versions that shape the graph. Each export is written into a hidden temporary
   folder renamed into place when complete, so every process after the first (CLI runs, app restarts) loads it,
   and an export killed midway leaves no model behind. A cached model that no longer loads is exported again.
 Training and anything needing gradients always run in PyTorch.
@@ -106,7 +106,8 @@ def hf_clip_towers(model, spec: str, device: torch.device, precision: str, engin
     return _towers("hf-clip", spec, device, precision, engine, {
         "image": (_Tower(model, "get_image_features"), (torch.zeros(1, v.num_channels, v.image_size, v.image_size),),
                   {"pixel_values": {0: "batch"}}),
-        "text": (_Tower(model, "get_text_features"), (_IDS, _MASK), {"input_ids": _TEXT_AXES, "attention_mask": _TEXT_AXES}),
+        "text": (_Tower(model, "get_text_features"), (_IDS, _MASK),
+                 {"input_ids": _TEXT_AXES, "attention_mask": _TEXT_AXES}),
     })  # fmt: skip
 
 
@@ -119,7 +120,8 @@ def scratch_towers(model, path, device: torch.device, precision: str, engine: st
     size = model.config.image_size
     engine = pick_engine(device, engine, auto_on_cpu="onnx" if precision == "int8" else "torch")
     return _towers("scratch", str(path), device, precision, engine, {
-        "image": (_Tower(model, "encode_image"), (torch.zeros(1, 3, size, size, dtype=torch.uint8),), {"pixels": {0: "batch"}}),
+        "image": (_Tower(model, "encode_image"), (torch.zeros(1, 3, size, size, dtype=torch.uint8),),
+                  {"pixels": {0: "batch"}}),
         "text": (_Tower(model, "encode_text"), (_IDS, _MASK.bool()), {"tokens": _TEXT_AXES, "mask": _TEXT_AXES}),
     })  # fmt: skip
 

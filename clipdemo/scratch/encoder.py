@@ -70,7 +70,9 @@ class ScratchEncoder:
         self.precision = pick_precision(self.device, precision, int8=True)
         self.model = model.eval().requires_grad_(False).to(self.device)
         # the towers in ONNX Runtime, or None: PyTorch runs them (see onnx_engine.scratch_towers for when)
-        self.onnx, self.precision = onnx_engine.scratch_towers(self.model, self.path, self.device, self.precision, engine)
+        self.onnx, self.precision = onnx_engine.scratch_towers(
+            self.model, self.path, self.device, self.precision, engine
+        )
         self.engine = "onnx" if self.onnx else "torch"
         self.card = card
         self.batch_size = batch_size
