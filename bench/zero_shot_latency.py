@@ -1,22 +1,28 @@
-"""Zero-shot latency: our path vs transformers' zero-shot pipeline, on the same ViT-B/32-shaped model.
+"""Zero-shot latency: our engines against transformers' zero-shot pipeline, on the same ViT-B/32-shaped model.
 
     python bench/zero_shot_latency.py [--runs 15] [--files 24] [--process-runs 5]
 
-Builds a randomly initialised ViT-B/32-shaped CLIP (weights don't change speed) and measures, in one run:
-1. warm latency for 1 image x 10 labels, labels repeated between calls as in the app:
-   - ours when the user resubmits the same image (the app's edit-labels loop: both caches hit),
-   - ours with a new image each call (label cache hits, the image tower runs),
+Builds a randomly initialised ViT-B/32-shaped CLIP (weights don't change speed), exports it into a fresh ONNX
+cache (timed: a one-off per model) and measures, in one run:
+1. warm latency for 1 image x 10 labels, labels repeated between calls as in the app, all contenders
+   interleaved call by call (drift on a shared machine hits them alike), medians:
    - the pipeline (re-encodes prompts and image every call);
-   and the image tower's compute bound: its FLOPs / a matmul rate measured here;
-   the new-image path again in fp32, and fp32 vs bf16 top-1 on a real test set (the shipped scratch
-   checkpoint on the built-in shapes test split): the two facts behind ``CLIPDEMO_PRECISION=auto``;
-2. whole process: 24 image files x 10 labels via our CLI vs a script running the pipeline.
+   - ours when the user resubmits the same image (the app's edit-labels loop: both caches hit);
+   - ours with a new image each call (label cache hits, the image tower runs) in each engine and precision:
+     PyTorch eager fp32, PyTorch bf16 autocast, ONNX Runtime fp32 (the CPU default), ONNX Runtime int8;
+   and the image tower's compute bound (its FLOPs / a fp32 matmul rate measured here);
+2. what int8 and bf16 cost: embedding cosine against PyTorch fp32 on the ViT-B/32 shape (random weights), and
+   top-1 agreement with fp32 on our test set (the shipped scratch checkpoint on the built-in shapes test split);
+   the scratch checkpoint's own new-image latency in PyTorch and ONNX Runtime (why ``auto`` keeps it in PyTorch);
+3. whole process: 24 image files x 10 labels via our CLI (default engine, warm export cache; and
+   ``CLIPDEMO_ENGINE=torch``) against a script running the pipeline.
 Prints medians and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from clipdemo.data.sources import load_source  # noqa: E402
-from clipdemo.devices import cpu_has_fast_bf16  # noqa: E402
+from clipdemo.devices import cpu_has_fast_bf16, pick_precision  # noqa: E402
 from clipdemo.encoders import load_encoder  # noqa: E402
+from clipdemo.onnx_engine import pick_engine  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
 from clipdemo.evaluate import zero_shot_logits  # noqa: E402
 from clipdemo.features import encode_split  # noqa: E402
@@ -40,6 +47,12 @@ from clipdemo.zeroshot import TEMPLATE_SETS, build_classifier, classify  # noqa:
 
 SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
 
+ENGINES = {  # name: (precision, engine)
+    "PyTorch eager fp32": ("fp32", "torch"),
+    "PyTorch bf16 autocast": ("bf16", "torch"),
+    "ONNX Runtime fp32": ("fp32", "onnx"),
+    "ONNX Runtime int8": ("int8", "onnx"),
+}
 LABELS = ["cat", "dog", "a red sports car", "airplane", "bird", "horse", "ship", "truck", "frog", "deer"]
 PIPELINE_SCRIPT = """
 import sys
@@ -53,19 +66,26 @@ for path in sys.argv[3:]:
 
 
 def median_seconds(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved({"fn": fn}, runs, warmup)["fn"]
+
+
+def interleaved(fns: dict, runs: int, warmup: int = 2) -> dict:
+    """Median seconds of each of ``fns``, called in turn ``runs`` times (each call gets the round number)."""
+    for r in range(warmup):
+        for fn in fns.values():
+            fn(r)
+    times = {name: [] for name in fns}
+    for r in range(warmup, warmup + runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(r)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def matmul_rate(dtype=torch.float32, n: int = 1024, runs: int = 20) -> float:
     a = torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / median_seconds(lambda: a @ a, runs)
+    return 2 * n**3 / median_seconds(lambda r: a @ a, runs)
 
 
 def image_tower_flops(model) -> float:
@@ -77,16 +97,17 @@ def image_tower_flops(model) -> float:
     return 2 * (v.num_hidden_layers * per_layer + patchify + v.hidden_size * model.config.projection_dim)
 
 
-def top1_by_precision(checkpoint: Path = SHIPPED) -> tuple[dict, int]:
-    """Top-1 predictions on the shapes test split in fp32 and in bf16, and the split's labels."""
+def top1_on_test_split(variants: dict, checkpoint: Path = SHIPPED) -> tuple[dict, torch.Tensor]:
+    """Top-1 predictions on the shapes test split for each (precision, engine) of ``variants``, and the labels."""
     dataset = load_source("shapes")
     test = dataset.splits["test"]
     predictions = {}
-    for precision in ("fp32", "bf16"):
-        encoder = load_encoder(str(checkpoint), precision=precision)
+    for name, (precision, engine) in variants.items():
+        encoder = load_encoder(str(checkpoint), precision=precision, engine=engine)
+        assert (encoder.precision, encoder.engine) == (precision, engine), encoder.describe()
         features = encode_split(encoder, test, progress=lambda event: None).features
         classes = build_classifier(encoder, dataset.class_names, encoder.templates)
-        predictions[precision] = zero_shot_logits(features, classes, encoder.logit_scale).argmax(1)
+        predictions[name] = zero_shot_logits(features, classes, encoder.logit_scale).argmax(1)
     return predictions, torch.tensor(test.labels)
 
 
@@ -99,46 +120,75 @@ def main() -> None:
     from transformers import pipeline
 
     tmp = Path(tempfile.mkdtemp(prefix="clipdemo-bench-"))
+    os.environ["CLIPDEMO_CHECKPOINT_DIR"] = str(tmp / "checkpoints")  # a cold export cache, then warm for the CLI
     folder = make_clip_folder(tmp / "vit-b-32", "vit-b-32")
     images = [Image.effect_noise((640, 480), 40 + i % 50).convert("RGB") for i in range(args.runs + 4)]
-    encoder = load_encoder(str(folder))
     photo = TEMPLATE_SETS["photo"]
 
-    same = median_seconds(lambda: classify(encoder, [images[0]], LABELS, photo), args.runs)
-    fresh = iter(images)
-    new = median_seconds(lambda: classify(encoder, [next(fresh)], LABELS, photo), args.runs)
-    other = "fp32" if encoder.precision == "bf16" else "bf16"
-    other_encoder = load_encoder(str(folder), precision=other)
-    classify(other_encoder, [images[0]], LABELS, photo)  # its label embeddings, as in the app
-    fresh = iter(images)
-    new_other = median_seconds(lambda: classify(other_encoder, [next(fresh)], LABELS, photo), 5, warmup=1)
+    engines, load_seconds = {}, {}
+    for name, (precision, engine) in ENGINES.items():
+        if precision == "bf16" and not cpu_has_fast_bf16():
+            print(f"{name}: skipped, this CPU has no bf16 matmul units (emulated bf16 is many times slower than fp32)")
+            continue
+        start = time.perf_counter()
+        engines[name] = load_encoder(str(folder), precision=precision, engine=engine)
+        load_seconds[name] = time.perf_counter() - start  # the ONNX ones include their export
+        classify(engines[name], [images[0]], LABELS, photo)  # its label embeddings, as in the app
+    # what the app and the CLI run with the defaults (CLIPDEMO_ENGINE and CLIPDEMO_PRECISION unset)
+    cpu = torch.device("cpu")
+    default = next(n for n, e in engines.items() if (e.engine, e.precision) == (pick_engine(cpu), pick_precision(cpu)))
+    encoder = engines[default]
     pipe = pipeline("zero-shot-image-classification", model=str(folder))
-    theirs = median_seconds(lambda: pipe(images[0], candidate_labels=LABELS), args.runs)
+
+    contenders = {"pipeline": lambda r: pipe(images[0], candidate_labels=LABELS),
+                  "same": lambda r: classify(encoder, [images[0]], LABELS, photo)}  # fmt: skip
+    for name, e in engines.items():
+        contenders[name] = lambda r, e=e: classify(e, [images[r + 1]], LABELS, photo)
+    ms = interleaved(contenders, args.runs)
+    theirs = ms["pipeline"]
     flops = image_tower_flops(encoder.model)
-    rates = {"fp32": matmul_rate(torch.float32, n=512), "bf16": matmul_rate(torch.bfloat16, n=512, runs=5)}
-    rate = rates[encoder.precision]
+    rate = matmul_rate(torch.float32, n=512)
     bound = flops / rate
 
-    print(f"model: random ViT-B/32-shaped CLIP, {encoder.describe()}, torch threads {torch.get_num_threads()}")
-    print(f"matmul rate here: fp32 {rates['fp32'] / 1e9:.1f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.1f} GFLOP/s "
-          f"(fast bf16 in hardware: {cpu_has_fast_bf16()}) -> precision auto picks {encoder.precision}")
-    print(f"1 image x {len(LABELS)} labels, median of {args.runs} warm calls:")
-    print(f"  pipeline                          {1e3 * theirs:8.1f} ms")
-    print(f"  ours, same image resubmitted      {1e3 * same:8.1f} ms   {theirs / same:6.1f}x faster than the pipeline")
-    print(f"  ours, new image each call         {1e3 * new:8.1f} ms   {theirs / new:6.1f}x faster than the pipeline")
-    speedup = new / new_other if other == "bf16" else new_other / new
-    print(f"  ours, new image, {other} instead      {1e3 * new_other:8.1f} ms   {theirs / new_other:6.1f}x faster "
-          f"than the pipeline (bf16 is {speedup:.2f}x faster than fp32)")
-    print(
-        f"  image tower compute bound         {1e3 * bound:8.1f} ms   ({flops / 1e9:.1f} GFLOP at {rate / 1e9:.0f} GFLOP/s "
-        f"{encoder.precision} matmul); new-image call = {new / bound:.2f}x the bound"
-    )
+    print(f"model: random ViT-B/32-shaped CLIP; defaults here: {encoder.describe()} "
+          f"(CLIPDEMO_ENGINE=auto -> {pick_engine(encoder.device)}), {torch.get_num_threads()} threads")
+    loads = ", ".join(f"{n} {t:.1f} s" for n, t in load_seconds.items())
+    print(f"model load, ONNX export into the cache included (once per model): {loads}; "
+          f"fast bf16 in hardware: {cpu_has_fast_bf16()}")
+    print(f"1 image x {len(LABELS)} labels, median of {args.runs} warm calls, all interleaved:")
+    print(f"  pipeline                                      {1e3 * theirs:8.1f} ms")
+    print(f"  ours, same image resubmitted                  {1e3 * ms['same']:8.1f} ms   {theirs / ms['same']:6.1f}x")
+    for name in engines:  # ratios to the pipeline, and to PyTorch eager fp32
+        mark = "  <- default" if name == default else ""
+        print(f"  ours, new image, {name:28} {1e3 * ms[name]:8.1f} ms   {theirs / ms[name]:6.1f}x "
+              f"({ms['PyTorch eager fp32'] / ms[name]:.2f}x PyTorch eager){mark}")  # fmt: skip
+    print(f"  image tower compute bound                     {1e3 * bound:8.1f} ms   ({flops / 1e9:.1f} GFLOP at "
+          f"{rate / 1e9:.0f} GFLOP/s fp32 matmul); default new-image call = {ms[default] / bound:.2f}x the bound")
 
-    predictions, labels = top1_by_precision()
-    agree = (predictions["fp32"] == predictions["bf16"]).sum().item()
-    accuracy = {p: (predictions[p] == labels).float().mean().item() for p in predictions}
-    print(f"top-1 fp32 vs bf16, shipped scratch checkpoint on the shapes test split ({len(labels)} images): "
-          f"{agree}/{len(labels)} identical; accuracy fp32 {100 * accuracy['fp32']:.1f}%, bf16 {100 * accuracy['bf16']:.1f}%")
+    noise = [Image.effect_noise((224, 224), 20 + 5 * i).convert("RGB") for i in range(16)]
+    reference = engines["PyTorch eager fp32"].encode_images(noise)
+    cos = {n: torch.nn.functional.cosine_similarity(e.encode_images(noise), reference).min().item()
+           for n, e in engines.items() if n != "PyTorch eager fp32"}  # fmt: skip
+    print("image embeddings vs PyTorch fp32, min cosine over 16 images (random weights): "
+          + ", ".join(f"{n} {c:.6f}" for n, c in cos.items()))
+
+    variants = {"fp32": ("fp32", "torch"), "bf16": ("bf16", "torch"), "onnx fp32": ("fp32", "onnx"),
+                "int8": ("int8", "onnx")}  # fmt: skip
+    predictions, labels = top1_on_test_split(variants)
+    accuracy = {v: 100 * (predictions[v] == labels).float().mean().item() for v in predictions}
+    print(f"top-1 on our test set (shipped scratch checkpoint, shapes test split, {len(labels)} images), "
+          f"agreement with PyTorch fp32 and accuracy (fp32 {accuracy['fp32']:.1f}%):")
+    for v in ("bf16", "onnx fp32", "int8"):
+        agree = (predictions[v] == predictions["fp32"]).sum().item()
+        print(f"  {v:10} {agree}/{len(labels)} identical; accuracy {accuracy[v]:.1f}%")
+    scratch = {e: load_encoder(str(SHIPPED), engine=e) for e in ("torch", "onnx")}
+    small = images[: args.runs + 2]
+    for e in scratch.values():
+        classify(e, [small[0]], ["a red triangle"], e.templates)
+    sms = interleaved({e: (lambda r, enc=enc: classify(enc, [small[r]], ["a red triangle"], enc.templates))
+                       for e, enc in scratch.items()}, args.runs)  # fmt: skip
+    print(f"shipped scratch checkpoint, new image x 1 label: PyTorch {1e3 * sms['torch']:.2f} ms, ONNX Runtime "
+          f"{1e3 * sms['onnx']:.2f} ms; auto runs it in {load_encoder(str(SHIPPED)).engine}")
 
     files = []
     for i in range(args.files):
@@ -150,16 +200,19 @@ def main() -> None:
     ours_cmd = [sys.executable, "-m", "clipdemo", "zero-shot", "--model", str(folder), "--labels", ",".join(LABELS), *files]
     their_cmd = [sys.executable, str(script), str(folder), ",".join(LABELS), *files]
 
-    def timed(cmd) -> float:
+    def timed(cmd, **env) -> float:
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
+        subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, env={**os.environ, **env})
         return time.perf_counter() - start
 
-    timed(ours_cmd), timed(their_cmd)  # warm the file cache
-    pairs = [(timed(ours_cmd), timed(their_cmd)) for _ in range(args.process_runs)]  # interleaved: drift hits both
-    ours_proc, their_proc = (statistics.median(side) for side in zip(*pairs))
-    print(f"whole process, {args.files} files x {len(LABELS)} labels (median of {args.process_runs}, interleaved):")
-    print(f"  pipeline script {their_proc:6.2f} s; our CLI {ours_proc:6.2f} s; ours {their_proc / ours_proc:.2f}x faster")
+    sides = {"pipeline": lambda r: timed(their_cmd), "ours": lambda r: timed(ours_cmd),
+             "ours, PyTorch": lambda r: timed(ours_cmd, CLIPDEMO_ENGINE="torch")}  # fmt: skip
+    seconds = interleaved(sides, args.process_runs, warmup=1)  # the warm-up also fills the file cache
+    print(f"whole process, {args.files} files x {len(LABELS)} labels (median of {args.process_runs}, interleaved; "
+          "warm export cache):")
+    print(f"  pipeline script {seconds['pipeline']:6.2f} s; our CLI {seconds['ours']:6.2f} s "
+          f"({seconds['pipeline'] / seconds['ours']:.2f}x faster); with CLIPDEMO_ENGINE=torch "
+          f"{seconds['ours, PyTorch']:6.2f} s ({seconds['pipeline'] / seconds['ours, PyTorch']:.2f}x)")
 
 
 if __name__ == "__main__":

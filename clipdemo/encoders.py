@@ -21,14 +21,13 @@ import torch
 from PIL import Image
 
 from clipdemo import hub_access
-from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
-from clipdemo.errors import ModelUnavailable
+from clipdemo.devices import autocast, embedding, l2_normalize, pick_device, pick_precision
+from clipdemo.errors import ModelUnavailable, first_line
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import looks_like_path
 from clipdemo.settings import MODEL_ENV, default_model
 
 log = logging.getLogger(__name__)
-
 
 
 @runtime_checkable
@@ -37,7 +36,7 @@ class Encoder(Protocol):
     logit_scale: float
     context_length: int  # in the encoder's own tokens
     device: torch.device
-    precision: str  # "fp32" or "bf16"
+    precision: str  # "fp32", "bf16" or "int8"
 
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor: ...
 
@@ -79,16 +78,21 @@ class ImageTransform:
 class HFCLIPEncoder:
     """A transformers ``CLIPModel`` from the Hub or a local folder."""
 
-    def __init__(self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32):
+    def __init__(
+        self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32,
+        engine: str | None = None,
+    ):
         from transformers import CLIPModel, CLIPTokenizerFast
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as CLIPImageProcessor
         from transformers.utils import logging as hf_logging
+
+        from clipdemo import onnx_engine
 
         hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
 
         self.name = spec
         self.device = pick_device(device)
-        self.precision = pick_precision(self.device, precision)
+        self.precision = pick_precision(self.device, precision, int8=True)
         self.batch_size = batch_size
         path = _hf_local_or_hub(spec)
         try:
@@ -104,14 +108,21 @@ class HFCLIPEncoder:
         self.transform = ImageTransform(
             processor.size["shortest_edge"], processor.crop_size["height"], processor.image_mean, processor.image_std
         )
+        # The towers in ONNX Runtime (CPUs, by default) or None: PyTorch runs them; projection and normalisation
+        # below are the same either way.
+        self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, self.precision, engine)
+        self.engine = "onnx" if self.onnx else "torch"
 
     @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         out = []
         for i in range(0, len(images), self.batch_size):
             pixels = self.transform(images[i : i + self.batch_size]).to(self.device)
+            if self.onnx:
+                out.append(self.onnx.image(pixels))
+                continue
             with autocast(self.device, self.precision):
-                out.append(_embedding(self.model.get_image_features(pixel_values=pixels)))
+                out.append(embedding(self.model.get_image_features(pixel_values=pixels)))
         return l2_normalize(torch.cat(out)).cpu()
 
     @torch.inference_mode()
@@ -125,12 +136,16 @@ class HFCLIPEncoder:
         out = torch.empty(len(ids), self.model.config.projection_dim)
         for rows in _token_batches(order, [len(x) for x in ids], max_tokens):
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
+            if self.onnx:
+                out[rows] = self.onnx.text(batch["input_ids"], batch["attention_mask"])
+                continue
             with autocast(self.device, self.precision):
-                out[rows] = _embedding(self.model.get_text_features(**batch)).float().cpu()
+                out[rows] = embedding(self.model.get_text_features(**batch)).float().cpu()
         return l2_normalize(out)
 
     def describe(self) -> str:
-        return f"{self.name} on {self.device.type} ({self.precision})"
+        engine = "ONNX Runtime" if self.onnx else "PyTorch"
+        return f"{self.name} on {self.device.type} ({self.precision}, {engine})"
 
 
 def _token_batches(order: list[int], lengths: list[int], max_tokens: int):
@@ -145,13 +160,7 @@ def _token_batches(order: list[int], lengths: list[int], max_tokens: int):
         yield batch
 
 
-def _embedding(output) -> torch.Tensor:
-    # transformers 5 returns BaseModelOutputWithPooling (projected embedding in .pooler_output); 4.x a tensor.
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 # --- loading ---------------------------------------------------------------------------------------------
-
 
 
 def is_scratch_checkpoint(path: Path) -> bool:
@@ -189,7 +198,7 @@ def _in_hf_cache(repo_id: str) -> bool:
 
 
 def _unavailable_message(spec: str, error: Exception | None) -> str:
-    why = "the Hub is unreachable and it is not in the local HF cache" if error is None else _short(error)
+    why = "the Hub is unreachable and it is not in the local HF cache" if error is None else first_line(error)
     if looks_like_path(spec):
         return (
             f"Model folder '{spec}' could not be loaded ({why}). It must hold a CLIP model saved with "
@@ -201,18 +210,16 @@ def _unavailable_message(spec: str, error: Exception | None) -> str:
     )
 
 
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:160]
-
-
 _cache: dict[tuple, Encoder] = {}
 _locks: dict[tuple, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def load_encoder(spec: str | None = None, device: str = "auto", precision: str | None = None) -> Encoder:
+def load_encoder(
+    spec: str | None = None, device: str = "auto", precision: str | None = None, engine: str | None = None
+) -> Encoder:
     """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint.
+    ``engine``: ``auto`` (``CLIPDEMO_ENGINE``'s default), ``torch`` or ``onnx``, see ``clipdemo.onnx_engine``.
 
     A local folder is loaded again once its files change on disk (replaced by a new save, or rewritten in
     place); the previous load is dropped.
@@ -221,30 +228,30 @@ def load_encoder(spec: str | None = None, device: str = "auto", precision: str |
 
     spec = spec or default_model()
     stamp = folder_stamp(Path(spec).expanduser())  # None for a Hub id
-    key = (spec, device, precision, stamp)
+    key = (spec, device, precision, engine, stamp)
     with _registry_lock:
         if key in _cache:
             return _cache[key]
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # a second caller waits for the first load instead of starting its own
         if key not in _cache:
-            encoder = _build(spec, device, precision)
+            encoder = _build(spec, device, precision, engine)
             with _registry_lock:
-                for old in [k for k in _cache if k[:3] == key[:3]]:  # the folder's previous contents
+                for old in [k for k in _cache if k[:4] == key[:4]]:  # the folder's previous contents
                     del _cache[old]
                     _locks.pop(old, None)
                 _cache[key] = encoder
         return _cache[key]
 
 
-def _build(spec: str, device: str, precision: str | None) -> Encoder:
+def _build(spec: str, device: str, precision: str | None, engine: str | None) -> Encoder:
     path = Path(spec).expanduser()
     if path.is_dir() and is_scratch_checkpoint(path):
         from clipdemo.scratch.encoder import ScratchEncoder
 
-        return ScratchEncoder(path, device=device, precision=precision)
+        return ScratchEncoder(path, device=device, precision=precision, engine=engine)
     log.info("loading CLIP model %s", spec)
-    return HFCLIPEncoder(spec, device=device, precision=precision)
+    return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine)
 
 
 def forget_encoder(spec: str) -> None:

@@ -19,7 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 MODEL_ENV = "CLIPDEMO_MODEL"
 PRECISION_ENV = "CLIPDEMO_PRECISION"
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # int8: the ONNX engine only (fp32 elsewhere)
+ENGINE_ENV = "CLIPDEMO_ENGINE"
+ENGINES = ("auto", "torch", "onnx")
 HUB_REPO_ENV, TOKEN_ENV = "CLIPDEMO_HUB_REPO", "HF_TOKEN"
 MAX_PIXELS_ENV, MAX_BYTES_ENV = "CLIPDEMO_MAX_PIXELS", "CLIPDEMO_MAX_BYTES"
 DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES = 40_000_000, 20 * 1024 * 1024
@@ -35,6 +37,14 @@ def precision() -> str:
     value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
     if value not in PRECISIONS:
         raise ConfigError(f"{PRECISION_ENV} must be one of {', '.join(PRECISIONS)}, not {value[:40]!r}.")
+    return value
+
+
+def engine() -> str:
+    """``CLIPDEMO_ENGINE``: auto, torch or onnx (``clipdemo.onnx_engine.pick_engine`` resolves auto)."""
+    value = os.environ.get(ENGINE_ENV, "").strip().lower() or "auto"
+    if value not in ENGINES:
+        raise ConfigError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, not {value[:40]!r}.")
     return value
 
 
@@ -69,6 +79,7 @@ def check_environment() -> None:
     """Read every variable that must parse, so a bad value is one sentence when a command or the app starts,
     not an error minutes into a run."""
     precision()
+    engine()
     image_caps()
 
 

@@ -112,8 +112,8 @@ def fill(template: str, label: str) -> str:
 
 
 class EmbeddingCache:
-    """Thread-safe LRU of embeddings: label embeddings keyed by (model, precision, templates, label), image
-    embeddings by (model, precision, pixel digest)."""
+    """Thread-safe LRU of embeddings: label embeddings keyed by (model, precision, engine, templates, label), image
+    embeddings by (model, precision, engine, pixel digest)."""
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
@@ -169,7 +169,12 @@ def build_classifier(
         prompts = [fill(t, key[-1]) for key in missing for t in templates]
         return ensemble(encoder.encode_texts(prompts).view(len(missing), len(templates), -1))
 
-    return cache.lookup([(encoder.name, encoder.precision, templates, label) for label in labels], encode)
+    return cache.lookup([(*model_key(encoder), templates, label) for label in labels], encode)
+
+
+def model_key(encoder: Encoder) -> tuple:
+    """What makes an encoder's embeddings what they are: the model, its precision and engine (torch or onnx)."""
+    return encoder.name, encoder.precision, getattr(encoder, "engine", "torch")
 
 
 def image_digest(image: Image.Image) -> str:
@@ -180,7 +185,7 @@ def image_digest(image: Image.Image) -> str:
 
 def encode_images_cached(encoder: Encoder, images: list[Image.Image], cache: EmbeddingCache = IMAGE_CACHE):
     """[N, D] image embeddings; only images not seen before (by pixel digest) go through the model."""
-    keys = [(encoder.name, encoder.precision, image_digest(im)) for im in images]
+    keys = [(*model_key(encoder), image_digest(im)) for im in images]
     by_key = dict(zip(keys, images))
     return cache.lookup(keys, lambda missing: encoder.encode_images([by_key[key] for key in missing]))
 

@@ -353,15 +353,15 @@ def test_budget_max_seconds_alone_trains_that_long_epochs_alone_that_many(shapes
     small = {**TINY, "epochs": 1}  # a preset of 1 epoch: a time budget alone must not stop there
     events = []
     by_clock = train_scratch(shapes, tmp_path / "a", max_seconds=4, batch_size=64, overrides=small, eval_every=1000,
-                             progress=events.append)  # fmt: skip
+                             progress=lambda event: events.append(event.to_dict())).run  # fmt: skip
     assert by_clock["stopped"] == "time budget" and by_clock["epochs_run"] >= 2 and by_clock["seconds"] >= 4
     lrs = [e["lr"] for e in events if e["phase"] == "train"]
     assert max(lrs) == pytest.approx(PRESETS["default"].lr, rel=0.01) and lrs[-1] < 0.2 * max(lrs)  # cosine over the clock
-    by_epochs = train_scratch(shapes, tmp_path / "b", epochs=3, batch_size=64, overrides=small)
+    by_epochs = train_scratch(shapes, tmp_path / "b", epochs=3, batch_size=64, overrides=small).run
     assert by_epochs["stopped"] == "finished" and by_epochs["epochs_run"] == 3
-    epochs_first = train_scratch(shapes, tmp_path / "c", epochs=2, max_seconds=300, batch_size=64, overrides=small)
+    epochs_first = train_scratch(shapes, tmp_path / "c", epochs=2, max_seconds=300, batch_size=64, overrides=small).run
     assert epochs_first["stopped"] == "finished" and epochs_first["epochs_run"] == 2
-    clock_first = train_scratch(shapes, tmp_path / "d", epochs=10_000, max_seconds=2, batch_size=64, overrides=small)
+    clock_first = train_scratch(shapes, tmp_path / "d", epochs=10_000, max_seconds=2, batch_size=64, overrides=small).run
     assert clock_first["stopped"] == "time budget" and clock_first["epochs_run"] < 10_000
     assert read_card(tmp_path / "d")["complete"]
 

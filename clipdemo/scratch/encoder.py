@@ -66,7 +66,11 @@ class ScratchEncoder:
     to tell apart) and ``templates`` (the captions it was trained on), for the Pokemon tab.
     """
 
-    def __init__(self, path, device: str = "auto", precision: str | None = None, batch_size: int = 256):
+    def __init__(
+        self, path, device: str = "auto", precision: str | None = None, batch_size: int = 256, engine: str | None = None
+    ):
+        from clipdemo import onnx_engine
+
         self.path = Path(path)
         stamp = folder_stamp(self.path)  # before loading: a later rewrite then changes it, never the reverse
         state, config, card = load_checkpoint(self.path, kind=CHECKPOINT_KIND[SCRATCH])
@@ -80,8 +84,13 @@ class ScratchEncoder:
                 f"Checkpoint '{self.path}' is damaged: its weights do not fit the scratch CLIP its config describes ({first})."
             ) from None
         self.device = pick_device(device)
-        self.precision = pick_precision(self.device, precision)
+        self.precision = pick_precision(self.device, precision, int8=True)
         self.model = model.eval().requires_grad_(False).to(self.device)
+        # the towers in ONNX Runtime, or None: PyTorch runs them (see onnx_engine.scratch_towers for when)
+        self.onnx, self.precision = onnx_engine.scratch_towers(
+            self.model, self.path, self.device, self.precision, engine
+        )
+        self.engine = "onnx" if self.onnx else "torch"
         self.card = card
         self.batch_size = batch_size
         self.tokenizer = ByteTokenizer(self.config.context_length)
@@ -97,6 +106,9 @@ class ScratchEncoder:
         out = [torch.empty(0, self.config.embed_dim)]
         for i in range(0, len(images), self.batch_size):
             pixels = images_to_uint8(images[i : i + self.batch_size], self.config.image_size).to(self.device)
+            if self.onnx:
+                out.append(self.onnx.image(pixels))
+                continue
             with autocast(self.device, self.precision):
                 out.append(self.model.encode_image(pixels).float().cpu())
         return self._normalized(torch.cat(out))
@@ -106,6 +118,9 @@ class ScratchEncoder:
         out = [torch.empty(0, self.config.embed_dim)]
         for i in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenizer(texts[i : i + self.batch_size])
+            if self.onnx:
+                out.append(self.onnx.text(ids, mask))
+                continue
             with autocast(self.device, self.precision):
                 out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu())
         return self._normalized(torch.cat(out))
@@ -115,7 +130,8 @@ class ScratchEncoder:
         return x if self.precision == "fp32" else l2_normalize(x)
 
     def describe(self) -> str:
-        return f"{describe_card(self.card)} ({self.device.type}, {self.precision})"
+        engine = "ONNX Runtime" if self.onnx else "PyTorch"
+        return f"{describe_card(self.card)} ({self.device.type}, {self.precision}, {engine})"
 
 
 def describe_card(card: dict) -> str:

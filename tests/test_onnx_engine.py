@@ -1,0 +1,196 @@
+"""The ONNX Runtime engine: parity with PyTorch, the export cache across processes, and every way it can fail
+falling back to PyTorch with one log line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from clipdemo import onnx_engine
+from clipdemo.encoders import HFCLIPEncoder, load_encoder
+from clipdemo.scratch.encoder import ScratchEncoder
+from clipdemo.zeroshot import model_key
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
+IMAGES = [Image.effect_noise((64, 48), 40).convert("RGB"), Image.new("RGB", (30, 50), "orange"),
+          Image.linear_gradient("L").convert("RGB")]  # fmt: skip
+# longer than the 77-token context first, then lengths that pad differently in one batch
+TEXTS = ["Flabébé ♀ " * 30, "a photo of a cat", "dog", "a photo of a red sports car", "x"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A fresh export cache (``CLIPDEMO_CHECKPOINT_DIR/.cache/onnx``) for this test."""
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    return tmp_path / "checkpoints" / ".cache" / "onnx"
+
+
+def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+def models_in(cache: Path) -> list[str]:
+    """The cached models the engine would load (hidden temporaries are never loaded)."""
+    if not cache.is_dir():
+        return []
+    return sorted(p.name for p in cache.iterdir() if not p.name.startswith(".") and (p / "model.onnx").is_file())
+
+
+def engine_logs(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "clipdemo.onnx_engine" and r.levelno >= logging.WARNING]
+
+
+def test_auto_picks_onnx_runtime_on_cpus_and_pytorch_on_gpus(monkeypatch, caplog):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert onnx_engine.pick_engine(cpu) == "onnx" and onnx_engine.pick_engine(gpu) == "torch"
+    assert onnx_engine.pick_engine(cpu, auto_on_cpu="torch") == "torch"  # a back end where it doesn't pay
+    monkeypatch.setenv("CLIPDEMO_ENGINE", "torch")
+    assert onnx_engine.pick_engine(cpu) == "torch"
+    assert onnx_engine.pick_engine(gpu, "onnx") == "torch" and "CPUs only" in caplog.text
+    with pytest.raises(ValueError, match="auto, torch, onnx"):
+        onnx_engine.pick_engine(cpu, "tensorrt")
+
+
+def test_fp32_embeddings_equal_pytorch(tiny_clip, cache):
+    onnx, torch_ = HFCLIPEncoder(str(tiny_clip)), HFCLIPEncoder(str(tiny_clip), engine="torch")
+    assert (onnx.engine, onnx.precision, torch_.engine) == ("onnx", "fp32", "torch")
+    assert "ONNX Runtime" in onnx.describe() and "PyTorch" in torch_.describe()
+    assert cosines(onnx.encode_images(IMAGES), torch_.encode_images(IMAGES)).min() >= 0.99999
+    assert cosines(onnx.encode_texts(TEXTS), torch_.encode_texts(TEXTS)).min() >= 0.99999
+    assert cosines(onnx.encode_images(IMAGES[:1]), torch_.encode_images(IMAGES[:1])).min() >= 0.99999  # batch 1
+    assert onnx.encode_texts([]).shape == (0, torch_.encode_texts(TEXTS).shape[1])
+    assert model_key(onnx) != model_key(torch_)  # zero-shot's embedding caches keep the engines apart
+    assert len(models_in(cache)) == 2  # both towers
+
+
+def test_default_encoder_on_cpu_uses_onnx_runtime(tiny_clip):
+    assert load_encoder(str(tiny_clip)).engine == "onnx"
+
+
+def test_int8_on_request(tiny_clip, cache, caplog):
+    int8, fp32 = HFCLIPEncoder(str(tiny_clip), precision="int8"), HFCLIPEncoder(str(tiny_clip), engine="torch")
+    assert (int8.engine, int8.precision) == ("onnx", "int8") and "int8" in int8.describe()
+    image_cos, text_cos = cosines(int8.encode_images(IMAGES), fp32.encode_images(IMAGES)), cosines(
+        int8.encode_texts(TEXTS), fp32.encode_texts(TEXTS))
+    assert 0.99 < image_cos.min() and 0.99 < text_cos.min() and image_cos.max() < 0.999999  # int8 really ran
+    assert model_key(int8) != model_key(HFCLIPEncoder(str(tiny_clip)))
+    # int8 exists only in ONNX Runtime: with PyTorch asked for, it is fp32, said once
+    forced = HFCLIPEncoder(str(tiny_clip), precision="int8", engine="torch")
+    assert (forced.engine, forced.precision) == ("torch", "fp32")
+    assert any("int8 runs only in the ONNX engine" in m for m in engine_logs(caplog))
+
+
+def test_scratch_checkpoint_stays_in_pytorch_unless_asked(cache):
+    auto, onnx = ScratchEncoder(SHIPPED), ScratchEncoder(SHIPPED, engine="onnx")
+    assert (auto.engine, onnx.engine) == ("torch", "onnx") and models_in(cache)
+    texts = [t.format(c) for t in auto.templates[:2] for c in ("a red triangle", "a blue circle", "Nidoran♀")]
+    assert cosines(onnx.encode_images(IMAGES), auto.encode_images(IMAGES)).min() >= 0.99999
+    assert cosines(onnx.encode_texts(texts), auto.encode_texts(texts)).min() >= 0.99999
+    int8 = ScratchEncoder(SHIPPED, precision="int8")  # int8 takes the ONNX engine by itself
+    assert (int8.engine, int8.precision) == ("onnx", "int8")
+
+
+def test_export_cache_is_reused_by_the_next_process(tiny_clip, tmp_path, cache):
+    """Exported here, loaded by the CLI in another process (the engine is its default): of the two towers it
+    exports only the one whose model was removed from the cache."""
+    HFCLIPEncoder(str(tiny_clip))
+    image_model, text_model = (cache / name / "model.onnx" for name in models_in(cache))
+    assert image_model.parent.name.startswith("hf-clip-image") and text_model.parent.name.startswith("hf-clip-text")
+    exported = image_model.stat().st_mtime_ns
+    text_model.unlink()
+    image = tmp_path / "cat.png"
+    IMAGES[0].save(image)
+    cmd = [sys.executable, "-m", "clipdemo", "zero-shot", "--model", str(tiny_clip), "--labels", "cat,dog", str(image)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    assert image_model.stat().st_mtime_ns == exported and text_model.is_file()
+
+
+def test_missing_onnxruntime_falls_back_to_pytorch(tiny_clip, cache, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    encoder = HFCLIPEncoder(str(tiny_clip), engine="onnx")
+    assert encoder.engine == "torch" and encoder.encode_images(IMAGES).shape[0] == 3
+    assert len(engine_logs(caplog)) == 1 and "running it in PyTorch" in engine_logs(caplog)[0]
+    assert "\n" not in engine_logs(caplog)[0] and not models_in(cache)
+
+
+def test_failed_export_falls_back_to_pytorch(tiny_clip, cache, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Unsupported: aten::something_new\nand a long trace")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    encoder = HFCLIPEncoder(str(tiny_clip))
+    assert encoder.engine == "torch" and encoder.encode_texts(TEXTS).shape[0] == len(TEXTS)
+    assert engine_logs(caplog) == [f"ONNX engine unavailable for {tiny_clip} (Unsupported: aten::something_new): "
+                                   "running it in PyTorch"]  # fmt: skip
+    assert not models_in(cache) and not list(cache.iterdir())  # no temporary left behind either
+
+
+def test_corrupt_cached_model_is_exported_again(tiny_clip, cache, monkeypatch, caplog):
+    reference = HFCLIPEncoder(str(tiny_clip), engine="torch").encode_images(IMAGES)
+    HFCLIPEncoder(str(tiny_clip))
+    image_model = next(cache / name / "model.onnx" for name in models_in(cache) if name.startswith("hf-clip-image"))
+    image_model.write_bytes(image_model.read_bytes()[:1000])  # truncated, as by a disk that filled up
+    encoder = HFCLIPEncoder(str(tiny_clip))
+    assert encoder.engine == "onnx" and cosines(encoder.encode_images(IMAGES), reference).min() >= 0.99999
+    assert any("does not load" in m for m in engine_logs(caplog))
+    # corrupt again, and this time the export fails too: PyTorch, still no error
+    image_model.write_bytes(b"not a model")
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no")))
+    assert HFCLIPEncoder(str(tiny_clip)).engine == "torch"
+
+
+KILLED_EXPORT = """
+import sys, time
+from pathlib import Path
+from clipdemo import onnx_engine
+
+def export(path):
+    with open(path, "wb") as f:
+        f.write(b"half a model")
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+
+onnx_engine.cached_session("linear", "weights", "fp32", export)
+"""
+
+
+def linear_export():
+    return onnx_engine._exporter(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), {"x": {0: "batch"}})
+
+
+def test_sigkill_during_export_leaves_no_model_in_the_cache(cache):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert models_in(cache) == []  # only the hidden temporary folder, which nothing loads
+    (leftover,) = list(cache.iterdir())
+    assert leftover.name.startswith(".tmp-")
+    # the next process exports afresh; a temporary older than any export is cleared on the way
+    old = time.time() - 2 * onnx_engine.STALE_TEMP_SECONDS
+    os.utime(leftover, (old, old))
+    session = onnx_engine.cached_session("linear", "weights", "fp32", linear_export())
+    assert session.run(None, {"x": [[1.0, 2.0, 3.0, 4.0]]})[0].shape == (1, 2)
+    assert [p.name for p in cache.iterdir()] == models_in(cache) and len(models_in(cache)) == 1
+
+
+def test_cache_key_separates_weights_precision_and_tower():
+    key = onnx_engine.cache_key
+    keys = {key("hf-clip-image", "w1", "fp32"), key("hf-clip-image", "w1", "int8"), key("hf-clip-image", "w2", "fp32"),
+            key("hf-clip-text", "w1", "fp32")}  # fmt: skip
+    assert len(keys) == 4 and key("hf-clip-image", "w1", "fp32") == key("hf-clip-image", "w1", "fp32")
