@@ -98,7 +98,7 @@ def draw(y: torch.Tensor, shots: int, test_per_class: int, seed: int):
     return torch.tensor(train), torch.tensor(test)
 
 
-def run(name: str, data, shots_list, seeds: int, test_per_class: int, report) -> dict:
+def run(name: str, data, shots_list, seeds: int, test_per_class: int, report, heads=HEAD_ORDER) -> dict:
     x, y, text, scale = data
     c = len(text)
     report(f"\n== {name}: {c} classes, {x.shape[1]}-d features, test {test_per_class} images per class, "
@@ -113,13 +113,13 @@ def run(name: str, data, shots_list, seeds: int, test_per_class: int, report) ->
             table.setdefault("zero-shot", {}).setdefault(shots, []).append(zs)
             tip = float((tip_adapter(x[tr], y[tr], text, scale, ex).argmax(1) == ey).float().mean())
             table.setdefault("tip-adapter", {}).setdefault(shots, []).append(tip)
-            for head in HEAD_ORDER:
+            for head in heads:
                 t0 = time.perf_counter()
                 fit = fit_head(head, (x[tr], y[tr]), None, class_embeddings=text, logit_scale=scale, seed=s)
                 seconds[head] = seconds.get(head, 0.0) + time.perf_counter() - t0
                 acc = float((predict_logits(fit.head, ex).argmax(1) == ey).float().mean())
                 table.setdefault(head, {}).setdefault(shots, []).append(acc)
-    rows = ["zero-shot", "tip-adapter", *HEAD_ORDER]
+    rows = ["zero-shot", "tip-adapter", *heads]
     report(f"{'shots per class':>16s} | " + " | ".join(f"{r:>14s}" for r in rows))
     for shots in shots_list:
         zs = table["zero-shot"][shots]
@@ -142,16 +142,18 @@ def main(argv=None) -> dict:
     p.add_argument("--classes", type=int, default=100, help="simulated classes")
     p.add_argument("--shared", type=float, default=0.3, help="weight of the offset all simulated images share "
                    "(it biases zero-shot per class; 0: no such bias)")
+    p.add_argument("--heads", nargs="+", default=list(HEAD_ORDER), choices=list(HEAD_ORDER))
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = {}
     if args.part in ("simulated", "all"):
         x, y, text, scale = simulated(args.classes, shared_weight=args.shared)
-        out["simulated"] = run("simulated CLIP-like features", (x, y, text, scale), args.shots, args.seeds, 30, print)
+        out["simulated"] = run("simulated CLIP-like features", (x, y, text, scale), args.shots, args.seeds, 30, print,
+                               args.heads)
     if args.part in ("images", "all"):
         out["shapes-unseen"] = run("shipped scratch CLIP, shapes classes it never trained on", shapes_unseen(40),
-                                   [s for s in args.shots if s <= 16], args.seeds, 20, print)  # fmt: skip
+                                   [s for s in args.shots if s <= 16], args.seeds, 20, print, args.heads)  # fmt: skip
     print(json.dumps(out))
     return out
 
