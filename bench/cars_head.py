@@ -17,12 +17,14 @@ What is timed (every run starts from the model folder on disk, as a fresh proces
 (a') the same with the class embeddings already cached (they depend on the backbone and the class names only, so
     a new set of photos of the same 196 classes finds them): what encoding the images once costs on its own.
 (b) retraining with a warm cache: the tutorial has no cache, so its time is (a)'s; ours reads the cached image
-    and class embeddings and never loads the model.
+    and class embeddings and never loads the model. Timed for ``mlp-logits`` (6 epochs, plus the step selection
+    that ``fit_head`` adds) and for the default head (its C x alpha search, by cross-validation when the
+    validation split is small, as at 300 images).
 (c) zero-shot evaluation of the images: ``seed_zero_shot_eval`` (batches of 8, the 196 prompts re-encoded per
     batch) against ``cars.zeroshot_scores`` with an empty cache, once with the tutorial's single prompt per class
     (like for like) and once with our default 8-template ensemble.
-(d) with ``--compare-heads``: every head trained on simulated CLIP-like features (196 classes, the tutorial's
-    split sizes, zero-shot near 60%): validation and held-out accuracy per head.
+(d) with ``--compare-heads``: every head fitted on simulated CLIP-like features (``bench/few_shot.py``'s; 196
+    classes, the tutorial's split sizes, zero-shot near 60%): validation and held-out accuracy per head.
 
 Prints one line per measurement, then a JSON summary (medians over ``--repeats`` for ours).
 """
@@ -47,9 +49,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from clipdemo import encoders, zeroshot  # noqa: E402
 from clipdemo.cars import train_head, zeroshot_scores  # noqa: E402
+from clipdemo.heads import DEFAULT_HEAD  # noqa: E402
 from clipdemo.data import ImageDataset, Split  # noqa: E402
 from clipdemo.data.splits import Part  # noqa: E402
 from clipdemo.testing import make_clip_folder  # noqa: E402
@@ -134,7 +138,7 @@ def bench_training(model: Path, args, ref, report) -> dict:
     report("a/b", f"tutorial seed_train_head: {args.seed_epochs} epoch(s) {seed_s:.1f} s (model load {load_s:.1f} s) "
                   f"-> 6 epochs {seed_6:.1f} s")
 
-    colds, one_prompt, images_only, warms = [], [], [], []
+    colds, one_prompt, images_only, warms, warm_default = [], [], [], [], []
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             cold()
@@ -143,6 +147,10 @@ def bench_training(model: Path, args, ref, report) -> dict:
             colds.append(s)
             assert result.run["encoded_images"] == args.images
             report("a", f"ours, cold cache, run {r + 1}: {s:.1f} s")
+            for w in range(args.repeats if "variants" in args.skip else 0):  # (b) alone: only its warm cache needed
+                warm_runs(model, dataset, tmp, warms, warm_default, w, report)
+            if "variants" in args.skip:
+                continue
             cold()  # like for like: the tutorial's one prompt per class instead of our 8-template ensemble
             s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head1", head="mlp-logits", epochs=6,
                                                  split="tutorial", templates=TUTORIAL_TEMPLATE,
@@ -163,13 +171,8 @@ def bench_training(model: Path, args, ref, report) -> dict:
             images_only.append(s)
             report("a'", f"ours, images cold, class embeddings cached, run {r + 1}: {s:.1f} s")
             for w in range(args.repeats):
-                cold()
-                s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "again", head="mlp-logits",
-                                                     epochs=6, split="tutorial", cache_dir=Path(tmp) / "cache",
-                                                     progress=quiet))  # fmt: skip
-                assert result.run["encoded_images"] == 0
-                warms.append(s)
-                report("b", f"ours, warm cache, run {w + 1}: {s:.3f} s")
+                warm_runs(model, dataset, tmp, warms, warm_default, w, report)
+    images_only, one_prompt = images_only or [float("nan")], one_prompt or [float("nan")]
     cold_s, warm_s, images_s = statistics.median(colds), statistics.median(warms), statistics.median(images_only)
     return {
         "a_seed_6_epochs_s": round(seed_6, 2), "a_ours_cold_s": round(cold_s, 2), "a_ratio": round(seed_6 / cold_s, 1),
@@ -177,8 +180,26 @@ def bench_training(model: Path, args, ref, report) -> dict:
         "a_ratio_one_prompt": round(seed_6 / statistics.median(one_prompt), 1),
         "a_ours_text_cached_s": round(images_s, 2), "a_ratio_text_cached": round(seed_6 / images_s, 1),
         "b_ours_warm_s": round(warm_s, 3), "b_ratio": round(seed_6 / warm_s, 1),
+        "b_ours_warm_default_head_s": round(statistics.median(warm_default), 3),
+        "b_ratio_default_head": round(seed_6 / statistics.median(warm_default), 1),
         "seed_epochs_timed": args.seed_epochs,
     }  # fmt: skip
+
+
+def warm_runs(model, dataset, tmp, warms: list, warm_default: list, w: int, report) -> None:
+    """(b): retrain from the warm cache, mlp-logits for the tutorial's 6 epochs and the default head."""
+    cold()
+    s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "again", head="mlp-logits", epochs=6,
+                                         split="tutorial", cache_dir=Path(tmp) / "cache", progress=quiet))  # fmt: skip
+    assert result.run["encoded_images"] == 0
+    warms.append(s)
+    report("b", f"ours, warm cache, mlp-logits 6 epochs (+ its step selection), run {w + 1}: {s:.3f} s")
+    cold()
+    s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "default", split="tutorial",
+                                         cache_dir=Path(tmp) / "cache", progress=quiet))  # fmt: skip
+    assert result.run["encoded_images"] == 0
+    warm_default.append(s)
+    report("b", f"ours, warm cache, the default head ({DEFAULT_HEAD}, its C x alpha search), run {w + 1}: {s:.3f} s")
 
 
 def bench_zeroshot(model: Path, args, ref, report) -> dict:
@@ -205,36 +226,26 @@ def bench_zeroshot(model: Path, args, ref, report) -> dict:
 
 
 def compare_heads(args, report) -> dict:
-    """Every head on simulated CLIP-like features: 196 classes, 512-d, the tutorial's split sizes.
+    """Every head on simulated CLIP-like features (``bench/few_shot.py``'s): 196 classes, 512-d, the tutorial's
+    split sizes (7,349 train, 408 validation, 387 held out), zero-shot near 60%: validation and held-out
+    accuracy per head. A proxy only: real CLIP features on real cars can rank the heads differently."""
+    from few_shot import simulated
 
-    Image embeddings mix their class's text embedding (what zero-shot sees), a class direction the text does
-    not carry (what only training can find), a shared offset and noise; mixed so zero-shot lands near 60%.
-    A proxy only: real CLIP features on real cars can rank the heads differently."""
-    import torch.nn.functional as F
+    from clipdemo.heads import HEADS, accuracy, fit_head
 
-    from clipdemo.heads import HEADS, accuracy, build_head, fit_head
-
-    g = torch.Generator().manual_seed(0)
-    c, d, per_class = 196, 512, 41
-    text = F.normalize(torch.randn(d, generator=g) + torch.randn(c, d, generator=g), dim=-1)
-    visual = F.normalize(torch.randn(c, d, generator=g), dim=-1)
-    shared = F.normalize(torch.randn(d, generator=g), dim=-1)
-    y = torch.arange(c).repeat_interleave(per_class)[torch.randperm(c * per_class, generator=g)]
-    noise = F.normalize(torch.randn(len(y), d, generator=g), dim=-1)
-    x = F.normalize(0.26 * text[y] + 0.10 * visual[y] + noise + shared, dim=-1)
-    ev, va, tr = slice(0, 387), slice(387, 795), slice(795, None)  # the tutorial's 387 / 408 / 7,349 (+ rest)
-    zs = float(((100 * x[ev] @ text.T).argmax(1) == y[ev]).float().mean())
+    x, y, text, scale = simulated(196, per_class=42)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    ev, va, tr = order[:387], order[387:795], order[795:795 + 7349]
+    zs = float(((scale * x[ev] @ text.T).argmax(1) == y[ev]).float().mean())
     out = {"zeroshot_eval_acc": round(zs, 3)}
     report("d", f"zero-shot: held-out acc {zs:.3f}")
-    for name, spec in HEADS.items():
-        head = build_head(name, num_classes=c, embed_dim=d, class_embeddings=text, logit_scale=100.0)
-        s, fit = timed(lambda: fit_head(head, (x[tr], y[tr]), (x[va], y[va]), epochs=spec.epochs, lr=spec.lr,
-                                         weight_decay=spec.weight_decay, batch_size=spec.batch_size))  # fmt: skip
-        acc = accuracy(head, x[ev], y[ev])
-        out[name] = {"val_acc": round(fit.best_val_acc, 3), "eval_acc": round(acc, 3), "best_epoch": fit.best_epoch,
-                     "epochs": spec.epochs, "seconds": round(s, 1)}  # fmt: skip
-        report("d", f"{name}: validation {fit.best_val_acc:.3f}, held-out {acc:.3f} (best epoch {fit.best_epoch} "
-                    f"of {spec.epochs}, {s:.1f} s)")  # fmt: skip
+    for name in HEADS:
+        s, fit = timed(lambda: fit_head(name, (x[tr], y[tr]), (x[va], y[va]), class_embeddings=text, logit_scale=scale))
+        acc = accuracy(fit.head, x[ev], y[ev])
+        out[name] = {"val_acc": round(fit.val_acc, 3), "zeroshot_val_acc": round(fit.zeroshot_val_acc, 3),
+                     "eval_acc": round(acc, 3), "chosen": fit.hyperparameters, "seconds": round(s, 1)}  # fmt: skip
+        report("d", f"{name}: validation {fit.val_acc:.3f} (zero-shot {fit.zeroshot_val_acc:.3f}), held-out {acc:.3f}, "
+                    f"chosen {fit.hyperparameters} ({s:.1f} s)")  # fmt: skip
     return out
 
 
@@ -247,7 +258,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=1, help="runs of ours per measurement (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--model", default=None, help="a ViT-B/32-shaped HF CLIP folder (default: built in a temp dir)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, zeroshot")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, zeroshot, variants "
+                        "((a1) and (a'): for (b) alone)")
     parser.add_argument("--compare-heads", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
