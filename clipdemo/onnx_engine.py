@@ -1,8 +1,8 @@
 """The ONNX Runtime engine: an encoder's towers exported once to ONNX, cached on disk, run by ONNX Runtime.
 
-On a CPU, ONNX Runtime runs the ViT-B/32 image tower about twice as fast as PyTorch eager with the same
-fp32 arithmetic (embeddings equal to ~1e-6), and about 5x as fast with int8 weights (``CLIPDEMO_PRECISION=int8``,
-dynamic quantization; its cost in top-1 agreement is measured by ``bench/zero_shot_latency.py``).
+On a CPU, ONNX Runtime runs the ViT-B/32 image tower about twice as fast as PyTorch eager with the same fp32
+embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=int8``, dynamic quantization;
+5.8x on the AVX-512 machine). ``bench/zero_shot_latency.py`` measures both, and what int8 costs in top-1 agreement.
 
 - ``pick_engine(device)``: ``CLIPDEMO_ENGINE`` = ``auto`` (ONNX Runtime on CPUs, PyTorch on GPUs, where
   PyTorch runs bf16 autocast and our ONNX Runtime build would not use the GPU), ``torch`` or ``onnx``.
@@ -113,9 +113,9 @@ def hf_clip_towers(model, spec: str, device: torch.device, precision: str, engin
 def scratch_towers(model, path, device: torch.device, precision: str, engine: str | None = None):
     """The same for a scratch CLIP (``clipdemo.scratch.model.ScratchCLIP``) loaded from the folder ``path``.
 
-    ``auto`` keeps these in PyTorch: ONNX Runtime runs the shipped checkpoint's image tower 5x faster, but that is
-    1.8 -> 0.4 ms of a request, and each new checkpoint would pay its export (~1 s) at its first load
-    (``bench/zero_shot_latency.py``); ``CLIPDEMO_ENGINE=onnx`` (or int8) runs them in ONNX Runtime."""
+    ``auto`` keeps these in PyTorch: ONNX Runtime runs the shipped checkpoint's image tower faster too, but it is
+    tiny (1.8 -> 0.4 ms at batch 1), and each new checkpoint would pay its export (~0.5 s) at its first load
+    (README, Benchmarks); ``CLIPDEMO_ENGINE=onnx`` (or int8) runs them in ONNX Runtime."""
     size = model.config.image_size
     engine = pick_engine(device, engine, auto_on_cpu="onnx" if precision == "int8" else "torch")
     return _towers("scratch", str(path), device, precision, engine, {
