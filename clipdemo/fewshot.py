@@ -32,7 +32,8 @@ from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND
 from clipdemo.features import Backbone
 from clipdemo.heads import DEFAULT_HEAD, HEADS, FitResult, fit_head, predict_logits
 from clipdemo.images import ImageError, load_image
-from clipdemo.zeroshot import EmbeddingCache, Prediction, build_classifier, encode_images_cached, parse_labels, rank
+from clipdemo.zeroshot import (CONTROL_CHARS, MAX_LABEL_CHARS, EmbeddingCache, Prediction, build_classifier,
+                               encode_images_cached, rank)
 
 MIN_CLASSES, MAX_CLASSES = 2, 20
 MAX_PER_CLASS = 16
@@ -47,12 +48,9 @@ class FewShotError(UserError):
     """Classes or example images a visitor gave can't be used; the message says why in one sentence."""
 
 
-def class_names(text: str) -> list[str]:
-    """Class names typed comma- or newline-separated (``zeroshot.parse_labels``'s rules), 2 to ``MAX_CLASSES``."""
-    names = parse_labels(text, max_labels=MAX_CLASSES)
-    if len(names) < MIN_CLASSES:
-        raise FewShotError(f"Name at least {MIN_CLASSES} classes: one class alone has nothing to be told apart from.")
-    return names
+def clean_name(text) -> str:
+    """A class name as typed, with control characters dropped and whitespace collapsed (the zero-shot label rules)."""
+    return " ".join(CONTROL_CHARS.sub("", str(text or "")).split())[:MAX_LABEL_CHARS]
 
 
 def examples_from_zip(path) -> dict[str, list[bytes]]:
@@ -69,7 +67,7 @@ def examples_from_zip(path) -> dict[str, list[bytes]]:
             parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("", ".")]
             if not info.is_dir() and not any(p.startswith((".", "__MACOSX")) or p == ".." for p in parts):
                 members.append((parts, info))
-        if members and len({p[0] for p, _ in members}) == 1 and all(len(p) >= 3 for p, _ in members):
+        if members and len({p[0] for p, _ in members}) == 1 and any(len(p) >= 3 for p, _ in members):
             members = [(p[1:], info) for p, info in members]  # one top folder holding the class folders
         examples: dict[str, list[bytes]] = {}
         total = 0
@@ -124,7 +122,8 @@ def teach(backbone, examples: dict[str, Sequence], *, templates: Sequence[str] =
     """Fit ``head`` on a few images per class: ``examples`` maps each class name to 1..``MAX_PER_CLASS`` images
     (paths, bytes or PIL images). Unreadable images are skipped and named; a class left with none, too few or too
     many classes or images are refused with a ``FewShotError``."""
-    names = [n for n in examples]
+    examples = {clean_name(n): v for n, v in examples.items() if clean_name(n)}
+    names = list(examples)
     if len(names) < MIN_CLASSES:
         raise FewShotError(f"Teach at least {MIN_CLASSES} classes: with {len(names)} there is nothing to tell apart.")
     if len(names) > MAX_CLASSES:
