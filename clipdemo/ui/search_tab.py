@@ -59,9 +59,9 @@ def index_handler(served: Served, source: str, files, threshold: float, method: 
 def duplicates_text(index: SearchIndex, threshold: float) -> str:
     pairs = near_duplicates(index, float(threshold))
     if not pairs:
-        return f"No near-duplicate pairs at cosine ≥ {threshold:.2f}."
+        return f"No near-duplicate pairs at cosine ≥ {threshold:g}."
     rows = "\n".join(f"| {index.names[i]} | {index.names[j]} | {s:.4f} |" for i, j, s in pairs)
-    return f"**{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:.2f}:\n\n| image | image | cosine |\n|---|---|---|\n{rows}"
+    return f"**{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:g}:\n\n| image | image | cosine |\n|---|---|---|\n{rows}"
 
 
 def map_figure(index: SearchIndex, query, method: str, query_label: str = "query"):
@@ -100,7 +100,7 @@ def build(served: Served) -> None:
             files = gr.File(label=f"Your images (up to {MAX_UPLOADS})", file_count="multiple", file_types=["image"],
                             type="filepath", height=160, elem_id="se-files")  # fmt: skip
             with gr.Row():
-                threshold = gr.Slider(0.8, 1.0, value=DUPLICATE_THRESHOLD, step=0.005, label="Near-duplicate cosine ≥")
+                threshold = gr.Slider(0.8, 1.0, value=DUPLICATE_THRESHOLD, step=0.001, label="Near-duplicate cosine ≥")
                 method = gr.Radio(["PCA", "t-SNE"], value="PCA", label="Map", elem_id="se-method")
             index_btn = gr.Button("Index", variant="primary", elem_id="se-index")
             status = gr.Markdown("", elem_id="se-status")
