@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
@@ -97,6 +97,11 @@ class Taught:
     templates: tuple[str, ...] = TEMPLATES
     skipped: list[str] = field(default_factory=list)  # "class/file: reason" of each unreadable example
     seed: int = 0
+
+    def slim(self) -> "Taught":
+        """What a session keeps once taught: the head and the labels, not the examples' embeddings (``N x D``);
+        ``leave_one_out`` needs those, so it runs before."""
+        return replace(self, features=self.features[:0])
 
     @property
     def counts(self) -> list[int]:
@@ -199,7 +204,7 @@ def save_head(taught: Taught, out_dir, *, source: str = "your classes (uploaded 
     """Write ``taught`` as a ``cars-head`` checkpoint (``cars.train_head``'s format: the Cars tab, Admin and
     ``python -m clipdemo eval`` load it with ``cars.CarsClassifier``)."""
     fit, n = taught.fit, len(taught.class_names)
-    embed_dim = taught.features.shape[1]
+    embed_dim = taught.class_embeddings.shape[1]
     config = {
         "kind": CHECKPOINT_KIND[CARS_HEAD],
         "head": {"name": fit.name, "num_classes": n, "embed_dim": embed_dim, "logit_scale": taught.logit_scale},

@@ -132,17 +132,23 @@ def near_duplicates(index: SearchIndex, threshold: float = DUPLICATE_THRESHOLD,
 
 def groups(index: SearchIndex, clusters: int | None = None, seed: int = 0) -> tuple[list[str], str]:
     """A group name per image and what the groups are: the class folders when there are some, else k-means
-    clusters of the embeddings (``clusters``, default about sqrt(N / 2), 2 to 8)."""
+    clusters of the embeddings (``clusters``, or the k from 2 to 8 with the best silhouette score)."""
     if index.labels is not None:
         return list(index.labels), "label"
-    n = len(index)
-    k = min(n, clusters or max(2, min(8, round((n / 2) ** 0.5))))
-    if k < 2:
-        return ["cluster 1"] * n, "cluster"
+    x = index.features.numpy()
+    candidates = [clusters] if clusters else list(range(2, min(8, len(index) - 1) + 1))
+    if not candidates or len(index) < 3:
+        return ["cluster 1"] * len(index), "cluster"
     from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
 
-    assigned = KMeans(k, n_init=4, random_state=seed).fit_predict(index.features.numpy())
-    return [f"cluster {c + 1}" for c in assigned], "cluster"
+    best, best_score = None, -2.0
+    for k in candidates:
+        assigned = KMeans(k, n_init=4, random_state=seed).fit_predict(x)
+        score = silhouette_score(x, assigned) if len(set(assigned)) > 1 else -1.0
+        if score > best_score + 1e-9:
+            best, best_score = assigned, score
+    return [f"cluster {c + 1}" for c in best], "cluster"
 
 
 def map_2d(index: SearchIndex, query: torch.Tensor | None = None, method: str = "pca",

@@ -75,7 +75,7 @@ def teach_handler(served: Served, zip_file, *rows):
               f"{time.perf_counter() - t0:.1f} s with {model_name(taught.backbone.spec)}.\n\n"
               f"Head `{fit.name}`, starting at zero-shot on the class names; chosen by {fit.protocol}: "
               f"{_hp(fit.hyperparameters)}.{skipped}")  # fmt: skip
-    return taught, status, loo_text(loo, taught.counts)
+    return taught.slim(), status, loo_text(loo, taught.counts)
 
 
 def _hp(hp: dict) -> str:
@@ -99,6 +99,13 @@ def classify_handler(taught: Taught | None, image, weight: float):
                f"**{zeroshot[0].label}** ({100 * zeroshot[0].score:.1f}%) · the head says **{head[0].label}** "
                f"({100 * head[0].score:.1f}%)")  # fmt: skip
     return labels(blend), labels(zeroshot), verdict
+
+
+def slide(taught: Taught | None, image, weight: float):
+    """The slider re-blends the current photo; with nothing taught or no photo yet it changes nothing."""
+    if taught is None or image is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    return classify_handler(taught, image, weight)
 
 
 def download_handler(taught: Taught | None) -> str:
@@ -126,7 +133,7 @@ def build(served: Served) -> None:
                                      type="filepath", height=140, elem_id=f"fs-files-{i}"))  # fmt: skip
     with gr.Row():
         zip_file = gr.File(label=f"…or a zip of class folders (class/photo.jpg, up to {MAX_CLASSES} classes)",
-                           file_types=[".zip"], type="filepath", height=90, elem_id="fs-zip")  # fmt: skip
+                           file_types=[".zip"], type="filepath", height=120, elem_id="fs-zip")  # fmt: skip
         teach_btn = gr.Button("Teach", variant="primary", elem_id="fs-teach")
     with gr.Row():
         status = gr.Markdown("", elem_id="fs-status")
@@ -145,13 +152,13 @@ def build(served: Served) -> None:
     with gr.Row():
         download_btn = gr.Button("3. Download the head (checkpoint zip)", elem_id="fs-download-btn")
         download = gr.File(label="Head checkpoint: unzip, then `python -m clipdemo eval --checkpoint fewshot-head …`",
-                           interactive=False, elem_id="fs-download")  # fmt: skip
+                           interactive=False, height=90, elem_id="fs-download")  # fmt: skip
 
     teach_btn.click(user_errors(lambda z, *rows: teach_handler(served, z, *rows)), [zip_file, *names, *files],
                     [state, status, loo], api_name="fewshot_teach", **MODEL_QUEUE)  # fmt: skip
     classify = user_errors(classify_handler)
     classify_btn.click(classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify",
                        **MODEL_QUEUE)  # fmt: skip
-    weight.release(classify, [state, image, weight], [blended, zeroshot, verdict], api_visibility="private",
-                   **MODEL_QUEUE)  # fmt: skip
+    weight.change(user_errors(slide), [state, image, weight], [blended, zeroshot, verdict], api_visibility="private",
+                  trigger_mode="always_last", **MODEL_QUEUE)  # fmt: skip
     download_btn.click(user_errors(download_handler), [state], [download], api_name="fewshot_download")

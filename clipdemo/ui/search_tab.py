@@ -16,13 +16,14 @@ import gradio as gr
 
 from clipdemo.images import load_image
 from clipdemo.plots import embedding_map
-from clipdemo.search import (DUPLICATE_THRESHOLD, MAX_TOP_K, MAX_UPLOADS, SearchError, SearchIndex, build_index,
+from clipdemo.search import (DUPLICATE_THRESHOLD, MAX_PAIRS, MAX_TOP_K, MAX_UPLOADS, SearchError, SearchIndex, build_index,
                              groups, index_folder, map_2d, near_duplicates, query_embedding, search)  # fmt: skip
 from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, gallery_paths, image_upload, user_errors
 
 UPLOADS, DATASET = "your uploads", "the server's dataset"
 THUMB = 256
+SHOWN_PAIRS = 8
 DATASET_RECHECK = 600  # seconds before the shared dataset index looks at the folder again
 
 _lock = threading.Lock()
@@ -60,8 +61,11 @@ def duplicates_text(index: SearchIndex, threshold: float) -> str:
     pairs = near_duplicates(index, float(threshold))
     if not pairs:
         return f"No near-duplicate pairs at cosine ≥ {threshold:g}."
-    rows = "\n".join(f"| {index.names[i]} | {index.names[j]} | {s:.4f} |" for i, j, s in pairs)
-    return f"**{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:g}:\n\n| image | image | cosine |\n|---|---|---|\n{rows}"
+    rows = "\n".join(f"| {index.names[i]} | {index.names[j]} | {s:.4f} |" for i, j, s in pairs[:SHOWN_PAIRS])
+    more = f"\n\n…and {len(pairs) - SHOWN_PAIRS} more (raise the threshold to see fewer)." if len(pairs) > SHOWN_PAIRS else ""
+    capped = "at least " if len(pairs) == MAX_PAIRS else ""
+    return (f"**{capped}{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:g}:\n\n"
+            f"| image | image | cosine |\n|---|---|---|\n{rows}{more}")
 
 
 def map_figure(index: SearchIndex, query, method: str, query_label: str = "query"):
@@ -106,7 +110,7 @@ def build(served: Served) -> None:
             status = gr.Markdown("", elem_id="se-status")
             duplicates = gr.Markdown("", elem_id="se-duplicates")
         with gr.Column(scale=3):
-            plot = gr.Plot(label="Map of the set", elem_id="se-map")
+            plot = gr.Plot(label="Map of the set", show_label=False, elem_id="se-map")
     with gr.Row():
         with gr.Column(scale=2):
             text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
