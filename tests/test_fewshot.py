@@ -166,3 +166,20 @@ def test_handler_errors(served, tmp_path, change, message):
 def test_classify_before_teaching_says_so():
     with pytest.raises(FewShotError, match="Teach your classes first"):
         fewshot_tab.classify_handler(None, "x.png", 0.5)
+
+
+def test_downloaded_head_promoted_by_admin_is_served_by_the_cars_tab(taught, tiny_clip, tmp_path):
+    """Unzipped into the checkpoint dir, the head is a version like any other: promoted, then the Cars tab serves it."""
+    from clipdemo.checkpoints import list_versions, promote
+    from clipdemo.ui import cars_tab
+
+    root = tmp_path / "ckpts"
+    with zipfile.ZipFile(zip_folder(save_head(taught, tmp_path / "fewshot-head"), tmp_path / "head.zip")) as z:
+        z.extractall(root / "cars-head")
+    assert [v["version"] for v in list_versions(root, "cars-head")] == ["fewshot-head"]
+    promote(root, "cars-head", "fewshot-head")
+    image = tmp_path / "sky.png"
+    colour_image("sky", 555).save(image)
+    head, zeroshot, verdict, card = cars_tab.classify(Served(Settings(model=str(tiny_clip), checkpoint_dir=root)), str(image))
+    assert max(head, key=head.get) == "sky" and set(zeroshot) == set(CLASSES) and "Few-shot" not in verdict
+    assert "fewshot-head" in card
