@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from clipdemo.data import Split, fingerprint
 from clipdemo.errors import UserError
@@ -46,6 +47,7 @@ class SearchIndex:
     labels: list[str] | None  # a group per image (its class folder), or None
     skipped: int  # files that could not be read as images
     unreadable: tuple[str, ...]  # "name: reason" of the first few of them
+    clusters: list[str] | None = None  # k-means groups, computed once by ``groups``
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -135,10 +137,17 @@ def groups(index: SearchIndex, clusters: int | None = None, seed: int = 0) -> tu
     clusters of the embeddings (``clusters``, or the k from 2 to 8 with the best silhouette score)."""
     if index.labels is not None:
         return list(index.labels), "label"
+    if index.clusters is None or clusters:
+        with threadpool_limits(1):  # tiny problems: OpenMP threads only wait on each other on a busy server
+            index.clusters = _kmeans(index, clusters, seed)
+    return list(index.clusters), "cluster"
+
+
+def _kmeans(index: SearchIndex, clusters: int | None, seed: int) -> list[str]:
     x = index.features.numpy()
     candidates = [clusters] if clusters else list(range(2, min(8, len(index) - 1) + 1))
     if not candidates or len(index) < 3:
-        return ["cluster 1"] * len(index), "cluster"
+        return ["cluster 1"] * len(index)
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
@@ -148,13 +157,18 @@ def groups(index: SearchIndex, clusters: int | None = None, seed: int = 0) -> tu
         score = silhouette_score(x, assigned) if len(set(assigned)) > 1 else -1.0
         if score > best_score + 1e-9:
             best, best_score = assigned, score
-    return [f"cluster {c + 1}" for c in best], "cluster"
+    return [f"cluster {c + 1}" for c in best]
 
 
 def map_2d(index: SearchIndex, query: torch.Tensor | None = None, method: str = "pca",
            seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """``([N, 2] coordinates, [2] of the query or None)``: scikit-learn PCA (the query projected on the same
     axes), or t-SNE (the query embedded with the set, so it lands among its neighbours)."""
+    with threadpool_limits(1):
+        return _map_2d(index, query, method, seed)
+
+
+def _map_2d(index: SearchIndex, query, method: str, seed: int):
     x = index.features.numpy().astype(np.float64)
     if method == "tsne":
         from sklearn.manifold import TSNE
