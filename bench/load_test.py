@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import httpx
@@ -172,6 +173,8 @@ def run_load(url: str, images: list[Path], users: int, seconds: float, fresh: Pa
                         if is_queue_full(e):
                             queue_full[0] += 1
                         else:
+                            if not errors[f"{kind}: {error_kind(e)}"]:  # the first of a kind: where it came from
+                                traceback.print_exc(limit=-6, file=sys.stderr)
                             errors[f"{kind}: {error_kind(e)}"] += 1
                     break
             cycle += 1

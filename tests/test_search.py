@@ -163,3 +163,12 @@ def test_http_api_teach_classify_download_and_search(tiny_clip, folder, tmp_path
         assert len(gallery) == 3 and gallery[0]["caption"].startswith("1. sky_1.png")
         client.close()
     assert not any(Path(settings.checkpoint_dir).glob("cars-head*"))
+
+
+def test_search_root_setting_is_read_from_the_environment_and_never_served(monkeypatch, tmp_path):
+    from clipdemo.ui.app import launch_kwargs
+
+    monkeypatch.setenv("CLIPDEMO_SEARCH_ROOT", str(tmp_path / "dataset"))
+    settings = Settings.from_env()
+    assert settings.search_root == tmp_path / "dataset"
+    assert str(tmp_path / "dataset") in launch_kwargs(settings)["blocked_paths"]
