@@ -8,12 +8,15 @@ Results are shown as thumbnails with names relative to the dataset folder: serve
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 
+from clipdemo.atomic import write_atomic
 from clipdemo.images import load_image
 from clipdemo.plots import embedding_map
 from clipdemo.search import (DUPLICATE_THRESHOLD, MAX_PAIRS, MAX_TOP_K, MAX_UPLOADS, SearchError, SearchIndex, build_index,
@@ -23,6 +26,8 @@ from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, gallery_paths, image_uplo
 
 UPLOADS, DATASET = "your uploads", "the server's dataset"
 THUMB = 256
+THUMBS = Path(tempfile.gettempdir()) / "clipdemo-search-thumbnails"
+MAX_THUMBS = 4000  # ~15 KB each; beyond this the oldest half is deleted
 SHOWN_PAIRS = 8
 DATASET_RECHECK = 600  # seconds before the shared dataset index looks at the folder again
 
@@ -75,6 +80,24 @@ def map_figure(index: SearchIndex, query, method: str, query_label: str = "query
     return embedding_map(xy, names, query_xy, title, query_label)
 
 
+def thumbnail(path: str) -> str:
+    """A JPEG thumbnail of ``path``, written once (atomically) and reused: returned as a file, not a PIL image,
+    because Gradio rewrites a PIL output's cache file in place, and two visitors getting the same thumbnail at
+    once then read it half-written (the load bench saw it as truncated downloads)."""
+    st = Path(path).stat()
+    out = THUMBS / (hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20] + ".jpg")
+    if not out.is_file():
+        THUMBS.mkdir(parents=True, exist_ok=True)
+        existing = list(THUMBS.glob("*.jpg"))
+        if len(existing) > MAX_THUMBS:
+            for old in sorted(existing, key=lambda p: p.stat().st_mtime)[: len(existing) // 2]:
+                old.unlink(missing_ok=True)
+        image = load_image(path)
+        image.thumbnail((THUMB, THUMB))
+        write_atomic(out, lambda tmp: image.save(tmp, format="JPEG", quality=85))
+    return str(out)
+
+
 def search_handler(index: SearchIndex | None, served: Served, text: str, image, top_k: float, method: str):
     """(thumbnails with scores, status, map with the query) for a text or an image query (the image wins)."""
     if index is None:
@@ -84,9 +107,7 @@ def search_handler(index: SearchIndex | None, served: Served, text: str, image, 
     hits = search(index, query, max(1, min(int(top_k), MAX_TOP_K)))
     gallery = []
     for h in hits:
-        thumb = load_image(h.path)
-        thumb.thumbnail((THUMB, THUMB))
-        gallery.append((thumb, f"{h.rank}. {h.name} · {h.score:.3f}"))
+        gallery.append((thumbnail(h.path), f"{h.rank}. {h.name} · {h.score:.3f}"))
     asked = "your image" if kind == "image" else f"“{' '.join(text.split())[:80]}”"
     status = f"Top {len(hits)} of {len(index)} images for {asked} (cosine similarity)."
     label = "query (image)" if kind == "image" else f"query: {' '.join(text.split())[:30]}"
