@@ -1,6 +1,7 @@
 """Command line: ``python -m clipdemo COMMAND …``, thin over the same library functions as the app.
 
     python -m clipdemo zero-shot --model openai/clip-vit-base-patch32 --labels "cat, dog" photo.jpg
+    python -m clipdemo search --model openai/clip-vit-base-patch32 --images photos/ --query "a red car" --top-k 5
     python -m clipdemo demo-data --out data/shapes
     python -m clipdemo train scratch --data shapes --preset default --max-seconds 120 --promote
     python -m clipdemo eval --checkpoint checkpoints/scratch/VERSION --data shapes
@@ -50,6 +51,19 @@ def cmd_zero_shot(args) -> list[dict]:
         {"image": path, "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions]}
         for path, predictions in zip(args.images, ranked)
     ]
+
+
+def cmd_search(args) -> dict:
+    from clipdemo.features import Backbone
+    from clipdemo.search import index_folder, query_embedding, search
+
+    backbone = Backbone.of(args.model, device=args.device)
+    index = index_folder(backbone, args.images, cache_dir=Settings.from_env().cache_dir)
+    query, kind = query_embedding(backbone, args.query)
+    hits = search(index, query, args.top_k)
+    return {"query": args.query, "kind": kind, "images": len(index), "skipped": index.skipped,
+            "unreadable": list(index.unreadable),
+            "results": [{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in hits]}
 
 
 class StopOnInterrupt:
@@ -258,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_argument("--top-k", type=int, default=None)
     zs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     zs.set_defaults(run=cmd_zero_shot)
+
+    se = sub.add_parser("search", help="rank a folder's images by similarity to a text or an image")
+    se.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
+    se.add_argument("--images", required=True, help="a folder of images (any depth; non-images are skipped and counted)")
+    se.add_argument("--query", required=True, help="text to look for, or the path of an image to search by example")
+    se.add_argument("--top-k", type=int, default=None, help="keep the best K (default: every image)")
+    se.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    se.set_defaults(run=cmd_search)
 
     demo = sub.add_parser("demo-data", help="write the built-in shapes dataset as an image folder")
     demo.add_argument("--out", required=True)

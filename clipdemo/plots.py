@@ -87,3 +87,33 @@ def training_curves(history: list[dict], title: str = "Training") -> Figure:
     acc_ax.set_ylim(0, 100)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def embedding_map(xy, groups, query_xy=None, title: str = "", query_label: str = "query") -> Figure:
+    """A 2-D map of a set of images (one dot each, coloured by ``groups``), the query marked with a star."""
+    xy = np.asarray(xy, dtype=float)
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    names = list(dict.fromkeys(groups))
+    colours = matplotlib_colours(len(names))
+    for name, colour in zip(names, colours):
+        rows = [i for i, g in enumerate(groups) if g == name]
+        ax.scatter(xy[rows, 0], xy[rows, 1], s=36, color=colour, alpha=0.85,
+                   label=textwrap.shorten(str(name), 28, placeholder="…"))  # fmt: skip
+    if query_xy is not None:
+        ax.scatter([query_xy[0]], [query_xy[1]], marker="*", s=420, color="black", edgecolor="white",
+                   linewidth=1.2, zorder=5, label=query_label)  # fmt: skip
+    if len(names) <= 12 or query_xy is not None:
+        ax.legend(loc="best", fontsize=8, prop={"family": user_text_fonts(), "size": 8}, framealpha=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontfamily=user_text_fonts())
+    return fig
+
+
+def matplotlib_colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]

@@ -105,6 +105,7 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)  # CLIPDEMO_ADMIN_TOKEN: enables the admin tab
     admin_users: tuple[str, ...] = ()  # CLIPDEMO_ADMIN_USERS: HF accounts let in by signing in (on a Space only)
     max_file_size: str = "10mb"  # CLIPDEMO_MAX_FILE_SIZE: Gradio's upload limit
+    search_root: Path | None = None  # CLIPDEMO_SEARCH_ROOT: a dataset folder every visitor may search (read-only)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -117,6 +118,7 @@ class Settings:
             admin_token=env.get("CLIPDEMO_ADMIN_TOKEN") or None,
             admin_users=tuple(u.strip() for u in env.get("CLIPDEMO_ADMIN_USERS", "").split(",") if u.strip()),
             max_file_size=env.get("CLIPDEMO_MAX_FILE_SIZE", "10mb"),
+            search_root=Path(env["CLIPDEMO_SEARCH_ROOT"]) if env.get("CLIPDEMO_SEARCH_ROOT") else None,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -13,7 +13,7 @@ from clipdemo.auth import AdminAuth
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.ui import admin_tab, cars_tab, pokemon_tab, zeroshot_tab
+from clipdemo.ui import admin_tab, cars_tab, fewshot_tab, pokemon_tab, search_tab, zeroshot_tab
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
 CONCURRENCY = 2  # model calls at once: the machine has 2 cores, more only adds latency
@@ -32,6 +32,10 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
             status, models = zeroshot_tab.build(served)
         with gr.Tab("Cars", id="cars"):
             cars_tab.build(served)
+        with gr.Tab("Your classes", id="your-classes"):
+            fewshot_tab.build(served)
+        with gr.Tab("Search", id="search"):
+            search_tab.build(served)
         with gr.Tab("Pokemon (scratch CLIP)", id="pokemon"):
             pokemon_card = pokemon_tab.build(served)
         with gr.Tab("Admin", id="admin"):
@@ -44,7 +48,7 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
 
 
 def launch_kwargs(settings: Settings) -> dict:
-    blocked = [str(settings.checkpoint_dir)] + ([str(settings.data_root)] if settings.data_root else [])
+    blocked = [str(settings.checkpoint_dir)] + [str(p) for p in (settings.data_root, settings.search_root) if p]
     return dict(
         max_file_size=settings.max_file_size,
         show_error=False,

@@ -11,6 +11,10 @@ from clipdemo.errors import UserError
 
 log = logging.getLogger("clipdemo.ui")
 
+# Events that run the model share one queue slot group (2 at once: the machine's cores), whichever tab they are on.
+MODEL_QUEUE = dict(concurrency_id="model", concurrency_limit=2)
+STATE_TTL = 3600  # seconds a visitor's taught head or search set lives after its last update (then dropped)
+
 
 def image_upload(**kwargs) -> gr.Image:
     """A gr.Image whose upload reaches the handler as an undecoded file path: only ``clipdemo.images`` opens

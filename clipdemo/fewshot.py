@@ -1,0 +1,255 @@
+"""Your own classes from a few photos: a head in seconds on a frozen CLIP, beside zero-shot, with a slider between.
+
+    from clipdemo.fewshot import teach, leave_one_out, save_head
+
+    taught = teach(encoder, {"mug": [p1, p2, p3], "kettle": [p4, p5, p6]})   # paths, bytes or PIL images
+    ranked = taught.predict(image, weight=0.5)    # (blend, zero-shot, head) top-k; 0 = zero-shot, 1 = the head
+    loo = leave_one_out(taught)                   # with 3+ images per class: head vs zero-shot accuracy
+    save_head(taught, "my-head")                  # a cars-head checkpoint: ``python -m clipdemo eval`` loads it
+
+Each image is encoded once (kept in a process-wide LRU keyed by pixel digest, so re-teaching with one more class
+costs only the new images); the head is ``heads.DEFAULT_HEAD`` fitted by ``heads.fit_head`` on those features,
+which starts at zero-shot on the class names and picks its weight by k-fold cross-validation on the few images.
+The slider blends the log-probabilities of zero-shot and of the head (WiSE-FT for a linear head). Nothing here
+touches the server's checkpoint folder: ``save_head`` writes where it is told (the UI: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from clipdemo import __version__
+from clipdemo.checkpoints import save_checkpoint
+from clipdemo.errors import UserError
+from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND
+from clipdemo.features import Backbone
+from clipdemo.heads import DEFAULT_HEAD, HEADS, FitResult, fit_head, predict_logits
+from clipdemo.images import ImageError, load_image
+from clipdemo.zeroshot import (CONTROL_CHARS, MAX_LABEL_CHARS, EmbeddingCache, Prediction, build_classifier,
+                               encode_images_cached, rank)
+
+MIN_CLASSES, MAX_CLASSES = 2, 20
+MAX_PER_CLASS = 16
+MIN_LOO = 3  # images per class for a leave-one-out score
+MAX_LOO = 24  # images left out in turn (a head fit each, ~0.3 s on 2 cores); more: an even sample across classes
+LOO_FOLDS = 3  # each left-out fit chooses its C and weight by 3-fold cross-validation (the full fit: up to 5)
+MAX_ZIP_BYTES = 60 * 1024 * 1024  # uncompressed image bytes read from one zip
+TEMPLATES = ("a photo of a {}.",)
+FEWSHOT_CACHE = EmbeddingCache(4096)  # ~8 MB at D=512: every visitor's images, encoded once
+
+
+class FewShotError(UserError):
+    """Classes or example images a visitor gave can't be used; the message says why in one sentence."""
+
+
+def clean_name(text) -> str:
+    """A class name as typed, with control characters dropped and whitespace collapsed (the zero-shot label rules)."""
+    return " ".join(CONTROL_CHARS.sub("", str(text or "")).split())[:MAX_LABEL_CHARS]
+
+
+def examples_from_zip(path) -> dict[str, list[bytes]]:
+    """``class/image`` members of a zip as ``{class: [encoded bytes]}`` (also ``top/class/image``, as zipping a
+    folder of class folders gives; hidden files and ``__MACOSX`` ignored). Nothing is extracted to disk; decoding
+    (and refusing junk) is left to ``teach``."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise FewShotError("That file is not a zip archive: zip one folder per class, images inside.") from None
+    with archive:
+        members = []
+        for info in archive.infolist():
+            parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("", ".")]
+            if not info.is_dir() and not any(p.startswith((".", "__MACOSX")) or p == ".." for p in parts):
+                members.append((parts, info))
+        if members and len({p[0] for p, _ in members}) == 1 and any(len(p) >= 3 for p, _ in members):
+            members = [(p[1:], info) for p, info in members]  # one top folder holding the class folders
+        examples: dict[str, list[bytes]] = {}
+        total = 0
+        for parts, info in members:
+            if len(parts) < 2:
+                continue  # a file outside any class folder
+            total += info.file_size
+            if total > MAX_ZIP_BYTES:
+                raise FewShotError(f"The zip holds more than {MAX_ZIP_BYTES // 2**20} MB of files; send fewer or smaller images.")
+            examples.setdefault(parts[0], []).append(archive.read(info))
+    if not examples:
+        raise FewShotError("The zip has no class folders with files in them (expected class/image.jpg).")
+    return examples
+
+
+@dataclass
+class Taught:
+    """A few-shot head over a frozen CLIP, with what it was taught on (the per-session state of the tab)."""
+
+    class_names: list[str]
+    features: torch.Tensor  # [N, D] the readable examples' embeddings
+    labels: torch.Tensor  # [N]
+    class_embeddings: torch.Tensor  # [C, D] zero-shot classifier on the class names
+    logit_scale: float
+    fit: FitResult
+    backbone: Backbone
+    templates: tuple[str, ...] = TEMPLATES
+    skipped: list[str] = field(default_factory=list)  # "class/file: reason" of each unreadable example
+    seed: int = 0
+
+    def slim(self) -> "Taught":
+        """What a session keeps once taught: the head and the labels, not the examples' embeddings (``N x D``);
+        ``leave_one_out`` needs those, so it runs before."""
+        return replace(self, features=self.features[:0])
+
+    @property
+    def counts(self) -> list[int]:
+        return np.bincount(self.labels.numpy(), minlength=len(self.class_names)).tolist()
+
+    def probabilities(self, features: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(blend, zero-shot, head) probabilities ``[N, C]``; the blend is ``(1 - weight) * log p_zeroshot + weight
+        * log p_head`` renormalised: 0 is zero-shot CLIP, 1 the few-shot head."""
+        weight = min(1.0, max(0.0, float(weight)))
+        zeroshot = (self.logit_scale * features.float() @ self.class_embeddings.T).log_softmax(-1)
+        head = predict_logits(self.fit.head, features.float()).log_softmax(-1)
+        blend = ((1 - weight) * zeroshot + weight * head).softmax(-1)
+        return blend, zeroshot.exp(), head.exp()
+
+    def predict(self, image, weight: float = 1.0, k: int = 5) -> tuple[list[Prediction], ...]:
+        """Top-``k`` of the blend, of zero-shot and of the head for one image (path, bytes or PIL)."""
+        features = encode_images_cached(self.backbone.encoder, [load_image(image)], FEWSHOT_CACHE)
+        return tuple(rank(p, self.class_names, k)[0] for p in self.probabilities(features, weight))
+
+
+def teach(backbone, examples: dict[str, Sequence], *, templates: Sequence[str] = TEMPLATES, seed: int = 0,
+          head: str = DEFAULT_HEAD) -> Taught:  # fmt: skip
+    """Fit ``head`` on a few images per class: ``examples`` maps each class name to 1..``MAX_PER_CLASS`` images
+    (paths, bytes or PIL images). Unreadable images are skipped and named; a class left with none, too few or too
+    many classes or images are refused with a ``FewShotError``."""
+    examples = {clean_name(n): v for n, v in examples.items() if clean_name(n)}
+    names = list(examples)
+    if len(names) < MIN_CLASSES:
+        raise FewShotError(f"Teach at least {MIN_CLASSES} classes: with {len(names)} there is nothing to tell apart.")
+    if len(names) > MAX_CLASSES:
+        raise FewShotError(f"Too many classes: {len(names)} given, at most {MAX_CLASSES}.")
+    for name in names:
+        n = len(examples[name])
+        if n == 0:
+            raise FewShotError(f"Class '{name[:60]}' has no images: give it 1 to {MAX_PER_CLASS}.")
+        if n > MAX_PER_CLASS:
+            raise FewShotError(f"Class '{name[:60]}' has {n} images; at most {MAX_PER_CLASS} per class.")
+    names = sorted(names)  # the order an image folder of the same classes has (eval compares them)
+    images, labels, skipped = [], [], []
+    for c, name in enumerate(names):
+        for i, ref in enumerate(examples[name]):
+            try:
+                images.append(load_image(ref))
+                labels.append(c)
+            except ImageError as e:
+                where = Path(ref).name if isinstance(ref, (str, Path)) else f"image {i + 1}"
+                skipped.append(f"{name}/{where}: {e}")
+        if c not in labels:
+            raise FewShotError(f"None of class '{name[:60]}''s {len(examples[name])} file(s) could be read as an image.")
+    backbone = Backbone.of(backbone)
+    features = encode_images_cached(backbone.encoder, images, FEWSHOT_CACHE).float()
+    y = torch.tensor(labels, dtype=torch.long)
+    templates = tuple(templates)
+    classes = build_classifier(backbone.encoder, names, templates).float()
+    scale = float(backbone.logit_scale)
+    fit = fit_head(head, (features, y), None, class_embeddings=classes, logit_scale=scale, seed=seed)
+    return Taught(names, features, y, classes, scale, fit, backbone, templates, skipped, seed)
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    head_acc: float
+    zeroshot_acc: float
+    n: int
+    correct: int  # by the head
+    zeroshot_correct: int
+
+
+def leave_one_out(taught: Taught) -> LeaveOneOut:
+    """Each example classified by a head fitted on all the others (same head, same selection), and by zero-shot;
+    needs ``MIN_LOO`` images in every class. Each fit chooses its own hyperparameters without the left-out image
+    (nested: no peeking), by ``LOO_FOLDS``-fold cross-validation to keep it to seconds. With more than ``MAX_LOO`` examples, an even sample of them across
+    the classes is left out in turn (``n`` says how many)."""
+    if min(taught.counts) < MIN_LOO:
+        raise FewShotError(f"Leave-one-out needs at least {MIN_LOO} readable images in every class "
+                           f"(the fewest here: {min(taught.counts)}).")  # fmt: skip
+    x, y = taught.features, taught.labels
+    zs = (taught.logit_scale * x @ taught.class_embeddings.T).argmax(1)
+    held = _even_sample(y, MAX_LOO, taught.seed)
+    correct = 0
+    for i in held:
+        keep = torch.arange(len(y)) != i
+        fit = fit_head(taught.fit.name, (x[keep], y[keep]), None, class_embeddings=taught.class_embeddings,
+                       logit_scale=taught.logit_scale, seed=taught.seed, folds=LOO_FOLDS)  # fmt: skip
+        correct += int(predict_logits(fit.head, x[i : i + 1]).argmax(1).item() == y[i].item())
+    zs_correct = int((zs[held] == y[held]).sum())
+    return LeaveOneOut(correct / len(held), zs_correct / len(held), len(held), correct, zs_correct)
+
+
+def _even_sample(y: torch.Tensor, k: int, seed: int) -> list[int]:
+    """All indices when there are at most ``k``; else ``k`` taken round-robin over the classes (shuffled in each)."""
+    if len(y) <= k:
+        return list(range(len(y)))
+    rng = np.random.default_rng(seed)
+    per_class = [list(rng.permutation(np.flatnonzero(y.numpy() == c))) for c in range(int(y.max()) + 1)]
+    order = [int(i) for row in zip(*[p + [None] * (len(y) - len(p)) for p in per_class]) for i in row if i is not None]
+    return sorted(order[:k])
+
+
+def save_head(taught: Taught, out_dir, *, source: str = "your classes (uploaded in the app)") -> Path:
+    """Write ``taught`` as a ``cars-head`` checkpoint (``cars.train_head``'s format: the Cars tab, Admin and
+    ``python -m clipdemo eval`` load it with ``cars.CarsClassifier``)."""
+    fit, n = taught.fit, len(taught.class_names)
+    embed_dim = taught.class_embeddings.shape[1]
+    config = {
+        "kind": CHECKPOINT_KIND[CARS_HEAD],
+        "head": {"name": fit.name, "num_classes": n, "embed_dim": embed_dim, "logit_scale": taught.logit_scale},
+        "backbone": {"spec": taught.backbone.spec, "fingerprint": taught.backbone.fingerprint},
+        "templates": list(taught.templates),
+        "logit_scale": taught.logit_scale,
+    }
+    counts = taught.counts
+    card = {
+        "title": "Few-shot head (your classes)",
+        "head": fit.name,
+        "head_description": HEADS[fit.name].description,
+        "backbone": taught.backbone.spec,
+        "backbone_fingerprint": taught.backbone.fingerprint,
+        "dataset": {"source": source, "splits": {"train": len(taught.labels)}},
+        "classes": list(taught.class_names),
+        "split": f"few-shot: all {len(taught.labels)} images trained on ({min(counts)}-{max(counts)} per class); "
+                 "no held-out split (see validation: k-fold on the same images)",
+        "split_protocol": "few-shot",
+        "seed": taught.seed,
+        "hyperparameters": fit.hyperparameters,
+        "selection": fit.selection,
+        "templates": list(taught.templates),
+        "metrics": {},
+        "validation": {"acc1": fit.val_acc, "zeroshot_acc1": fit.zeroshot_val_acc, "n": fit.n_selection,
+                       "protocol": fit.protocol, "fitted_on": fit.n_fit, "candidates": fit.history},  # fmt: skip
+        "run": {"best_val_acc": fit.val_acc, "zeroshot_val_acc": fit.zeroshot_val_acc, "steps": fit.steps,
+                "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)},  # fmt: skip
+        "skipped": {"train": len(taught.skipped)},
+        "notes": [f"unreadable: {s}" for s in taught.skipped[:20]],
+        "trained_on": f"{source}: {n} classes, {len(taught.labels)} images",
+        "library_version": __version__,
+    }
+    state = {**{f"head.{k}": v for k, v in fit.head.state_dict().items()}, "zeroshot.classifier": taught.class_embeddings}
+    return save_checkpoint(out_dir, state, config, card)
+
+
+def zip_folder(folder, zip_path) -> Path:
+    """``folder`` as a zip holding ``<folder name>/<file>`` (unzip it and pass the folder to ``--checkpoint``)."""
+    folder, zip_path = Path(folder), Path(zip_path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"{folder.name}/{f.name}")
+    zip_path.write_bytes(buffer.getvalue())
+    return zip_path

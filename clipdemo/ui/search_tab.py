@@ -1,0 +1,152 @@
+"""Search tab: index up to 200 uploaded images (or the dataset folder the Admin configured), then search them by
+text or by example, list near-duplicate pairs, and see the set as a 2-D map with the query marked.
+
+A visitor's index lives in their session (``gr.State``, dropped with it); the configured dataset's index is
+built once per process (its embeddings cached on disk under the checkpoint dir's cache) and shared read-only.
+Results are shown as thumbnails with names relative to the dataset folder: server paths stay on the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from clipdemo.atomic import write_atomic
+from clipdemo.images import load_image
+from clipdemo.plots import embedding_map
+from clipdemo.search import (DUPLICATE_THRESHOLD, MAX_PAIRS, MAX_TOP_K, MAX_UPLOADS, SearchError, SearchIndex, build_index,
+                             groups, index_folder, map_2d, near_duplicates, query_embedding, search)  # fmt: skip
+from clipdemo.serving import Served
+from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, gallery_paths, image_upload, user_errors
+
+UPLOADS, DATASET = "your uploads", "the server's dataset"
+THUMB = 256
+THUMBS = Path(tempfile.gettempdir()) / "clipdemo-search-thumbnails"
+MAX_THUMBS = 4000  # ~15 KB each; beyond this the oldest half is deleted
+SHOWN_PAIRS = 8
+DATASET_RECHECK = 600  # seconds before the shared dataset index looks at the folder again
+
+_lock = threading.Lock()
+_dataset: dict[tuple, tuple[float, SearchIndex]] = {}  # (root, model spec) -> (built at, index): one entry
+
+
+def dataset_index(served: Served) -> SearchIndex:
+    root = served.settings.search_root
+    if root is None:
+        raise SearchError("This server has no dataset to search (the Admin sets CLIPDEMO_SEARCH_ROOT); upload images.")
+    choice = served.zero_shot()
+    key = (str(root), str(getattr(choice.encoder, "path", None) or choice.encoder.name))
+    with _lock:
+        built = _dataset.get(key)
+        if built is None or time.monotonic() - built[0] > DATASET_RECHECK:
+            _dataset.clear()
+            _dataset[key] = (time.monotonic(), index_folder(choice.encoder, root, cache_dir=served.settings.cache_dir))
+        return _dataset[key][1]
+
+
+def index_handler(served: Served, source: str, files, threshold: float, method: str):
+    """(index state, status, near-duplicates table, map) for the uploads or the configured dataset."""
+    if source == DATASET:
+        index = dataset_index(served)
+    else:
+        paths = gallery_paths(files)
+        index = build_index(served.zero_shot().encoder, paths, max_images=MAX_UPLOADS)
+    skipped = (f" Skipped {index.skipped} unreadable file(s): " + "; ".join(index.unreadable[:3])
+               + ("; …" if index.skipped > 3 else "")) if index.skipped else ""  # fmt: skip
+    status = f"**Indexed {len(index)} image(s)** from {source}.{skipped} Now search by text or by example."
+    return index, status, duplicates_text(index, threshold), map_figure(index, None, method)
+
+
+def duplicates_text(index: SearchIndex, threshold: float) -> str:
+    pairs = near_duplicates(index, float(threshold))
+    if not pairs:
+        return f"No near-duplicate pairs at cosine ≥ {threshold:g}."
+    rows = "\n".join(f"| {index.names[i]} | {index.names[j]} | {s:.4f} |" for i, j, s in pairs[:SHOWN_PAIRS])
+    more = f"\n\n…and {len(pairs) - SHOWN_PAIRS} more (raise the threshold to see fewer)." if len(pairs) > SHOWN_PAIRS else ""
+    capped = "at least " if len(pairs) == MAX_PAIRS else ""
+    return (f"**{capped}{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:g}:\n\n"
+            f"| image | image | cosine |\n|---|---|---|\n{rows}{more}")
+
+
+def map_figure(index: SearchIndex, query, method: str, query_label: str = "query"):
+    xy, query_xy = map_2d(index, query, "tsne" if method == "t-SNE" else "pca")
+    names, what = groups(index)
+    title = f"{len(index)} images, {method} of their embeddings, coloured by {what}"
+    return embedding_map(xy, names, query_xy, title, query_label)
+
+
+def thumbnail(path: str) -> str:
+    """A JPEG thumbnail of ``path``, written once (atomically) and reused: returned as a file, not a PIL image,
+    because Gradio rewrites a PIL output's cache file in place, and two visitors getting the same thumbnail at
+    once then read it half-written (the load bench saw it as truncated downloads)."""
+    st = Path(path).stat()
+    out = THUMBS / (hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20] + ".jpg")
+    if not out.is_file():
+        THUMBS.mkdir(parents=True, exist_ok=True)
+        existing = list(THUMBS.glob("*.jpg"))
+        if len(existing) > MAX_THUMBS:
+            for old in sorted(existing, key=lambda p: p.stat().st_mtime)[: len(existing) // 2]:
+                old.unlink(missing_ok=True)
+        image = load_image(path)
+        image.thumbnail((THUMB, THUMB))
+        write_atomic(out, lambda tmp: image.save(tmp, format="JPEG", quality=85))
+    return str(out)
+
+
+def search_handler(index: SearchIndex | None, served: Served, text: str, image, top_k: float, method: str):
+    """(thumbnails with scores, status, map with the query) for a text or an image query (the image wins)."""
+    if index is None:
+        raise SearchError("Index some images first (step 1), then search them.")
+    encoder = served.zero_shot().encoder
+    query, kind = query_embedding(encoder, image if image is not None else (text or ""))
+    hits = search(index, query, max(1, min(int(top_k), MAX_TOP_K)))
+    gallery = []
+    for h in hits:
+        gallery.append((thumbnail(h.path), f"{h.rank}. {h.name} · {h.score:.3f}"))
+    asked = "your image" if kind == "image" else f"“{' '.join(text.split())[:80]}”"
+    status = f"Top {len(hits)} of {len(index)} images for {asked} (cosine similarity)."
+    label = "query (image)" if kind == "image" else f"query: {' '.join(text.split())[:30]}"
+    return gallery, status, map_figure(index, query, method, label)
+
+
+def build(served: Served) -> None:
+    state = gr.State(None, time_to_live=STATE_TTL)
+    sources = [UPLOADS] + ([DATASET] if served.settings.search_root else [])
+    gr.Markdown(f"**1. Index** up to {MAX_UPLOADS} of your images"
+                + (" or the server's dataset" if served.settings.search_root else "") + ", then **2. search** them.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            source = gr.Radio(sources, value=UPLOADS, label="Search over", visible=len(sources) > 1, elem_id="se-source")
+            files = gr.File(label=f"Your images (up to {MAX_UPLOADS})", file_count="multiple", file_types=["image"],
+                            type="filepath", height=160, elem_id="se-files")  # fmt: skip
+            with gr.Row():
+                threshold = gr.Slider(0.8, 1.0, value=DUPLICATE_THRESHOLD, step=0.001, label="Near-duplicate cosine ≥")
+                method = gr.Radio(["PCA", "t-SNE"], value="PCA", label="Map", elem_id="se-method")
+            index_btn = gr.Button("Index", variant="primary", elem_id="se-index")
+            status = gr.Markdown("", elem_id="se-status")
+            duplicates = gr.Markdown("", elem_id="se-duplicates")
+        with gr.Column(scale=3):
+            plot = gr.Plot(label="Map of the set", show_label=False, elem_id="se-map")
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
+            image = image_upload(label="…or by example (an image wins over text)", sources=["upload", "clipboard"],
+                                 height=200, elem_id="se-image")  # fmt: skip
+            top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results")
+            search_btn = gr.Button("Search", variant="primary", elem_id="se-search")
+        with gr.Column(scale=3):
+            found = gr.Markdown("", elem_id="se-found")
+            results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
+
+    index_btn.click(user_errors(lambda *a: index_handler(served, *a)), [source, files, threshold, method],
+                    [state, status, duplicates, plot], api_name="search_index", **MODEL_QUEUE)  # fmt: skip
+    find = user_errors(lambda idx, *a: search_handler(idx, served, *a))
+    search_btn.click(find, [state, text, image, top_k, method], [results, found, plot], api_name="search_query",
+                     **MODEL_QUEUE)  # fmt: skip
+    text.submit(find, [state, text, image, top_k, method], [results, found, plot], api_visibility="private",
+                **MODEL_QUEUE)  # fmt: skip
