@@ -206,7 +206,7 @@ def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, 
     model.eval()
     try:
         classes = class_embeddings(model, captions, n_classes).cpu()
-        return zero_shot_scores(image_features(model, split, device), split.labels, classes, float(model.scale()))
+        return zero_shot_scores(image_features(model, split, device), split.labels, classes, float(model.scale().detach()))
     finally:
         model.train(was_training)
 
