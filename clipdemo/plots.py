@@ -80,9 +80,9 @@ def _bars(ax, predictions, xlabel: str, threshold: float | None = None, max_labe
     for i, s in enumerate(scores):
         ax.text(s + 1, i, f"{s:.1f}%", va="center", fontsize=9)
     if threshold is not None:
-        ax.axvline(100 * threshold, color="#c44e52", linestyle="--", linewidth=1)
-        ax.text(100 * threshold, len(scores) - 0.45, f" threshold {100 * threshold:.0f}%", color="#c44e52",
-                fontsize=8, va="bottom")  # fmt: skip
+        ax.axvline(100 * threshold, color="#c44e52", linestyle="--", linewidth=1.2,
+                   label=f'"none of these" below {100 * threshold:g}%')  # fmt: skip
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
 
 
@@ -100,15 +100,17 @@ def ranked_bars(predictions, title: str = "", max_label_chars: int = 48, xlabel:
 
 
 def compare_bars(panels, title: str = "") -> Figure:
-    """Two (or more) models side by side: ``panels`` is a list of (model name, predictions, x label, threshold).
-    Each panel ranks by its own model; scores are on each family's own scale, said under each panel."""
-    rows = max(max(1, len(p[1])) for p in panels)
-    fig = Figure(figsize=(5.2 * len(panels), 1.1 + 0.45 * rows), layout="constrained")
-    for ax, (name, predictions, xlabel, threshold) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        _bars(ax, list(predictions), xlabel, threshold, max_label_chars=32)
-        ax.set_title(textwrap.shorten(name, 48, placeholder="…"), fontsize=10, fontfamily=user_text_fonts())
+    """Two (or more) models on the same image, one panel each, stacked (they stay readable in a narrow column):
+    ``panels`` is a list of (model name, predictions, x label, threshold). Each panel ranks by its own model;
+    scores are on each family's own scale, said under each panel."""
+    heights = [0.9 + 0.45 * max(1, len(p[1])) for p in panels]
+    fig = Figure(figsize=(6.4, 0.4 + sum(heights)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, (name, predictions, xlabel, threshold) in zip(axes, panels):
+        _bars(ax, list(predictions), xlabel, threshold)
+        ax.set_title(textwrap.shorten(name, 60, placeholder="…"), fontsize=10, fontfamily=user_text_fonts(), loc="right")
     if title:
-        fig.suptitle(title, fontsize=11, fontfamily=user_text_fonts())
+        fig.suptitle(title, fontsize=10, fontfamily=user_text_fonts(), x=0.99, ha="right")  # clear of Gradio's badge
     return fig
 
 
@@ -145,7 +147,7 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     ax.tick_params(which="minor", length=0)
     fig.colorbar(image, ax=ax, shrink=0.8, label="score (%)")
     if title:
-        ax.set_title(title, fontsize=11, fontfamily=user_text_fonts())
+        ax.set_title(title, fontsize=10, fontfamily=user_text_fonts(), loc="right")  # clear of Gradio's badge
     return fig
 
 

@@ -140,9 +140,8 @@ def matrix(served: Served, images, labels: str, template: str, custom: str, top_
                    threshold=_threshold(choice.encoder.scoring, open_set, threshold))  # fmt: skip
     k = max(1, min(int(top_k) or 1, len(label_list), 3))
     names = [f"{i + 1}: {Path(p).name}" for i, p in enumerate(paths)]
-    scale = _axis(result).split(",")[0]
-    figure = score_matrix(result.scores, names, label_list, f"{scale}; outlined: each image's top {k}",
-                          result.none_of_these(), top_k=k)  # fmt: skip
+    figure = score_matrix(result.scores, names, label_list, f"{_axis(result).split(',')[0]}; outlined: each image's best",
+                          result.none_of_these(), top_k=1)  # fmt: skip
     rows = ["| image | top " + str(k) + " |", "| --- | --- |"]
     for name, predictions, none in zip(names, result.ranked(k), result.none_of_these()):
         text = ", ".join(f"{p.label} ({100 * p.score:.1f}%)" for p in predictions)
@@ -209,8 +208,8 @@ def build(served: Served):
                 with gr.Row():
                     open_set = gr.Checkbox(False, label='Say "none of these" when no label reaches the threshold',
                                            elem_id="zs-open")  # fmt: skip
-                    threshold = gr.Slider(0, 1, value=0, step=0.01, elem_id="zs-threshold",
-                                          label="Threshold (0: the family's default, SigLIP 0.1 probability, CLIP 0.2 cosine)")
+                    threshold = gr.Slider(0, 1, value=0, step=0.01, elem_id="zs-threshold", label="Threshold",
+                                          info="0: the family's default (SigLIP: probability 0.1; CLIP: cosine 0.2)")
             run = gr.Button("Classify", variant="primary", elem_id="zs-run")
             with gr.Row():
                 where_label = gr.Textbox(label="Where in the image is… (a label; empty: each image's top label)",
@@ -225,7 +224,8 @@ def build(served: Served):
             heatmap = gr.Plot(label="Every image × every label", elem_id="zs-matrix", visible=False)
         with gr.Column(scale=2):
             top_table = gr.Markdown(elem_id="zs-topk", visible=False)
-    maps = gr.Gallery(label="Where in the image", elem_id="zs-maps", columns=4, height=320, interactive=False)
+    maps = gr.Gallery(label="Where in the image (red: matches the label most, blue: least)", elem_id="zs-maps",
+                      columns=4, height="auto", object_fit="contain", interactive=False)  # fmt: skip
     photos = [[[str(p)], "a woman in uniform, a temple, a flower, a red sports car"] for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
     # for the built-in scratch model (the offline fallback): shapes, one a combination it never saw
     shapes = [[[str(p)], "yellow star, red star, red circle, blue triangle, green square"]
