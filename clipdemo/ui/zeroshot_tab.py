@@ -47,6 +47,18 @@ def check(images, labels, template, custom, *_):
     checked_inputs(images, labels, template, custom)
 
 
+def check_where(images, labels, template, custom, model, label):
+    _, label_list, _, _ = checked_inputs(images, labels, template, custom)
+    _where_label(label, label_list)
+
+
+def _where_label(label: str | None, labels: list[str]) -> str:
+    label = (label or "").strip()
+    if label and label not in labels:
+        raise LabelError(f"'{label[:40]}' is not one of the labels: type one of them exactly.")
+    return label
+
+
 def _model(served: Served, key: str | None, progress=None):
     """The chosen model; says "loading…" (with the Hub download's own progress) when it isn't in memory yet."""
     if progress is not None and not served.loaded(key):
@@ -152,10 +164,8 @@ def matrix(served: Served, images, labels: str, template: str, custom: str, top_
 def where(served: Served, images, labels: str, template: str, custom: str, model: str | None, label: str | None):
     """A relevancy map per image for ``label`` (empty: each image's top label), laid over the photo."""
     paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    label = _where_label(label, label_list)
     encoder = served.zero_shot(model).encoder
-    label = (label or "").strip()
-    if label and label not in label_list:
-        raise LabelError(f"'{label[:40]}' is not one of the labels: type one of them exactly.")
     tops = [r[0].label for r in score(encoder, loaded, label_list, templates).ranked(1)] if not label else []
     maps = []
     for i, image in enumerate(loaded):
@@ -246,6 +256,6 @@ def build(served: Served):
         ranked.success(user_errors(lambda *a: matrix(served, *a)), inputs, [heatmap, top_table],
                        **names("zero_shot_matrix"))  # fmt: skip
     where_inputs = [images, labels, template, custom, model, where_label]
-    where_run.click(user_errors(check), where_inputs, None, show_progress="hidden", api_visibility="private").success(
+    where_run.click(user_errors(check_where), where_inputs, None, show_progress="hidden", api_visibility="private").success(
         user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy")
     return status, [model, compare]
