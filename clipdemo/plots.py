@@ -136,7 +136,7 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     if m <= 25:
         for (i, j), v in np.ndenumerate(scores):
             ax.text(j, i, f"{v:.0f}" if v >= 9.5 else f"{v:.1f}", ha="center", va="center", fontsize=8,
-                    color="white" if v > dark else "black")  # fmt: skip
+                    color="white" if v > dark else "black", in_layout=False)  # inside the cells: layout skips them
     k = max(1, min(top_k, m))
     for i, row in enumerate(scores):
         for j in np.argsort(-row, kind="stable")[:k]:

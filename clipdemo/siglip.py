@@ -114,7 +114,7 @@ class SiglipEncoder:
 
     @property
     def embed_dim(self) -> int:
-        return self.model.config.text_config.projection_size or self.model.config.text_config.hidden_size
+        return self.model.config.vision_config.hidden_size  # the pooled image token; text is projected to it
 
     def view(self, image: Image.Image) -> Image.Image:
         return image

@@ -63,7 +63,7 @@ SIGLIP_WORDS = (
 SIGLIP_SHAPES = {
     # text: width, layers, heads; vision: width, layers, heads, image, patch
     "tiny": dict(text=(32, 2, 2), vision=(32, 2, 2, 32, 8)),
-    "vit-b-16": dict(text=(768, 12, 12), vision=(768, 12, 12, 224, 16)),  # google/siglip-base-patch16-224
+    "vit-b-32": dict(text=(512, 12, 8), vision=(768, 12, 12, 224, 32)),  # ViT-B/32-shaped, like the CLIP bench model
 }
 
 
@@ -93,7 +93,7 @@ def make_siglip_folder(path, shape: str = "tiny", seed: int = 0, context_length:
         text_config=dict(
             vocab_size=len(vocab), hidden_size=tw, intermediate_size=4 * tw, num_hidden_layers=tl,
             num_attention_heads=th, max_position_embeddings=context_length, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-            projection_size=tw,
+            projection_size=vw,  # the text head projects into the image tower's width
         ),
         vision_config=dict(
             hidden_size=vw, intermediate_size=4 * vw, num_hidden_layers=vl, num_attention_heads=vh,
