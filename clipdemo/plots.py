@@ -35,6 +35,14 @@ def user_text_fonts() -> list[str]:
     return [name for name in FONT_FALLBACKS if name in installed] or ["sans-serif"]
 
 
+def fonts_for(texts) -> list[str]:
+    """The fallback chain only where a text needs it: plain Latin text drawn with DejaVu Sans alone (bundled with
+    matplotlib) skips a font lookup per family per label, which was most of a 16 x 20 matrix's drawing time."""
+    if all(ord(ch) < 0x250 for text in texts for ch in text):
+        return ["DejaVu Sans"]
+    return user_text_fonts()
+
+
 def refresh_font_cache() -> int:
     """Add the system fonts matplotlib's cached font list doesn't know; returns how many were added.
 
@@ -114,29 +122,40 @@ def compare_bars(panels, title: str = "") -> Figure:
     return fig
 
 
+MATRIX_NUMBERS = 150  # cells up to which each shows its value; beyond, colour alone reads faster (and draws 3x faster)
+
+
 def score_matrix(scores, image_names, labels, title: str = "", none_of_these=None, top_k: int = 1) -> Figure:
-    """Image x label heatmap of scores in [0, 1] (rows: images, columns: labels), the value in each cell and
-    each image's top ``top_k`` outlined; images with nothing above the threshold are marked "none of these"."""
+    """Image x label heatmap of scores in [0, 1] (rows: images, columns: labels), the value in each cell (up to
+    ``MATRIX_NUMBERS`` cells) and each image's top ``top_k`` outlined; images with nothing above the threshold are
+    marked "none of these". Margins are set from the label lengths, not by a layout solver: with 320 cells the
+    solver cost more than drawing."""
     scores = np.asarray(scores, dtype=float) * 100
     n, m = scores.shape
-    fig = Figure(figsize=(min(16, 2.6 + 0.75 * m), min(14, 1.9 + 0.5 * n)), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(scores, cmap="Blues", vmin=0, vmax=max(1e-9, scores.max()), aspect="auto")
     names = [textwrap.shorten(c, 28, placeholder="…") for c in labels]
-    ax.set_xticks(range(m), names, rotation=35 if m > 4 else 0, ha="right" if m > 4 else "center", fontsize=9,
-                  fontfamily=user_text_fonts())  # fmt: skip
     none_of_these = list(none_of_these or [False] * n)
     rows = [textwrap.shorten(name, 24, placeholder="…") + ("  (none of these)" if none else "")
             for name, none in zip(image_names, none_of_these)]  # fmt: skip
-    ax.set_yticks(range(n), rows, fontsize=9, fontfamily=user_text_fonts())
+    rotate = m > 4
+    left = 0.3 + 0.075 * max(len(r) for r in rows)  # inches, 9 pt text
+    bottom = 0.5 + (0.075 * 0.6 * max(len(c) for c in names) if rotate else 0.2)
+    cell_w, cell_h = (0.75, 0.5) if n * m <= MATRIX_NUMBERS else (0.5, 0.36)
+    width, height = left + cell_w * m + 1.3, bottom + cell_h * n + 0.45  # 1.3: the colour bar; 0.45: the title
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, bottom / height, cell_w * m / width, cell_h * n / height))
+    bar = fig.add_axes(((left + cell_w * m + 0.2) / width, bottom / height, 0.15 / width, cell_h * n / height))
+    image = ax.imshow(scores, cmap="Blues", vmin=0, vmax=max(1e-9, scores.max()), aspect="auto")
+    ax.set_xticks(range(m), names, rotation=35 if rotate else 0, ha="right" if rotate else "center", fontsize=9,
+                  fontfamily=fonts_for(names))  # fmt: skip
+    ax.set_yticks(range(n), rows, fontsize=9, fontfamily=fonts_for(rows))
     for tick, none in zip(ax.get_yticklabels(), none_of_these):
         if none:
             tick.set_color("#c44e52")
-    dark = scores.max() * 0.6
-    if m <= 25:
+    if n * m <= MATRIX_NUMBERS:
+        dark = scores.max() * 0.6
         for (i, j), v in np.ndenumerate(scores):
             ax.text(j, i, f"{v:.0f}" if v >= 9.5 else f"{v:.1f}", ha="center", va="center", fontsize=8,
-                    color="white" if v > dark else "black", in_layout=False)  # inside the cells: layout skips them
+                    color="white" if v > dark else "black")  # fmt: skip
     k = max(1, min(top_k, m))
     for i, row in enumerate(scores):
         for j in np.argsort(-row, kind="stable")[:k]:
@@ -145,9 +164,9 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     ax.set_yticks(np.arange(-0.5, n), minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="score (%)")
+    fig.colorbar(image, cax=bar, label="score (%)")
     if title:
-        ax.set_title(title, fontsize=10, fontfamily=user_text_fonts(), loc="right")  # clear of Gradio's badge
+        ax.set_title(title, fontsize=10, fontfamily=fonts_for([title]), loc="right")  # clear of Gradio's badge
     return fig
 
 

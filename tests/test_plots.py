@@ -92,3 +92,19 @@ def test_a_font_cache_written_before_the_fonts_were_installed_is_repaired(tmp_pa
     assert {"Droid Sans Fallback", "Symbola", "Noto Sans Devanagari"} <= set(json.loads(fonts))
     # and written back: the next process starts with the fonts
     assert python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})") == "True"
+
+
+def test_matrix_marks_best_and_none_of_these_and_draws_any_script():
+    from clipdemo.plots import score_matrix
+
+    fig = score_matrix([[0.1, 0.7], [0.05, 0.02]], ["1: a.png", "2: b.png"], ["猫", "a red car 🚗"], "t",
+                       none_of_these=[False, True])  # fmt: skip
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1: a.png", "2: b.png  (none of these)"]
+    assert ax.get_yticklabels()[1].get_color() == "#c44e52"
+    outlined = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches]
+    assert outlined == [(1, 0), (0, 1)]  # each row's best
+    assert [t.get_text() for t in ax.texts] == ["10", "70", "5.0", "2.0"]
+    render(fig)
+    big = score_matrix([[0.5] * 20] * 16, [str(i) for i in range(16)], [f"l{i}" for i in range(20)])
+    assert len(big.axes[0].texts) == 0 and len(big.axes[0].patches) == 16  # colour alone beyond 150 cells
