@@ -49,7 +49,8 @@ LABELS = ["a cat", "a dog", "a red car", "a blue car", "a bird", "a flower", "a 
 
 
 class Photos:
-    """A new random photo every call (written to disk, as the app's uploads are)."""
+    """A new photo-sized JPEG every call (written to disk, as the app's uploads are): smooth gradients plus noise,
+    so it decodes like a photo (random-noise PNGs decode several times slower than any real upload)."""
 
     def __init__(self, folder: Path):
         self.folder, self.n = folder, 0
@@ -59,8 +60,11 @@ class Photos:
         for _ in range(count):
             self.n += 1
             rng = np.random.default_rng(self.n)
-            path = self.folder / f"photo-{self.n}.png"
-            Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
+            path = self.folder / f"photo-{self.n}.jpg"
+            y, x = np.mgrid[0:480, 0:640]
+            base = np.stack([x * 255 / 640, y * 255 / 480, (x + y) * 255 / 1120], axis=-1)
+            pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
             paths.append(str(path))
         return paths
 
