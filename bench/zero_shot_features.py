@@ -135,13 +135,14 @@ def main(argv=None):
             batches["next"] = [Image.open(p).convert("RGB") for p in photos(16)]
 
         def matrix():
-            heatmap, _ = zeroshot_tab.matrix(served, photos(16), labels20, "photo", "", 5, "default")
+            heatmap, _ = zeroshot_tab.matrix(served, batches.pop("files"), labels20, "photo", "", 5, "default")
             heatmap["value"].savefig(io.BytesIO(), format="png")
 
         rounds = {"forwards": [], "matrix": []}
         for _ in range(args.runs):
             prepare()
             rounds["forwards"].append(timed(forwards))
+            batches["files"] = photos(16)  # written outside the timing, as uploads are there before the call
             rounds["matrix"].append(timed(matrix))
         t = {k: tuple(statistics.median(x[i] for x in v) for i in (0, 1)) for k, v in rounds.items()}
         print("2. matrix, 16 images x 20 labels (decoding, scoring, heatmap and its PNG)")

@@ -160,10 +160,9 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     for i, row in enumerate(scores):
         for j in np.argsort(-row, kind="stable")[:k]:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#f28e2b", linewidth=3))
-    ax.set_xticks(np.arange(-0.5, m), minor=True)
-    ax.set_yticks(np.arange(-0.5, n), minor=True)
-    ax.grid(which="minor", color="white", linewidth=1)
-    ax.tick_params(which="minor", length=0)
+    # white lines between cells: two line collections (minor ticks would be one artist per tick)
+    ax.hlines(np.arange(0.5, n - 1), -0.5, m - 0.5, color="white", linewidth=1)
+    ax.vlines(np.arange(0.5, m - 1), -0.5, n - 0.5, color="white", linewidth=1)
     fig.colorbar(image, cax=bar, label="score (%)")
     if title:
         ax.set_title(title, fontsize=10, fontfamily=fonts_for([title]), loc="right")  # clear of Gradio's badge
