@@ -276,7 +276,10 @@ def _build(spec: str, device: str, precision: str | None) -> Encoder:
     if model_type in ("siglip", "siglip2"):
         from clipdemo.siglip import SiglipEncoder
 
-        return SiglipEncoder(spec, _hf_local_or_hub(spec), _hub_kwargs(spec), device=device, precision=precision)
+        try:
+            return SiglipEncoder(spec, _hf_local_or_hub(spec), _hub_kwargs(spec), device=device, precision=precision)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelUnavailable(_unavailable_message(spec, e)) from e
     return HFCLIPEncoder(spec, device=device, precision=precision)
 
 

@@ -55,17 +55,13 @@ class SiglipEncoder:
                  batch_size: int = 32):  # fmt: skip
         from transformers import AutoModel, AutoProcessor
 
-        from clipdemo.encoders import _unavailable_message
-
         self.name = spec
         self.device = pick_device(device)
         self.precision = pick_precision(self.device, precision)
         self.batch_size = batch_size
-        try:
-            model = AutoModel.from_pretrained(path, use_safetensors=True, **hub_kwargs)
-            processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
-        except (OSError, ValueError, KeyError) as e:
-            raise ModelUnavailable(_unavailable_message(spec, e)) from e
+        # OSError / ValueError / KeyError from here become one ModelUnavailable sentence in clipdemo.encoders._build
+        model = AutoModel.from_pretrained(path, use_safetensors=True, **hub_kwargs)
+        processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.model_type = model.config.model_type
         self.tokenizer = processor.tokenizer
