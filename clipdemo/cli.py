@@ -38,19 +38,68 @@ class Interrupted(Exception):
 
 
 def cmd_zero_shot(args) -> list[dict]:
+    """Per image: ranked labels with the model's own scores (softmax for CLIP, independent sigmoid for SigLIP);
+    with ``--threshold``/``--open-set`` whether none of the labels applies; with ``--compare`` the second model's
+    answer beside it. Labels the model's context cuts are named on stderr."""
     from clipdemo.encoders import load_encoder
     from clipdemo.images import load_image
-    from clipdemo.zeroshot import classify, parse_labels, resolve_templates
+    from clipdemo.zeroshot import parse_labels, resolve_templates
 
     labels = parse_labels(args.labels)
     templates = resolve_templates(args.templates)
     images = [load_image(path) for path in args.images]  # refuse bad files before loading a model
     encoder = load_encoder(args.model, device=args.device)
-    ranked = classify(encoder, images, labels, templates, top_k=args.top_k)
-    return [
-        {"image": path, "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions]}
-        for path, predictions in zip(args.images, ranked)
-    ]
+    result = _zero_shot_result(encoder, images, labels, templates, args)
+    out = [dict(image=path, **entry) for path, entry in zip(args.images, _entries(result, args.top_k))]
+    if args.compare:
+        other = _zero_shot_result(load_encoder(args.compare, device=args.device), images, labels, templates, args)
+        for item, entry in zip(out, _entries(other, args.top_k)):
+            item["compare"] = {"model": args.compare, **entry}
+    if args.matrix:
+        from clipdemo.plots import score_matrix
+
+        title = f"{_score_title(result)}; orange: each image's top {min(args.top_k or 1, len(labels))}"
+        score_matrix(result.scores, [Path(p).name for p in args.images], labels, title, result.none_of_these(),
+                     top_k=args.top_k or 1).savefig(args.matrix, dpi=110)  # fmt: skip
+        print(f"matrix written to {args.matrix}", file=sys.stderr)
+    if args.where:
+        from clipdemo.relevancy import relevancy
+
+        folder = Path(args.where_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for item, path, image in zip(out, args.images, images):
+            target = folder / f"{Path(path).stem}.where.png"
+            relevancy(encoder, image, labels, templates, args.where).picture.save(target)
+            item["relevancy"] = str(target)
+    return out
+
+
+def _zero_shot_result(encoder, images, labels, templates, args):
+    from clipdemo.zeroshot import DEFAULT_THRESHOLD, zero_shot
+
+    threshold = args.threshold if args.threshold is not None else (
+        DEFAULT_THRESHOLD[encoder.scoring] if args.open_set else None)  # fmt: skip
+    result = zero_shot(encoder, images, labels, templates, multi_label=args.multi_label, threshold=threshold)
+    for notice in result.notices():
+        print(f"note: {notice}", file=sys.stderr)
+    return result
+
+
+def _entries(result, top_k) -> list[dict]:
+    entries = []
+    for predictions, none in zip(result.ranked(top_k), result.none_of_these()):
+        entry = {"scoring": result.scoring, "independent": result.independent,
+                 "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions]}  # fmt: skip
+        if result.threshold is not None:
+            entry.update(none_of_these=none, threshold=result.threshold)
+        entries.append(entry)
+    return entries
+
+
+def _score_title(result) -> str:
+    if result.scoring == "sigmoid":
+        return "independent scores (sigmoid, as SigLIP was trained)"
+    return "cosine similarity per label" if result.multi_label else "probabilities (softmax over the labels)"
 
 
 def cmd_search(args) -> dict:
@@ -262,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipdemo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    zs = sub.add_parser("zero-shot", help="rank labels for images with any CLIP model")
+    zs = sub.add_parser("zero-shot", help="rank labels for images with any CLIP or SigLIP model")
     zs.add_argument("images", nargs="+", metavar="IMAGE")
     zs.add_argument("--labels", required=True, help='comma- or newline-separated, e.g. "cat, dog, a red car"')
     zs.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
@@ -270,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--templates", default="photo", help=f"{' | '.join(TEMPLATE_SETS)} | a custom template with {{}}"
     )
     zs.add_argument("--top-k", type=int, default=None)
+    zs.add_argument("--multi-label", action="store_true",
+                    help="each label scored on its own (SigLIP: its sigmoid; CLIP: the cosine similarity)")
+    zs.add_argument("--open-set", action="store_true", help="say 'none of these' below the family's default threshold")
+    zs.add_argument("--threshold", type=_unit_float, default=None,
+                    help="'none of these' when no label reaches it (SigLIP: a probability; CLIP: a cosine similarity)")
+    zs.add_argument("--compare", default=None, metavar="MODEL", help="a second model, answered side by side")
+    zs.add_argument("--matrix", default=None, metavar="PNG", help="write the image x label heatmap here")
+    zs.add_argument("--where", default=None, metavar="LABEL", help="write a relevancy map of this label per image")
+    zs.add_argument("--where-dir", default=".", help="folder for the relevancy maps (IMAGE.where.png)")
     zs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     zs.set_defaults(run=cmd_zero_shot)
 
@@ -344,6 +402,16 @@ def check_args(args) -> None:
     label = getattr(args, "label", None)
     if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", label):
         raise UserError(f"--label must be 1 to 40 letters, digits, '.', '_' or '-' (got {label!r}).")
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, not {text[:20]!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,12 @@
 """One encoder interface, several back ends.
 
-Every model the app uses answers the same three questions: ``encode_images(list of RGB PIL) -> [N, D]``,
-``encode_texts(list of str) -> [M, D]`` (both L2-normalised float32 on the CPU) and ``logit_scale``.
-Zero-shot, the Cars head and the Pokemon tab all sit on it, so a new back end is one class.
+Every model the app uses answers the same questions: ``encode_images(list of RGB PIL) -> [N, D]``,
+``encode_texts(list of str) -> [M, D]`` (both L2-normalised float32 on the CPU), ``token_lengths`` (to say which
+labels its context cuts), and how its family scores (``scoring``: "softmax" for CLIP, "sigmoid" for SigLIP,
+with ``logit_scale`` and ``logit_bias``; ``clipdemo.zeroshot.scores`` applies the rule). ViT back ends also give
+``encode_patches`` (patch tokens in the joint space, for relevancy maps) and ``view`` (what part of a photo the
+model sees). Zero-shot, the Cars head and the Pokemon tab all sit on it, so a new back end is one class
+(``clipdemo.siglip`` is one).
 
 ``load_encoder(spec)`` takes a Hub id, a local HF folder, or a clipdemo scratch checkpoint folder, loads it
 once (lazily, thread-safely) and raises ``ModelUnavailable`` with one readable sentence when it can't.
@@ -33,7 +37,9 @@ log = logging.getLogger(__name__)
 @runtime_checkable
 class Encoder(Protocol):
     name: str  # stable identity, used as a cache key
+    scoring: str  # "softmax" (over the labels: CLIP) or "sigmoid" (each label on its own: SigLIP)
     logit_scale: float
+    logit_bias: float  # 0 for softmax families
     context_length: int  # in the encoder's own tokens
     device: torch.device
     precision: str  # "fp32", "bf16" or "int8"
@@ -41,6 +47,8 @@ class Encoder(Protocol):
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor: ...
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor: ...
+
+    def token_lengths(self, texts: list[str]) -> list[int]: ...
 
     def describe(self) -> str: ...
 
@@ -57,6 +65,15 @@ class ImageTransform:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
 
     MAX_ASPECT = 4  # beyond this the centre crop never sees the ends: trim them before resizing (10000x1 images)
+
+    def view(self, image: Image.Image) -> Image.Image:
+        """The part of ``image`` the model sees (the centre crop), at the image's own resolution."""
+        w, h = image.size
+        if max(w, h) > self.MAX_ASPECT * min(w, h):
+            w, h = min(w, self.MAX_ASPECT * h), min(h, self.MAX_ASPECT * w)
+        side = min(w, h) * self.crop / self.size
+        left, top = (image.size[0] - side) / 2, (image.size[1] - side) / 2
+        return image.crop((round(left), round(top), round(left + side), round(top + side)))
 
     def one(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
@@ -77,6 +94,8 @@ class ImageTransform:
 
 class HFCLIPEncoder:
     """A transformers ``CLIPModel`` from the Hub or a local folder."""
+
+    scoring, logit_bias = "softmax", 0.0
 
     def __init__(
         self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32,
@@ -147,6 +166,23 @@ class HFCLIPEncoder:
         engine = "ONNX Runtime" if self.onnx else "PyTorch"
         return f"{self.name} on {self.device.type} ({self.precision}, {engine})"
 
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]] if texts else []
+
+    def view(self, image: Image.Image) -> Image.Image:
+        return self.transform.view(image)
+
+    @torch.inference_mode()
+    def encode_patches(self, image: Image.Image) -> torch.Tensor:
+        """[h, w, D] L2-normalised patch tokens projected into the joint space (the last layer's tokens through
+        the same post-layernorm and projection as the class token)."""
+        pixels = self.transform([image]).to(self.device)
+        with autocast(self.device, self.precision):
+            hidden = self.model.vision_model(pixel_values=pixels).last_hidden_state[0, 1:]
+            tokens = self.model.visual_projection(self.model.vision_model.post_layernorm(hidden))
+        side = int(round(tokens.shape[0] ** 0.5))
+        return l2_normalize(tokens.float().cpu()).view(side, side, -1)
+
 
 def _token_batches(order: list[int], lengths: list[int], max_tokens: int):
     """Consecutive runs of ``order`` (sorted by length) whose padded size, rows x longest, fits ``max_tokens``."""
@@ -201,7 +237,7 @@ def _unavailable_message(spec: str, error: Exception | None) -> str:
     why = "the Hub is unreachable and it is not in the local HF cache" if error is None else first_line(error)
     if looks_like_path(spec):
         return (
-            f"Model folder '{spec}' could not be loaded ({why}). It must hold a CLIP model saved with "
+            f"Model folder '{spec}' could not be loaded ({why}). It must hold a CLIP or SigLIP model saved with "
             f"save_pretrained, or a clipdemo scratch checkpoint; or point {MODEL_ENV} / --model at a Hub id."
         )
     return (
@@ -244,14 +280,50 @@ def load_encoder(
         return _cache[key]
 
 
+SUPPORTED_TYPES = ("clip", "siglip", "siglip2")  # transformers' model_type of the families we run
+
+
 def _build(spec: str, device: str, precision: str | None, engine: str | None) -> Encoder:
     path = Path(spec).expanduser()
     if path.is_dir() and is_scratch_checkpoint(path):
         from clipdemo.scratch.encoder import ScratchEncoder
 
         return ScratchEncoder(path, device=device, precision=precision, engine=engine)
-    log.info("loading CLIP model %s", spec)
+    model_type = _model_type(spec)
+    log.info("loading %s model %s", model_type, spec)
+    if model_type in ("siglip", "siglip2"):
+        from clipdemo.siglip import SiglipEncoder
+
+        try:
+            return SiglipEncoder(spec, _hf_local_or_hub(spec), _hub_kwargs(spec), device=device, precision=precision)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelUnavailable(_unavailable_message(spec, e)) from e
     return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine)
+
+
+def _model_type(spec: str) -> str:
+    """The family a HF folder or Hub id holds (its config's ``model_type``); one sentence if we don't run it."""
+    from transformers import AutoConfig
+
+    source = _hf_local_or_hub(spec)
+    try:
+        model_type = AutoConfig.from_pretrained(source, **_hub_kwargs(spec)).model_type
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelUnavailable(_unavailable_message(spec, e)) from e
+    if model_type not in SUPPORTED_TYPES:
+        shown = Path(spec).name if looks_like_path(spec) else spec
+        raise ModelUnavailable(
+            f"Model '{shown}' is a {model_type[:40]} model; clipdemo runs CLIP and SigLIP / SigLIP 2 models "
+            f"(model_type {', '.join(SUPPORTED_TYPES)}) and its own scratch checkpoints."
+        )
+    return model_type
+
+
+def is_loaded(spec: str | None = None) -> bool:
+    """Whether ``load_encoder(spec)`` would answer at once (the UI says "loading model…" otherwise)."""
+    spec = spec or default_model()
+    with _registry_lock:
+        return any(key[0] == spec for key in _cache)
 
 
 def forget_encoder(spec: str) -> None:

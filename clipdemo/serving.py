@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipdemo.checkpoints import served_checkpoint
-from clipdemo.encoders import Encoder, load_encoder
+from clipdemo.encoders import Encoder, is_loaded, load_encoder
 from clipdemo.errors import ModelUnavailable
 from clipdemo.names import hide_path, model_name
 from clipdemo.settings import Settings
@@ -22,6 +22,7 @@ class ZeroShotModel:
     encoder: Encoder
     notice: str | None  # shown to the user when we fell back to another model
     description: str  # the model (by its display name), device and precision, for the status line
+    stand_in: str | None = None  # the display name of the model answering in its place, after a fallback
 
 
 class Served:
@@ -69,4 +70,10 @@ class Served:
                 raise ModelUnavailable(why) from None
             encoder = load_encoder(str(fallback))
             described = encoder.describe()
-            return ZeroShotModel(encoder, f"{why} Using the served scratch model instead: {described}.", described)
+            return ZeroShotModel(encoder, f"{why} Using the served scratch model instead: {described}.", described,
+                                 stand_in=f"scratch CLIP (served version {fallback.name})")
+
+    def loaded(self, key: str | None = None) -> bool:
+        """Whether the model behind ``key`` is in memory already (else the first call loads or downloads it)."""
+        models = self.models()
+        return (key or "default") in models and is_loaded(models[key or "default"][1])

@@ -53,3 +53,59 @@ def make_clip_folder(path, shape: str = "tiny", seed: int = 0) -> Path:
     image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+# SigLIP test models: a word-level tokenizer (the real one is SentencePiece, which needs a trained model file).
+SIGLIP_WORDS = (
+    "a an the of photo picture cat cats dog dogs red blue green yellow car sports bird flower temple woman in "
+    "uniform star circle square triangle plane tree house boat apple one two three ."
+).split()
+SIGLIP_SHAPES = {
+    # text: width, layers, heads; vision: width, layers, heads, image, patch
+    "tiny": dict(text=(32, 2, 2), vision=(32, 2, 2, 32, 8)),
+    "vit-b-32": dict(text=(512, 12, 8), vision=(768, 12, 12, 224, 32)),  # ViT-B/32-shaped, like the CLIP bench model
+}
+
+
+def make_siglip_folder(path, shape: str = "tiny", seed: int = 0, context_length: int = 16) -> Path:
+    """Write a random SigLIP model, tokenizer and image processor to ``path`` (AutoModel/AutoProcessor load it).
+
+    The logit scale and bias start where SigLIP training starts (scale 10, bias -10), so a random model says
+    "none of these" the way a real one does for unrelated labels: every sigmoid score is near 0.
+    """
+    import math
+
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(SIGLIP_WORDS))}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=context_length
+    )
+    s = SIGLIP_SHAPES[shape]
+    (tw, tl, th), (vw, vl, vh, size, patch) = s["text"], s["vision"]
+    config = SiglipConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=tw, intermediate_size=4 * tw, num_hidden_layers=tl,
+            num_attention_heads=th, max_position_embeddings=context_length, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+            projection_size=vw,  # the text head projects into the image tower's width
+        ),
+        vision_config=dict(
+            hidden_size=vw, intermediate_size=4 * vw, num_hidden_layers=vl, num_attention_heads=vh,
+            image_size=size, patch_size=patch,
+        ),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = SiglipModel(config)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    model.save_pretrained(folder)
+    image_processor = SiglipImageProcessor(size={"height": size, "width": size})
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -206,6 +206,113 @@ def rank(probs: torch.Tensor, labels: list[str], top_k: int | None = None) -> li
     ]
 
 
+SOFTMAX, SIGMOID = "softmax", "sigmoid"
+# "None of these" below this: a probability for sigmoid families (each label on its own); for softmax families,
+# whose probabilities always sum to 1 and so can't say "none", a cosine similarity (matching image-text pairs
+# of OpenAI's CLIP sit around 0.25-0.35, unrelated ones below 0.2).
+DEFAULT_THRESHOLD = {SIGMOID: 0.1, SOFTMAX: 0.2}
+
+
+def scores(encoder: Encoder, image_embeddings: torch.Tensor, classifier: torch.Tensor, multi_label: bool = False):
+    """Each family's scoring rule, in one place. [N, D] x [L, D] normalised -> [N, L] scores in [0, 1].
+
+    Sigmoid families (SigLIP): ``sigmoid(scale * cos + bias)``, each label on its own, as trained. Softmax
+    families (CLIP): a softmax over the labels of ``scale * cos``; in multi-label mode, where each label must
+    stand on its own, the cosine similarity itself (clipped at 0), since CLIP has no calibrated per-label score.
+    """
+    cosine = image_embeddings @ classifier.T
+    if encoder.scoring == SIGMOID:
+        return (encoder.logit_scale * cosine + encoder.logit_bias).sigmoid()
+    if multi_label:
+        return cosine.clamp(min=0)
+    return (encoder.logit_scale * cosine).softmax(dim=-1)
+
+
+@dataclass(frozen=True)
+class Truncation:
+    label: str
+    tokens: int  # what its longest prompt needs
+    kept: int  # the model's context
+
+    def sentence(self) -> str:
+        shown = self.label if len(self.label) <= 40 else self.label[:39] + "…"
+        return f"'{shown}' was cut to the model's {self.kept} tokens ({self.tokens - self.kept} of {self.tokens} dropped)"
+
+
+def truncated_labels(encoder: Encoder, labels: list[str], templates: tuple[str, ...]) -> list[Truncation]:
+    """Labels whose longest prompt is longer than the model's text context, and by how much."""
+    longest = max(templates, key=len)  # the longest template makes the longest prompt
+    need = encoder.token_lengths([fill(longest, label) for label in labels])
+    return [Truncation(lab, n, encoder.context_length) for lab, n in zip(labels, need) if n > encoder.context_length]
+
+
+@dataclass
+class ZeroShotResult:
+    labels: list[str]
+    scores: torch.Tensor  # [N, L] in [0, 1], as the family scores (see ``scores``)
+    similarity: torch.Tensor  # [N, L] cosine similarities
+    scoring: str  # SOFTMAX or SIGMOID
+    multi_label: bool
+    threshold: float | None  # "none of these" below it (open set); None: closed set
+    truncated: list[Truncation]
+
+    @property
+    def independent(self) -> bool:
+        """Scores per label on their own (they don't sum to 1)."""
+        return self.scoring == SIGMOID or self.multi_label
+
+    @property
+    def score_name(self) -> str:
+        return "cosine similarity" if self.scoring == SOFTMAX and self.multi_label else "probability"
+
+    def gate(self) -> torch.Tensor:
+        """What the threshold is compared with: the independent score, else the cosine similarity."""
+        return self.scores if self.independent else self.similarity
+
+    def none_of_these(self) -> list[bool]:
+        if self.threshold is None:
+            return [False] * len(self.scores)
+        return (self.gate().max(dim=-1).values < self.threshold).tolist()
+
+    def ranked(self, top_k: int | None = None) -> list[list[Prediction]]:
+        """Per image, labels by score; in multi-label mode with a threshold only the labels that clear it."""
+        ranked = rank(self.scores, self.labels, top_k)
+        if self.multi_label and self.threshold is not None:
+            return [[p for p in row if p.score >= self.threshold] for row in ranked]
+        return ranked
+
+    def notices(self) -> list[str]:
+        return [t.sentence() + "." for t in self.truncated]
+
+
+def zero_shot(
+    encoder: Encoder,
+    images: list[Image.Image],
+    labels: list[str],
+    templates: tuple[str, ...] = TEMPLATE_SETS["photo"],
+    multi_label: bool = False,
+    threshold: float | None = None,
+    text_cache: EmbeddingCache = TEXT_CACHE,
+    image_cache: EmbeddingCache = IMAGE_CACHE,
+) -> ZeroShotResult:
+    """Score every label for every image with the model's own rule; ``threshold`` turns on "none of these"."""
+    if not images:
+        raise LabelError("Add at least one image.")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise LabelError(f"The threshold must be between 0 and 1, not {threshold}.")
+    classifier = build_classifier(encoder, labels, templates, text_cache)
+    image_embeddings = encode_images_cached(encoder, images, image_cache)
+    return ZeroShotResult(
+        labels=list(labels),
+        scores=scores(encoder, image_embeddings, classifier, multi_label),
+        similarity=image_embeddings @ classifier.T,
+        scoring=encoder.scoring,
+        multi_label=multi_label,
+        threshold=threshold,
+        truncated=truncated_labels(encoder, labels, templates),
+    )
+
+
 def classify(
     encoder: Encoder,
     images: list[Image.Image],
@@ -215,10 +322,6 @@ def classify(
     text_cache: EmbeddingCache = TEXT_CACHE,
     image_cache: EmbeddingCache = IMAGE_CACHE,
 ) -> list[list[Prediction]]:
-    """Rank ``labels`` for each image: softmax over the model's scaled cosine similarities."""
-    if not images:
-        raise LabelError("Add at least one image.")
-    classifier = build_classifier(encoder, labels, templates, text_cache)
-    image_embeddings = encode_images_cached(encoder, images, image_cache)
-    probs = (encoder.logit_scale * image_embeddings @ classifier.T).softmax(dim=-1)
-    return rank(probs, labels, top_k)
+    """Rank ``labels`` for each image with the model's scoring rule (``scores``)."""
+    result = zero_shot(encoder, images, labels, templates, text_cache=text_cache, image_cache=image_cache)
+    return result.ranked(top_k)

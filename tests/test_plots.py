@@ -1,4 +1,5 @@
 import io
+import json
 import warnings
 
 import pytest
@@ -58,3 +59,52 @@ def test_confusion_counts_stay_readable_on_dark_cells():
     fig = confusion_figure([[8, 1], [0, 3]], ["a", "b"])
     colours = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
     assert colours == {"8": "white", "1": "black", "3": "black"}
+
+
+def test_a_font_cache_written_before_the_fonts_were_installed_is_repaired(tmp_path):
+    """`python app.py` on a fresh machine, then packages.txt's fonts installed, then the tests or the app again:
+    matplotlib's cached font list lacks the new fonts. Charts must still find them, and the cache is fixed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path)}
+
+    def python(code: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    # the stale cache: only matplotlib's own bundled fonts, as on a machine with no system fonts yet
+    python("import matplotlib.font_manager as fm, matplotlib as mpl, pathlib\n"
+           "m = fm.fontManager\n"
+           "m.ttflist = [f for f in m.ttflist if 'mpl-data' in f.fname]\n"
+           "fm.json_dump(m, pathlib.Path(mpl.get_cachedir(), f'fontlist-v{m.__version__}.json'))")  # fmt: skip
+    assert python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})") == "False"
+    fonts = python(
+        "import io, json, warnings\n"
+        "from clipdemo.plots import ranked_bars, user_text_fonts\n"
+        "from clipdemo.zeroshot import Prediction\n"
+        "warnings.filterwarnings('error', message='.*missing from font')\n"
+        "ranked_bars([Prediction('猫 🚗 नमस्ते', 1.0)]).savefig(io.BytesIO(), format='png')\n"
+        "print(json.dumps(user_text_fonts()))"
+    )
+    assert {"Droid Sans Fallback", "Symbola", "Noto Sans Devanagari"} <= set(json.loads(fonts))
+    # and written back: the next process starts with the fonts
+    assert python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})") == "True"
+
+
+def test_matrix_marks_best_and_none_of_these_and_draws_any_script():
+    from clipdemo.plots import score_matrix
+
+    fig = score_matrix([[0.1, 0.7], [0.05, 0.02]], ["1: a.png", "2: b.png"], ["猫", "a red car 🚗"], "t",
+                       none_of_these=[False, True])  # fmt: skip
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1: a.png", "2: b.png  (none of these)"]
+    assert ax.get_yticklabels()[1].get_color() == "#c44e52"
+    outlined = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches]
+    assert outlined == [(1, 0), (0, 1)]  # each row's best
+    assert [t.get_text() for t in ax.texts] == ["10", "70", "5.0", "2.0"]
+    render(fig)
+    big = score_matrix([[0.5] * 20] * 16, [str(i) for i in range(16)], [f"l{i}" for i in range(20)])
+    assert len(big.axes[0].texts) == 0 and len(big.axes[0].patches) == 16  # colour alone beyond 150 cells

@@ -14,6 +14,7 @@ class FakeEncoder:
     """Known embeddings: texts map to fixed vectors, images to a vector chosen by their colour."""
 
     name, logit_scale, context_length, precision = "fake", 10.0, 77, "fp32"
+    scoring, logit_bias = "softmax", 0.0
     device = torch.device("cpu")
 
     def __init__(self, text_vectors, image_vectors):
@@ -27,6 +28,9 @@ class FakeEncoder:
     def encode_images(self, images):
         self.image_calls.append(len(images))
         return torch.nn.functional.normalize(torch.tensor([self.image_vectors[im.getpixel((0, 0))] for im in images]), dim=-1)
+
+    def token_lengths(self, texts):
+        return [len(t.split()) + 2 for t in texts]
 
     def describe(self):
         return "fake"

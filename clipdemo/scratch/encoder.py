@@ -66,6 +66,8 @@ class ScratchEncoder:
     to tell apart) and ``templates`` (the captions it was trained on), for the Pokemon tab.
     """
 
+    scoring, logit_bias = "softmax", 0.0
+
     def __init__(
         self, path, device: str = "auto", precision: str | None = None, batch_size: int = 256, engine: str | None = None
     ):
@@ -124,6 +126,9 @@ class ScratchEncoder:
             with autocast(self.device, self.precision):
                 out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu())
         return self._normalized(torch.cat(out))
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        return [len(t.encode("utf-8")) + 2 for t in texts]  # bytes plus start and end tokens
 
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         # the model already L2-normalises in fp32; renormalising would only flip low bits of its output

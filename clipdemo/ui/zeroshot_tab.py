@@ -1,4 +1,6 @@
-"""Zero-shot tab: several images, typed labels, a prompt template -> ranked labels and a bar chart."""
+"""Zero-shot tab: several images, typed labels, a prompt template -> ranked labels and a bar chart; with several
+images an image x label matrix; optionally a second model side by side, an open set ("none of these"),
+multi-label scores, and where in the image each label is."""
 
 from __future__ import annotations
 
@@ -7,10 +9,13 @@ from pathlib import Path
 import gradio as gr
 
 from clipdemo.images import load_image
-from clipdemo.plots import ranked_bars
+from clipdemo.plots import compare_bars, ranked_bars, score_matrix
+from clipdemo.relevancy import relevancy
 from clipdemo.serving import Served
 from clipdemo.ui.common import gallery_paths, user_errors
-from clipdemo.zeroshot import LabelError, MAX_IMAGES, classify, parse_labels, resolve_templates
+from clipdemo.zeroshot import (
+    DEFAULT_THRESHOLD, MAX_IMAGES, LabelError, ZeroShotResult, parse_labels, resolve_templates, zero_shot as score,
+)  # fmt: skip
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 TEMPLATE_CHOICES = [
@@ -20,10 +25,13 @@ TEMPLATE_CHOICES = [
     ("the 8 Stanford Cars templates (ensembled)", "cars-8"),
     ("custom (type it below, with {})", "custom"),
 ]
+MODE_CHOICES = [("one label per image (ranked)", "single"), ("several labels per image (independent scores)", "multi")]
+NO_COMPARE = "none"
+NONE_OF_THESE = "none of these"
 
 
-def zero_shot(served: Served, images, labels: str, template: str, custom: str, top_k: float, model: str | None = None):
-    """Returns the top image's label dict, a bar chart per image (first one shown) and a status line."""
+def checked_inputs(images, labels: str, template: str, custom: str):
+    """(paths, labels, templates, decoded images), or a ``UserError`` saying what to fix."""
     paths = gallery_paths(images)
     if not paths:
         raise LabelError("Add at least one image.")
@@ -31,36 +39,163 @@ def zero_shot(served: Served, images, labels: str, template: str, custom: str, t
         raise LabelError(f"Too many images: {len(paths)} given, at most {MAX_IMAGES} per call.")
     label_list = parse_labels(labels)
     templates = resolve_templates(custom if template == "custom" else template)
-    loaded = [load_image(p) for p in paths]
-    choice = served.zero_shot(model)
-    ranked = classify(choice.encoder, loaded, label_list, templates, top_k=int(top_k) or None)
-    first = {p.label: p.score for p in ranked[0]}
+    return paths, label_list, templates, [load_image(p) for p in paths]
+
+
+def check(images, labels, template, custom, *_):
+    """Run first, with no outputs and no progress: an input error is one toast, no "Error" badge per panel."""
+    checked_inputs(images, labels, template, custom)
+
+
+def check_where(images, labels, template, custom, model, label):
+    _, label_list, _, _ = checked_inputs(images, labels, template, custom)
+    _where_label(label, label_list)
+
+
+def _where_label(label: str | None, labels: list[str]) -> str:
+    label = (label or "").strip()
+    if label and label not in labels:
+        raise LabelError(f"'{label[:40]}' is not one of the labels: type one of them exactly.")
+    return label
+
+
+def _model(served: Served, key: str | None, progress=None):
+    """The chosen model; says "loading…" (with the Hub download's own progress) when it isn't in memory yet."""
+    if progress is not None and not served.loaded(key):
+        name = served.models().get(key or "default", ("the model",))[0]
+        progress(0, desc=f"Loading {name}: the first use downloads it, this can take a minute…")
+    return served.zero_shot(key)
+
+
+def _threshold(scoring: str, open_set: bool, threshold: float) -> float | None:
+    if not open_set:
+        return None
+    return float(threshold) if threshold else DEFAULT_THRESHOLD[scoring]
+
+
+def _axis(result: ZeroShotResult) -> str:
+    if result.scoring == "sigmoid":
+        return "independent probability (%), sigmoid"
+    return "cosine similarity (×100)" if result.multi_label else "probability (%), softmax over the labels"
+
+
+def _rule(result: ZeroShotResult) -> str:
+    if result.scoring == "sigmoid":
+        return "each label scored on its own (sigmoid with the model's scale and bias, as SigLIP was trained)"
+    if result.multi_label:
+        return "each label scored on its own by its cosine similarity (CLIP has no per-label probability)"
+    return "softmax over the labels (as CLIP was trained): the scores sum to 100%"
+
+
+def _threshold_note(result: ZeroShotResult) -> str:
+    if result.threshold is None:
+        return ""
+    on = "probability" if result.independent else "cosine similarity"
+    return f' "None of these" when no label reaches a {on} of {result.threshold:g}.'
+
+
+def _image_line(i: int, result: ZeroShotResult, predictions, none: bool) -> str:
+    if none:
+        return f"- image {i + 1}: **{NONE_OF_THESE}** (best: {predictions[0].label}, {100 * predictions[0].score:.1f}%)" if predictions else f"- image {i + 1}: **{NONE_OF_THESE}**"
+    if not predictions:
+        return f"- image {i + 1}: no label reaches the threshold"
+    return f"- image {i + 1}: " + ", ".join(f"**{p.label}** ({100 * p.score:.1f}%)" for p in predictions[:3])
+
+
+def zero_shot(served: Served, images, labels: str, template: str, custom: str, top_k: float, model: str | None = None,
+              mode: str = "single", open_set: bool = False, threshold: float = 0.0, compare: str | None = NO_COMPARE,
+              progress=None):  # fmt: skip
+    """Returns the first image's labels, a chart (its bars, or both models' side by side) and a status line."""
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    if mode not in ("single", "multi"):
+        raise LabelError("Mode must be 'single' or 'multi'.")
+    k = int(top_k) or None
+    runs = []
+    for key in [model] + ([compare] if compare and compare != NO_COMPARE else []):
+        choice = _model(served, key, progress)
+        result = score(choice.encoder, loaded, label_list, templates, multi_label=mode == "multi",
+                       threshold=_threshold(choice.encoder.scoring, open_set, threshold))  # fmt: skip
+        runs.append((choice, result))
+    choice, result = runs[0]
+    ranked, none = result.ranked(k), result.none_of_these()
+    first = NONE_OF_THESE if none[0] else ({p.label: p.score for p in ranked[0]} or "no label reaches the threshold")
     # a title always: it also keeps the top bar's label clear of Gradio's "Probabilities" badge
-    title = f"top {len(ranked[0])} of {len(label_list)} labels"
-    figure = ranked_bars(ranked[0], f"image 1 of {len(ranked)}: {title}" if len(ranked) > 1 else title)
-    others = "".join(
-        f"\n- image {i + 1}: **{r[0].label}** ({100 * r[0].score:.1f}%)" for i, r in enumerate(ranked) if i
-    )
-    status = f"Model: {choice.description}; {len(templates)} template(s) per label." + (
-        f"\n\n⚠️ {choice.notice}" if choice.notice else ""
-    ) + (f"\n\nOther images:{others}" if others else "")
-    return first, figure, status
+    title = f"top {len(ranked[0])} of {len(label_list)} labels" + (f" — {NONE_OF_THESE}" if none[0] else "")
+    if len(runs) > 1:
+        panels = [(c.description.split(" on ")[0], r.ranked(k)[0], _axis(r), r.threshold) for c, r in runs]
+        figure = compare_bars(panels, f"image 1 of {len(paths)}: the same labels and templates, two models")
+    else:
+        title = f"image 1 of {len(ranked)}: {title}" if len(ranked) > 1 else title
+        figure = ranked_bars(ranked[0], title, xlabel=_axis(result), threshold=result.threshold)
+    lines = [f"Model: {choice.description}; {len(templates)} template(s) per label. Scores: {_rule(result)}."
+             + _threshold_note(result)]  # fmt: skip
+    if choice.notice:
+        lines.append(f"⚠️ {choice.notice}")
+    for c, r in runs[1:]:
+        lines.append(f"Compared with: {c.description}. Scores: {_rule(r)}." + _threshold_note(r))
+    truncated = {t.sentence() for _, r in runs for t in r.truncated}
+    if truncated:
+        lines.append("✂️ Longer than the model's text context: " + "; ".join(sorted(truncated)) + ".")
+    if len(paths) > 1 or none[0]:
+        lines.append("Per image:\n" + "\n".join(_image_line(i, result, r, n) for i, (r, n) in enumerate(zip(ranked, none))))
+    return first, figure, "\n\n".join(lines)
 
 
-def model_status(served: Served) -> str:
+def matrix(served: Served, images, labels: str, template: str, custom: str, top_k: float, model: str | None = None,
+           mode: str = "single", open_set: bool = False, threshold: float = 0.0, compare: str | None = NO_COMPARE):  # fmt: skip
+    """With several images: the image x label heatmap (each image's top-k outlined) and the top-k as a table."""
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    if len(paths) < 2:
+        return gr.update(value=None, visible=False), gr.update(value="", visible=False)
+    choice = served.zero_shot(model)
+    result = score(choice.encoder, loaded, label_list, templates, multi_label=mode == "multi",
+                   threshold=_threshold(choice.encoder.scoring, open_set, threshold))  # fmt: skip
+    k = max(1, min(int(top_k) or 1, len(label_list), 3))
+    names = [f"{i + 1}: {Path(p).name}" for i, p in enumerate(paths)]
+    figure = score_matrix(result.scores, names, label_list, f"{_axis(result).split(',')[0]}; outlined: each image's best",
+                          result.none_of_these(), top_k=1)  # fmt: skip
+    rows = ["| image | top " + str(k) + " |", "| --- | --- |"]
+    for name, predictions, none in zip(names, result.ranked(k), result.none_of_these()):
+        text = ", ".join(f"{p.label} ({100 * p.score:.1f}%)" for p in predictions)
+        rows.append(f"| {name} | {('**' + NONE_OF_THESE + '** · ') if none else ''}{text} |")
+    return gr.update(value=figure, visible=True), gr.update(value="\n".join(rows), visible=True)
+
+
+def where(served: Served, images, labels: str, template: str, custom: str, model: str | None, label: str | None):
+    """A relevancy map per image for ``label`` (empty: each image's top label), laid over the photo."""
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    label = _where_label(label, label_list)
+    encoder = served.zero_shot(model).encoder
+    tops = [r[0].label for r in score(encoder, loaded, label_list, templates).ranked(1)] if not label else []
+    maps = []
+    for i, image in enumerate(loaded):
+        chosen = label or tops[i]
+        maps.append((relevancy(encoder, image, label_list, templates, chosen).picture,
+                     f"image {i + 1}: where '{chosen}' matches (red: most, blue: least)"))  # fmt: skip
+    return maps
+
+
+def model_choices(served: Served, choice=None) -> list[tuple[str, str]]:
+    """The Model dropdown's entries, naming what actually answers (offline: the scratch model standing in)."""
+    choices = served.model_choices()
+    if choice is not None and choice.stand_in:
+        choices = [(f"{choice.stand_in} (in place of {name})" if key == "default" else name, key) for name, key in choices]
+    return choices
+
+
+def model_status(served: Served):
+    """The status line and the Model dropdown, once the default model has been resolved (on page load)."""
     try:
         choice = served.zero_shot()
     except Exception as e:  # ModelUnavailable and friends: say it, keep serving
-        return f"⚠️ {e}"
-    return f"Model: {choice.description}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
+        choice, text = None, f"⚠️ {e}"
+    else:
+        text = f"Model: {choice.description}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
+    choices = model_choices(served, choice)
+    return text, gr.update(choices=choices), gr.update(choices=[("none", NO_COMPARE)] + choices)
 
 
-def model_list(served: Served) -> gr.Dropdown:
-    """The model choices as they are now (on every page load: a model promoted since start-up shows up)."""
-    return gr.Dropdown(choices=served.model_choices())
-
-
-def build(served: Served) -> tuple[gr.Markdown, gr.Dropdown]:
+def build(served: Served):
     with gr.Row():
         with gr.Column(scale=1):
             images = gr.Gallery(
@@ -76,11 +211,31 @@ def build(served: Served) -> tuple[gr.Markdown, gr.Dropdown]:
                 top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
             custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
             model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
+            with gr.Accordion("Compare two models, open set, multi-label", open=False, elem_id="zs-more"):
+                compare = gr.Dropdown([("none", NO_COMPARE)] + served.model_choices(), value=NO_COMPARE,
+                                      label="Compare with (same images, labels and templates)", elem_id="zs-compare")
+                mode = gr.Radio(MODE_CHOICES, value="single", label="Mode", elem_id="zs-mode")
+                with gr.Row():
+                    open_set = gr.Checkbox(False, label='Say "none of these" when no label reaches the threshold',
+                                           elem_id="zs-open")  # fmt: skip
+                    threshold = gr.Slider(0, 1, value=0, step=0.01, elem_id="zs-threshold", label="Threshold",
+                                          info="0: the family's default (SigLIP: probability 0.1; CLIP: cosine 0.2)")
             run = gr.Button("Classify", variant="primary", elem_id="zs-run")
+            with gr.Row():
+                where_label = gr.Textbox(label="Where in the image is… (a label; empty: each image's top label)",
+                                         elem_id="zs-where", scale=3)  # fmt: skip
+                where_run = gr.Button("Show where", elem_id="zs-where-run", scale=1)
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
             label = gr.Label(label="Ranked labels (first image)", elem_id="zs-label")
             chart = gr.Plot(label="Probabilities", elem_id="zs-chart")
+    with gr.Row():
+        with gr.Column(scale=3):
+            heatmap = gr.Plot(label="Every image × every label", elem_id="zs-matrix", visible=False)
+        with gr.Column(scale=2):
+            top_table = gr.Markdown(elem_id="zs-topk", visible=False)
+    maps = gr.Gallery(label="Where in the image (red: matches the label most, blue: least)", elem_id="zs-maps",
+                      columns=4, height="auto", object_fit="contain", interactive=False)  # fmt: skip
     photos = [[[str(p)], "a woman in uniform, a temple, a flower, a red sports car"] for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
     # for the built-in scratch model (the offline fallback): shapes, one a combination it never saw
     shapes = [[[str(p)], "yellow star, red star, red circle, blue triangle, green square"]
@@ -88,8 +243,19 @@ def build(served: Served) -> tuple[gr.Markdown, gr.Dropdown]:
     if photos or shapes:
         gr.Examples(photos + shapes, [images, labels])
 
-    handler = user_errors(lambda *a: zero_shot(served, *a))
-    run.click(handler, [images, labels, template, custom, top_k, model], [label, chart, status], api_name="zero_shot")
-    gr.on([labels.submit], handler, [images, labels, template, custom, top_k, model], [label, chart, status],
-          api_visibility="private")
-    return status, model
+    def classify_handler(images, labels, template, custom, top_k, model, mode, open_set, threshold, compare,
+                         progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+        return zero_shot(served, images, labels, template, custom, top_k, model, mode, open_set, threshold, compare,
+                         progress)  # fmt: skip
+
+    inputs = [images, labels, template, custom, top_k, model, mode, open_set, threshold, compare]
+    for trigger, public in ((run.click, True), (labels.submit, False)):
+        names = lambda name: dict(api_name=name) if public else dict(api_visibility="private")  # noqa: E731
+        checked = trigger(user_errors(check), inputs, None, show_progress="hidden", api_visibility="private")
+        ranked = checked.success(user_errors(classify_handler), inputs, [label, chart, status], **names("zero_shot"))
+        ranked.success(user_errors(lambda *a: matrix(served, *a)), inputs, [heatmap, top_table],
+                       **names("zero_shot_matrix"))  # fmt: skip
+    where_inputs = [images, labels, template, custom, model, where_label]
+    where_run.click(user_errors(check_where), where_inputs, None, show_progress="hidden", api_visibility="private").success(
+        user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy")
+    return status, [model, compare]
