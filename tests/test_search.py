@@ -64,7 +64,7 @@ def test_cli_text_query_returns_every_readable_image_once_sorted(tiny_clip, fold
 
 @pytest.mark.parametrize("args, message", [
     (["--query", "  "], "Type what to look for"),
-    (["--query", "x", "--top-k", "0"], "Top-k must be"),
+    (["--query", "x", "--top-k", "0"], "--top-k must be at least 1"),
     (["--images", "/nonexistent/photos", "--query", "x"], "is not a folder"),
 ])  # fmt: skip
 def test_cli_errors_are_one_line(tiny_clip, folder, capsys, args, message):
