@@ -53,6 +53,27 @@ def launched(blocks, **kwargs):
         blocks.close()
 
 
+@contextmanager
+def app_served(settings):
+    """The whole app on these settings, served for the duration of the block; yields its URL."""
+    from clipdemo.ui.app import build_app, launch_kwargs
+
+    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+        yield url
+
+
+@contextmanager
+def app_page(browser, url: str, height: int = 1000):
+    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves)."""
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    try:
+        page.goto(url)
+        page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
+        yield page
+    finally:
+        page.close()
+
+
 @pytest.fixture(scope="session")
 def browser():
     chromium = shutil.which("chromium")

@@ -7,8 +7,7 @@ scratch checkpoint. Screenshots land in tests/screenshots/ for inspection.
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.ui.app import build_app, launch_kwargs
-from tests.conftest import launched, screenshot
+from tests.conftest import app_page, app_served, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
 ADMIN_TOKEN = "browser-suite-secret"
@@ -17,17 +16,14 @@ ADMIN_TOKEN = "browser-suite-secret"
 @pytest.fixture(scope="module")
 def app_url(tiny_clip):
     settings = Settings(model=str(tiny_clip), checkpoint_dir=REPO_ROOT / "checkpoints", admin_token=ADMIN_TOKEN)
-    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+    with app_served(settings) as url:
         yield url
 
 
 @pytest.fixture
 def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.goto(app_url)
-    page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
-    yield page
-    page.close()
+    with app_page(browser, app_url, 1000) as page:
+        yield page
 
 
 def open_tab(page, name: str):

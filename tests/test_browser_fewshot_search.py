@@ -12,9 +12,8 @@ import re
 import pytest
 
 from clipdemo.settings import Settings
-from clipdemo.ui.app import build_app, launch_kwargs
 from tests.colour_images import colour_folder, colour_image
-from tests.conftest import launched, screenshot
+from tests.conftest import app_page, app_served, screenshot
 
 CLASSES = ("apple", "leaf", "sky")
 
@@ -28,17 +27,14 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_url(tiny_clip, tmp_path_factory):
     settings = Settings(model=str(tiny_clip), checkpoint_dir=tmp_path_factory.mktemp("ckpts"))
-    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+    with app_served(settings) as url:
         yield url
 
 
 @pytest.fixture
 def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1280, "height": 1100})
-    page.goto(app_url)
-    page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
-    yield page
-    page.close()
+    with app_page(browser, app_url, 1100) as page:
+        yield page
 
 
 def top_label(page, elem: str) -> str:

@@ -6,8 +6,7 @@ import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
 from clipdemo.testing import make_siglip_folder
-from clipdemo.ui.app import build_app, launch_kwargs
-from tests.conftest import launched, screenshot
+from tests.conftest import app_page, app_served, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -19,18 +18,15 @@ OUTPUT_PANELS = ["#zs-label", "#zs-chart", "#zs-status", "#zs-matrix", "#zs-topk
 def app_url(tiny_clip, tmp_path_factory):
     siglip = make_siglip_folder(tmp_path_factory.mktemp("models") / "tiny-siglip")
     settings = Settings(model=str(tiny_clip), extra_models=[str(siglip)], checkpoint_dir=REPO_ROOT / "checkpoints")
-    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+    with app_served(settings) as url:
         yield url
 
 
 @pytest.fixture
 def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.goto(app_url)
-    page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000)
-    yield page
-    page.close()
+    with app_page(browser, app_url, 1000) as page:
+        page.wait_for_function("() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000)
+        yield page
 
 
 def choose(page, dropdown: str, option: str):
