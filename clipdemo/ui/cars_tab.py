@@ -22,7 +22,7 @@ from clipdemo.features import backbone_folder
 from clipdemo.images import ImageError
 from clipdemo.names import model_name, source_name
 from clipdemo.serving import Served
-from clipdemo.ui.common import image_upload, user_errors
+from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
 
 TRAIN_HINT = (
     "Train a head from the admin tab, or from the command line:\n\n"
@@ -178,6 +178,6 @@ def build(served: Served):
 
     handler = user_errors(lambda img: classify(served, img))
     outputs = [head, zeroshot, status, card]
-    run.click(handler, [image], outputs, api_name="cars_classify")
+    run.click(handler, [image], outputs, api_name="cars_classify", **MODEL_QUEUE)
     image.upload(handler, [image], outputs, api_visibility="private")
     return status

@@ -12,7 +12,7 @@ from clipdemo.encoders import load_encoder
 from clipdemo.images import load_image
 from clipdemo.plots import ranked_bars
 from clipdemo.serving import Served
-from clipdemo.ui.common import image_upload, user_errors
+from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
 from clipdemo.zeroshot import classify
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "shapes"
@@ -61,5 +61,6 @@ def build(served: Served) -> gr.Markdown:
             chart = gr.Plot(label="Top-5", elem_id="pk-chart")
             label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
     card = gr.Markdown(elem_id="pk-card")
-    run.click(user_errors(lambda p: classify_upload(served, p)), image, [chart, label], api_name="pokemon")
+    run.click(user_errors(lambda p: classify_upload(served, p)), image, [chart, label], api_name="pokemon",
+              **MODEL_QUEUE)
     return card

@@ -12,7 +12,7 @@ from clipdemo.images import load_image
 from clipdemo.plots import compare_bars, ranked_bars, score_matrix
 from clipdemo.relevancy import relevancy
 from clipdemo.serving import Served
-from clipdemo.ui.common import gallery_paths, user_errors
+from clipdemo.ui.common import MODEL_QUEUE, gallery_paths, user_errors
 from clipdemo.zeroshot import (
     DEFAULT_THRESHOLD, MAX_IMAGES, LabelError, ZeroShotResult, parse_labels, resolve_templates, zero_shot as score,
 )  # fmt: skip
@@ -252,10 +252,11 @@ def build(served: Served):
     for trigger, public in ((run.click, True), (labels.submit, False)):
         names = lambda name: dict(api_name=name) if public else dict(api_visibility="private")  # noqa: E731
         checked = trigger(user_errors(check), inputs, None, show_progress="hidden", api_visibility="private")
-        ranked = checked.success(user_errors(classify_handler), inputs, [label, chart, status], **names("zero_shot"))
+        ranked = checked.success(user_errors(classify_handler), inputs, [label, chart, status], **names("zero_shot"),
+                                 **MODEL_QUEUE)  # fmt: skip
         ranked.success(user_errors(lambda *a: matrix(served, *a)), inputs, [heatmap, top_table],
-                       **names("zero_shot_matrix"))  # fmt: skip
+                       **names("zero_shot_matrix"), **MODEL_QUEUE)  # fmt: skip
     where_inputs = [images, labels, template, custom, model, where_label]
     where_run.click(user_errors(check_where), where_inputs, None, show_progress="hidden", api_visibility="private").success(
-        user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy")
+        user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy", **MODEL_QUEUE)
     return status, [model, compare]
