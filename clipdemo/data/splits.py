@@ -96,10 +96,6 @@ class SplitPlan:
     def eval_name(self) -> str:
         return self.evaluation.split if self.evaluation.split != "train" else "held-out"
 
-    def split(self, part: Part) -> Split:
-        """The images and labels of ``part``."""
-        return subset(self.dataset.splits[part.split], part.indices)
-
     def parts(self) -> dict[str, Part]:
         return {"train": self.train, "validation": self.validation, "evaluation": self.evaluation, **self.extra}
 
@@ -264,7 +260,7 @@ def _name(part: Part) -> str:
 def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
     """Every split's distinct images pooled into one train split, a seeded held-out test split carved from it."""
     first: dict[str, int] = {}
-    images, labels, conflicts, total, overlap = [], [], 0, 0, 0
+    images, labels, conflicts = [], [], 0
     train_hashes = set(split_hashes(dataset.splits["train"]))
     test = dataset.splits.get("test")
     overlap = sum(h in train_hashes for h in split_hashes(test)) if test is not None else 0
@@ -273,7 +269,6 @@ def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
             continue
         split = dataset.splits[name]
         for ref, label, h in zip(split.images, split.labels, split_hashes(split)):
-            total += 1
             if h in first:
                 conflicts += labels[first[h]] != label
                 continue
@@ -294,15 +289,6 @@ def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
     pooled = replace(dataset, splits=splits, fingerprint=fingerprint(dataset.fingerprint, "resplit", seed),
                      notes=[*dataset.notes])  # fmt: skip
     return pooled, note
-
-
-def find_overlap(dataset: ImageDataset) -> dict[tuple[str, str], int]:
-    """For each pair of splits (a, b), a before b in the order train, validation, test, …: how many of b's
-    images are identical to an image of a. Every pair is present, zeros included."""
-    names = _ordered(dataset.splits)
-    hashes = {name: split_hashes(dataset.splits[name]) for name in names}
-    sets = {name: set(h) for name, h in hashes.items()}
-    return {(a, b): sum(h in sets[a] for h in hashes[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
 
 
 def _ordered(names) -> list[str]:
