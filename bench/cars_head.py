@@ -91,13 +91,15 @@ def car_names(n: int, seed: int = 0) -> list[str]:
 
 
 def photos(n: int, classes: int, seed: int = 0) -> tuple[list[bytes], list[int]]:
-    """``n`` JPEGs of 480x320 (the devkit's typical size): a smooth class-tinted gradient plus noise."""
+    """``n`` JPEGs of 480x320 (the devkit's typical size): a smooth class-tinted gradient plus noise (each class
+    its own tint, each photo a little off it, so a head has something to learn, as on real cars)."""
     rng = np.random.default_rng(seed)
     labels = [i % classes for i in range(n)]
+    tints = rng.uniform(40, 215, (classes, 3))
     ramp = np.linspace(0, 1, 480)[None, :, None] * np.linspace(0.5, 1, 320)[:, None, None]
     out = []
     for label in labels:
-        tint = rng.uniform(40, 215, 3)
+        tint = np.clip(tints[label] + rng.normal(0, 8, 3), 0, 255)
         pixels = np.clip(tint * ramp + rng.normal(0, 18, (320, 480, 3)), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="JPEG", quality=88)

@@ -9,7 +9,7 @@ embedding with each ensembled class embedding.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ class Scores:
         return {k: getattr(self, k) for k in SUMMARY_KEYS}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**self.summary(), "confusion": [list(row) for row in self.confusion]}  # asdict: 0.15 s at 196 classes
 
     @classmethod
     def from_dict(cls, data: dict) -> "Scores":

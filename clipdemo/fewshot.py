@@ -39,7 +39,6 @@ MIN_CLASSES, MAX_CLASSES = 2, 20
 MAX_PER_CLASS = 16
 MIN_LOO = 3  # images per class for a leave-one-out score
 MAX_LOO = 24  # images left out in turn (a head fit each, ~0.3 s on 2 cores); more: an even sample across classes
-LOO_FOLDS = 3  # each left-out fit chooses its C and weight by 3-fold cross-validation (the full fit: up to 5)
 MAX_ZIP_BYTES = 60 * 1024 * 1024  # uncompressed image bytes read from one zip
 TEMPLATES = ("a photo of a {}.",)
 FEWSHOT_CACHE = EmbeddingCache(4096)  # ~8 MB at D=512: every visitor's images, encoded once
@@ -174,8 +173,8 @@ class LeaveOneOut:
 def leave_one_out(taught: Taught) -> LeaveOneOut:
     """Each example classified by a head fitted on all the others (same head, same selection), and by zero-shot;
     needs ``MIN_LOO`` images in every class. Each fit chooses its own hyperparameters without the left-out image
-    (nested: no peeking), by ``LOO_FOLDS``-fold cross-validation to keep it to seconds. With more than ``MAX_LOO`` examples, an even sample of them across
-    the classes is left out in turn (``n`` says how many)."""
+    (nested: no peeking), by cross-validation as the full fit does. With more than ``MAX_LOO`` examples, an even
+    sample of them across the classes is left out in turn (``n`` says how many)."""
     if min(taught.counts) < MIN_LOO:
         raise FewShotError(f"Leave-one-out needs at least {MIN_LOO} readable images in every class "
                            f"(the fewest here: {min(taught.counts)}).")  # fmt: skip
@@ -186,7 +185,7 @@ def leave_one_out(taught: Taught) -> LeaveOneOut:
     for i in held:
         keep = torch.arange(len(y)) != i
         fit = fit_head(taught.fit.name, (x[keep], y[keep]), None, class_embeddings=taught.class_embeddings,
-                       logit_scale=taught.logit_scale, seed=taught.seed, folds=LOO_FOLDS)  # fmt: skip
+                       logit_scale=taught.logit_scale, seed=taught.seed)
         correct += int(predict_logits(fit.head, x[i : i + 1]).argmax(1).item() == y[i].item())
     zs_correct = int((zs[held] == y[held]).sum())
     return LeaveOneOut(correct / len(held), zs_correct / len(held), len(held), correct, zs_correct)

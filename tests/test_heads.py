@@ -29,7 +29,7 @@ from clipdemo.features import (
     merge_shards,
     save_features,
 )
-from clipdemo.heads import C_GRID, DEFAULT_HEAD, HEADS, LinearProbe, accuracy, build_head, fit_head, predict_logits
+from clipdemo.heads import C_GRID, DEFAULT_HEAD, FOLDS, HEADS, LinearProbe, accuracy, build_head, fit_head, predict_logits
 from clipdemo.testing import make_clip_folder
 from tests.minicars import write_minicars
 
@@ -86,6 +86,28 @@ def test_linear_is_scikit_learns_logistic_regression_copied_into_torch():
     assert isinstance(result.head, LinearProbe)  # a torch module: safetensors checkpoints, serving unchanged
 
 
+def test_fewer_images_than_dimensions_fit_the_same_probe_in_their_span():
+    # 12 images in 64 dimensions: the fit runs in the images' span (fewer parameters); the solution is
+    # scikit-learn's on all 64 standardised dimensions
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    g = torch.Generator().manual_seed(5)
+    text = F.normalize(torch.randn(4, 64, generator=g), dim=-1)
+    y = torch.arange(4).repeat(3)
+    x = F.normalize(text[y] + 0.3 * torch.randn(12, 64, generator=g), dim=-1)
+    vy = torch.arange(4).repeat(5)
+    vx = F.normalize(text[vy] + 0.3 * torch.randn(20, 64, generator=g), dim=-1)
+    result = fit("linear", (x, y), (vx, vy), text=text)
+    scaler = StandardScaler().fit(x.double().numpy())
+    clf = LogisticRegression(C=result.hyperparameters["C"], max_iter=1000).fit(scaler.transform(x.double().numpy()), y)
+    want = clf.decision_function(scaler.transform(vx.double().numpy()))
+    got = predict_logits(result.head, vx).double()
+    torch.testing.assert_close(got - got.mean(1, keepdim=True), torch.from_numpy(want - want.mean(1, keepdims=True)),
+                               atol=2e-3, rtol=2e-3)  # fmt: skip
+    assert result.val_acc >= 0.9
+
+
 def test_default_head_starts_at_zero_shot_and_never_ends_below_it():
     # zero-shot is already right: the blend keeps it (or ties it); on a permuted task it leaves it
     x, y = separable_task(permuted=False)
@@ -107,7 +129,7 @@ def test_tiny_validation_sets_select_by_cross_validation_on_train():
     for name in HEADS:
         result = fit(name, (x, y), (vx, vy), lr=1e-2 if name == "zeroshot-init" else None)
         assert result.protocol == "k-fold" and result.n_selection == 20 and result.n_fit == 20
-        assert "5-fold stratified cross-validation on 20 images" in result.selection, result.selection
+        assert f"{FOLDS}-fold stratified cross-validation on 20 images" in result.selection, result.selection
         if name in ("zeroshot-blend", "linear", "mlp-logits"):
             assert result.val_acc >= 0.9, (name, result.val_acc)
     # one image per class: no stratified folds exist; plain k-fold, and the default never drops below zero-shot
