@@ -26,6 +26,10 @@ def fixed_batch():
     return config, pixels, tokens, mask
 
 
+LABELS = torch.tensor([0, 1, 0, 2, 1, 1, 2, 0])  # classes spread over both ranks' halves: positives cross ranks
+LOSSES = ("clip", "multi-positive")  # the seed preset's loss, the default preset's
+
+
 def one_step(model, pixels, tokens, mask, loss_fn):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     image, text, scale = model(pixels, tokens, mask)
@@ -43,23 +47,25 @@ def worker(rank: int, world: int, init_file: str, out: str):
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     config, pixels, tokens, mask = fixed_batch()
-    torch.manual_seed(0)
-    model = ScratchCLIP(config).eval()  # eval: BatchNorm in the conv stem must not use per-rank statistics
     share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    loss = one_step(DistributedDataParallel(model), pixels[share], tokens[share], mask[share], contrastive_loss_global)
-    global_loss = mean_across_ranks(loss)
+    results = {}
+    for kind in LOSSES:
+        labels = LABELS[share] if kind == "multi-positive" else None
+        torch.manual_seed(0)
+        model = ScratchCLIP(config).eval()  # eval: BatchNorm in the conv stem must not use per-rank statistics
+        loss = one_step(DistributedDataParallel(model), pixels[share], tokens[share], mask[share],
+                        lambda i, t, s: contrastive_loss_global(i, t, s, labels=labels))  # fmt: skip
+        results[kind] = {"loss": mean_across_ranks(loss), "state": model.state_dict()}
     if rank == 0:
-        torch.save({"loss": global_loss, "state": model.state_dict()}, out)
+        torch.save(results, out)
     dist.destroy_process_group()
 
 
 def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
-    config, pixels, tokens, mask = fixed_batch()
-    torch.manual_seed(0)
-    single = ScratchCLIP(config).eval()
-    before = {k: v.clone() for k, v in single.state_dict().items()}
-    loss = one_step(single, pixels, tokens, mask, contrastive_loss)
+    """For CLIP's loss and for the multi-positive one (same-class captions on the other rank are positives too)."""
+    from clipdemo.distributed import contrastive_loss_global
 
+    config, pixels, tokens, mask = fixed_batch()
     out = tmp_path / "ddp.pt"
     for attempt in (1, 2):  # gloo over loopback once aborted a worker (SIGABRT) on a loaded CI box: one retry
         try:
@@ -68,15 +74,25 @@ def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
         except mp.ProcessExitedException:
             if attempt == 2:
                 raise
-    ddp = torch.load(out, weights_only=True)
+    results = torch.load(out, weights_only=True)
 
-    print(f"loss: 1 process {float(loss):.8f}, 2 processes {ddp['loss']:.8f}")
-    assert abs(float(loss) - ddp["loss"]) < 1e-5
-    moved = 0
-    for name, value in single.state_dict().items():
-        assert torch.allclose(value, ddp["state"][name], atol=1e-6), name
-        moved += not torch.equal(value, before[name])
-    assert moved > 10  # the step really changed the weights
+    for kind in LOSSES:
+        torch.manual_seed(0)
+        single = ScratchCLIP(config).eval()
+        before = {k: v.clone() for k, v in single.state_dict().items()}
+        if kind == "clip":
+            loss = one_step(single, pixels, tokens, mask, contrastive_loss)
+        else:
+            loss = one_step(single, pixels, tokens, mask, lambda i, t, s: contrastive_loss_global(i, t, s, labels=LABELS))
+        ddp = results[kind]
+        print(f"{kind} loss: 1 process {float(loss):.8f}, 2 processes {ddp['loss']:.8f}")
+        assert abs(float(loss) - ddp["loss"]) < 1e-5, kind
+        moved = 0
+        for name, value in single.state_dict().items():
+            assert torch.allclose(value, ddp["state"][name], atol=1e-6), (kind, name)
+            moved += not torch.equal(value, before[name])
+        assert moved > 10  # the step really changed the weights
+    assert abs(results["clip"]["loss"] - results["multi-positive"]["loss"]) > 0.1  # two different losses checked
 
 
 def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp_path):
