@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MIN_VALIDATION = 20  # fewer validation images than this: k-fold cross-validation instead
-FOLDS = 3  # 5 costs twice as much and chose as well (within 0.6 points, 5 draws of bench/few_shot.py)
+FOLDS = 3  # 5 costs twice as much and chose as well (within 0.5 points, 5 draws of bench/few_shot.py)
 C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))  # inverse L2 strength, standardised features
 # L-BFGS stops when the mean loss's largest gradient component is below this: scikit-learn's default for the
 # head that is saved; 10x looser while candidates are only being scored (5x fewer iterations, same choice)
