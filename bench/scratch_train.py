@@ -255,14 +255,19 @@ def part_accuracy(args, ref, out: Path) -> dict:
             f"ours {p}": peers[p] for p in args.peers if p in peers}
         rows = {}
         for label, (preset, overrides) in contenders.items():
-            rows[label] = ours_run(dataset, preset, args.budget, 0, out / "acc", overrides, args.run_epochs)
+            runs = [ours_run(dataset, preset, args.budget, seed, out / "acc", overrides, args.run_epochs)
+                    for seed in range(args.seeds)]  # fmt: skip
+            rows[label] = {**{k: statistics.mean(r[k] for r in runs) if runs[0][k] is not None else None
+                              for k in runs[0]}, "per_seed": [round(r["acc1"], 4) for r in runs]}  # fmt: skip
         if "logreg" in args.peers and not args.candidates:
             rows["sklearn logreg, raw pixels"] = logreg_run(dataset, args.budget, 0)
         if ref and "tutorial" in args.peers and not args.candidates:
             rows["tutorial"] = reference_run(ref, dataset, args.budget, 0)
         for label, r in rows.items():
             extra = f", unseen combos {r['unseen_acc1']:.1%}" if r.get("unseen_acc1") is not None else ""
-            how = f"C={r['C']:g}" if "C" in r else f"{r['epochs']} epochs"
+            how = f"C={r['C']:g}" if "C" in r else f"{r['epochs']:g} epochs"
+            if len(r.get("per_seed", ())) > 1:
+                extra += f"; mean of seeds {', '.join(f'{a:.1%}' for a in r['per_seed'])}"
             print(f"  {label:28s} test acc1 {r['acc1']:6.1%}  CPU {r['cpu_s']:6.1f} s  "
                   f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({how}{extra})")
         if "ours default" in rows and "sklearn logreg, raw pixels" in rows:
@@ -291,6 +296,8 @@ def main(argv=None) -> dict:
     p.add_argument("--peers", nargs="+", default=["default", "default-plain-loss", "logreg", "seed", "tutorial"],
                    help="accuracy contenders: default, default-plain-loss (the loss before multi-positive targets), "
                         "logreg (scikit-learn on raw pixels), seed, tutorial")
+    p.add_argument("--seeds", type=int, default=1, help="accuracy: train our contenders with seeds 0..N-1 and "
+                   "report the mean (short budgets vary by several points from seed to seed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scratch")
     args = p.parse_args(argv)
