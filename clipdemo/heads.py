@@ -45,7 +45,7 @@ MIN_VALIDATION = 20  # fewer validation images than this: k-fold cross-validatio
 FOLDS = 3  # 5 costs twice as much and chose as well (within 0.5 points, 5 draws of bench/few_shot.py)
 C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))  # inverse L2 strength, standardised features
 # L-BFGS stops when the mean loss's largest gradient component is below this: scikit-learn's default for the
-# head that is saved; 10x looser while candidates are only being scored (5x fewer iterations, same choice)
+# head that is saved; 10x looser while candidates are only being scored (5x fewer iterations, choices as good)
 FINAL_TOL, SEARCH_TOL = 1e-4, 1e-3
 ALPHA_GRID = tuple(round(float(a), 2) for a in np.linspace(0, 1, 11))  # weight of the probe in the blend
 ABSENT = -1e3  # probe bias of a class with no training image: the probe never predicts it
@@ -150,8 +150,9 @@ HEADS: dict[str, HeadSpec] = {
     # the tutorial's optimiser: Adam, lr 2e-4, batch 64, 6 epochs (now at least 300 steps)
     "mlp-logits": HeadSpec("the tutorial's MLP over the zero-shot logits (C→5C→5C→5C→C)", True, "adam", lr=2e-4,
                            weight_decay=0.0, batch_size=64, epochs=6, min_steps=300),  # fmt: skip
-    "zeroshot-init": HeadSpec("a linear head initialised from the class text embeddings, steps chosen on held-out images",
-                              True, "adam", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=20, min_steps=300),
+    "zeroshot-init": HeadSpec("a linear head initialised from the class text embeddings, steps chosen on held-out "
+                              "images", True, "adam", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=20,
+                              min_steps=300),  # fmt: skip
 }
 DEFAULT_HEAD = "zeroshot-blend"  # never below zero-shot, best on real images from 2 shots, cheap (bench/few_shot.py)
 
@@ -478,7 +479,7 @@ def _probe_path(x, y, ctx: _Context, Cs=C_GRID, tol: float = SEARCH_TOL) -> Iter
     warm-started from the previous solution); weights expanded to every class (absent ones: bias ``ABSENT``).
 
     With fewer images than dimensions the fit runs in an orthonormal basis of the images' span: the L2-penalised
-    optimum lies in that span (the loss's gradient does), so it is the same solution with fewer parameters (2x
+    optimum lies in that span (the loss's gradient does), so it is the same solution with fewer parameters (~2x
     faster at 228 images x 512 dimensions). The basis is randomly rotated so that the gradient is spread over
     its coordinates as over the original ones: L-BFGS's stopping rule looks at the largest component."""
     from sklearn.exceptions import ConvergenceWarning

@@ -83,7 +83,8 @@ def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
         if kind == "clip":
             loss = one_step(single, pixels, tokens, mask, contrastive_loss)
         else:
-            loss = one_step(single, pixels, tokens, mask, lambda i, t, s: contrastive_loss_global(i, t, s, labels=LABELS))
+            multi = lambda i, t, s: contrastive_loss_global(i, t, s, labels=LABELS)  # noqa: E731
+            loss = one_step(single, pixels, tokens, mask, multi)
         ddp = results[kind]
         print(f"{kind} loss: 1 process {float(loss):.8f}, 2 processes {ddp['loss']:.8f}")
         assert abs(float(loss) - ddp["loss"]) < 1e-5, kind

@@ -29,7 +29,8 @@ from clipdemo.features import (
     merge_shards,
     save_features,
 )
-from clipdemo.heads import C_GRID, DEFAULT_HEAD, FOLDS, HEADS, LinearProbe, accuracy, build_head, fit_head, predict_logits
+from clipdemo.heads import (C_GRID, DEFAULT_HEAD, FOLDS, HEADS, LinearProbe, accuracy, build_head, fit_head,
+                            predict_logits)
 from clipdemo.testing import make_clip_folder
 from tests.minicars import write_minicars
 
