@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from clipdemo.atomic import fsync_dir, write_json_atomic
 from clipdemo.errors import UserError
-from clipdemo.families import CHECKPOINT_KIND, FAMILIES  # noqa: F401 - FAMILIES re-exported for the UI
+from clipdemo.families import CHECKPOINT_KIND, FAMILIES, FAMILY_OF_KIND  # noqa: F401 - FAMILIES re-exported for the UI
 
 WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "card.json"
 
@@ -44,7 +44,7 @@ def now_iso() -> str:
 def check_replaceable(folder, kind: str) -> None:
     """Refuse (``CheckpointError``, one sentence) unless writing a ``kind`` checkpoint to ``folder`` loses
     nothing: it must not exist, be an empty folder, or hold only a ``kind`` checkpoint's three files."""
-    folder, family = Path(folder), {v: k for k, v in CHECKPOINT_KIND.items()}.get(kind, kind)
+    folder, family = Path(folder), FAMILY_OF_KIND.get(kind, kind)
     if not os.path.lexists(folder):
         return
     if folder.is_symlink() or not folder.is_dir():
@@ -58,7 +58,7 @@ def check_replaceable(folder, kind: str) -> None:
     if names:
         found = _read_json(folder, CONFIG).get("kind")
         if found != kind:
-            found = {v: k for k, v in CHECKPOINT_KIND.items()}.get(found, found or "non-clipdemo")
+            found = FAMILY_OF_KIND.get(found, found or "non-clipdemo")
             raise CheckpointError(f"'{folder}' holds a {found} checkpoint, not a {family} one; give a new folder.")
 
 

@@ -30,6 +30,7 @@ from clipdemo.errors import ModelUnavailable, first_line
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import looks_like_path
 from clipdemo.settings import MODEL_ENV, default_model
+from clipdemo.siglip import SIGLIP_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +67,24 @@ class ImageTransform:
 
     MAX_ASPECT = 4  # beyond this the centre crop never sees the ends: trim them before resizing (10000x1 images)
 
+    def _trimmed(self, image: Image.Image) -> Image.Image:
+        """``image`` with the ends of its long side cut to ``MAX_ASPECT`` times its short side (centred)."""
+        w, h = image.size
+        if max(w, h) <= self.MAX_ASPECT * min(w, h):
+            return image
+        keep_w, keep_h = min(w, self.MAX_ASPECT * h), min(h, self.MAX_ASPECT * w)
+        return image.crop(((w - keep_w) // 2, (h - keep_h) // 2, (w + keep_w) // 2, (h + keep_h) // 2))
+
     def view(self, image: Image.Image) -> Image.Image:
         """The part of ``image`` the model sees (the centre crop), at the image's own resolution."""
-        w, h = image.size
-        if max(w, h) > self.MAX_ASPECT * min(w, h):
-            w, h = min(w, self.MAX_ASPECT * h), min(h, self.MAX_ASPECT * w)
+        w, h = self._trimmed(image).size
         side = min(w, h) * self.crop / self.size
         left, top = (image.size[0] - side) / 2, (image.size[1] - side) / 2
         return image.crop((round(left), round(top), round(left + side), round(top + side)))
 
     def one(self, image: Image.Image) -> torch.Tensor:
-        w, h = image.size
-        if max(w, h) > self.MAX_ASPECT * min(w, h):
-            keep_w, keep_h = min(w, self.MAX_ASPECT * h), min(h, self.MAX_ASPECT * w)
-            image = image.crop(((w - keep_w) // 2, (h - keep_h) // 2, (w + keep_w) // 2, (h + keep_h) // 2))
-            w, h = image.size  # shortest edge -> size, the other scaled and floored, as transformers does
+        image = self._trimmed(image)
+        w, h = image.size  # shortest edge -> size, the other scaled and floored, as transformers does
         new = (self.size, int(self.size * h / w)) if w <= h else (int(self.size * w / h), self.size)
         image = image.resize(new, Image.BICUBIC)
         left, top = (new[0] - self.crop) // 2, (new[1] - self.crop) // 2
@@ -280,7 +284,7 @@ def load_encoder(
         return _cache[key]
 
 
-SUPPORTED_TYPES = ("clip", "siglip", "siglip2")  # transformers' model_type of the families we run
+SUPPORTED_TYPES = ("clip", *SIGLIP_TYPES)  # transformers' model_type of the families we run
 
 
 def _build(spec: str, device: str, precision: str | None, engine: str | None) -> Encoder:
@@ -291,7 +295,7 @@ def _build(spec: str, device: str, precision: str | None, engine: str | None) ->
         return ScratchEncoder(path, device=device, precision=precision, engine=engine)
     model_type = _model_type(spec)
     log.info("loading %s model %s", model_type, spec)
-    if model_type in ("siglip", "siglip2"):
+    if model_type in SIGLIP_TYPES:
         from clipdemo.siglip import SiglipEncoder
 
         try:

@@ -11,3 +11,4 @@ SCRATCH = "scratch"  # a CLIP trained from scratch (ViT + byte-level text transf
 CARS_HEAD = "cars-head"  # a head over a frozen CLIP's image embeddings
 FAMILIES = (SCRATCH, CARS_HEAD)
 CHECKPOINT_KIND = {SCRATCH: "scratch-clip", CARS_HEAD: "cars-head"}
+FAMILY_OF_KIND = {kind: family for family, kind in CHECKPOINT_KIND.items()}

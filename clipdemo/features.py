@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from clipdemo.atomic import write_atomic
 from clipdemo.data import ImageDataset, Split
-from clipdemo.fingerprints import backbone_fingerprint, backbone_folder, canonical_spec  # noqa: F401 - re-exported
+from clipdemo.fingerprints import backbone_fingerprint, canonical_spec
 from clipdemo.data.splits import Part, SplitPlan
 from clipdemo.images import ImageError, load_image
 from clipdemo.progress import ConsoleProgress, typed

@@ -11,8 +11,7 @@ Safety rules, in one place:
 - the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
   folder under ``data_root``; any other path, ``..`` or a link out of the data root is refused;
 - each run writes into a NEW version folder (``checkpoints.claim_version``, held until the job ends) and the
-  training function writes
-  atomically; nothing is ever promoted here (promotion is a separate, explicit action), so a failed or
+  training function writes atomically; nothing is ever promoted here (promotion is a separate, explicit action), so a failed or
   cancelled run leaves what is served, and every other version, untouched. A failed run's half-written
   folder is removed; a cancelled run keeps the checkpoint it had finished, listed but not served;
 - a failure is kept as one short sentence; the traceback goes to the server log only.

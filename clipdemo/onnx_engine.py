@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 from clipdemo import settings
+from clipdemo.atomic import fsync_dir
 from clipdemo.devices import embedding
 from clipdemo.errors import ConfigError, first_line
 
@@ -230,7 +231,7 @@ def _export_into(folder: Path, export: Callable[[Path], None], precision: str) -
         except OSError:
             if not (folder / "model.onnx").is_file():
                 raise
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to ONNX (%s) in %.1f s", folder.name, precision, time.monotonic() - start)
@@ -266,14 +267,6 @@ def _remove_stale_temporaries(root: Path) -> None:
                 shutil.rmtree(tmp, ignore_errors=True)
         except OSError:
             pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def new_session(model: Path):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.devices import autocast, embedding, l2_normalize, pick_device, pick_precision
 from clipdemo.errors import ModelUnavailable
 
 SIGLIP_TYPES = ("siglip", "siglip2")
@@ -87,7 +87,8 @@ class SiglipEncoder:
         out = [torch.empty(0, self.embed_dim)]
         for i in range(0, len(images), self.batch_size):
             with autocast(self.device, self.precision):
-                out.append(self.model.get_image_features(**self._pixels(images[i : i + self.batch_size])).pooler_output.float().cpu())
+                features = self.model.get_image_features(**self._pixels(images[i : i + self.batch_size]))
+                out.append(embedding(features).float().cpu())
         return l2_normalize(torch.cat(out))
 
     def _tokens(self, texts: list[str], truncation: bool = True) -> dict:
@@ -101,7 +102,8 @@ class SiglipEncoder:
             tokens = self._tokens(texts[i : i + self.batch_size])
             # SigLIP's text tower was trained without an attention mask: padding tokens are part of the input
             with autocast(self.device, self.precision):
-                out.append(self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device)).pooler_output.float().cpu())
+                features = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device))
+                out.append(embedding(features).float().cpu())
         return l2_normalize(torch.cat(out))
 
     def token_lengths(self, texts: list[str]) -> list[int]:

@@ -18,7 +18,7 @@ from clipdemo.cars import HEAD_KIND, CarsClassifier
 from clipdemo import hub_access
 from clipdemo.checkpoints import CheckpointError, folder_stamp, read_card
 from clipdemo.errors import ModelUnavailable
-from clipdemo.features import backbone_folder
+from clipdemo.fingerprints import backbone_folder
 from clipdemo.images import ImageError
 from clipdemo.names import model_name, source_name
 from clipdemo.serving import Served
