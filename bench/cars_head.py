@@ -51,24 +51,78 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from clipdemo import encoders, zeroshot  # noqa: E402
-from clipdemo.cars import train_head, zeroshot_scores  # noqa: E402
-from clipdemo.heads import DEFAULT_HEAD  # noqa: E402
-from clipdemo.data import ImageDataset, Split  # noqa: E402
-from clipdemo.data.splits import Part  # noqa: E402
-from clipdemo.testing import make_clip_folder  # noqa: E402
-from clipdemo.zeroshot import CARS_TEMPLATES  # noqa: E402
+from clipdemo import encoders, zeroshot
+from clipdemo.cars import train_head, zeroshot_scores
+from clipdemo.data import ImageDataset, Split
+from clipdemo.data.splits import Part
+from clipdemo.heads import DEFAULT_HEAD
+from clipdemo.testing import make_clip_folder
+from clipdemo.zeroshot import CARS_TEMPLATES
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "seed_cars.py"
 TUTORIAL_TEMPLATE = ("This is photo of {} car",)  # the tutorial's one prompt per class
 
-MAKES = ["Acura", "Aston Martin", "Audi", "BMW", "Bentley", "Bugatti", "Buick", "Cadillac", "Chevrolet", "Chrysler",
-         "Dodge", "Ferrari", "Ford", "GMC", "Honda", "Hyundai", "Jaguar", "Jeep", "Lamborghini", "Land Rover",
-         "Mercedes-Benz", "Nissan", "Porsche", "Rolls-Royce", "Suzuki", "Toyota", "Volkswagen", "Volvo"]  # fmt: skip
-MODELS = ["RL", "TL Type-S", "V8 Vantage", "RS 4", "X6", "Continental GT", "Veyron 16.4", "Enclave", "Escalade EXT",
-          "Silverado 1500 Hybrid", "Town and Country", "Challenger SRT8", "458 Italia", "F-150", "Savana", "Odyssey",
-          "Veloster", "XK XKR", "Grand Cherokee", "Aventador", "Range Rover", "Sprinter", "Leaf", "Panamera",
-          "Phantom Drophead", "SX4", "Sequoia", "Golf", "XC90"]  # fmt: skip
+MAKES = [
+    "Acura",
+    "Aston Martin",
+    "Audi",
+    "BMW",
+    "Bentley",
+    "Bugatti",
+    "Buick",
+    "Cadillac",
+    "Chevrolet",
+    "Chrysler",
+    "Dodge",
+    "Ferrari",
+    "Ford",
+    "GMC",
+    "Honda",
+    "Hyundai",
+    "Jaguar",
+    "Jeep",
+    "Lamborghini",
+    "Land Rover",
+    "Mercedes-Benz",
+    "Nissan",
+    "Porsche",
+    "Rolls-Royce",
+    "Suzuki",
+    "Toyota",
+    "Volkswagen",
+    "Volvo",
+]
+MODELS = [
+    "RL",
+    "TL Type-S",
+    "V8 Vantage",
+    "RS 4",
+    "X6",
+    "Continental GT",
+    "Veyron 16.4",
+    "Enclave",
+    "Escalade EXT",
+    "Silverado 1500 Hybrid",
+    "Town and Country",
+    "Challenger SRT8",
+    "458 Italia",
+    "F-150",
+    "Savana",
+    "Odyssey",
+    "Veloster",
+    "XK XKR",
+    "Grand Cherokee",
+    "Aventador",
+    "Range Rover",
+    "Sprinter",
+    "Leaf",
+    "Panamera",
+    "Phantom Drophead",
+    "SX4",
+    "Sequoia",
+    "Golf",
+    "XC90",
+]
 BODIES = ["Sedan", "Coupe", "Convertible", "SUV", "Hatchback", "Wagon", "Crew Cab", "Minivan", "Cargo Van"]
 
 
@@ -129,23 +183,38 @@ def bench_training(model: Path, args, ref, report) -> dict:
     data, labels = photos(args.images, args.classes)
     names = car_names(args.classes)
     pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in data]  # the tutorial gets decoded images for free
-    dataset = ImageDataset(names, {"train": Split(data, labels)}, "bench:synthetic",
-                           f"bench-{args.images}-{args.classes}")
+    dataset = ImageDataset(
+        names, {"train": Split(data, labels)}, "bench:synthetic", f"bench-{args.images}-{args.classes}"
+    )
 
     seed_s, _ = timed(lambda: ref.seed_train_head(str(model), pil, labels, names, epochs=args.seed_epochs))
     # extrapolate the epochs only, not the model load that every call pays once
-    load_s, _ = timed(lambda: (ref.CLIPProcessor.from_pretrained(str(model)),
-                               ref.FineTuneCLIP(str(model), args.classes)))
+    load_s, _ = timed(
+        lambda: (ref.CLIPProcessor.from_pretrained(str(model)), ref.FineTuneCLIP(str(model), args.classes))
+    )
     seed_6 = load_s + (seed_s - load_s) * 6 / args.seed_epochs
-    report("a/b", f"tutorial seed_train_head: {args.seed_epochs} epoch(s) {seed_s:.1f} s (model load {load_s:.1f} s) "
-                  f"-> 6 epochs {seed_6:.1f} s")
+    report(
+        "a/b",
+        f"tutorial seed_train_head: {args.seed_epochs} epoch(s) {seed_s:.1f} s (model load {load_s:.1f} s) "
+        f"-> 6 epochs {seed_6:.1f} s",
+    )
 
     colds, one_prompt, images_only, warms, warm_default = [], [], [], [], []
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             cold()
-            s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head", head="mlp-logits", epochs=6,
-                                                 split="tutorial", cache_dir=Path(tmp) / "cache", progress=quiet))
+            s, result = timed(
+                lambda: train_head(
+                    dataset,
+                    str(model),
+                    Path(tmp) / "head",
+                    head="mlp-logits",
+                    epochs=6,
+                    split="tutorial",
+                    cache_dir=Path(tmp) / "cache",
+                    progress=quiet,
+                )
+            )
             colds.append(s)
             assert result.run["encoded_images"] == args.images
             report("a", f"ours, cold cache, run {r + 1}: {s:.1f} s")
@@ -154,9 +223,19 @@ def bench_training(model: Path, args, ref, report) -> dict:
             if "variants" in args.skip:
                 continue
             cold()  # like for like: the tutorial's one prompt per class instead of our 8-template ensemble
-            s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head1", head="mlp-logits", epochs=6,
-                                                 split="tutorial", templates=TUTORIAL_TEMPLATE,
-                                                 cache_dir=Path(tmp) / "cache1", progress=quiet))  # fmt: skip
+            s, result = timed(
+                lambda: train_head(
+                    dataset,
+                    str(model),
+                    Path(tmp) / "head1",
+                    head="mlp-logits",
+                    epochs=6,
+                    split="tutorial",
+                    templates=TUTORIAL_TEMPLATE,
+                    cache_dir=Path(tmp) / "cache1",
+                    progress=quiet,
+                )
+            )
             assert result.run["encoded_images"] == args.images
             one_prompt.append(s)
             report("a1", f"ours, cold cache, the tutorial's one prompt per class, run {r + 1}: {s:.1f} s")
@@ -166,9 +245,18 @@ def bench_training(model: Path, args, ref, report) -> dict:
             for f in (Path(tmp) / "cache").glob("text-*.safetensors"):
                 shutil.copy(f, Path(tmp) / "text-only" / f.name)
             cold()
-            s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "head2", head="mlp-logits",
-                                                 epochs=6, split="tutorial", cache_dir=Path(tmp) / "text-only",
-                                                 progress=quiet))  # fmt: skip
+            s, result = timed(
+                lambda: train_head(
+                    dataset,
+                    str(model),
+                    Path(tmp) / "head2",
+                    head="mlp-logits",
+                    epochs=6,
+                    split="tutorial",
+                    cache_dir=Path(tmp) / "text-only",
+                    progress=quiet,
+                )
+            )
             assert result.run["encoded_images"] == args.images
             images_only.append(s)
             report("a'", f"ours, images cold, class embeddings cached, run {r + 1}: {s:.1f} s")
@@ -177,28 +265,45 @@ def bench_training(model: Path, args, ref, report) -> dict:
     images_only, one_prompt = images_only or [float("nan")], one_prompt or [float("nan")]
     cold_s, warm_s, images_s = statistics.median(colds), statistics.median(warms), statistics.median(images_only)
     return {
-        "a_seed_6_epochs_s": round(seed_6, 2), "a_ours_cold_s": round(cold_s, 2), "a_ratio": round(seed_6 / cold_s, 1),
+        "a_seed_6_epochs_s": round(seed_6, 2),
+        "a_ours_cold_s": round(cold_s, 2),
+        "a_ratio": round(seed_6 / cold_s, 1),
         "a_ours_cold_one_prompt_s": round(statistics.median(one_prompt), 2),
         "a_ratio_one_prompt": round(seed_6 / statistics.median(one_prompt), 1),
-        "a_ours_text_cached_s": round(images_s, 2), "a_ratio_text_cached": round(seed_6 / images_s, 1),
-        "b_ours_warm_s": round(warm_s, 3), "b_ratio": round(seed_6 / warm_s, 1),
+        "a_ours_text_cached_s": round(images_s, 2),
+        "a_ratio_text_cached": round(seed_6 / images_s, 1),
+        "b_ours_warm_s": round(warm_s, 3),
+        "b_ratio": round(seed_6 / warm_s, 1),
         "b_ours_warm_default_head_s": round(statistics.median(warm_default), 3),
         "b_ratio_default_head": round(seed_6 / statistics.median(warm_default), 1),
         "seed_epochs_timed": args.seed_epochs,
-    }  # fmt: skip
+    }
 
 
 def warm_runs(model, dataset, tmp, warms: list, warm_default: list, w: int, report) -> None:
     """(b): retrain from the warm cache, mlp-logits for the tutorial's 6 epochs and the default head."""
     cold()
-    s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "again", head="mlp-logits", epochs=6,
-                                         split="tutorial", cache_dir=Path(tmp) / "cache", progress=quiet))  # fmt: skip
+    s, result = timed(
+        lambda: train_head(
+            dataset,
+            str(model),
+            Path(tmp) / "again",
+            head="mlp-logits",
+            epochs=6,
+            split="tutorial",
+            cache_dir=Path(tmp) / "cache",
+            progress=quiet,
+        )
+    )
     assert result.run["encoded_images"] == 0
     warms.append(s)
     report("b", f"ours, warm cache, mlp-logits 6 epochs (+ its step selection), run {w + 1}: {s:.3f} s")
     cold()
-    s, result = timed(lambda: train_head(dataset, str(model), Path(tmp) / "default", split="tutorial",
-                                         cache_dir=Path(tmp) / "cache", progress=quiet))  # fmt: skip
+    s, result = timed(
+        lambda: train_head(
+            dataset, str(model), Path(tmp) / "default", split="tutorial", cache_dir=Path(tmp) / "cache", progress=quiet
+        )
+    )
     assert result.run["encoded_images"] == 0
     warm_default.append(s)
     report("b", f"ours, warm cache, the default head ({DEFAULT_HEAD}, its C x alpha search), run {w + 1}: {s:.3f} s")
@@ -218,8 +323,11 @@ def bench_zeroshot(model: Path, args, ref, report) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 cold()
                 everything = Part("test", tuple(range(len(labels))))
-                s, _ = timed(lambda: zeroshot_scores(str(model), dataset, everything, templates=templates,
-                                                     cache_dir=Path(tmp), progress=quiet))  # fmt: skip
+                s, _ = timed(
+                    lambda: zeroshot_scores(
+                        str(model), dataset, everything, templates=templates, cache_dir=Path(tmp), progress=quiet
+                    )
+                )
             runs.append(s)
             report("c", f"ours ({tag}), cold cache, run {r + 1}: {s:.1f} s")
         out[f"c_ours_{tag}_s"] = round(statistics.median(runs), 2)
@@ -237,17 +345,25 @@ def compare_heads(args, report) -> dict:
 
     x, y, text, scale = simulated(196, per_class=42)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    ev, va, tr = order[:387], order[387:795], order[795:795 + 7349]
+    ev, va, tr = order[:387], order[387:795], order[795 : 795 + 7349]
     zs = float(((scale * x[ev] @ text.T).argmax(1) == y[ev]).float().mean())
     out = {"zeroshot_eval_acc": round(zs, 3)}
     report("d", f"zero-shot: held-out acc {zs:.3f}")
     for name in HEADS:
         s, fit = timed(lambda: fit_head(name, (x[tr], y[tr]), (x[va], y[va]), class_embeddings=text, logit_scale=scale))
         acc = accuracy(fit.head, x[ev], y[ev])
-        out[name] = {"val_acc": round(fit.val_acc, 3), "zeroshot_val_acc": round(fit.zeroshot_val_acc, 3),
-                     "eval_acc": round(acc, 3), "chosen": fit.hyperparameters, "seconds": round(s, 1)}  # fmt: skip
-        report("d", f"{name}: validation {fit.val_acc:.3f} (zero-shot {fit.zeroshot_val_acc:.3f}), held-out {acc:.3f}, "
-                    f"chosen {fit.hyperparameters} ({s:.1f} s)")  # fmt: skip
+        out[name] = {
+            "val_acc": round(fit.val_acc, 3),
+            "zeroshot_val_acc": round(fit.zeroshot_val_acc, 3),
+            "eval_acc": round(acc, 3),
+            "chosen": fit.hyperparameters,
+            "seconds": round(s, 1),
+        }
+        report(
+            "d",
+            f"{name}: validation {fit.val_acc:.3f} (zero-shot {fit.zeroshot_val_acc:.3f}), held-out {acc:.3f}, "
+            f"chosen {fit.hyperparameters} ({s:.1f} s)",
+        )
     return out
 
 
@@ -260,8 +376,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=1, help="runs of ours per measurement (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--model", default=None, help="a ViT-B/32-shaped HF CLIP folder (default: built in a temp dir)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, zeroshot, variants "
-                        "((a1) and (a'): for (b) alone)")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: train, zeroshot, variants ((a1) and (a'): for (b) alone)",
+    )
     parser.add_argument("--compare-heads", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -270,8 +389,12 @@ def main(argv=None) -> dict:
     def report(part, line):
         print(f"[{part}] {line}", flush=True)
 
-    summary = {"images": args.images, "zeroshot_images": args.zeroshot_images, "classes": args.classes,
-               "threads": torch.get_num_threads()}  # fmt: skip
+    summary = {
+        "images": args.images,
+        "zeroshot_images": args.zeroshot_images,
+        "classes": args.classes,
+        "threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else make_clip_folder(Path(tmp) / "vit-b-32", "vit-b-32")
         ref = load_reference()

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipdemo.heads import fit_head, predict_logits  # noqa: E402
+from clipdemo.heads import fit_head, predict_logits
 
 HEAD_ORDER = ("mlp-logits", "linear", "zeroshot-init", "zeroshot-blend")
 
@@ -101,8 +101,10 @@ def draw(y: torch.Tensor, shots: int, test_per_class: int, seed: int):
 def run(name: str, data, shots_list, seeds: int, test_per_class: int, report, heads=HEAD_ORDER) -> dict:
     x, y, text, scale = data
     c = len(text)
-    report(f"\n== {name}: {c} classes, {x.shape[1]}-d features, test {test_per_class} images per class, "
-           f"{seeds} draw(s) per shot count")  # fmt: skip
+    report(
+        f"\n== {name}: {c} classes, {x.shape[1]}-d features, test {test_per_class} images per class, "
+        f"{seeds} draw(s) per shot count"
+    )
     table: dict[str, dict[int, list[float]]] = {}
     seconds: dict[str, float] = {}
     for shots in shots_list:
@@ -140,8 +142,12 @@ def main(argv=None) -> dict:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--seeds", type=int, default=2, help="draws per shot count")
     p.add_argument("--classes", type=int, default=100, help="simulated classes")
-    p.add_argument("--shared", type=float, default=0.3, help="weight of the offset all simulated images share "
-                   "(it biases zero-shot per class; 0: no such bias)")
+    p.add_argument(
+        "--shared",
+        type=float,
+        default=0.3,
+        help="weight of the offset all simulated images share (it biases zero-shot per class; 0: no such bias)",
+    )
     p.add_argument("--heads", nargs="+", default=list(HEAD_ORDER), choices=list(HEAD_ORDER))
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -149,11 +155,19 @@ def main(argv=None) -> dict:
     out = {}
     if args.part in ("simulated", "all"):
         x, y, text, scale = simulated(args.classes, shared_weight=args.shared)
-        out["simulated"] = run("simulated CLIP-like features", (x, y, text, scale), args.shots, args.seeds, 30, print,
-                               args.heads)
+        out["simulated"] = run(
+            "simulated CLIP-like features", (x, y, text, scale), args.shots, args.seeds, 30, print, args.heads
+        )
     if args.part in ("images", "all"):
-        out["shapes-unseen"] = run("shipped scratch CLIP, shapes classes it never trained on", shapes_unseen(40),
-                                   [s for s in args.shots if s <= 16], args.seeds, 20, print, args.heads)  # fmt: skip
+        out["shapes-unseen"] = run(
+            "shipped scratch CLIP, shapes classes it never trained on",
+            shapes_unseen(40),
+            [s for s in args.shots if s <= 16],
+            args.seeds,
+            20,
+            print,
+            args.heads,
+        )
     print(json.dumps(out))
     return out
 

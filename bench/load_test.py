@@ -40,7 +40,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clipdemo.testing import make_clip_folder  # noqa: E402
+from clipdemo.testing import make_clip_folder
 
 LABEL_SETS = [
     "cat, dog, a red sports car",
@@ -125,16 +125,20 @@ def visitor_calls(client, role: str, cycle: int, colours: dict[str, list[Path]])
     if role == "teach":
         files = [[handle_file(str(p)) for p in colours[c][:4]] for c in classes]
         new = handle_file(str(colours[classes[cycle % 3]][4]))
-        calls = [("teach", lambda: client.predict(None, *classes, "", *files, None, api_name="/fewshot_teach")),
-                 ("classify", lambda: client.predict(new, 1.0, api_name="/fewshot_classify"))]
+        calls = [
+            ("teach", lambda: client.predict(None, *classes, "", *files, None, api_name="/fewshot_teach")),
+            ("classify", lambda: client.predict(new, 1.0, api_name="/fewshot_classify")),
+        ]
         if cycle % 4 == 0:
             calls.append(("download", lambda: client.predict(api_name="/fewshot_download")))
         return calls
     uploads = [handle_file(str(p)) for c in classes for p in colours[c][:4]]
     example = handle_file(str(colours[classes[cycle % 3]][0]))
-    return [("index", lambda: client.predict("your uploads", uploads, 0.95, "PCA", api_name="/search_index")),
-            ("text search", lambda: client.predict("a blue sky", None, 8, "PCA", api_name="/search_query")),
-            ("image search", lambda: client.predict("", example, 8, "PCA", api_name="/search_query"))]
+    return [
+        ("index", lambda: client.predict("your uploads", uploads, 0.95, "PCA", api_name="/search_index")),
+        ("text search", lambda: client.predict("a blue sky", None, 8, "PCA", api_name="/search_query")),
+        ("image search", lambda: client.predict("", example, 8, "PCA", api_name="/search_query")),
+    ]
 
 
 def error_kind(e: BaseException) -> str:
@@ -147,8 +151,15 @@ def is_queue_full(e: BaseException) -> bool:
     return "queue" in text and "full" in text
 
 
-def run_load(url: str, images: list[Path], users: int, seconds: float, fresh: Path | None,
-             call_timeout: float, colours: dict | None = None) -> dict:
+def run_load(
+    url: str,
+    images: list[Path],
+    users: int,
+    seconds: float,
+    fresh: Path | None,
+    call_timeout: float,
+    colours: dict | None = None,
+) -> dict:
     from gradio_client import Client, handle_file
 
     clients = [Client(url, verbose=False) for _ in range(users)]  # connect before the clock starts
@@ -192,8 +203,15 @@ def run_load(url: str, images: list[Path], users: int, seconds: float, fresh: Pa
             i += 1
             t0 = time.perf_counter()
             try:
-                job = client.submit([{"image": handle_file(str(image)), "caption": None}], labels, "photo", "", 20,
-                                    "default", api_name="/zero_shot")  # the server's default is the model built above
+                job = client.submit(
+                    [{"image": handle_file(str(image)), "caption": None}],
+                    labels,
+                    "photo",
+                    "",
+                    20,
+                    "default",
+                    api_name="/zero_shot",
+                )  # the server's default is the model built above
                 label, _, _ = job.result(timeout=call_timeout)
                 assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-3
                 with lock:
@@ -218,10 +236,17 @@ def run_load(url: str, images: list[Path], users: int, seconds: float, fresh: Pa
     for c in clients:
         c.close()
     lat = sorted(latencies)
-    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
-    return dict(ok=len(lat), elapsed=elapsed, rps=len(lat) / elapsed, p50=statistics.median(lat) if lat else float("nan"),
-                p95=pct(0.95), errors=dict(errors), queue_full=queue_full[0],
-                kinds={k: (len(v), statistics.median(v)) for k, v in sorted(by_kind.items())})
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+    return dict(
+        ok=len(lat),
+        elapsed=elapsed,
+        rps=len(lat) / elapsed,
+        p50=statistics.median(lat) if lat else float("nan"),
+        p95=pct(0.95),
+        errors=dict(errors),
+        queue_full=queue_full[0],
+        kinds={k: (len(v), statistics.median(v)) for k, v in sorted(by_kind.items())},
+    )
 
 
 def main(argv=None) -> int:
@@ -233,8 +258,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=4, help="distinct images the users cycle through")
     parser.add_argument("--fresh-images", action="store_true", help="a new image per call (no image-cache hits)")
     parser.add_argument("--call-timeout", type=float, default=120.0)
-    parser.add_argument("--visitors", choices=["zero-shot", "mixed"], default="zero-shot",
-                        help="mixed: a third of the users teach classes, a third search their images")
+    parser.add_argument(
+        "--visitors",
+        choices=["zero-shot", "mixed"],
+        default="zero-shot",
+        help="mixed: a third of the users teach classes, a third search their images",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="clipdemo-load-") as tmp:
@@ -253,25 +282,41 @@ def main(argv=None) -> int:
         url = f"http://127.0.0.1:{port}"
         log = open(tmp / "server.log", "w")
         script = SERVER.format(repo=str(REPO), model=model, checkpoints=str(tmp / "checkpoints"), port=port)
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
         try:
             wait_ready(url, proc)
             print(f"model {args.model}, {args.users} users, {args.seconds:.0f} s per run, server pid {proc.pid}")
             print(f"RSS after start:    {rss_mib(proc.pid):8.1f} MiB")
             print(f"visitors: {args.visitors}")
-            warm = run_load(url, images, min(args.users, 4) if colours is None else min(args.users, 6),
-                            min(10.0, args.seconds / 2), fresh, args.call_timeout, colours)  # fmt: skip
+            warm = run_load(
+                url,
+                images,
+                min(args.users, 4) if colours is None else min(args.users, 6),
+                min(10.0, args.seconds / 2),
+                fresh,
+                args.call_timeout,
+                colours,
+            )
             rss = {"warm-up": rss_mib(proc.pid)}
             print(f"RSS after warm-up:  {rss['warm-up']:8.1f} MiB  ({warm['ok']} warm-up calls)")
             names = [f"run {i + 1}" for i in range(max(2, args.runs))]
             for name in names:
                 r = run_load(url, images, args.users, args.seconds, fresh, args.call_timeout, colours)
                 rss[name] = rss_mib(proc.pid)
-                print(f"{name}: {r['ok']} ok in {r['elapsed']:.1f} s = {r['rps']:.2f} req/s; latency p50 "
-                      f"{1000 * r['p50']:.0f} ms, p95 {1000 * r['p95']:.0f} ms; queue-full {r['queue_full']}; "
-                      f"errors {sum(r['errors'].values())}")
-                print("    by kind: " + "; ".join(f"{k} {n} calls, p50 {1000 * m:.0f} ms" for k, (n, m) in r["kinds"].items()))
+                print(
+                    f"{name}: {r['ok']} ok in {r['elapsed']:.1f} s = {r['rps']:.2f} req/s; latency p50 "
+                    f"{1000 * r['p50']:.0f} ms, p95 {1000 * r['p95']:.0f} ms; queue-full {r['queue_full']}; "
+                    f"errors {sum(r['errors'].values())}"
+                )
+                print(
+                    "    by kind: "
+                    + "; ".join(f"{k} {n} calls, p50 {1000 * m:.0f} ms" for k, (n, m) in r["kinds"].items())
+                )
                 for kind, n in sorted(r["errors"].items(), key=lambda kv: -kv[1]):
                     print(f"    {n:5d}  {kind}")
                 print(f"RSS after {name}:    {rss[name]:8.1f} MiB")
@@ -279,8 +324,10 @@ def main(argv=None) -> int:
             growth = 100 * (rss[last] - rss[before]) / rss[before]
             since_warm = 100 * (rss[last] - rss["warm-up"]) / rss["warm-up"]
             verdict = "OK" if abs(growth) <= 5 else "OVER TARGET"
-            print(f"RSS growth {before} -> {last}: {growth:+.1f}% ({verdict}, target within 5%); "
-                  f"warm-up -> {last}: {since_warm:+.1f}%")
+            print(
+                f"RSS growth {before} -> {last}: {growth:+.1f}% ({verdict}, target within 5%); "
+                f"warm-up -> {last}: {since_warm:+.1f}%"
+            )
         finally:
             proc.terminate()
             try:

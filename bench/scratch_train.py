@@ -46,12 +46,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipdemo.data import ImageDataset, Split  # noqa: E402
-from clipdemo.data.shapes import shapes_dataset  # noqa: E402
-from clipdemo.data.sources import load_source  # noqa: E402
-from clipdemo.features import encode_split  # noqa: E402
-from clipdemo.scratch.encoder import PixelEncoder  # noqa: E402
-from clipdemo.scratch.train import train_scratch  # noqa: E402
+from clipdemo.data import ImageDataset, Split
+from clipdemo.data.shapes import shapes_dataset
+from clipdemo.data.sources import load_source
+from clipdemo.features import encode_split
+from clipdemo.scratch.encoder import PixelEncoder
+from clipdemo.scratch.train import train_scratch
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "seed_scratch_clip.py"
 warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
@@ -85,8 +85,10 @@ def digits_dataset(seed: int = 0, size: int = 32) -> ImageDataset:
     idx = np.arange(len(images))
     train, rest = train_test_split(idx, test_size=0.4, stratify=d.target, random_state=seed)
     val, test = train_test_split(rest, test_size=0.5, stratify=d.target[rest], random_state=seed)
-    splits = {k: Split([images[i] for i in v], [int(d.target[i]) for i in v])
-              for k, v in (("train", train), ("validation", val), ("test", test))}
+    splits = {
+        k: Split([images[i] for i in v], [int(d.target[i]) for i in v])
+        for k, v in (("train", train), ("validation", val), ("test", test))
+    }
     return ImageDataset(names, splits, "sklearn:digits", f"digits-{seed}-{size}")
 
 
@@ -123,15 +125,21 @@ def time_reference(ref, items, epochs: int, seed: int) -> dict:
 def time_ours(dataset: ImageDataset, epochs: int, seed: int, out: Path) -> dict:
     w, c = time.perf_counter(), cpu_time()
     m = train_scratch(dataset, out, preset="seed", epochs=epochs, seed=seed, eval_every=epochs)
-    return {"per_s": m.run["train_samples_per_s"], "per_cpu_s": m.run["train_samples_per_cpu_s"],
-            "wall": time.perf_counter() - w, "cpu": cpu_time() - c}
+    return {
+        "per_s": m.run["train_samples_per_s"],
+        "per_cpu_s": m.run["train_samples_per_cpu_s"],
+        "wall": time.perf_counter() - w,
+        "cpu": cpu_time() - c,
+    }
 
 
 def part_throughput(args, ref, out: Path) -> dict:
     dataset = shapes_dataset(0)
     n = len(dataset.splits["train"])
-    print(f"\n== throughput: seed preset vs the tutorial's code, shapes train split ({n} images, 128 px, "
-          f"batch 1024), {args.epochs} epochs x {args.repeats} runs, {torch.get_num_threads()} thread(s)")
+    print(
+        f"\n== throughput: seed preset vs the tutorial's code, shapes train split ({n} images, 128 px, "
+        f"batch 1024), {args.epochs} epochs x {args.repeats} runs, {torch.get_num_threads()} thread(s)"
+    )
     items = reference_items(dataset) if ref else None
     runs = {"ours": [], "tutorial": []}
     for r in range(args.repeats):
@@ -141,8 +149,10 @@ def part_throughput(args, ref, out: Path) -> dict:
         for who in runs:
             if runs[who]:
                 x = runs[who][-1]
-                print(f"  {who:8s} run {r}: {x['per_s']:7.1f} samples/s, {x['per_cpu_s']:7.1f} samples/CPU-s "
-                      f"(whole call {x['wall']:.1f} s wall, {x['cpu']:.1f} s CPU)")
+                print(
+                    f"  {who:8s} run {r}: {x['per_s']:7.1f} samples/s, {x['per_cpu_s']:7.1f} samples/CPU-s "
+                    f"(whole call {x['wall']:.1f} s wall, {x['cpu']:.1f} s CPU)"
+                )
     result = {}
     for who, rs in runs.items():
         if rs:
@@ -151,8 +161,10 @@ def part_throughput(args, ref, out: Path) -> dict:
     if "tutorial" in result:
         result["ratio"] = result["ours"]["per_s"] / result["tutorial"]["per_s"]
         result["ratio_cpu"] = result["ours"]["per_cpu_s"] / result["tutorial"]["per_cpu_s"]
-        line += (f", tutorial {result['tutorial']['per_s']:.1f} ({result['tutorial']['per_cpu_s']:.1f} per CPU-s); "
-                 f"ratio {result['ratio']:.2f}x wall, {result['ratio_cpu']:.2f}x CPU (target >= 3x)")
+        line += (
+            f", tutorial {result['tutorial']['per_s']:.1f} ({result['tutorial']['per_cpu_s']:.1f} per CPU-s); "
+            f"ratio {result['ratio']:.2f}x wall, {result['ratio_cpu']:.2f}x CPU (target >= 3x)"
+        )
     print(line)
     return result
 
@@ -192,15 +204,28 @@ def reference_run(ref, dataset: ImageDataset, budget: float, seed: int) -> dict:
     return {"acc1": reference_accuracy(ref, model, dataset, "test"), "cpu_s": cpu, "epochs": epochs}
 
 
-def ours_run(dataset: ImageDataset, preset: str, budget: float, seed: int, out: Path, overrides=None,
-             epochs: int | None = None) -> dict:
+def ours_run(
+    dataset: ImageDataset, preset: str, budget: float, seed: int, out: Path, overrides=None, epochs: int | None = None
+) -> dict:
     """Train for ``budget`` wall seconds, or for ``epochs`` (the same work for every contender) when given."""
     c = cpu_time()
-    m = train_scratch(dataset, out, preset=preset, max_seconds=None if epochs else budget, epochs=epochs, seed=seed,
-                      overrides=overrides)  # fmt: skip
+    m = train_scratch(
+        dataset,
+        out,
+        preset=preset,
+        max_seconds=None if epochs else budget,
+        epochs=epochs,
+        seed=seed,
+        overrides=overrides,
+    )
     unseen = m.extra.get("unseen")
-    return {"acc1": m.metrics.acc1, "cpu_s": cpu_time() - c, "epochs": m.run["epochs_run"], "steps": m.run["steps"],
-            "unseen_acc1": unseen.acc1 if unseen else None}
+    return {
+        "acc1": m.metrics.acc1,
+        "cpu_s": cpu_time() - c,
+        "epochs": m.run["epochs_run"],
+        "steps": m.run["steps"],
+        "unseen_acc1": unseen.acc1 if unseen else None,
+    }
 
 
 def logreg_run(dataset: ImageDataset, budget: float, seed: int, size: int = 32) -> dict:
@@ -216,7 +241,7 @@ def logreg_run(dataset: ImageDataset, budget: float, seed: int, size: int = 32) 
     c0 = cpu_time()
     parts, _ = decode_plan(plan_splits(dataset, seed=seed), size, progress=lambda event: None)
     train, val, test = parts["train"], parts["validation"], parts["evaluation"]
-    flat = lambda split: split.pixels.reshape(len(split), -1).numpy().astype(np.float64) / 255  # noqa: E731
+    flat = lambda split: split.pixels.reshape(len(split), -1).numpy().astype(np.float64) / 255
     scaler = StandardScaler().fit(flat(train))
     xs = {k: scaler.transform(flat(s)) for k, s in (("train", train), ("val", val), ("test", test))}
     best = (-1.0, None)
@@ -226,8 +251,12 @@ def logreg_run(dataset: ImageDataset, budget: float, seed: int, size: int = 32) 
         best = max(best, (acc, clf), key=lambda b: b[0])
         if cpu_time() - c0 > budget:
             break
-    return {"acc1": float(best[1].score(xs["test"], test.labels.numpy())), "cpu_s": cpu_time() - c0, "epochs": 0,
-            "C": float(best[1].C)}
+    return {
+        "acc1": float(best[1].score(xs["test"], test.labels.numpy())),
+        "cpu_s": cpu_time() - c0,
+        "epochs": 0,
+        "C": float(best[1].C),
+    }
 
 
 CANDIDATES = {  # what we weighed for "default" (bench --candidates); the winner became PRESETS["default"]
@@ -246,19 +275,31 @@ def part_accuracy(args, ref, out: Path) -> dict:
         dataset = DATASETS[name]() if name in DATASETS else load_source(name)
         n_classes = len(dataset.class_names)
         after = f"{args.run_epochs} epochs" if args.run_epochs else f"{args.budget:.0f} s wall"
-        print(f"\n== held-out accuracy after {after} per run: {name} "
-              f"({len(dataset.splits['train'])} train images, {n_classes} classes, chance {1 / n_classes:.1%}), "
-              f"{torch.get_num_threads()} thread(s)")
-        peers = {"default": ("default", None), "default-plain-loss": ("default", {"loss": "clip"}),
-                 "seed": ("seed", None)}
-        contenders = {f"candidate {k}": ("default", v) for k, v in CANDIDATES.items()} if args.candidates else {
-            f"ours {p}": peers[p] for p in args.peers if p in peers}
+        print(
+            f"\n== held-out accuracy after {after} per run: {name} "
+            f"({len(dataset.splits['train'])} train images, {n_classes} classes, chance {1 / n_classes:.1%}), "
+            f"{torch.get_num_threads()} thread(s)"
+        )
+        peers = {
+            "default": ("default", None),
+            "default-plain-loss": ("default", {"loss": "clip"}),
+            "seed": ("seed", None),
+        }
+        contenders = (
+            {f"candidate {k}": ("default", v) for k, v in CANDIDATES.items()}
+            if args.candidates
+            else {f"ours {p}": peers[p] for p in args.peers if p in peers}
+        )
         rows = {}
         for label, (preset, overrides) in contenders.items():
-            runs = [ours_run(dataset, preset, args.budget, seed, out / "acc", overrides, args.run_epochs)
-                    for seed in range(args.seeds)]  # fmt: skip
-            rows[label] = {**{k: statistics.mean(r[k] for r in runs) if runs[0][k] is not None else None
-                              for k in runs[0]}, "per_seed": [round(r["acc1"], 4) for r in runs]}  # fmt: skip
+            runs = [
+                ours_run(dataset, preset, args.budget, seed, out / "acc", overrides, args.run_epochs)
+                for seed in range(args.seeds)
+            ]
+            rows[label] = {
+                **{k: statistics.mean(r[k] for r in runs) if runs[0][k] is not None else None for k in runs[0]},
+                "per_seed": [round(r["acc1"], 4) for r in runs],
+            }
         if "logreg" in args.peers and not args.candidates:
             rows["sklearn logreg, raw pixels"] = logreg_run(dataset, args.budget, 0)
         if ref and "tutorial" in args.peers and not args.candidates:
@@ -268,12 +309,16 @@ def part_accuracy(args, ref, out: Path) -> dict:
             how = f"C={r['C']:g}" if "C" in r else f"{r['epochs']:g} epochs"
             if len(r.get("per_seed", ())) > 1:
                 extra += f"; mean of seeds {', '.join(f'{a:.1%}' for a in r['per_seed'])}"
-            print(f"  {label:28s} test acc1 {r['acc1']:6.1%}  CPU {r['cpu_s']:6.1f} s  "
-                  f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({how}{extra})")
+            print(
+                f"  {label:28s} test acc1 {r['acc1']:6.1%}  CPU {r['cpu_s']:6.1f} s  "
+                f"acc/CPU-min {60 * r['acc1'] / r['cpu_s']:.3f}  ({how}{extra})"
+            )
         if "ours default" in rows and "sklearn logreg, raw pixels" in rows:
             a, b = rows["ours default"]["acc1"], rows["sklearn logreg, raw pixels"]["acc1"]
-            print(f"  default preset vs logistic regression on pixels: {a:.1%} vs {b:.1%} "
-                  f"({'at least matches' if a >= b else 'BELOW'})")
+            print(
+                f"  default preset vs logistic regression on pixels: {a:.1%} vs {b:.1%} "
+                f"({'at least matches' if a >= b else 'BELOW'})"
+            )
         if "ours default" in rows and "ours default-plain-loss" in rows:
             a, b = rows["ours default"]["acc1"], rows["ours default-plain-loss"]["acc1"]
             print(f"  multi-positive loss vs the plain CLIP loss, same preset and budget: {a:.1%} vs {b:.1%}")
@@ -287,17 +332,34 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=3, help="epochs per throughput run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=120.0, help="wall seconds per accuracy run")
-    p.add_argument("--data", nargs="+", default=["shapes", "digits"],
-                   help="'shapes', 'digits', or any source train scratch takes (an image folder, a HF dataset id)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=["shapes", "digits"],
+        help="'shapes', 'digits', or any source train scratch takes (an image folder, a HF dataset id)",
+    )
     p.add_argument("--candidates", action="store_true", help="compare the candidate default presets instead")
-    p.add_argument("--run-epochs", type=int, default=None,
-                   help="train our contenders for this many epochs instead of --budget seconds (equal work: "
-                        "on a busy machine wall-clock budgets give unequal CPU)")
-    p.add_argument("--peers", nargs="+", default=["default", "default-plain-loss", "logreg", "seed", "tutorial"],
-                   help="accuracy contenders: default, default-plain-loss (the loss before multi-positive targets), "
-                        "logreg (scikit-learn on raw pixels), seed, tutorial")
-    p.add_argument("--seeds", type=int, default=1, help="accuracy: train our contenders with seeds 0..N-1 and "
-                   "report the mean (short budgets vary by several points from seed to seed)")
+    p.add_argument(
+        "--run-epochs",
+        type=int,
+        default=None,
+        help="train our contenders for this many epochs instead of --budget seconds (equal work: "
+        "on a busy machine wall-clock budgets give unequal CPU)",
+    )
+    p.add_argument(
+        "--peers",
+        nargs="+",
+        default=["default", "default-plain-loss", "logreg", "seed", "tutorial"],
+        help="accuracy contenders: default, default-plain-loss (the loss before multi-positive targets), "
+        "logreg (scikit-learn on raw pixels), seed, tutorial",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="accuracy: train our contenders with seeds 0..N-1 and "
+        "report the mean (short budgets vary by several points from seed to seed)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scratch")
     args = p.parse_args(argv)

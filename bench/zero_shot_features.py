@@ -35,17 +35,36 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clipdemo.encoders import load_encoder  # noqa: E402
-from clipdemo.relevancy import relevancy  # noqa: E402
-from clipdemo.serving import Served  # noqa: E402
-from clipdemo.settings import Settings  # noqa: E402
-from clipdemo.testing import make_clip_folder, make_siglip_folder  # noqa: E402
-from clipdemo.ui import zeroshot_tab  # noqa: E402
-from clipdemo.zeroshot import TEMPLATE_SETS, classify  # noqa: E402
+from clipdemo.encoders import load_encoder
+from clipdemo.relevancy import relevancy
+from clipdemo.serving import Served
+from clipdemo.settings import Settings
+from clipdemo.testing import make_clip_folder, make_siglip_folder
+from clipdemo.ui import zeroshot_tab
+from clipdemo.zeroshot import TEMPLATE_SETS, classify
 
-LABELS = ["a cat", "a dog", "a red car", "a blue car", "a bird", "a flower", "a temple", "a woman in uniform",
-          "a house", "a boat", "a tree", "an apple", "a plane", "a star", "a circle", "a square", "a triangle",
-          "two dogs", "three cats", "a green tree"]  # fmt: skip
+LABELS = [
+    "a cat",
+    "a dog",
+    "a red car",
+    "a blue car",
+    "a bird",
+    "a flower",
+    "a temple",
+    "a woman in uniform",
+    "a house",
+    "a boat",
+    "a tree",
+    "an apple",
+    "a plane",
+    "a star",
+    "a circle",
+    "a square",
+    "a triangle",
+    "two dogs",
+    "three cats",
+    "a green tree",
+]
 
 
 class Photos:
@@ -113,14 +132,24 @@ def main(argv=None):
             classify(encoder, [Image.open(p).convert("RGB") for p in photos(2)], LABELS, TEMPLATE_SETS["photo"])
 
         def tab(model, compare="none"):
-            _, figure, _ = zeroshot_tab.zero_shot(served, photos(), labels10, "photo", "", 5, model, "single", False,
-                                                  0.0, compare)  # fmt: skip
+            _, figure, _ = zeroshot_tab.zero_shot(
+                served, photos(), labels10, "photo", "", 5, model, "single", False, 0.0, compare
+            )
             figure.savefig(io.BytesIO(), format="png")
 
-        print(f"torch threads: {torch.get_num_threads()}; median of {args.runs} interleaved rounds, a new image every call\n")
+        print(
+            f"torch threads: {torch.get_num_threads()}; "
+            f"median of {args.runs} interleaved rounds, a new image every call\n"
+        )
 
-        t = interleaved({"clip": lambda: tab("default"), "siglip": lambda: tab("extra-1"),
-                         "compare": lambda: tab("default", compare="extra-1")}, args.runs)  # fmt: skip
+        t = interleaved(
+            {
+                "clip": lambda: tab("default"),
+                "siglip": lambda: tab("extra-1"),
+                "compare": lambda: tab("default", compare="extra-1"),
+            },
+            args.runs,
+        )
         total = (t["clip"][0] + t["siglip"][0], t["clip"][1] + t["siglip"][1])
         print("1. compare, 1 image x 10 labels (the tab's handler, chart included)")
         print("   " + line("CLIP alone", t["clip"]) + "; " + line("SigLIP alone", t["siglip"]))
@@ -150,13 +179,17 @@ def main(argv=None):
         print(f"   {ratio(t['matrix'], t['forwards'])} (target <= 1.2)\n")
 
         for name, encoder in (("CLIP", clip), ("SigLIP", siglip)):
+
             def one_image():
                 return Image.open(photos()[0]).convert("RGB")
 
-            t = interleaved({
-                "classify": lambda: classify(encoder, [one_image()], LABELS[:10]),
-                "map": lambda: relevancy(encoder, one_image(), LABELS[:10], TEMPLATE_SETS["photo"], "a cat"),
-            }, args.runs)  # fmt: skip
+            t = interleaved(
+                {
+                    "classify": lambda: classify(encoder, [one_image()], LABELS[:10]),
+                    "map": lambda: relevancy(encoder, one_image(), LABELS[:10], TEMPLATE_SETS["photo"], "a cat"),
+                },
+                args.runs,
+            )
             print(f"3. relevancy map, {name}, 1 image x 10 labels, overlay included")
             print("   " + line("one classification", t["classify"]) + "; " + line("one map", t["map"]))
             print(f"   {ratio(t['map'], t['classify'])} (target <= 2)")

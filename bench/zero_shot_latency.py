@@ -36,14 +36,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clipdemo.data.sources import load_source  # noqa: E402
-from clipdemo.devices import cpu_has_fast_bf16, pick_precision  # noqa: E402
-from clipdemo.encoders import load_encoder  # noqa: E402
-from clipdemo.onnx_engine import pick_engine  # noqa: E402
-from clipdemo.testing import make_clip_folder  # noqa: E402
-from clipdemo.evaluate import zero_shot_logits  # noqa: E402
-from clipdemo.features import encode_split  # noqa: E402
-from clipdemo.zeroshot import TEMPLATE_SETS, build_classifier, classify  # noqa: E402
+from clipdemo.data.sources import load_source
+from clipdemo.devices import cpu_has_fast_bf16, pick_precision
+from clipdemo.encoders import load_encoder
+from clipdemo.evaluate import zero_shot_logits
+from clipdemo.features import encode_split
+from clipdemo.onnx_engine import pick_engine
+from clipdemo.testing import make_clip_folder
+from clipdemo.zeroshot import TEMPLATE_SETS, build_classifier, classify
 
 SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
 
@@ -92,7 +92,9 @@ def image_tower_flops(model) -> float:
     """Multiply-adds of the vision transformer and projection, x2 (attention included)."""
     v = model.config.vision_config
     tokens = (v.image_size // v.patch_size) ** 2 + 1
-    per_layer = tokens * (4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size) + 2 * tokens**2 * v.hidden_size
+    per_layer = (
+        tokens * (4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size) + 2 * tokens**2 * v.hidden_size
+    )
     patchify = (v.image_size // v.patch_size) ** 2 * 3 * v.patch_size**2 * v.hidden_size
     return 2 * (v.num_hidden_layers * per_layer + patchify + v.hidden_size * model.config.projection_dim)
 
@@ -140,8 +142,10 @@ def main() -> None:
     encoder = engines[default]
     pipe = pipeline("zero-shot-image-classification", model=str(folder))
 
-    contenders = {"pipeline": lambda r: pipe(images[0], candidate_labels=LABELS),
-                  "same": lambda r: classify(encoder, [images[0]], LABELS, photo)}  # fmt: skip
+    contenders = {
+        "pipeline": lambda r: pipe(images[0], candidate_labels=LABELS),
+        "same": lambda r: classify(encoder, [images[0]], LABELS, photo),
+    }
     for name, e in engines.items():
         contenders[name] = lambda r, e=e: classify(e, [images[r + 1]], LABELS, photo)
     ms = interleaved(contenders, args.runs)
@@ -150,34 +154,53 @@ def main() -> None:
     rate = matmul_rate(torch.float32, n=512)
     bound = flops / rate
 
-    print(f"model: random ViT-B/32-shaped CLIP; defaults here: {encoder.describe()} "
-          f"(CLIPDEMO_ENGINE=auto -> {pick_engine(encoder.device)}), {torch.get_num_threads()} threads")
+    print(
+        f"model: random ViT-B/32-shaped CLIP; defaults here: {encoder.describe()} "
+        f"(CLIPDEMO_ENGINE=auto -> {pick_engine(encoder.device)}), {torch.get_num_threads()} threads"
+    )
     loads = ", ".join(f"{n} {t:.1f} s" for n, t in load_seconds.items())
-    print(f"model load, ONNX export into the cache included (once per model): {loads}; "
-          f"fast bf16 in hardware: {cpu_has_fast_bf16()}")
+    print(
+        f"model load, ONNX export into the cache included (once per model): {loads}; "
+        f"fast bf16 in hardware: {cpu_has_fast_bf16()}"
+    )
     print(f"1 image x {len(LABELS)} labels, median of {args.runs} warm calls, all interleaved:")
     print(f"  pipeline                                      {1e3 * theirs:8.1f} ms")
     print(f"  ours, same image resubmitted                  {1e3 * ms['same']:8.1f} ms   {theirs / ms['same']:6.1f}x")
     for name in engines:  # ratios to the pipeline, and to PyTorch eager fp32
         mark = "  <- default" if name == default else ""
-        print(f"  ours, new image, {name:28} {1e3 * ms[name]:8.1f} ms   {theirs / ms[name]:6.1f}x "
-              f"({ms['PyTorch eager fp32'] / ms[name]:.2f}x PyTorch eager){mark}")  # fmt: skip
-    print(f"  image tower compute bound                     {1e3 * bound:8.1f} ms   ({flops / 1e9:.1f} GFLOP at "
-          f"{rate / 1e9:.0f} GFLOP/s fp32 matmul); default new-image call = {ms[default] / bound:.2f}x the bound")
+        print(
+            f"  ours, new image, {name:28} {1e3 * ms[name]:8.1f} ms   {theirs / ms[name]:6.1f}x "
+            f"({ms['PyTorch eager fp32'] / ms[name]:.2f}x PyTorch eager){mark}"
+        )
+    print(
+        f"  image tower compute bound                     {1e3 * bound:8.1f} ms   ({flops / 1e9:.1f} GFLOP at "
+        f"{rate / 1e9:.0f} GFLOP/s fp32 matmul); default new-image call = {ms[default] / bound:.2f}x the bound"
+    )
 
     noise = [Image.effect_noise((224, 224), 20 + 5 * i).convert("RGB") for i in range(16)]
     reference = engines["PyTorch eager fp32"].encode_images(noise)
-    cos = {n: torch.nn.functional.cosine_similarity(e.encode_images(noise), reference).min().item()
-           for n, e in engines.items() if n != "PyTorch eager fp32"}  # fmt: skip
-    print("image embeddings vs PyTorch fp32, min cosine over 16 images (random weights): "
-          + ", ".join(f"{n} {c:.6f}" for n, c in cos.items()))
+    cos = {
+        n: torch.nn.functional.cosine_similarity(e.encode_images(noise), reference).min().item()
+        for n, e in engines.items()
+        if n != "PyTorch eager fp32"
+    }
+    print(
+        "image embeddings vs PyTorch fp32, min cosine over 16 images (random weights): "
+        + ", ".join(f"{n} {c:.6f}" for n, c in cos.items())
+    )
 
-    variants = {"fp32": ("fp32", "torch"), "bf16": ("bf16", "torch"), "onnx fp32": ("fp32", "onnx"),
-                "int8": ("int8", "onnx")}  # fmt: skip
+    variants = {
+        "fp32": ("fp32", "torch"),
+        "bf16": ("bf16", "torch"),
+        "onnx fp32": ("fp32", "onnx"),
+        "int8": ("int8", "onnx"),
+    }
     predictions, labels = top1_on_test_split(variants)
     accuracy = {v: 100 * (predictions[v] == labels).float().mean().item() for v in predictions}
-    print(f"top-1 on our test set (shipped scratch checkpoint, shapes test split, {len(labels)} images), "
-          f"agreement with PyTorch fp32 and accuracy (fp32 {accuracy['fp32']:.1f}%):")
+    print(
+        f"top-1 on our test set (shipped scratch checkpoint, shapes test split, {len(labels)} images), "
+        f"agreement with PyTorch fp32 and accuracy (fp32 {accuracy['fp32']:.1f}%):"
+    )
     for v in ("bf16", "onnx fp32", "int8"):
         agree = (predictions[v] == predictions["fp32"]).sum().item()
         print(f"  {v:10} {agree}/{len(labels)} identical; accuracy {accuracy[v]:.1f}%")
@@ -185,10 +208,17 @@ def main() -> None:
     small = images[: args.runs + 2]
     for e in scratch.values():
         classify(e, [small[0]], ["a red triangle"], e.templates)
-    sms = interleaved({e: (lambda r, enc=enc: classify(enc, [small[r]], ["a red triangle"], enc.templates))
-                       for e, enc in scratch.items()}, args.runs)  # fmt: skip
-    print(f"shipped scratch checkpoint, new image x 1 label: PyTorch {1e3 * sms['torch']:.2f} ms, ONNX Runtime "
-          f"{1e3 * sms['onnx']:.2f} ms; auto runs it in {load_encoder(str(SHIPPED)).engine}")
+    sms = interleaved(
+        {
+            e: (lambda r, enc=enc: classify(enc, [small[r]], ["a red triangle"], enc.templates))
+            for e, enc in scratch.items()
+        },
+        args.runs,
+    )
+    print(
+        f"shipped scratch checkpoint, new image x 1 label: PyTorch {1e3 * sms['torch']:.2f} ms, ONNX Runtime "
+        f"{1e3 * sms['onnx']:.2f} ms; auto runs it in {load_encoder(str(SHIPPED)).engine}"
+    )
 
     files = []
     for i in range(args.files):
@@ -197,7 +227,17 @@ def main() -> None:
         files.append(str(path))
     script = tmp / "pipeline_script.py"
     script.write_text(PIPELINE_SCRIPT)
-    ours_cmd = [sys.executable, "-m", "clipdemo", "zero-shot", "--model", str(folder), "--labels", ",".join(LABELS), *files]
+    ours_cmd = [
+        sys.executable,
+        "-m",
+        "clipdemo",
+        "zero-shot",
+        "--model",
+        str(folder),
+        "--labels",
+        ",".join(LABELS),
+        *files,
+    ]
     their_cmd = [sys.executable, str(script), str(folder), ",".join(LABELS), *files]
 
     def timed(cmd, **env) -> float:
@@ -205,14 +245,21 @@ def main() -> None:
         subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, env={**os.environ, **env})
         return time.perf_counter() - start
 
-    sides = {"pipeline": lambda r: timed(their_cmd), "ours": lambda r: timed(ours_cmd),
-             "ours, PyTorch": lambda r: timed(ours_cmd, CLIPDEMO_ENGINE="torch")}  # fmt: skip
+    sides = {
+        "pipeline": lambda r: timed(their_cmd),
+        "ours": lambda r: timed(ours_cmd),
+        "ours, PyTorch": lambda r: timed(ours_cmd, CLIPDEMO_ENGINE="torch"),
+    }
     seconds = interleaved(sides, args.process_runs, warmup=1)  # the warm-up also fills the file cache
-    print(f"whole process, {args.files} files x {len(LABELS)} labels (median of {args.process_runs}, interleaved; "
-          "warm export cache):")
-    print(f"  pipeline script {seconds['pipeline']:6.2f} s; our CLI {seconds['ours']:6.2f} s "
-          f"({seconds['pipeline'] / seconds['ours']:.2f}x faster); with CLIPDEMO_ENGINE=torch "
-          f"{seconds['ours, PyTorch']:6.2f} s ({seconds['pipeline'] / seconds['ours, PyTorch']:.2f}x)")
+    print(
+        f"whole process, {args.files} files x {len(LABELS)} labels (median of {args.process_runs}, interleaved; "
+        "warm export cache):"
+    )
+    print(
+        f"  pipeline script {seconds['pipeline']:6.2f} s; our CLI {seconds['ours']:6.2f} s "
+        f"({seconds['pipeline'] / seconds['ours']:.2f}x faster); with CLIPDEMO_ENGINE=torch "
+        f"{seconds['ours, PyTorch']:6.2f} s ({seconds['pipeline'] / seconds['ours, PyTorch']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ if sys.argv[1:2] == ["zero-shot"]:
     gc.disable()
 
 try:
-    from clipdemo.cli import main  # noqa: E402
+    from clipdemo.cli import main
 except ValueError as e:  # a bad environment value read at import (CLIPDEMO_MAX_PIXELS=abc): one line, exit 2
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -19,7 +19,7 @@ import hmac
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from clipdemo.errors import UserError
 from clipdemo.settings import space_with_oauth
@@ -74,7 +74,7 @@ class AdminAuth:
         self._global = (0, 0.0)
 
     @classmethod
-    def from_settings(cls, settings, env=None) -> "AdminAuth":
+    def from_settings(cls, settings, env=None) -> AdminAuth:
         """The token, and the allow-list where a Hugging Face sign-in can be trusted (see ``sign_in_possible``)."""
         users = settings.admin_users if sign_in_possible(env) else ()
         if settings.admin_users and not users:

@@ -24,8 +24,8 @@ text embeddings (so serving zero-shot needs no text tower) and the backbone's sp
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -96,8 +96,9 @@ def train_head(
         report({"phase": "encode", "message": plan.leak})
     backbone = Backbone.of(backbone_spec, device, precision)
 
-    encoded = encode_plan(plan, backbone, cache_dir=cache_dir, progress=progress, batch_size=encode_batch_size,
-                          should_stop=should_stop)  # fmt: skip
+    encoded = encode_plan(
+        plan, backbone, cache_dir=cache_dir, progress=progress, batch_size=encode_batch_size, should_stop=should_stop
+    )
     fresh = encoded.fresh
     templates = tuple(templates)
     classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
@@ -109,9 +110,20 @@ def train_head(
             raise DataError(f"{dataset.source}: none of the {what} images could be read (see the skipped files).")
     n_classes, embed_dim = classes.shape
 
-    fit = fit_head(head, (x_train, y_train), (x_val, y_val), class_embeddings=classes, logit_scale=scale, seed=seed,
-                   epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, progress=report,
-                   should_stop=should_stop)  # fmt: skip
+    fit = fit_head(
+        head,
+        (x_train, y_train),
+        (x_val, y_val),
+        class_embeddings=classes,
+        logit_scale=scale,
+        seed=seed,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        progress=report,
+        should_stop=should_stop,
+    )
     if fit.steps == 0 or fit.head is None:
         raise RuntimeError("training was stopped before its first step; no checkpoint was written")
     model = fit.head
@@ -134,16 +146,24 @@ def train_head(
         "templates": list(templates),
         "logit_scale": scale,
     }
-    run = {"best_val_acc": fit.val_acc, "zeroshot_val_acc": fit.zeroshot_val_acc, "steps": fit.steps,
-           "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)}  # fmt: skip
+    run = {
+        "best_val_acc": fit.val_acc,
+        "zeroshot_val_acc": fit.zeroshot_val_acc,
+        "steps": fit.steps,
+        "stopped": fit.stopped,
+        "train_seconds": round(fit.seconds, 3),
+    }
     card = {
         "title": "Stanford Cars head",
         "head": head,
         "head_description": spec.description,
         "backbone": backbone.spec,
         "backbone_fingerprint": backbone.fingerprint,
-        "dataset": {"source": dataset.source, "fingerprint": dataset.fingerprint,
-                    "splits": {k: len(s) for k, s in dataset.splits.items()}},  # fmt: skip
+        "dataset": {
+            "source": dataset.source,
+            "fingerprint": dataset.fingerprint,
+            "splits": {k: len(s) for k, s in dataset.splits.items()},
+        },
         "classes": list(dataset.class_names),
         "split": plan.description,
         "split_protocol": plan.protocol,
@@ -156,8 +176,14 @@ def train_head(
         "metrics": metrics.to_dict(),  # with the confusion matrix, for the admin view's figure
         "zeroshot_metrics": zeroshot.to_dict(),
         "extra_metrics": {k: v.summary() for k, v in extra.items()},
-        "validation": {"acc1": fit.val_acc, "zeroshot_acc1": fit.zeroshot_val_acc, "n": fit.n_selection,
-                       "protocol": fit.protocol, "fitted_on": fit.n_fit, "candidates": fit.history},
+        "validation": {
+            "acc1": fit.val_acc,
+            "zeroshot_acc1": fit.zeroshot_val_acc,
+            "n": fit.n_selection,
+            "protocol": fit.protocol,
+            "fitted_on": fit.n_fit,
+            "candidates": fit.history,
+        },
         "run": run,
         "skipped": skipped,
         "notes": [*dataset.notes, *([plan.leak] if plan.leak else [])],
@@ -168,10 +194,26 @@ def train_head(
     save_checkpoint(out_dir, state, config, card)
     seconds = time.perf_counter() - t0
     run.update(encoded_images=fresh, seconds=round(seconds, 3), head=head)
-    report({"phase": "done", "val_acc": fit.val_acc, "best_val_acc": fit.val_acc, "test_acc": metrics.acc1,
-            "elapsed": seconds})  # fmt: skip
-    return TrainResult(CARS_HEAD, Path(out_dir), list(dataset.class_names), metrics, plan.card(), skipped, run,
-                       zeroshot=zeroshot, extra=extra)  # fmt: skip
+    report(
+        {
+            "phase": "done",
+            "val_acc": fit.val_acc,
+            "best_val_acc": fit.val_acc,
+            "test_acc": metrics.acc1,
+            "elapsed": seconds,
+        }
+    )
+    return TrainResult(
+        CARS_HEAD,
+        Path(out_dir),
+        list(dataset.class_names),
+        metrics,
+        plan.card(),
+        skipped,
+        run,
+        zeroshot=zeroshot,
+        extra=extra,
+    )
 
 
 # --- using a trained head -------------------------------------------------------------------------------
@@ -186,15 +228,26 @@ class CarsClassifier:
     can't be had raises ``ModelUnavailable`` here.
     """
 
-    def __init__(self, checkpoint_dir, backbone=None, *, device: str = "auto", precision: str | None = None,
-                 load_backbone: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        checkpoint_dir,
+        backbone=None,
+        *,
+        device: str = "auto",
+        precision: str | None = None,
+        load_backbone: bool = True,
+    ):
         self.path = Path(checkpoint_dir)
         state, config, self.card = load_checkpoint(self.path, kind=HEAD_KIND)
         try:
             hc = config["head"]
             self.recorded = config["backbone"]
-            self.head = build_head(hc["name"], num_classes=hc["num_classes"], embed_dim=hc["embed_dim"],
-                                   logit_scale=hc.get("logit_scale", 100.0))  # fmt: skip
+            self.head = build_head(
+                hc["name"],
+                num_classes=hc["num_classes"],
+                embed_dim=hc["embed_dim"],
+                logit_scale=hc.get("logit_scale", 100.0),
+            )
             self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
             self.classifier = state["zeroshot.classifier"].float()
             self.logit_scale = float(config["logit_scale"])
@@ -206,8 +259,10 @@ class CarsClassifier:
         self.head.eval()
         self.class_names = list(self.card.get("classes") or [])
         if len(self.class_names) != hc["num_classes"]:
-            raise CheckpointError(f"Checkpoint '{self.path}' is damaged: its card lists {len(self.class_names)} "
-                                  f"classes for a head of {hc['num_classes']}.")  # fmt: skip
+            raise CheckpointError(
+                f"Checkpoint '{self.path}' is damaged: its card lists {len(self.class_names)} "
+                f"classes for a head of {hc['num_classes']}."
+            )
         self.backbone = Backbone.of(backbone or self.recorded["spec"], device, precision)
         check_backbone(self.recorded, self.backbone)
         if load_backbone:
@@ -246,8 +301,9 @@ def check_backbone(recorded: dict, backbone: Backbone) -> None:
     )
 
 
-def head_scores(clf: CarsClassifier, dataset: ImageDataset, part: Part, *, cache_dir=None, progress=None,
-                batch_size: int = 64) -> tuple[Scores, int]:  # fmt: skip
+def head_scores(
+    clf: CarsClassifier, dataset: ImageDataset, part: Part, *, cache_dir=None, progress=None, batch_size: int = 64
+) -> tuple[Scores, int]:
     """The head's metrics on ``dataset``'s ``part``, and how many of its images could not be read."""
     if list(dataset.class_names) != clf.class_names:
         raise CheckpointError(
@@ -255,20 +311,30 @@ def head_scores(clf: CarsClassifier, dataset: ImageDataset, part: Part, *, cache
             f"{dataset.source} has {len(dataset.class_names)} classes"
             f"{_first_difference(clf.class_names, dataset.class_names)}: evaluate it on the data it was trained for."
         )
-    encoded = encode_parts(dataset, {"scored": part}, clf.backbone, cache_dir=cache_dir, progress=progress,
-                           batch_size=batch_size)  # fmt: skip
+    encoded = encode_parts(
+        dataset, {"scored": part}, clf.backbone, cache_dir=cache_dir, progress=progress, batch_size=batch_size
+    )
     x, y = _readable(encoded, dataset)
     head, _ = clf.scores(x)
     return classification_metrics(y.numpy(), head.numpy(), len(clf.class_names)), encoded.skipped["scored"]
 
 
-def zeroshot_scores(backbone, dataset: ImageDataset, part: Part, *, templates=CARS_TEMPLATES, cache_dir=None,
-                    progress=None, batch_size: int = 64) -> tuple[Scores, int]:  # fmt: skip
+def zeroshot_scores(
+    backbone,
+    dataset: ImageDataset,
+    part: Part,
+    *,
+    templates=CARS_TEMPLATES,
+    cache_dir=None,
+    progress=None,
+    batch_size: int = 64,
+) -> tuple[Scores, int]:
     """Zero-shot CLIP's metrics on ``dataset``'s ``part`` (each image and class prompt encoded once, cached with
     ``cache_dir``), and how many of its images could not be read."""
     backbone = Backbone.of(backbone)
-    encoded = encode_parts(dataset, {"scored": part}, backbone, cache_dir=cache_dir, progress=progress,
-                           batch_size=batch_size)  # fmt: skip
+    encoded = encode_parts(
+        dataset, {"scored": part}, backbone, cache_dir=cache_dir, progress=progress, batch_size=batch_size
+    )
     x, y = _readable(encoded, dataset)
     classes, scale = class_text_embeddings(backbone, dataset.class_names, templates, cache_dir)
     return zero_shot_scores(x, y, classes, scale), encoded.skipped["scored"]

@@ -53,8 +53,10 @@ def check_replaceable(folder, kind: str) -> None:
     foreign = [n for n in names if n not in (WEIGHTS, CONFIG, CARD)]
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise CheckpointError(f"'{folder}' already holds other files ({', '.join(foreign[:3])}{more}); give a new "
-                              f"folder, or an existing {family} checkpoint folder to replace.")
+        raise CheckpointError(
+            f"'{folder}' already holds other files ({', '.join(foreign[:3])}{more}); give a new "
+            f"folder, or an existing {family} checkpoint folder to replace."
+        )
     if names:
         found = _read_json(folder, CONFIG).get("kind")
         if found != kind:
@@ -206,7 +208,7 @@ class Claim:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -274,8 +276,9 @@ def claim_output(folder, family: str) -> Claim:
             holder = _lock_path(folder).read_text().strip() or "another process"
         except OSError:
             holder = "another process"
-        raise CheckpointError(f"Another run is writing '{folder}' ({holder}); wait for it to finish or give "
-                              "another --out.")
+        raise CheckpointError(
+            f"Another run is writing '{folder}' ({holder}); wait for it to finish or give another --out."
+        )
     try:
         check_replaceable(folder, kind)  # again, now that no other run can change it
         claim = Claim(folder, fd, staged=folder.is_dir() and any(folder.iterdir()))
@@ -298,7 +301,9 @@ def list_versions(root, family: str) -> list[dict]:
             card, error = read_card(folder), None
         except CheckpointError as e:
             card, error = {}, str(e)
-        rows.append({"version": folder.name, "path": str(folder), "served": folder.name == served, "card": card, "error": error})
+        rows.append(
+            {"version": folder.name, "path": str(folder), "served": folder.name == served, "card": card, "error": error}
+        )
     return rows
 
 
@@ -330,7 +335,9 @@ def promote(root, family: str, version: str) -> Path:
     history = [v for v in state.get("history", []) if v != version]
     if state.get("current") and state["current"] != version:
         history.append(state["current"])
-    write_json_atomic(Path(root) / family / SERVED, {"current": version, "history": history[-20:], "updated": now_iso()})
+    write_json_atomic(
+        Path(root) / family / SERVED, {"current": version, "history": history[-20:], "updated": now_iso()}
+    )
     return folder
 
 

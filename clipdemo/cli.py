@@ -59,8 +59,14 @@ def cmd_zero_shot(args) -> list[dict]:
         from clipdemo.plots import score_matrix
 
         title = f"{_score_title(result)}; orange: each image's top {min(args.top_k or 1, len(labels))}"
-        score_matrix(result.scores, [Path(p).name for p in args.images], labels, title, result.none_of_these(),
-                     top_k=args.top_k or 1).savefig(args.matrix, dpi=110)  # fmt: skip
+        score_matrix(
+            result.scores,
+            [Path(p).name for p in args.images],
+            labels,
+            title,
+            result.none_of_these(),
+            top_k=args.top_k or 1,
+        ).savefig(args.matrix, dpi=110)
         print(f"matrix written to {args.matrix}", file=sys.stderr)
     if args.where:
         from clipdemo.relevancy import relevancy
@@ -77,8 +83,11 @@ def cmd_zero_shot(args) -> list[dict]:
 def _zero_shot_result(encoder, images, labels, templates, args):
     from clipdemo.zeroshot import DEFAULT_THRESHOLD, zero_shot
 
-    threshold = args.threshold if args.threshold is not None else (
-        DEFAULT_THRESHOLD[encoder.scoring] if args.open_set else None)  # fmt: skip
+    threshold = (
+        args.threshold
+        if args.threshold is not None
+        else (DEFAULT_THRESHOLD[encoder.scoring] if args.open_set else None)
+    )
     result = zero_shot(encoder, images, labels, templates, multi_label=args.multi_label, threshold=threshold)
     for notice in result.notices():
         print(f"note: {notice}", file=sys.stderr)
@@ -88,8 +97,11 @@ def _zero_shot_result(encoder, images, labels, templates, args):
 def _entries(result, top_k) -> list[dict]:
     entries = []
     for predictions, none in zip(result.ranked(top_k), result.none_of_these()):
-        entry = {"scoring": result.scoring, "independent": result.independent,
-                 "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions]}  # fmt: skip
+        entry = {
+            "scoring": result.scoring,
+            "independent": result.independent,
+            "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions],
+        }
         if result.threshold is not None:
             entry.update(none_of_these=none, threshold=result.threshold)
         entries.append(entry)
@@ -110,9 +122,14 @@ def cmd_search(args) -> dict:
     index = index_folder(backbone, args.images, cache_dir=Settings.from_env().cache_dir)
     query, kind = query_embedding(backbone, args.query)
     hits = search(index, query, args.top_k)
-    return {"query": args.query, "kind": kind, "images": len(index), "skipped": index.skipped,
-            "unreadable": list(index.unreadable),
-            "results": [{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in hits]}
+    return {
+        "query": args.query,
+        "kind": kind,
+        "images": len(index),
+        "skipped": index.skipped,
+        "unreadable": list(index.unreadable),
+        "results": [{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in hits],
+    }
 
 
 class StopOnInterrupt:
@@ -177,14 +194,15 @@ def finish(family: str, claim: Claim, result, promote_it: bool, interrupted: boo
     not_promoted = f"; not promoted (still served: {served.name if served else 'nothing'})" if promote_it else ""
     if interrupted:
         left = f" ('{claim.folder}' is left as it was)" if folder != claim.folder else ""
-        raise Interrupted(f"stopped with Ctrl-C; its best checkpoint so far is kept in {folder}{left}{not_promoted}",
-                          out)
+        raise Interrupted(
+            f"stopped with Ctrl-C; its best checkpoint so far is kept in {folder}{left}{not_promoted}", out
+        )
     if not_promoted:
         print(f"the run ended early ({result.stopped}){not_promoted}", file=sys.stderr)
     return out
 
 
-def train_until_stopped(train, stop: "StopOnInterrupt"):
+def train_until_stopped(train, stop: StopOnInterrupt):
     """``train()``, with Ctrl-C before its first step (a RuntimeError from the training functions) said in one line."""
     try:
         return train()
@@ -199,11 +217,19 @@ def training_options(args, family: str):
     from clipdemo.pipeline import TrainOptions
 
     if family == SCRATCH:
-        options = TrainOptions(epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device,
-                               preset=args.preset)  # fmt: skip
+        options = TrainOptions(
+            epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device, preset=args.preset
+        )
     else:
-        options = TrainOptions(epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device,
-                               backbone=args.backbone, head=args.head, split=args.split)  # fmt: skip
+        options = TrainOptions(
+            epochs=args.epochs,
+            max_seconds=args.max_seconds,
+            seed=args.seed,
+            device=args.device,
+            backbone=args.backbone,
+            head=args.head,
+            split=args.split,
+        )
     return options.checked(family)
 
 
@@ -227,8 +253,10 @@ def cmd_train_scratch(args):
         out = distributed.broadcast(claim.out if claim else None)  # one folder for all ranks
         bar = ConsoleProgress("training") if runtime.is_main else None
         with StopOnInterrupt() as stop:
-            result = train_until_stopped(lambda: train(SCRATCH, args.data, out, options, config=args.config,
-                                                       progress=bar, should_stop=stop), stop)  # fmt: skip
+            result = train_until_stopped(
+                lambda: train(SCRATCH, args.data, out, options, config=args.config, progress=bar, should_stop=stop),
+                stop,
+            )
         if bar:
             bar.close()  # before the last lines are printed
         return finish(SCRATCH, claim, result, args.promote, stop()) if runtime.is_main else None
@@ -255,15 +283,29 @@ def cmd_train_head(args):
         dataset = load(args.data, args.config)
         cache_dir = Settings.from_env().cache_dir
         if runtime.distributed:
-            encode_dataset_splits(dataset, Backbone.of(args.backbone, device=args.device), list(dataset.splits),
-                                  cache_dir=cache_dir, progress=None if runtime.is_main else (lambda event: None))
+            encode_dataset_splits(
+                dataset,
+                Backbone.of(args.backbone, device=args.device),
+                list(dataset.splits),
+                cache_dir=cache_dir,
+                progress=None if runtime.is_main else (lambda event: None),
+            )
             distributed.shutdown()
             if not runtime.is_main:
                 return None
         with StopOnInterrupt() as stop:
-            result = train_until_stopped(lambda: train(CARS_HEAD, dataset, claim.out, options, cache_dir=cache_dir,
-                                                       progress=ConsoleProgress("training head"), should_stop=stop),
-                                         stop)  # fmt: skip
+            result = train_until_stopped(
+                lambda: train(
+                    CARS_HEAD,
+                    dataset,
+                    claim.out,
+                    options,
+                    cache_dir=cache_dir,
+                    progress=ConsoleProgress("training head"),
+                    should_stop=stop,
+                ),
+                stop,
+            )
         return finish(CARS_HEAD, claim, result, args.promote, stop())
     finally:
         if claim:
@@ -275,8 +317,15 @@ def cmd_eval(args):
     from clipdemo.progress import ConsoleProgress
 
     cache_dir = Settings.from_env().cache_dir  # the features training already encoded
-    result = evaluate(args.checkpoint, args.data, args.split, config=args.config, cache_dir=cache_dir,
-                      device=args.device, progress=ConsoleProgress("evaluating"))  # fmt: skip
+    result = evaluate(
+        args.checkpoint,
+        args.data,
+        args.split,
+        config=args.config,
+        cache_dir=cache_dir,
+        device=args.device,
+        progress=ConsoleProgress("evaluating"),
+    )
     return result.to_json()
 
 
@@ -284,7 +333,12 @@ def cmd_versions(args):
     from clipdemo.checkpoints import list_versions
 
     return [
-        {"version": v["version"], "served": v["served"], "metrics": (v["card"].get("metrics") or {}), "error": v["error"]}
+        {
+            "version": v["version"],
+            "served": v["served"],
+            "metrics": (v["card"].get("metrics") or {}),
+            "error": v["error"],
+        }
         for v in list_versions(Settings.from_env().checkpoint_dir, args.family)
     ]
 
@@ -315,15 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_argument("images", nargs="+", metavar="IMAGE")
     zs.add_argument("--labels", required=True, help='comma- or newline-separated, e.g. "cat, dog, a red car"')
     zs.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
-    zs.add_argument(
-        "--templates", default="photo", help=f"{' | '.join(TEMPLATE_SETS)} | a custom template with {{}}"
-    )
+    zs.add_argument("--templates", default="photo", help=f"{' | '.join(TEMPLATE_SETS)} | a custom template with {{}}")
     zs.add_argument("--top-k", type=int, default=None)
-    zs.add_argument("--multi-label", action="store_true",
-                    help="each label scored on its own (SigLIP: its sigmoid; CLIP: the cosine similarity)")
+    zs.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="each label scored on its own (SigLIP: its sigmoid; CLIP: the cosine similarity)",
+    )
     zs.add_argument("--open-set", action="store_true", help="say 'none of these' below the family's default threshold")
-    zs.add_argument("--threshold", type=_unit_float, default=None,
-                    help="'none of these' when no label reaches it (SigLIP: a probability; CLIP: a cosine similarity)")
+    zs.add_argument(
+        "--threshold",
+        type=_unit_float,
+        default=None,
+        help="'none of these' when no label reaches it (SigLIP: a probability; CLIP: a cosine similarity)",
+    )
     zs.add_argument("--compare", default=None, metavar="MODEL", help="a second model, answered side by side")
     zs.add_argument("--matrix", default=None, metavar="PNG", help="write the image x label heatmap here")
     zs.add_argument("--where", default=None, metavar="LABEL", help="write a relevancy map of this label per image")
@@ -333,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="rank a folder's images by similarity to a text or an image")
     se.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
-    se.add_argument("--images", required=True, help="a folder of images (any depth; non-images are skipped and counted)")
+    se.add_argument(
+        "--images", required=True, help="a folder of images (any depth; non-images are skipped and counted)"
+    )
     se.add_argument("--query", required=True, help="text to look for, or the path of an image to search by example")
     se.add_argument("--top-k", type=int, default=None, help="keep the best K (default: every image)")
     se.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -344,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo_data)
 
-    train = sub.add_parser("train", help="train a scratch CLIP or a Cars head").add_subparsers(dest="what", required=True)
+    train = sub.add_parser("train", help="train a scratch CLIP or a Cars head").add_subparsers(
+        dest="what", required=True
+    )
     scratch = train.add_parser("scratch", help="a CLIP from scratch (ViT + byte-level text transformer)")
     scratch.add_argument("--data", required=True, help="'shapes', an image folder, or a HF dataset id")
     scratch.add_argument("--config", default=None, help="HF dataset config, e.g. mini or full for Pokemon")
@@ -355,12 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     from clipdemo.heads import DEFAULT_HEAD, HEADS
 
     head = train.add_parser("head", help="a head over a frozen CLIP, e.g. for Stanford Cars")
-    head.add_argument("--data", required=True, help="a Stanford Cars devkit folder, an image folder, or a HF dataset id")
+    head.add_argument(
+        "--data", required=True, help="a Stanford Cars devkit folder, an image folder, or a HF dataset id"
+    )
     head.add_argument("--config", default=None)
     head.add_argument("--backbone", default=default_model(), help="Hub id, HF folder or scratch checkpoint")
     head.add_argument("--head", default=DEFAULT_HEAD, choices=list(HEADS))
-    head.add_argument("--split", default="tutorial", choices=["tutorial", "official"],
-                      help="tutorial: 5%% of train held out (random_state=3); official: the test split")
+    head.add_argument(
+        "--split",
+        default="tutorial",
+        choices=["tutorial", "official"],
+        help="tutorial: 5%% of train held out (random_state=3); official: the test split",
+    )
     add_training_options(head, family=CARS_HEAD)
     head.set_defaults(run=cmd_train_head)
 
@@ -368,13 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data", required=True)
     ev.add_argument("--config", default=None)
-    ev.add_argument("--split", default="test",
-                    help="a split of the data, 'held-out' (what training scored without a test split); heads: 'tutorial'")
+    ev.add_argument(
+        "--split",
+        default="test",
+        help="a split of the data, 'held-out' (what training scored without a test split); heads: 'tutorial'",
+    )
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.set_defaults(run=cmd_eval)
 
-    for name, fn, help_ in (("versions", cmd_versions, "list checkpoint versions"),
-                            ("promote", cmd_promote, "serve a version"), ("rollback", cmd_rollback, "serve the previous one")):
+    for name, fn, help_ in (
+        ("versions", cmd_versions, "list checkpoint versions"),
+        ("promote", cmd_promote, "serve a version"),
+        ("rollback", cmd_rollback, "serve the previous one"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("family", choices=list(FAMILIES))
         if name == "promote":
@@ -384,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_training_options(p: argparse.ArgumentParser, family: str) -> None:
-    p.add_argument("--out", default=None, help=f"checkpoint folder (default: a new version under $CLIPDEMO_CHECKPOINT_DIR/{family})")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"checkpoint folder (default: a new version under $CLIPDEMO_CHECKPOINT_DIR/{family})",
+    )
     p.add_argument("--label", default="cli", help="suffix of the version folder name")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget")

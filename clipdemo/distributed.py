@@ -5,10 +5,11 @@ rendezvous; ``runtime()`` then joins the process group (nccl on GPUs, gloo on CP
 ``python -m clipdemo train …`` has no such variables and is the 1-process case of the same code: every
 helper below is then the identity.
 
-The contrastive loss needs every rank's negatives (and, with multi-positive targets, every rank's labels): ``contrastive_loss_global`` all-gathers image and text
-features with gradients flowing back to the rank that made them (open_clip's gather-with-grad + local loss).
-Each rank scores its own rows against the global batch; with DDP averaging gradients over ranks this is the
-same loss and the same update as one process on the whole batch.
+The contrastive loss needs every rank's negatives (and, with multi-positive targets, every rank's labels):
+``contrastive_loss_global`` all-gathers image and text features with gradients flowing back to the rank that
+made them (open_clip's gather-with-grad + local loss). Each rank scores its own rows against the global batch;
+with DDP averaging gradients over ranks this is the same loss and the same update as one process on the whole
+batch.
 """
 
 from __future__ import annotations
@@ -97,16 +98,17 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def contrastive_loss_global(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale,
-                            labels: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss_global(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric cross-entropy of this rank's pairs against the global batch.
 
     ``labels`` None: CLIP's loss, each image's own caption is its only positive (the tutorial's). Given (the class
     of each row): multi-positive targets, UniCL / SupCon style: every caption of the same class in the batch is a
     positive, each image's target spread evenly over them (and each caption's over the same-class images), less
     the targets' entropy so that 0 is perfect (a KL divergence; same gradients). With captions built from class
-    names, the plain loss pushes same-class pairs apart, and its floor is ln(images per class in the batch). Equal local batch sizes are
-    assumed (the sampler pads to make them so).
+    names, the plain loss pushes same-class pairs apart, and its floor is ln(images per class in the batch).
+    Equal local batch sizes are assumed (the sampler pads to make them so).
     """
     all_images, all_texts = gather_with_grad(image_features), gather_with_grad(text_features)
     n = image_features.shape[0]

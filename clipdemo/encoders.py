@@ -102,7 +102,11 @@ class HFCLIPEncoder:
     scoring, logit_bias = "softmax", 0.0
 
     def __init__(
-        self, spec: str, device: str = "auto", precision: str | None = None, batch_size: int = 32,
+        self,
+        spec: str,
+        device: str = "auto",
+        precision: str | None = None,
+        batch_size: int = 32,
         engine: str | None = None,
     ):
         from transformers import CLIPModel, CLIPTokenizerFast
@@ -120,7 +124,9 @@ class HFCLIPEncoder:
         path = _hf_local_or_hub(spec)
         try:
             # safetensors only: a repo with just pickled weights is refused, never unpickled
-            self.model = CLIPModel.from_pretrained(path, use_safetensors=True, **_hub_kwargs(spec)).eval().to(self.device)
+            self.model = (
+                CLIPModel.from_pretrained(path, use_safetensors=True, **_hub_kwargs(spec)).eval().to(self.device)
+            )
             self.tokenizer = CLIPTokenizerFast.from_pretrained(path, **_hub_kwargs(spec))
             processor = CLIPImageProcessor.from_pretrained(path, **_hub_kwargs(spec))
         except (OSError, ValueError, KeyError) as e:
@@ -217,7 +223,8 @@ def _hf_local_or_hub(spec: str) -> str:
         return str(path)
     if looks_like_path(spec):
         raise ModelUnavailable(
-            f"Model folder '{spec}' does not exist: point {MODEL_ENV} or --model at a folder saved with save_pretrained."
+            f"Model folder '{spec}' does not exist: "
+            f"point {MODEL_ENV} or --model at a folder saved with save_pretrained."
         )
     if _in_hf_cache(spec) or hub_access.hub_reachable():
         return spec

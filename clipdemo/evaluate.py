@@ -35,7 +35,7 @@ class Scores:
         return {**self.summary(), "confusion": [list(row) for row in self.confusion]}  # asdict: 0.15 s at 196 classes
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Scores":
+    def from_dict(cls, data: dict) -> Scores:
         return cls(**{k: data[k] for k in (*SUMMARY_KEYS, "confusion") if k in data})
 
 

@@ -25,25 +25,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from clipdemo.atomic import write_atomic
 from clipdemo.data import ImageDataset, Split
-from clipdemo.fingerprints import backbone_fingerprint, canonical_spec
 from clipdemo.data.splits import Part, SplitPlan
+from clipdemo.fingerprints import backbone_fingerprint, canonical_spec
 from clipdemo.images import ImageError, load_image
 from clipdemo.progress import ConsoleProgress, typed
 from clipdemo.zeroshot import CARS_TEMPLATES, build_classifier
 
 FEATURES_VERSION = 2  # bump when preprocessing or the file layout changes: old caches are then ignored
 MAX_NAMED = 20  # unreadable images named in a cache file and the log (all are counted)
-
 
 
 # --- backbone identity and lazy loading ------------------------------------------------------------------
@@ -63,7 +62,7 @@ class Backbone:
         self._fingerprint: str | None = None
 
     @classmethod
-    def of(cls, backbone, device: str = "auto", precision: str | None = None) -> "Backbone":
+    def of(cls, backbone, device: str = "auto", precision: str | None = None) -> Backbone:
         """A ``Backbone`` from a spec string, a ``Backbone`` or any ``Encoder``."""
         if isinstance(backbone, Backbone):
             return backbone
@@ -91,7 +90,7 @@ class Backbone:
             own = getattr(self._encoder, "fingerprint", None)
             found = own or backbone_fingerprint(self.spec)
             if found is None and self._encoder is None:
-                self.encoder  # a Hub id not yet in the local cache: loading downloads it (or says why it can't)
+                self.encoder  # noqa: B018 - a Hub id not yet in the local cache: loading downloads it (or says why it can't)
                 found = backbone_fingerprint(self.spec)
             self._fingerprint = found or f"name:{self.spec}"  # no files to look at (a test double)
         return self._fingerprint
@@ -163,8 +162,13 @@ def feature_cache_path(encoder, key_parts: Sequence, cache_dir) -> Path:
 def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None) -> Path:
     """Write ``encoded`` (for a split of ``n`` images) atomically (``clipdemo.atomic``)."""
     tensors = {"features": encoded.features.contiguous(), "labels": encoded.labels.long(), "kept": encoded.kept.long()}
-    metadata = {"n": str(n), "skipped": str(encoded.skipped), "version": str(FEATURES_VERSION),
-                "unreadable": json.dumps(list(encoded.unreadable)), "meta": json.dumps(meta or {})}  # fmt: skip
+    metadata = {
+        "n": str(n),
+        "skipped": str(encoded.skipped),
+        "version": str(FEATURES_VERSION),
+        "unreadable": json.dumps(list(encoded.unreadable)),
+        "meta": json.dumps(meta or {}),
+    }
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -179,8 +183,13 @@ def load_features(path, split: Split) -> EncodedSplit | None:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         data = load_file(path)
-        encoded = EncodedSplit(data["features"], data["labels"], int(meta["skipped"]), data["kept"],
-                               unreadable=tuple(json.loads(meta.get("unreadable", "[]"))))
+        encoded = EncodedSplit(
+            data["features"],
+            data["labels"],
+            int(meta["skipped"]),
+            data["kept"],
+            unreadable=tuple(json.loads(meta.get("unreadable", "[]"))),
+        )
         labels = torch.as_tensor(split.labels, dtype=torch.long)
         # the key already names the dataset; this catches a split that changed under the same name
         if int(meta["n"]) != len(split) or not torch.equal(labels[encoded.kept], encoded.labels):
@@ -203,8 +212,14 @@ def merge_shards(parts: Sequence[EncodedSplit]) -> EncodedSplit:
     labels = torch.cat([p.labels for p in parts])
     kept = torch.cat([p.kept for p in parts])
     order = torch.argsort(kept)
-    return EncodedSplit(features[order], labels[order], sum(p.skipped for p in parts), kept[order],
-                        sum(p.fresh for p in parts), tuple(n for p in parts for n in p.unreadable)[:MAX_NAMED])
+    return EncodedSplit(
+        features[order],
+        labels[order],
+        sum(p.skipped for p in parts),
+        kept[order],
+        sum(p.fresh for p in parts),
+        tuple(n for p in parts for n in p.unreadable)[:MAX_NAMED],
+    )
 
 
 def encode_split(
@@ -238,12 +253,28 @@ def encode_split(
             mine = torch.isin(cached.kept, torch.tensor(wanted, dtype=torch.long))
             skipped = len(wanted) - int(mine.sum())  # the share's unreadable images
             cached = EncodedSplit(cached.features[mine], cached.labels[mine], skipped, cached.kept[mine])
-        report({"phase": "encode", "split": name, "done": len(wanted), "total": len(wanted),
-                "skipped": cached.skipped, "cached": True})  # fmt: skip
+        report(
+            {
+                "phase": "encode",
+                "split": name,
+                "done": len(wanted),
+                "total": len(wanted),
+                "skipped": cached.skipped,
+                "cached": True,
+            }
+        )
         return cached
     if shard is None and _world() > 1:  # under torchrun: every rank encodes its share, merged below
-        return _encode_across_ranks(backbone, split, path, key_parts, batch_size=batch_size, progress=progress,
-                                    name=name, should_stop=should_stop)  # fmt: skip
+        return _encode_across_ranks(
+            backbone,
+            split,
+            path,
+            key_parts,
+            batch_size=batch_size,
+            progress=progress,
+            name=name,
+            should_stop=should_stop,
+        )
     encoded = _encode(backbone, split, wanted, batch_size, report, name, should_stop or (lambda: False))
     if path is not None and shard is None:
         save_features(path, encoded, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
@@ -272,8 +303,9 @@ def _encode_across_ranks(backbone: Backbone, split: Split, path, key_parts, **kw
     return merged
 
 
-def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, name: str,
-            should_stop) -> EncodedSplit:  # fmt: skip
+def _encode(
+    backbone: Backbone, split: Split, indices: list[int], batch_size: int, report, name: str, should_stop
+) -> EncodedSplit:
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     features, kept, unreadable, done = [], [], [], 0
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode batch b+1 while the model runs on batch b
@@ -281,7 +313,9 @@ def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: in
         for b in range(len(batches)):
             if should_stop():
                 pending.cancel()
-                raise EncodingStopped(f"stopped while reading {name} ({done} of {len(indices)} done); nothing was cached")
+                raise EncodingStopped(
+                    f"stopped while reading {name} ({done} of {len(indices)} done); nothing was cached"
+                )
             images, ok, bad = pending.result()
             if b + 1 < len(batches):
                 pending = pool.submit(_decode, split, batches[b + 1])
@@ -290,12 +324,22 @@ def _encode(backbone: Backbone, split: Split, indices: list[int], batch_size: in
                 kept.extend(ok)
             unreadable += bad
             done += len(batches[b])
-            report({"phase": "encode", "split": name, "done": done, "total": len(indices), "skipped": len(unreadable),
-                    "cached": False})  # fmt: skip
+            report(
+                {
+                    "phase": "encode",
+                    "split": name,
+                    "done": done,
+                    "total": len(indices),
+                    "skipped": len(unreadable),
+                    "cached": False,
+                }
+            )
     kept_t = torch.tensor(kept, dtype=torch.long)
     labels = torch.as_tensor(split.labels, dtype=torch.long)[kept_t] if kept else torch.empty(0, dtype=torch.long)
     feats = torch.cat(features) if features else torch.empty(0, 0)
-    return EncodedSplit(feats, labels, len(unreadable), kept_t, fresh=len(kept), unreadable=tuple(unreadable[:MAX_NAMED]))
+    return EncodedSplit(
+        feats, labels, len(unreadable), kept_t, fresh=len(kept), unreadable=tuple(unreadable[:MAX_NAMED])
+    )
 
 
 def _decode(split: Split, indices: list[int]):
@@ -329,28 +373,62 @@ def encode_plan(plan: SplitPlan, backbone: Backbone, *, parts=None, **kwargs) ->
     return encode_parts(plan.dataset, wanted, backbone, **kwargs)
 
 
-def encode_parts(dataset: ImageDataset, parts: dict[str, Part], backbone: Backbone, *, cache_dir=None, progress=None,
-                 batch_size: int = 64, should_stop=None) -> EncodedPlan:  # fmt: skip
+def encode_parts(
+    dataset: ImageDataset,
+    parts: dict[str, Part],
+    backbone: Backbone,
+    *,
+    cache_dir=None,
+    progress=None,
+    batch_size: int = 64,
+    should_stop=None,
+) -> EncodedPlan:
     """Each dataset split the ``parts`` draw from is encoded once (cached under the dataset fingerprint and split
     name), and each part takes its rows; unreadable images are named in a progress message."""
-    encoded = encode_dataset_splits(dataset, backbone, [p.split for p in parts.values()], cache_dir=cache_dir,
-                                    progress=progress, batch_size=batch_size, should_stop=should_stop)  # fmt: skip
+    encoded = encode_dataset_splits(
+        dataset,
+        backbone,
+        [p.split for p in parts.values()],
+        cache_dir=cache_dir,
+        progress=progress,
+        batch_size=batch_size,
+        should_stop=should_stop,
+    )
     report = typed(progress)
     for name, e in encoded.items():
         if e.skipped:
             report({"phase": "encode", "message": unreadable_line(name, e)})
-    return EncodedPlan({k: encoded[p.split].rows(p.indices) for k, p in parts.items()},
-                       {k: encoded[p.split].missing(p.indices) for k, p in parts.items()},
-                       sum(e.fresh for e in encoded.values()))  # fmt: skip
+    return EncodedPlan(
+        {k: encoded[p.split].rows(p.indices) for k, p in parts.items()},
+        {k: encoded[p.split].missing(p.indices) for k, p in parts.items()},
+        sum(e.fresh for e in encoded.values()),
+    )
 
 
-def encode_dataset_splits(dataset: ImageDataset, backbone: Backbone, names, *, cache_dir=None, progress=None,
-                          batch_size: int = 64, should_stop=None) -> dict[str, EncodedSplit]:  # fmt: skip
+def encode_dataset_splits(
+    dataset: ImageDataset,
+    backbone: Backbone,
+    names,
+    *,
+    cache_dir=None,
+    progress=None,
+    batch_size: int = 64,
+    should_stop=None,
+) -> dict[str, EncodedSplit]:
     """Each named dataset split encoded once (cached under the dataset fingerprint and split name)."""
-    return {name: encode_split(backbone, dataset.splits[name], batch_size=batch_size, progress=progress,
-                               cache_dir=cache_dir, key_parts=(dataset.fingerprint, name), name=name,
-                               should_stop=should_stop)  # fmt: skip
-            for name in dict.fromkeys(names)}
+    return {
+        name: encode_split(
+            backbone,
+            dataset.splits[name],
+            batch_size=batch_size,
+            progress=progress,
+            cache_dir=cache_dir,
+            key_parts=(dataset.fingerprint, name),
+            name=name,
+            should_stop=should_stop,
+        )
+        for name in dict.fromkeys(names)
+    }
 
 
 def unreadable_line(split: str, encoded: EncodedSplit) -> str:

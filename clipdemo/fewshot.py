@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,15 @@ from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND
 from clipdemo.features import Backbone
 from clipdemo.heads import DEFAULT_HEAD, HEADS, FitResult, fit_head, predict_logits
 from clipdemo.images import ImageError, load_image
-from clipdemo.zeroshot import (CONTROL_CHARS, MAX_LABEL_CHARS, EmbeddingCache, Prediction, build_classifier,
-                               encode_images_cached, rank)
+from clipdemo.zeroshot import (
+    CONTROL_CHARS,
+    MAX_LABEL_CHARS,
+    EmbeddingCache,
+    Prediction,
+    build_classifier,
+    encode_images_cached,
+    rank,
+)
 
 MIN_CLASSES, MAX_CLASSES = 2, 20
 MAX_PER_CLASS = 16
@@ -76,7 +83,9 @@ def examples_from_zip(path) -> dict[str, list[bytes]]:
                 continue  # a file outside any class folder
             total += info.file_size
             if total > MAX_ZIP_BYTES:
-                raise FewShotError(f"The zip holds more than {MAX_ZIP_BYTES // 2**20} MB of files; send fewer or smaller images.")
+                raise FewShotError(
+                    f"The zip holds more than {MAX_ZIP_BYTES // 2**20} MB of files; send fewer or smaller images."
+                )
             examples.setdefault(parts[0], []).append(archive.read(info))
     if not examples:
         raise FewShotError("The zip has no class folders with files in them (expected class/image.jpg).")
@@ -98,7 +107,7 @@ class Taught:
     skipped: list[str] = field(default_factory=list)  # "class/file: reason" of each unreadable example
     seed: int = 0
 
-    def slim(self) -> "Taught":
+    def slim(self) -> Taught:
         """What a session keeps once taught: the head and the labels, not the examples' embeddings (``N x D``);
         ``leave_one_out`` needs those, so it runs before."""
         return replace(self, features=self.features[:0])
@@ -122,8 +131,14 @@ class Taught:
         return tuple(rank(p, self.class_names, k)[0] for p in self.probabilities(features, weight))
 
 
-def teach(backbone, examples: dict[str, Sequence], *, templates: Sequence[str] = TEMPLATES, seed: int = 0,
-          head: str = DEFAULT_HEAD) -> Taught:  # fmt: skip
+def teach(
+    backbone,
+    examples: dict[str, Sequence],
+    *,
+    templates: Sequence[str] = TEMPLATES,
+    seed: int = 0,
+    head: str = DEFAULT_HEAD,
+) -> Taught:
     """Fit ``head`` on a few images per class: ``examples`` maps each class name to 1..``MAX_PER_CLASS`` images
     (paths, bytes or PIL images). Unreadable images are skipped and named; a class left with none, too few or too
     many classes or images are refused with a ``FewShotError``."""
@@ -150,7 +165,9 @@ def teach(backbone, examples: dict[str, Sequence], *, templates: Sequence[str] =
                 where = Path(ref).name if isinstance(ref, (str, Path)) else f"image {i + 1}"
                 skipped.append(f"{name}/{where}: {e}")
         if c not in labels:
-            raise FewShotError(f"None of class '{name[:60]}''s {len(examples[name])} file(s) could be read as an image.")
+            raise FewShotError(
+                f"None of class '{name[:60]}''s {len(examples[name])} file(s) could be read as an image."
+            )
     backbone = Backbone.of(backbone)
     features = encode_images_cached(backbone.encoder, images, FEWSHOT_CACHE).float()
     y = torch.tensor(labels, dtype=torch.long)
@@ -176,16 +193,24 @@ def leave_one_out(taught: Taught) -> LeaveOneOut:
     (nested: no peeking), by cross-validation as the full fit does. With more than ``MAX_LOO`` examples, an even
     sample of them across the classes is left out in turn (``n`` says how many)."""
     if min(taught.counts) < MIN_LOO:
-        raise FewShotError(f"Leave-one-out needs at least {MIN_LOO} readable images in every class "
-                           f"(the fewest here: {min(taught.counts)}).")  # fmt: skip
+        raise FewShotError(
+            f"Leave-one-out needs at least {MIN_LOO} readable images in every class "
+            f"(the fewest here: {min(taught.counts)})."
+        )
     x, y = taught.features, taught.labels
     zs = (taught.logit_scale * x @ taught.class_embeddings.T).argmax(1)
     held = _even_sample(y, MAX_LOO, taught.seed)
     correct = 0
     for i in held:
         keep = torch.arange(len(y)) != i
-        fit = fit_head(taught.fit.name, (x[keep], y[keep]), None, class_embeddings=taught.class_embeddings,
-                       logit_scale=taught.logit_scale, seed=taught.seed)
+        fit = fit_head(
+            taught.fit.name,
+            (x[keep], y[keep]),
+            None,
+            class_embeddings=taught.class_embeddings,
+            logit_scale=taught.logit_scale,
+            seed=taught.seed,
+        )
         correct += int(predict_logits(fit.head, x[i : i + 1]).argmax(1).item() == y[i].item())
     zs_correct = int((zs[held] == y[held]).sum())
     return LeaveOneOut(correct / len(held), zs_correct / len(held), len(held), correct, zs_correct)
@@ -223,23 +248,37 @@ def save_head(taught: Taught, out_dir, *, source: str = "your classes (uploaded 
         "dataset": {"source": source, "splits": {"train": len(taught.labels)}},
         "classes": list(taught.class_names),
         "split": f"few-shot: all {len(taught.labels)} images trained on ({min(counts)}-{max(counts)} per class); "
-                 "no held-out split (see validation: k-fold on the same images)",
+        "no held-out split (see validation: k-fold on the same images)",
         "split_protocol": "few-shot",
         "seed": taught.seed,
         "hyperparameters": fit.hyperparameters,
         "selection": fit.selection,
         "templates": list(taught.templates),
         "metrics": {},
-        "validation": {"acc1": fit.val_acc, "zeroshot_acc1": fit.zeroshot_val_acc, "n": fit.n_selection,
-                       "protocol": fit.protocol, "fitted_on": fit.n_fit, "candidates": fit.history},  # fmt: skip
-        "run": {"best_val_acc": fit.val_acc, "zeroshot_val_acc": fit.zeroshot_val_acc, "steps": fit.steps,
-                "stopped": fit.stopped, "train_seconds": round(fit.seconds, 3)},  # fmt: skip
+        "validation": {
+            "acc1": fit.val_acc,
+            "zeroshot_acc1": fit.zeroshot_val_acc,
+            "n": fit.n_selection,
+            "protocol": fit.protocol,
+            "fitted_on": fit.n_fit,
+            "candidates": fit.history,
+        },
+        "run": {
+            "best_val_acc": fit.val_acc,
+            "zeroshot_val_acc": fit.zeroshot_val_acc,
+            "steps": fit.steps,
+            "stopped": fit.stopped,
+            "train_seconds": round(fit.seconds, 3),
+        },
         "skipped": {"train": len(taught.skipped)},
         "notes": [f"unreadable: {s}" for s in taught.skipped[:20]],
         "trained_on": f"{source}: {n} classes, {len(taught.labels)} images",
         "library_version": __version__,
     }
-    state = {**{f"head.{k}": v for k, v in fit.head.state_dict().items()}, "zeroshot.classifier": taught.class_embeddings}
+    state = {
+        **{f"head.{k}": v for k, v in fit.head.state_dict().items()},
+        "zeroshot.classifier": taught.class_embeddings,
+    }
     return save_checkpoint(out_dir, state, config, card)
 
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -65,9 +65,14 @@ class LogitsMLP(nn.Module):
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
         self.fc1 = nn.Sequential(nn.Linear(c, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(0.25))
         self.fc2 = nn.Sequential(
-            nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(),
-            nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(0.3),
-        )  # fmt: skip
+            nn.Linear(h, h),
+            nn.BatchNorm1d(h),
+            nn.ReLU(),
+            nn.Linear(h, h),
+            nn.BatchNorm1d(h),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+        )
         self.fc3 = nn.Sequential(nn.Linear(h, c), nn.BatchNorm1d(c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +90,14 @@ class LinearProbe(nn.Module):
         self.fc = nn.Linear(embed_dim, num_classes)
 
     @torch.no_grad()
-    def set(self, probe: "ProbeWeights") -> "LinearProbe":
+    def set(self, probe: ProbeWeights) -> LinearProbe:
         """Copy a fitted probe (scikit-learn's weights) in."""
-        for target, value in ((self.mean, probe.mean), (self.std, probe.std), (self.fc.weight, probe.weight),
-                              (self.fc.bias, probe.bias)):  # fmt: skip
+        for target, value in (
+            (self.mean, probe.mean),
+            (self.std, probe.std),
+            (self.fc.weight, probe.weight),
+            (self.fc.bias, probe.bias),
+        ):
             target.copy_(torch.as_tensor(value, dtype=torch.float32))
         return self
 
@@ -143,16 +152,39 @@ class HeadSpec:
 
 
 HEADS: dict[str, HeadSpec] = {
-    "zeroshot-blend": HeadSpec("the linear probe blended with zero-shot CLIP, weight and C chosen on held-out "
-                               "images (WiSE-FT for a linear head)", True, "lbfgs"),  # fmt: skip
-    "linear": HeadSpec("a linear probe on the standardised image embeddings (logistic regression, L-BFGS, C chosen "
-                       "on held-out images: the CLIP paper's protocol)", False, "lbfgs"),  # fmt: skip
+    "zeroshot-blend": HeadSpec(
+        "the linear probe blended with zero-shot CLIP, weight and C chosen on held-out "
+        "images (WiSE-FT for a linear head)",
+        True,
+        "lbfgs",
+    ),
+    "linear": HeadSpec(
+        "a linear probe on the standardised image embeddings (logistic regression, L-BFGS, C chosen "
+        "on held-out images: the CLIP paper's protocol)",
+        False,
+        "lbfgs",
+    ),
     # the tutorial's optimiser: Adam, lr 2e-4, batch 64, 6 epochs (now at least 300 steps)
-    "mlp-logits": HeadSpec("the tutorial's MLP over the zero-shot logits (C→5C→5C→5C→C)", True, "adam", lr=2e-4,
-                           weight_decay=0.0, batch_size=64, epochs=6, min_steps=300),  # fmt: skip
-    "zeroshot-init": HeadSpec("a linear head initialised from the class text embeddings, steps chosen on held-out "
-                              "images", True, "adam", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=20,
-                              min_steps=300),  # fmt: skip
+    "mlp-logits": HeadSpec(
+        "the tutorial's MLP over the zero-shot logits (C→5C→5C→5C→C)",
+        True,
+        "adam",
+        lr=2e-4,
+        weight_decay=0.0,
+        batch_size=64,
+        epochs=6,
+        min_steps=300,
+    ),
+    "zeroshot-init": HeadSpec(
+        "a linear head initialised from the class text embeddings, steps chosen on held-out images",
+        True,
+        "adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=64,
+        epochs=20,
+        min_steps=300,
+    ),
 }
 DEFAULT_HEAD = "zeroshot-blend"  # never below zero-shot, best on real images from 2 shots, cheap (bench/few_shot.py)
 
@@ -305,12 +337,29 @@ def fit_head(
     def tick(n: int = 1) -> None:
         done[0] += n
         elapsed = time.perf_counter() - t0
-        report({"phase": "train", "step": done[0], "total_steps": total, "elapsed": elapsed,
-                "eta": elapsed / done[0] * max(0, total - done[0])})  # fmt: skip
+        report(
+            {
+                "phase": "train",
+                "step": done[0],
+                "total_steps": total,
+                "elapsed": elapsed,
+                "eta": elapsed / done[0] * max(0, total - done[0]),
+            }
+        )
 
-    ctx = _Context(num_classes, class_embeddings, float(logit_scale), seed, spec,
-                   spec.lr if lr is None else lr, spec.weight_decay if weight_decay is None else weight_decay,
-                   bs, steps, stop, tick)  # fmt: skip
+    ctx = _Context(
+        num_classes,
+        class_embeddings,
+        float(logit_scale),
+        seed,
+        spec,
+        spec.lr if lr is None else lr,
+        spec.weight_decay if weight_decay is None else weight_decay,
+        bs,
+        steps,
+        stop,
+        tick,
+    )
     with _threads(threads):
         scores: dict[tuple, list[float]] = {}  # candidate -> [correct, cross-entropy sum, n]
         kept: dict[tuple, nn.Module] = {}  # validation + adam: the best run's module, no refit needed
@@ -328,14 +377,33 @@ def fit_head(
                 if use_validation and module is not None and (not kept or _better(hp, s, next(iter(kept)), scores)):
                     kept = {hp: _snapshot(module)}
                 best_so_far = max(best_so_far, s[0] / s[2])
-                report({"phase": "eval", "val_acc": s[0] / s[2], "best_val_acc": best_so_far, "step": done[0],
-                        "total_steps": total})  # fmt: skip
+                report(
+                    {
+                        "phase": "eval",
+                        "val_acc": s[0] / s[2],
+                        "best_val_acc": best_so_far,
+                        "step": done[0],
+                        "total_steps": total,
+                    }
+                )
             if stop():
                 break
         complete = {hp: s for hp, s in scores.items() if s[2] == max(v[2] for v in scores.values())} if scores else {}
         if not complete:
-            return FitResult(None, name, {}, "stopped before any candidate was scored", "", 0, 0, float("nan"),
-                             float("nan"), done[0], "cancelled", time.perf_counter() - t0)  # fmt: skip
+            return FitResult(
+                None,
+                name,
+                {},
+                "stopped before any candidate was scored",
+                "",
+                0,
+                0,
+                float("nan"),
+                float("nan"),
+                done[0],
+                "cancelled",
+                time.perf_counter() - t0,
+            )
         chosen = min(complete, key=lambda hp: (-complete[hp][0], complete[hp][1], list(complete).index(hp)))
         if chosen in kept:
             head = kept[chosen]
@@ -346,25 +414,54 @@ def fit_head(
     sel_x, sel_y = (vx, vy) if use_validation else (fit_x, fit_y)
     zs_acc = float((ctx.zeroshot(sel_x).argmax(1) == sel_y).double().mean())
     c, _, n = complete[chosen]
-    fixed = {k: v for k, v in (("lr", ctx.lr), ("weight_decay", ctx.weight_decay), ("batch_size", ctx.batch_size),
-                               ("budget_steps", steps)) if v is not None and spec.solver == "adam"}  # fmt: skip
+    fixed = {
+        k: v
+        for k, v in (
+            ("lr", ctx.lr),
+            ("weight_decay", ctx.weight_decay),
+            ("batch_size", ctx.batch_size),
+            ("budget_steps", steps),
+        )
+        if v is not None and spec.solver == "adam"
+    }
     history = [{**dict(hp), "acc": round(s[0] / s[2], 4), "loss": round(s[1] / s[2], 4)} for hp, s in complete.items()]
     grid = _grid_words(spec, steps)
     if use_validation:
-        words = (f"{grid} scored on the {len(vy)} validation images; the head fitted on the {len(y)} training "
-                 f"images")  # fmt: skip
+        words = f"{grid} scored on the {len(vy)} validation images; the head fitted on the {len(y)} training images"
     else:
         k = len(splits)
-        words = (f"{grid} scored by {k}-fold {'stratified ' if _stratifiable(fit_y.numpy(), k) else ''}"
-                 f"cross-validation on {len(fit_y)} images (train {len(y)} + validation {len(vy)}: fewer than "
-                 f"{min_validation} validation images); the head refitted on all {len(fit_y)}")  # fmt: skip
+        words = (
+            f"{grid} scored by {k}-fold {'stratified ' if _stratifiable(fit_y.numpy(), k) else ''}"
+            f"cross-validation on {len(fit_y)} images (train {len(y)} + validation {len(vy)}: fewer than "
+            f"{min_validation} validation images); the head refitted on all {len(fit_y)}"
+        )
     words += f"; chosen: {_hp_words(dict(chosen))}, accuracy {c / n:.3f} against zero-shot's {zs_acc:.3f}"
     stopped = "cancelled" if stop() or any(s[2] < n for s in scores.values()) else "finished"
-    result = FitResult(head, name, {**dict(chosen), **fixed}, words, "validation" if use_validation else "k-fold",
-                       n, len(fit_y) if not use_validation else len(y), c / n, zs_acc, done[0], stopped,
-                       time.perf_counter() - t0, history)  # fmt: skip
-    report({"phase": "eval", "val_acc": result.val_acc, "best_val_acc": result.val_acc, "step": done[0],
-            "total_steps": total, "message": words})  # fmt: skip
+    result = FitResult(
+        head,
+        name,
+        {**dict(chosen), **fixed},
+        words,
+        "validation" if use_validation else "k-fold",
+        n,
+        len(fit_y) if not use_validation else len(y),
+        c / n,
+        zs_acc,
+        done[0],
+        stopped,
+        time.perf_counter() - t0,
+        history,
+    )
+    report(
+        {
+            "phase": "eval",
+            "val_acc": result.val_acc,
+            "best_val_acc": result.val_acc,
+            "step": done[0],
+            "total_steps": total,
+            "message": words,
+        }
+    )
     return result
 
 
@@ -390,8 +487,11 @@ def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.nd
 
     smallest = int(np.bincount(y)[np.unique(y)].min())
     k = max(2, min(folds, smallest, len(y)))
-    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if smallest >= 2 else KFold(
-        min(folds, len(y)), shuffle=True, random_state=seed)
+    splitter = (
+        StratifiedKFold(k, shuffle=True, random_state=seed)
+        if smallest >= 2
+        else KFold(min(folds, len(y)), shuffle=True, random_state=seed)
+    )
     return list(splitter.split(np.zeros(len(y)), y))
 
 
@@ -456,7 +556,7 @@ def _final(name: str, ctx: _Context, x, y, hp: dict) -> nn.Module:
         blend.probe.set(probe)
         return blend
     module = None
-    for _, module in _adam_path(name, ctx, x, y, hp["steps"], evaluate=False):
+    for _, module in _adam_path(name, ctx, x, y, hp["steps"], evaluate=False):  # noqa: B007 - the last one
         pass
     return module
 
@@ -529,11 +629,19 @@ def _adam_path(name: str, ctx: _Context, x, y, steps: int, evaluate: bool) -> It
     ``batch_size`` (reshuffled each pass over the data); yield (steps so far, head) at ~20 evaluation points,
     step 0 included (``evaluate``), or only at the end."""
     torch.manual_seed(ctx.seed)  # the head's initialisation
-    head = build_head(name, num_classes=ctx.num_classes, embed_dim=x.shape[1], class_embeddings=ctx.class_embeddings,
-                      logit_scale=ctx.logit_scale)  # fmt: skip
+    head = build_head(
+        name,
+        num_classes=ctx.num_classes,
+        embed_dim=x.shape[1],
+        class_embeddings=ctx.class_embeddings,
+        logit_scale=ctx.logit_scale,
+    )
     params = [p for p in head.parameters() if p.requires_grad]
-    opt = (torch.optim.AdamW(params, lr=ctx.lr, weight_decay=ctx.weight_decay) if ctx.weight_decay
-           else torch.optim.Adam(params, lr=ctx.lr))  # fmt: skip
+    opt = (
+        torch.optim.AdamW(params, lr=ctx.lr, weight_decay=ctx.weight_decay)
+        if ctx.weight_decay
+        else torch.optim.Adam(params, lr=ctx.lr)
+    )
     every = max(1, steps // 20)
     generator = torch.Generator().manual_seed(ctx.seed)
     bs = max(2, min(ctx.batch_size, len(y)))  # BatchNorm can't train on one example

@@ -25,7 +25,9 @@ from clipdemo.settings import HUB_REPO_ENV, hf_token, hub_repo
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE = "The Hugging Face Hub is unreachable from this machine, so nothing was {what}; the local checkpoints are unchanged."
+UNREACHABLE = (
+    "The Hugging Face Hub is unreachable from this machine, so nothing was {what}; the local checkpoints are unchanged."
+)
 
 
 class HubSyncError(UserError):
@@ -67,8 +69,12 @@ def push_checkpoint(folder, repo_id: str, token: str | None = None, family: str 
     try:
         api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True)
         api.upload_folder(
-            repo_id=repo_id, repo_type="model", folder_path=str(folder), path_in_repo=family,
-            commit_message=f"clipdemo: {family} version {folder.name}", delete_patterns=["*"],
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=str(folder),
+            path_in_repo=family,
+            commit_message=f"clipdemo: {family} version {folder.name}",
+            delete_patterns=["*"],
         )
     except Exception as e:  # the Hub's errors come in many classes; one sentence each is enough
         log.warning("push of %s to %s failed", folder, repo_id, exc_info=True)
@@ -92,8 +98,9 @@ def pull_checkpoint(repo_id: str, dest_root, family: str, token: str | None = No
     tmp = Path(tempfile.mkdtemp(dir=base, prefix=".hub-", suffix=".partial"))
     try:
         try:
-            snapshot_download(repo_id, repo_type="model", allow_patterns=[f"{family}/*"], local_dir=tmp,
-                              token=_token(token))
+            snapshot_download(
+                repo_id, repo_type="model", allow_patterns=[f"{family}/*"], local_dir=tmp, token=_token(token)
+            )
         except Exception as e:
             log.warning("pull of %s/%s failed", repo_id, family, exc_info=True)
             raise _hub_failure("download from", repo_id, e) from None

@@ -49,7 +49,6 @@ _OPEN_FORMATS = tuple(sorted(ALLOWED_FORMATS))
 _FORMATS_TEXT = "JPEG, PNG, GIF, WebP, BMP, TIFF"
 
 
-
 _NOT_AN_IMAGE = f"This file is not an image (allowed: {_FORMATS_TEXT})."
 
 
@@ -232,4 +231,3 @@ def _format_bytes(n: int) -> str:
 
 def _format_pixels(n: int) -> str:
     return f"{n / 1e6:.3g} megapixels" if n >= 1_000_000 else f"{n} pixels"
-

@@ -11,9 +11,9 @@ Safety rules, in one place:
 - the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
   folder under ``data_root``; any other path, ``..`` or a link out of the data root is refused;
 - each run writes into a NEW version folder (``checkpoints.claim_version``, held until the job ends) and the
-  training function writes atomically; nothing is ever promoted here (promotion is a separate, explicit action), so a failed or
-  cancelled run leaves what is served, and every other version, untouched. A failed run's half-written
-  folder is removed; a cancelled run keeps the checkpoint it had finished, listed but not served;
+  training function writes atomically; nothing is ever promoted here (promotion is a separate, explicit
+  action), so a failed or cancelled run leaves what is served, and every other version, untouched. A failed
+  run's half-written folder is removed; a cancelled run keeps the checkpoint it had finished, listed but not served;
 - a failure is kept as one short sentence; the traceback goes to the server log only.
 
 Nothing here imports gradio: the CLI can drive the same runner.
@@ -28,10 +28,10 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from clipdemo import pipeline
 from clipdemo.checkpoints import CheckpointError, Claim, claim_version, load_checkpoint, read_card
@@ -105,8 +105,16 @@ class Job:
 class JobRunner:
     """Runs at most one training job at a time on a background thread; see the module docstring."""
 
-    def __init__(self, checkpoint_dir, data_root=None, *, trainers: dict[str, Trainer] | None = None,
-                 allowed_backbones=None, cache_dir=None, log_lines: int = 200):
+    def __init__(
+        self,
+        checkpoint_dir,
+        data_root=None,
+        *,
+        trainers: dict[str, Trainer] | None = None,
+        allowed_backbones=None,
+        cache_dir=None,
+        log_lines: int = 200,
+    ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.data_root = Path(data_root) if data_root else None
         self.trainers = {**{f: functools.partial(pipeline.train, f) for f in FAMILIES}, **(trainers or {})}
@@ -118,11 +126,15 @@ class JobRunner:
         self._ids = 0
 
     @classmethod
-    def from_settings(cls, settings, **kwargs) -> "JobRunner":
+    def from_settings(cls, settings, **kwargs) -> JobRunner:
         """The app's runner: checkpoints and data root from the settings; Cars heads only on the app's models."""
         kwargs.setdefault("cache_dir", Path(settings.checkpoint_dir) / ".cache")  # hidden: not a family
-        return cls(settings.checkpoint_dir, settings.data_root,
-                   allowed_backbones=[settings.model, *settings.extra_models], **kwargs)
+        return cls(
+            settings.checkpoint_dir,
+            settings.data_root,
+            allowed_backbones=[settings.model, *settings.extra_models],
+            **kwargs,
+        )
 
     # -- actions
 
@@ -147,8 +159,9 @@ class JobRunner:
             out_dir = claim.folder
             job = Job(self._ids, family, dataset.strip(), opts, out_dir, log=deque(maxlen=self.log_lines), claim=claim)
             self._job = job
-            job.thread = threading.Thread(target=self._run, args=(job, load), name=f"clipdemo-job-{job.id}",
-                                          daemon=True)
+            job.thread = threading.Thread(
+                target=self._run, args=(job, load), name=f"clipdemo-job-{job.id}", daemon=True
+            )
         self._log(job, f"started {family} training on {job.dataset} into version {out_dir.name}", force=True)
         log.info("job %d: %s on %s -> %s (%s)", job.id, family, job.dataset, out_dir, opts)
         try:
@@ -202,14 +215,34 @@ class JobRunner:
         with self._lock:
             last = dict(job.last)
             snap = {
-                "id": job.id, "family": job.family, "dataset": job.dataset,
-                "options": asdict(job.options), "version": job.out_dir.name, "state": job.state,
-                "started": _clock(job.started), "elapsed_s": round((job.ended or time.time()) - job.started, 1),
-                "history": list(job.history), "log": list(job.log), "error": job.error, "kept": job.kept,
-                "result": dict(job.result) if job.result else None, "stopping": job.stop.is_set(),
+                "id": job.id,
+                "family": job.family,
+                "dataset": job.dataset,
+                "options": asdict(job.options),
+                "version": job.out_dir.name,
+                "state": job.state,
+                "started": _clock(job.started),
+                "elapsed_s": round((job.ended or time.time()) - job.started, 1),
+                "history": list(job.history),
+                "log": list(job.log),
+                "error": job.error,
+                "kept": job.kept,
+                "result": dict(job.result) if job.result else None,
+                "stopping": job.stop.is_set(),
             }
-        for key in ("phase", "step", "total_steps", "epoch", "epochs", "loss", "val_acc", "message", "split", "done",
-                    "total"):
+        for key in (
+            "phase",
+            "step",
+            "total_steps",
+            "epoch",
+            "epochs",
+            "loss",
+            "val_acc",
+            "message",
+            "split",
+            "done",
+            "total",
+        ):
             snap[key] = last.get(key)
         snap["eta_s"] = last.get("eta_s", last.get("eta")) if job.state == "running" else None
         return snap
@@ -220,10 +253,20 @@ class JobRunner:
         try:
             self._log(job, "loading the dataset", force=True)
             dataset = load()
-            self._log(job, f"dataset: {getattr(dataset, 'source', job.dataset)}, "
-                           f"{len(getattr(dataset, 'class_names', []))} classes", force=True)
-            result = self.trainers[job.family](dataset, job.out_dir, job.options, progress=lambda e: self._progress(job, e),
-                                             should_stop=job.stop.is_set, cache_dir=self.cache_dir)  # fmt: skip
+            self._log(
+                job,
+                f"dataset: {getattr(dataset, 'source', job.dataset)}, "
+                f"{len(getattr(dataset, 'class_names', []))} classes",
+                force=True,
+            )
+            result = self.trainers[job.family](
+                dataset,
+                job.out_dir,
+                job.options,
+                progress=lambda e: self._progress(job, e),
+                should_stop=job.stop.is_set,
+                cache_dir=self.cache_dir,
+            )
             self._finish(job, result)
         except BaseException as e:  # the thread must always end in a state the UI can show
             if job.stop.is_set():
@@ -236,8 +279,11 @@ class JobRunner:
 
     def _finish(self, job: Job, result: TrainResult) -> None:
         with self._lock:  # what the results panel shows: the numbers, the class names and the confusion matrix
-            job.result = {**result.to_json(), "class_names": list(result.class_names),
-                          "confusion": result.metrics.confusion}  # fmt: skip
+            job.result = {
+                **result.to_json(),
+                "class_names": list(result.class_names),
+                "confusion": result.metrics.confusion,
+            }
         self._end(job, "cancelled" if job.stop.is_set() or result.stopped == "cancelled" else "finished")
 
     def _end(self, job: Job, state: str, error: str | None = None) -> None:
@@ -258,7 +304,8 @@ class JobRunner:
             "finished": f"finished: version {job.out_dir.name} is ready to promote",
             "failed": f"failed: {error}",
             "cancelled": f"cancelled; its checkpoint so far is kept as version {job.out_dir.name} (not served)"
-            if kept else "cancelled; no checkpoint was kept",
+            if kept
+            else "cancelled; no checkpoint was kept",
         }[state]
         self._log(job, line, force=True)
         log.info("job %d %s", job.id, line)
@@ -290,10 +337,14 @@ def log_line(event: dict) -> str:
     elif event.get("phase") == "eval" and isinstance(event.get("val_acc"), (int, float)):
         parts = [epoch, f"validation accuracy {100 * event['val_acc']:.1f}%"]
     else:
-        parts = [epoch, f"step {event['step']}/{event.get('total_steps') or '?'}" if event.get("step") is not None else "",
-                 f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), (int, float)) else "",
-                 f"val acc {100 * event['val_acc']:.1f}%"
-                 if event.get("phase") is None and isinstance(event.get("val_acc"), (int, float)) else ""]
+        parts = [
+            epoch,
+            f"step {event['step']}/{event.get('total_steps') or '?'}" if event.get("step") is not None else "",
+            f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), (int, float)) else "",
+            f"val acc {100 * event['val_acc']:.1f}%"
+            if event.get("phase") is None and isinstance(event.get("val_acc"), (int, float))
+            else "",
+        ]
     return " ".join(p for p in parts + [str(event.get("message") or "")] if p)
 
 

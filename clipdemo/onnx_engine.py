@@ -11,9 +11,10 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
   missing or the export fails: that is one log line, never an error.
 - The export cache: ``<CLIPDEMO_CHECKPOINT_DIR>/.cache/onnx/<tower>-<key>/model.onnx`` and its weights file
   (on Spaces under ``/data``), the key a digest of the weights' fingerprint
-  (``clipdemo.fingerprints.backbone_fingerprint``), the tower, the precision and the versions that shape the graph. Each export is written into a hidden temporary
-  folder renamed into place when complete, so every process after the first (CLI runs, app restarts) loads it,
-  and an export killed midway leaves no model behind. A cached model that no longer loads is exported again.
+  (``clipdemo.fingerprints.backbone_fingerprint``), the tower, the precision and the versions that shape the
+  graph. Each export is written into a hidden temporary folder renamed into place when complete, so every
+  process after the first (CLI runs, app restarts) loads it, and an export killed midway leaves no model behind. A
+  cached model that no longer loads is exported again.
 Training and anything needing gradients always run in PyTorch.
 """
 
@@ -29,8 +30,8 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -103,12 +104,25 @@ def hf_clip_towers(model, spec: str, device: torch.device, precision: str, engin
     """``(OnnxTowers, precision)`` for a transformers ``CLIPModel`` loaded from ``spec``, or ``(None, precision)``:
     PyTorch runs it (in fp32 where int8 was asked for: int8 exists only here)."""
     v = model.config.vision_config
-    return _towers("hf-clip", spec, device, precision, engine, {
-        "image": (_Tower(model, "get_image_features"), (torch.zeros(1, v.num_channels, v.image_size, v.image_size),),
-                  {"pixel_values": {0: "batch"}}),
-        "text": (_Tower(model, "get_text_features"), (_IDS, _MASK),
-                 {"input_ids": _TEXT_AXES, "attention_mask": _TEXT_AXES}),
-    })  # fmt: skip
+    return _towers(
+        "hf-clip",
+        spec,
+        device,
+        precision,
+        engine,
+        {
+            "image": (
+                _Tower(model, "get_image_features"),
+                (torch.zeros(1, v.num_channels, v.image_size, v.image_size),),
+                {"pixel_values": {0: "batch"}},
+            ),
+            "text": (
+                _Tower(model, "get_text_features"),
+                (_IDS, _MASK),
+                {"input_ids": _TEXT_AXES, "attention_mask": _TEXT_AXES},
+            ),
+        },
+    )
 
 
 def scratch_towers(model, path, device: torch.device, precision: str, engine: str | None = None):
@@ -119,11 +133,21 @@ def scratch_towers(model, path, device: torch.device, precision: str, engine: st
     (README, Benchmarks); ``CLIPDEMO_ENGINE=onnx`` (or int8) runs them in ONNX Runtime."""
     size = model.config.image_size
     engine = pick_engine(device, engine, auto_on_cpu="onnx" if precision == "int8" else "torch")
-    return _towers("scratch", str(path), device, precision, engine, {
-        "image": (_Tower(model, "encode_image"), (torch.zeros(1, 3, size, size, dtype=torch.uint8),),
-                  {"pixels": {0: "batch"}}),
-        "text": (_Tower(model, "encode_text"), (_IDS, _MASK.bool()), {"tokens": _TEXT_AXES, "mask": _TEXT_AXES}),
-    })  # fmt: skip
+    return _towers(
+        "scratch",
+        str(path),
+        device,
+        precision,
+        engine,
+        {
+            "image": (
+                _Tower(model, "encode_image"),
+                (torch.zeros(1, 3, size, size, dtype=torch.uint8),),
+                {"pixels": {0: "batch"}},
+            ),
+            "text": (_Tower(model, "encode_text"), (_IDS, _MASK.bool()), {"tokens": _TEXT_AXES, "mask": _TEXT_AXES}),
+        },
+    )
 
 
 def _towers(kind: str, spec: str, device: torch.device, precision: str, engine: str | None, towers: dict):
@@ -161,9 +185,15 @@ def _exporter(module: torch.nn.Module, args: tuple, axes: dict) -> Callable[[Pat
             # dynamo=False: the TorchScript exporter, 5x faster to export ViT-B/32 than the dynamo one (10 s vs
             # 53 s here), needs no onnxscript, and gives the same graph speed and embeddings.
             torch.onnx.export(
-                module.eval(), args, str(path), input_names=names, output_names=["embedding"],
-                dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=OPSET, dynamo=False,
-            )  # fmt: skip
+                module.eval(),
+                args,
+                str(path),
+                input_names=names,
+                output_names=["embedding"],
+                dynamic_axes={**axes, "embedding": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
 
     return export
 
@@ -176,9 +206,17 @@ def cache_key(name: str, fingerprint: str, precision: str) -> str:
     import transformers
 
     blob = json.dumps(
-        {"v": EXPORT_VERSION, "name": name, "weights": fingerprint, "precision": precision, "opset": OPSET,
-         "torch": torch.__version__, "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__}
-    )  # fmt: skip
+        {
+            "v": EXPORT_VERSION,
+            "name": name,
+            "weights": fingerprint,
+            "precision": precision,
+            "opset": OPSET,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        }
+    )
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
 
 

@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
 from clipdemo.data import DataError, ImageDataset
@@ -50,7 +50,7 @@ class TrainOptions:
     head: str | None = None  # cars-head: None for the default head
     split: str = "tutorial"  # cars-head: "tutorial" or "official" (scratch always uses the dataset's own splits)
 
-    def checked(self, family: str) -> "TrainOptions":
+    def checked(self, family: str) -> TrainOptions:
         if family not in FAMILIES:
             raise OptionError(f"Unknown family '{str(family)[:40]}'; choose one of {', '.join(FAMILIES)}.")
         epochs = _whole(self.epochs, "Epochs", 1, MAX_EPOCHS)
@@ -112,9 +112,18 @@ def load(data, config: str | None = None, policy: SourcePolicy = OPEN) -> ImageD
     return data if isinstance(data, ImageDataset) else load_source(data, config, policy)
 
 
-def train(family: str, data, out_dir, options: TrainOptions, *, config: str | None = None,
-          policy: SourcePolicy = OPEN, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-          cache_dir=None) -> TrainResult:  # fmt: skip
+def train(
+    family: str,
+    data,
+    out_dir,
+    options: TrainOptions,
+    *,
+    config: str | None = None,
+    policy: SourcePolicy = OPEN,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    cache_dir=None,
+) -> TrainResult:
     """Train ``family`` on ``data`` (a spec or an ``ImageDataset``) into ``out_dir``; see the module docstring."""
     options = options.checked(family)
     dataset = load(data, config, policy)
@@ -125,16 +134,37 @@ def train(family: str, data, out_dir, options: TrainOptions, *, config: str | No
     if family == SCRATCH:
         from clipdemo.scratch.train import train_scratch
 
-        return train_scratch(dataset, out_dir, preset=options.preset, epochs=options.epochs,
-                             max_seconds=options.max_seconds, seed=options.seed, batch_size=options.batch_size,
-                             progress=progress, should_stop=should_stop, device=options.device, cache_dir=cache_dir,
-                             plan=plan)  # fmt: skip
+        return train_scratch(
+            dataset,
+            out_dir,
+            preset=options.preset,
+            epochs=options.epochs,
+            max_seconds=options.max_seconds,
+            seed=options.seed,
+            batch_size=options.batch_size,
+            progress=progress,
+            should_stop=should_stop,
+            device=options.device,
+            cache_dir=cache_dir,
+            plan=plan,
+        )
     from clipdemo.cars import train_head
     from clipdemo.heads import DEFAULT_HEAD
 
-    return train_head(dataset, options.backbone, out_dir, head=options.head or DEFAULT_HEAD, epochs=options.epochs,
-                      split=options.split, seed=options.seed, progress=progress, should_stop=should_stop,
-                      cache_dir=cache_dir, device=options.device, plan=plan)  # fmt: skip
+    return train_head(
+        dataset,
+        options.backbone,
+        out_dir,
+        head=options.head or DEFAULT_HEAD,
+        epochs=options.epochs,
+        split=options.split,
+        seed=options.seed,
+        progress=progress,
+        should_stop=should_stop,
+        cache_dir=cache_dir,
+        device=options.device,
+        plan=plan,
+    )
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -147,8 +177,17 @@ def family_of(config: dict) -> str:
     raise CheckpointError("This folder is not a scratch CLIP or head checkpoint, so it can't be evaluated here.")
 
 
-def evaluate(checkpoint, data, split: str = "test", *, config: str | None = None, policy: SourcePolicy = OPEN,
-             cache_dir=None, device: str = "auto", progress: Progress | None = None) -> EvalResult:  # fmt: skip
+def evaluate(
+    checkpoint,
+    data,
+    split: str = "test",
+    *,
+    config: str | None = None,
+    policy: SourcePolicy = OPEN,
+    cache_dir=None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> EvalResult:
     """Score ``checkpoint`` on ``split`` of ``data``: a dataset split (``test``, ``validation``, ``train`` or an
     extra one such as ``unseen``), ``held-out`` (what training scored when the data has no test split), or, for
     heads, ``tutorial``. Copies of training images are never scored as held-out: they are left out, and said."""
@@ -182,7 +221,11 @@ def _part(plan: SplitPlan, split: str) -> tuple[Part, str, str, int]:
     if split in plan.extra:
         part = plan.extra[split]
         gone = len(dataset.splits[split]) - len(part)
-        note = f"WARNING: {gone} of the '{split}' images are copies of training images; they were left out." if gone else ""
+        note = (
+            f"WARNING: {gone} of the '{split}' images are copies of training images; they were left out."
+            if gone
+            else ""
+        )
         return part, split, note, gone
     if split == "validation" and plan.validation.split == "validation":
         return plan.validation, "validation", "", 0
@@ -191,7 +234,9 @@ def _part(plan: SplitPlan, split: str) -> tuple[Part, str, str, int]:
         return whole, "train", "WARNING: these are training images: the metrics are not held-out.", 0
     have = [k for k, s in dataset.splits.items() if len(s)]
     extra = "held-out" if plan.evaluation.split == "train" else None
-    raise DataError(f"{dataset.source} has no '{split}' split (it has: {', '.join(have + ([extra] if extra else []))}).")
+    raise DataError(
+        f"{dataset.source} has no '{split}' split (it has: {', '.join(have + ([extra] if extra else []))})."
+    )
 
 
 def _scratch_scores(checkpoint, dataset: ImageDataset, part: Part, device: str, cache_dir, progress):

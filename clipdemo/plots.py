@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 FONT_FALLBACKS = (
     "DejaVu Sans",  # Latin, Greek, Cyrillic
     "Droid Sans Fallback",  # Chinese, Japanese, Korean
-    "Noto Sans Devanagari", "Noto Sans Bengali", "Noto Sans Tamil", "Noto Sans Arabic", "Noto Sans Hebrew",
-    "Noto Sans Thai", "Noto Sans Georgian", "Noto Sans Armenian",
+    "Noto Sans Devanagari",
+    "Noto Sans Bengali",
+    "Noto Sans Tamil",
+    "Noto Sans Arabic",
+    "Noto Sans Hebrew",
+    "Noto Sans Thai",
+    "Noto Sans Georgian",
+    "Noto Sans Armenian",
     "Symbola",  # emoji (in monochrome) and symbols
 )
 
@@ -88,14 +94,24 @@ def _bars(ax, predictions, xlabel: str, threshold: float | None = None, max_labe
     for i, s in enumerate(scores):
         ax.text(s + 1, i, f"{s:.1f}%", va="center", fontsize=9)
     if threshold is not None:
-        ax.axvline(100 * threshold, color="#c44e52", linestyle="--", linewidth=1.2,
-                   label=f'"none of these" below {100 * threshold:g}%')  # fmt: skip
+        ax.axvline(
+            100 * threshold,
+            color="#c44e52",
+            linestyle="--",
+            linewidth=1.2,
+            label=f'"none of these" below {100 * threshold:g}%',
+        )
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def ranked_bars(predictions, title: str = "", max_label_chars: int = 48, xlabel: str = "probability (%)",
-                threshold: float | None = None) -> Figure:  # fmt: skip
+def ranked_bars(
+    predictions,
+    title: str = "",
+    max_label_chars: int = 48,
+    xlabel: str = "probability (%)",
+    threshold: float | None = None,
+) -> Figure:
     """Horizontal bars of (label, score) pairs, best on top, with percentages; long labels wrapped. A
     ``threshold`` (open set) is drawn as a dashed line."""
     predictions = list(predictions)
@@ -116,7 +132,9 @@ def compare_bars(panels, title: str = "") -> Figure:
     axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
     for ax, (name, predictions, xlabel, threshold) in zip(axes, panels):
         _bars(ax, list(predictions), xlabel, threshold)
-        ax.set_title(textwrap.shorten(name, 60, placeholder="…"), fontsize=10, fontfamily=user_text_fonts(), loc="right")
+        ax.set_title(
+            textwrap.shorten(name, 60, placeholder="…"), fontsize=10, fontfamily=user_text_fonts(), loc="right"
+        )
     if title:
         fig.suptitle(title, fontsize=10, fontfamily=user_text_fonts(), x=0.99, ha="right")  # clear of Gradio's badge
     return fig
@@ -134,8 +152,10 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     n, m = scores.shape
     names = [textwrap.shorten(c, 28, placeholder="…") for c in labels]
     none_of_these = list(none_of_these or [False] * n)
-    rows = [textwrap.shorten(name, 24, placeholder="…") + ("  (none of these)" if none else "")
-            for name, none in zip(image_names, none_of_these)]  # fmt: skip
+    rows = [
+        textwrap.shorten(name, 24, placeholder="…") + ("  (none of these)" if none else "")
+        for name, none in zip(image_names, none_of_these)
+    ]
     rotate = m > 4
     left = 0.3 + 0.075 * max(len(r) for r in rows)  # inches, 9 pt text
     bottom = 0.5 + (0.075 * 0.6 * max(len(c) for c in names) if rotate else 0.2)
@@ -145,8 +165,14 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     ax = fig.add_axes((left / width, bottom / height, cell_w * m / width, cell_h * n / height))
     bar = fig.add_axes(((left + cell_w * m + 0.2) / width, bottom / height, 0.15 / width, cell_h * n / height))
     image = ax.imshow(scores, cmap="Blues", vmin=0, vmax=max(1e-9, scores.max()), aspect="auto")
-    ax.set_xticks(range(m), names, rotation=35 if rotate else 0, ha="right" if rotate else "center", fontsize=9,
-                  fontfamily=fonts_for(names))  # fmt: skip
+    ax.set_xticks(
+        range(m),
+        names,
+        rotation=35 if rotate else 0,
+        ha="right" if rotate else "center",
+        fontsize=9,
+        fontfamily=fonts_for(names),
+    )
     ax.set_yticks(range(n), rows, fontsize=9, fontfamily=fonts_for(rows))
     for tick, none in zip(ax.get_yticklabels(), none_of_these):
         if none:
@@ -154,8 +180,15 @@ def score_matrix(scores, image_names, labels, title: str = "", none_of_these=Non
     if n * m <= MATRIX_NUMBERS:
         dark = scores.max() * 0.6
         for (i, j), v in np.ndenumerate(scores):
-            ax.text(j, i, f"{v:.0f}" if v >= 9.5 else f"{v:.1f}", ha="center", va="center", fontsize=8,
-                    color="white" if v > dark else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{v:.0f}" if v >= 9.5 else f"{v:.1f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if v > dark else "black",
+            )
     k = max(1, min(top_k, m))
     for i, row in enumerate(scores):
         for j in np.argsort(-row, kind="stable")[:k]:
@@ -217,11 +250,26 @@ def embedding_map(xy, groups, query_xy=None, title: str = "", query_label: str =
     colours = matplotlib_colours(len(names))
     for name, colour in zip(names, colours):
         rows = [i for i, g in enumerate(groups) if g == name]
-        ax.scatter(xy[rows, 0], xy[rows, 1], s=36, color=colour, alpha=0.85,
-                   label=textwrap.shorten(str(name), 28, placeholder="…"))  # fmt: skip
+        ax.scatter(
+            xy[rows, 0],
+            xy[rows, 1],
+            s=36,
+            color=colour,
+            alpha=0.85,
+            label=textwrap.shorten(str(name), 28, placeholder="…"),
+        )
     if query_xy is not None:
-        ax.scatter([query_xy[0]], [query_xy[1]], marker="*", s=420, color="black", edgecolor="white",
-                   linewidth=1.2, zorder=5, label=query_label)  # fmt: skip
+        ax.scatter(
+            [query_xy[0]],
+            [query_xy[1]],
+            marker="*",
+            s=420,
+            color="black",
+            edgecolor="white",
+            linewidth=1.2,
+            zorder=5,
+            label=query_label,
+        )
     if len(names) <= 12 or query_xy is not None:
         ax.legend(loc="best", fontsize=8, prop={"family": user_text_fonts(), "size": 8}, framealpha=0.8)
     ax.set_xticks([])

@@ -8,8 +8,8 @@ instead of silently showing nothing. Consumers (the CLI's bars, the Admin job ru
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,14 @@ class ConsoleProgress:
         elif event.phase in ("train", "eval") and event.total_steps:
             bar = self.bars.get("train")
             if bar is None:
-                bar = self.bars["train"] = tqdm(total=event.total_steps, desc=self.desc, unit="step", disable=None,
-                                                file=self.file, dynamic_ncols=True)  # fmt: skip
+                bar = self.bars["train"] = tqdm(
+                    total=event.total_steps,
+                    desc=self.desc,
+                    unit="step",
+                    disable=None,
+                    file=self.file,
+                    dynamic_ncols=True,
+                )
             if bar.total != event.total_steps:  # a time budget re-estimates the total
                 bar.total = event.total_steps
             bar.update((event.step or 0) - bar.n)

@@ -25,7 +25,7 @@ class TrainResult:
 
     @property
     def stopped(self) -> str:
-        """"finished", "time budget", "cancelled", …: only a finished run is promoted."""
+        """ "finished", "time budget", "cancelled", …: only a finished run is promoted."""
         return str(self.run.get("stopped", "finished"))
 
     @property
@@ -52,5 +52,10 @@ class EvalResult:
     overlap: int = 0  # images of the asked split that were copies of training images
 
     def to_json(self) -> dict:
-        return {**self.metrics.summary(), "split": self.split, "skipped": self.skipped, "leak": self.leak,
-                "overlap": self.overlap}  # fmt: skip
+        return {
+            **self.metrics.summary(),
+            "split": self.split,
+            "skipped": self.skipped,
+            "leak": self.leak,
+            "overlap": self.overlap,
+        }

@@ -14,9 +14,9 @@ counted and named, never fatal. Scores are cosine similarities of L2-normalised 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,8 +61,16 @@ class Hit:
     score: float  # cosine similarity
 
 
-def build_index(backbone, paths: Sequence, *, names: Sequence[str] | None = None, labels: Sequence[str] | None = None,
-                max_images: int = MAX_UPLOADS, cache_dir=None, key_parts: Sequence = ()) -> SearchIndex:  # fmt: skip
+def build_index(
+    backbone,
+    paths: Sequence,
+    *,
+    names: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    max_images: int = MAX_UPLOADS,
+    cache_dir=None,
+    key_parts: Sequence = (),
+) -> SearchIndex:
     """Embed ``paths`` (each once; with ``cache_dir`` and ``key_parts`` naming their content, cached on disk)."""
     paths = [str(p) for p in paths]
     if not paths:
@@ -70,14 +78,25 @@ def build_index(backbone, paths: Sequence, *, names: Sequence[str] | None = None
     if len(paths) > max_images:
         raise SearchError(f"Too many images: {len(paths)} given, at most {max_images} can be searched at once.")
     names = list(names) if names is not None else [Path(p).name for p in paths]
-    encoded = encode_split(Backbone.of(backbone), Split(paths, [0] * len(paths)), cache_dir=cache_dir,
-                           key_parts=("search", *key_parts), progress=lambda event: None, name="search")  # fmt: skip
+    encoded = encode_split(
+        Backbone.of(backbone),
+        Split(paths, [0] * len(paths)),
+        cache_dir=cache_dir,
+        key_parts=("search", *key_parts),
+        progress=lambda event: None,
+        name="search",
+    )
     if len(encoded) == 0:
         raise SearchError(f"None of the {len(paths)} file(s) could be read as an image.")
     kept = encoded.kept.tolist()
-    return SearchIndex([paths[i] for i in kept], [names[i] for i in kept], encoded.features.float(),
-                       [labels[i] for i in kept] if labels is not None else None, encoded.skipped,
-                       encoded.unreadable)  # fmt: skip
+    return SearchIndex(
+        [paths[i] for i in kept],
+        [names[i] for i in kept],
+        encoded.features.float(),
+        [labels[i] for i in kept] if labels is not None else None,
+        encoded.skipped,
+        encoded.unreadable,
+    )
 
 
 def folder_files(root) -> list[Path]:
@@ -85,7 +104,9 @@ def folder_files(root) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise SearchError(f"'{root}' is not a folder of images.")
-    return sorted(f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
+    return sorted(
+        f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts)
+    )
 
 
 def index_folder(backbone, root, *, cache_dir=None, max_images: int = MAX_FOLDER_IMAGES) -> SearchIndex:
@@ -95,8 +116,15 @@ def index_folder(backbone, root, *, cache_dir=None, max_images: int = MAX_FOLDER
     rel = [f.relative_to(root) for f in files]
     labels = [r.parts[0] if len(r.parts) > 1 else "(top folder)" for r in rel]
     stamp = [(str(r), f.stat().st_size, f.stat().st_mtime_ns) for r, f in zip(rel, files)]
-    return build_index(backbone, files, names=[str(r) for r in rel], labels=labels if len(set(labels)) > 1 else None,
-                       max_images=max_images, cache_dir=cache_dir, key_parts=(fingerprint("search-folder", stamp),))
+    return build_index(
+        backbone,
+        files,
+        names=[str(r) for r in rel],
+        labels=labels if len(set(labels)) > 1 else None,
+        max_images=max_images,
+        cache_dir=cache_dir,
+        key_parts=(fingerprint("search-folder", stamp),),
+    )
 
 
 def query_embedding(backbone, query) -> tuple[torch.Tensor, str]:
@@ -119,8 +147,9 @@ def search(index: SearchIndex, query: torch.Tensor, top_k: int | None = None) ->
     return [Hit(r + 1, index.paths[i], index.names[i], float(scores[i])) for r, i in enumerate(order)]
 
 
-def near_duplicates(index: SearchIndex, threshold: float = DUPLICATE_THRESHOLD,
-                    limit: int = MAX_PAIRS) -> list[tuple[int, int, float]]:  # fmt: skip
+def near_duplicates(
+    index: SearchIndex, threshold: float = DUPLICATE_THRESHOLD, limit: int = MAX_PAIRS
+) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, cosine)`` with ``i < j`` and cosine >= ``threshold``, most similar first, at most ``limit``."""
     if not 0 < threshold <= 1:
         raise SearchError("The near-duplicate similarity must be above 0 and at most 1.")
@@ -160,8 +189,9 @@ def _kmeans(index: SearchIndex, clusters: int | None, seed: int) -> list[str]:
     return [f"cluster {c + 1}" for c in best]
 
 
-def map_2d(index: SearchIndex, query: torch.Tensor | None = None, method: str = "pca",
-           seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+def map_2d(
+    index: SearchIndex, query: torch.Tensor | None = None, method: str = "pca", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``([N, 2] coordinates, [2] of the query or None)``: scikit-learn PCA (the query projected on the same
     axes), or t-SNE (the query embedded with the set, so it lands among its neighbours)."""
     with threadpool_limits(1):
@@ -185,6 +215,6 @@ def _map_2d(index: SearchIndex, query, method: str, seed: int):
     if len(x) < 2:
         return np.zeros((len(x), 2)), (np.zeros(2) if query is not None else None)
     pca = PCA(min(2, len(x), x.shape[1]), random_state=seed).fit(x)
-    pad = lambda a: np.pad(a, ((0, 0), (0, 2 - a.shape[1])))  # noqa: E731 - one component when N == 2
+    pad = lambda a: np.pad(a, ((0, 0), (0, 2 - a.shape[1])))
     xy = pad(pca.transform(x))
     return xy, (pad(pca.transform(query.numpy()[None].astype(np.float64)))[0] if query is not None else None)

@@ -55,8 +55,10 @@ class Served:
         """The asked-for model; if it can't be had, the served scratch checkpoint with a notice saying why."""
         models = self.models()
         if key == "scratch" and key not in models:
-            raise ModelUnavailable("No scratch CLIP is served yet; an admin can promote one (Admin tab, or "
-                                   "python -m clipdemo promote scratch VERSION).")
+            raise ModelUnavailable(
+                "No scratch CLIP is served yet; an admin can promote one (Admin tab, or "
+                "python -m clipdemo promote scratch VERSION)."
+            )
         if (key or "default") not in models:
             raise ModelUnavailable("That model is not one of this app's models.")
         name, spec = models[key or "default"]
@@ -70,8 +72,12 @@ class Served:
                 raise ModelUnavailable(why) from None
             encoder = load_encoder(str(fallback))
             described = encoder.describe()
-            return ZeroShotModel(encoder, f"{why} Using the served scratch model instead: {described}.", described,
-                                 stand_in=f"scratch CLIP (served version {fallback.name})")
+            return ZeroShotModel(
+                encoder,
+                f"{why} Using the served scratch model instead: {described}.",
+                described,
+                stand_in=f"scratch CLIP (served version {fallback.name})",
+            )
 
     def loaded(self, key: str | None = None) -> bool:
         """Whether the model behind ``key`` is in memory already (else the first call loads or downloads it)."""

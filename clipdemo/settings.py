@@ -108,7 +108,7 @@ class Settings:
     search_root: Path | None = None  # CLIPDEMO_SEARCH_ROOT: a dataset folder every visitor may search (read-only)
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         env = os.environ
         values = dict(
             model=default_model(),

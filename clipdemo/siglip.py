@@ -51,8 +51,15 @@ class SiglipEncoder:
 
     scoring = "sigmoid"
 
-    def __init__(self, spec: str, path: str, hub_kwargs: dict, device: str = "auto", precision: str | None = None,
-                 batch_size: int = 32):  # fmt: skip
+    def __init__(
+        self,
+        spec: str,
+        path: str,
+        hub_kwargs: dict,
+        device: str = "auto",
+        precision: str | None = None,
+        batch_size: int = 32,
+    ):
         from transformers import AutoModel, AutoProcessor
 
         self.name = spec
@@ -74,8 +81,12 @@ class SiglipEncoder:
             self.transform = None
             self.image_processor = ip
         else:
-            self.transform = SquashTransform((size["width"], size["height"]), ip.image_mean, ip.image_std,
-                                             Image.Resampling(int(getattr(ip, "resample", Image.BICUBIC))))
+            self.transform = SquashTransform(
+                (size["width"], size["height"]),
+                ip.image_mean,
+                ip.image_std,
+                Image.Resampling(int(getattr(ip, "resample", Image.BICUBIC))),
+            )
 
     def _pixels(self, images: list[Image.Image]) -> dict:
         if self.transform is not None:
@@ -92,8 +103,13 @@ class SiglipEncoder:
         return l2_normalize(torch.cat(out))
 
     def _tokens(self, texts: list[str], truncation: bool = True) -> dict:
-        return self.tokenizer([t.lower() for t in texts], padding="max_length", truncation=truncation,
-                              max_length=self.context_length, return_tensors="pt" if truncation else None)  # fmt: skip
+        return self.tokenizer(
+            [t.lower() for t in texts],
+            padding="max_length",
+            truncation=truncation,
+            max_length=self.context_length,
+            return_tensors="pt" if truncation else None,
+        )
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -128,7 +144,9 @@ class SiglipEncoder:
             head = self.model.vision_model.head
             dim = hidden.shape[-1]
             attention = head.attention
-            v = torch.nn.functional.linear(hidden, attention.in_proj_weight[2 * dim :], attention.in_proj_bias[2 * dim :])
+            v = torch.nn.functional.linear(
+                hidden, attention.in_proj_weight[2 * dim :], attention.in_proj_bias[2 * dim :]
+            )
             x = attention.out_proj(v)
             x = x + head.mlp(head.layernorm(x))
         side = int(round(x.shape[0] ** 0.5))

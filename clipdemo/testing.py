@@ -37,14 +37,23 @@ def make_clip_folder(path, shape: str = "tiny", seed: int = 0) -> Path:
     (tw, tl, th), (vw, vl, vh, size, patch) = s["text"], s["vision"]
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=tw, intermediate_size=4 * tw, num_hidden_layers=tl,
-            num_attention_heads=th, max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=tw,
+            intermediate_size=4 * tw,
+            num_hidden_layers=tl,
+            num_attention_heads=th,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
         vision_config=dict(
-            hidden_size=vw, intermediate_size=4 * vw, num_hidden_layers=vl, num_attention_heads=vh,
-            image_size=size, patch_size=patch,
+            hidden_size=vw,
+            intermediate_size=4 * vw,
+            num_hidden_layers=vl,
+            num_attention_heads=vh,
+            image_size=size,
+            patch_size=patch,
         ),
         projection_dim=s["projection"],
     )
@@ -56,10 +65,43 @@ def make_clip_folder(path, shape: str = "tiny", seed: int = 0) -> Path:
 
 
 # SigLIP test models: a word-level tokenizer (the real one is SentencePiece, which needs a trained model file).
-SIGLIP_WORDS = (
-    "a an the of photo picture cat cats dog dogs red blue green yellow car sports bird flower temple woman in "
-    "uniform star circle square triangle plane tree house boat apple one two three ."
-).split()
+SIGLIP_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "photo",
+    "picture",
+    "cat",
+    "cats",
+    "dog",
+    "dogs",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "car",
+    "sports",
+    "bird",
+    "flower",
+    "temple",
+    "woman",
+    "in",
+    "uniform",
+    "star",
+    "circle",
+    "square",
+    "triangle",
+    "plane",
+    "tree",
+    "house",
+    "boat",
+    "apple",
+    "one",
+    "two",
+    "three",
+    ".",
+]
 SIGLIP_SHAPES = {
     # text: width, layers, heads; vision: width, layers, heads, image, patch
     "tiny": dict(text=(32, 2, 2), vision=(32, 2, 2, 32, 8)),
@@ -85,21 +127,36 @@ def make_siglip_folder(path, shape: str = "tiny", seed: int = 0, context_length:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=context_length
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=context_length,
     )
     s = SIGLIP_SHAPES[shape]
     (tw, tl, th), (vw, vl, vh, size, patch) = s["text"], s["vision"]
     config = SiglipConfig(
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=tw, intermediate_size=4 * tw, num_hidden_layers=tl,
-            num_attention_heads=th, max_position_embeddings=context_length, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+            vocab_size=len(vocab),
+            hidden_size=tw,
+            intermediate_size=4 * tw,
+            num_hidden_layers=tl,
+            num_attention_heads=th,
+            max_position_embeddings=context_length,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
             projection_size=vw,  # the text head projects into the image tower's width
         ),
         vision_config=dict(
-            hidden_size=vw, intermediate_size=4 * vw, num_hidden_layers=vl, num_attention_heads=vh,
-            image_size=size, patch_size=patch,
+            hidden_size=vw,
+            intermediate_size=4 * vw,
+            num_hidden_layers=vl,
+            num_attention_heads=vh,
+            image_size=size,
+            patch_size=patch,
         ),
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     model = SiglipModel(config)
     with torch.no_grad():

@@ -63,19 +63,42 @@ def image_cases(tmp_dir: Path) -> list[Case]:
     # --- ordinary files in every allowed format -------------------------------------------------------
     good("png_rgb", save("rgb.png", _solid("RGB", (32, 24), RED)), (32, 24), RED, "red 32x24")
     good("jpeg_rgb", save("rgb.jpg", _solid("RGB", (32, 24), BLUE), quality=95), (32, 24), BLUE, "blue", 12)
-    good("jpeg_progressive", save("progressive.jpg", _solid("RGB", (40, 30), GREEN), progressive=True),
-         (40, 30), GREEN, "green", 12)
+    good(
+        "jpeg_progressive",
+        save("progressive.jpg", _solid("RGB", (40, 30), GREEN), progressive=True),
+        (40, 30),
+        GREEN,
+        "green",
+        12,
+    )
     good("jpeg_grey", save("grey.jpg", _solid("L", (16, 16), 100)), (16, 16), (100, 100, 100), "grey 100", 4)
     good("bmp", save("image.bmp", _solid("RGB", (10, 7), GREEN)), (10, 7), GREEN, "green")
     good("gif", save("image.gif", _solid("RGB", (9, 9), BLUE)), (9, 9), BLUE, "blue")
     good("tiff", save("image.tiff", _solid("RGB", (12, 5), RED), compression="tiff_lzw"), (12, 5), RED, "red")
-    good("webp_lossless", save("lossless.webp", _solid("RGB", (20, 10), BLUE), lossless=True),
-         (20, 10), BLUE, "blue")
+    good("webp_lossless", save("lossless.webp", _solid("RGB", (20, 10), BLUE), lossless=True), (20, 10), BLUE, "blue")
     good("webp_lossy", save("lossy.webp", _solid("RGB", (20, 10), RED), quality=90), (20, 10), RED, "red", 16)
-    good("mpo_two_pictures", save("phone.jpg", _solid("RGB", (16, 8), RED), format="MPO", save_all=True,
-                                  append_images=[_solid("RGB", (16, 8), BLUE)]), (16, 8), RED, "first: red", 12)
-    good("jpeg_named_png", save("really_a_jpeg.png", _solid("RGB", (8, 8), GREEN), format="JPEG"),
-         (8, 8), GREEN, "format judged by content", 12)
+    good(
+        "mpo_two_pictures",
+        save(
+            "phone.jpg",
+            _solid("RGB", (16, 8), RED),
+            format="MPO",
+            save_all=True,
+            append_images=[_solid("RGB", (16, 8), BLUE)],
+        ),
+        (16, 8),
+        RED,
+        "first: red",
+        12,
+    )
+    good(
+        "jpeg_named_png",
+        save("really_a_jpeg.png", _solid("RGB", (8, 8), GREEN), format="JPEG"),
+        (8, 8),
+        GREEN,
+        "format judged by content",
+        12,
+    )
     good("unicode_name", save("ünïcødé näme 写真.png", _solid("RGB", (3, 3), BLUE)), (3, 3), BLUE, "blue")
 
     # --- sizes: tiny and extreme aspect ratios, under the caps -------------------------------------------
@@ -85,71 +108,184 @@ def image_cases(tmp_dir: Path) -> list[Case]:
 
     # --- animations and multi-page files: the first frame --------------------------------------------
     frames = [_solid("RGB", (16, 16), colour) for colour in (RED, GREEN, BLUE)]
-    good("gif_animated", save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=50,
-                              loop=0), (16, 16), RED, "first frame red")
-    good("webp_animated", save("animated.webp", frames[1], save_all=True, append_images=[frames[0]],
-                               duration=50, lossless=True), (16, 16), GREEN, "first frame green")
-    good("png_animated_apng", save("animated.png", frames[2], save_all=True, append_images=frames[:2],
-                                   duration=50), (16, 16), BLUE, "first frame blue")
-    good("tiff_multipage", save("pages.tiff", frames[1], save_all=True, append_images=[frames[0]]),
-         (16, 16), GREEN, "first page green")
+    good(
+        "gif_animated",
+        save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=50, loop=0),
+        (16, 16),
+        RED,
+        "first frame red",
+    )
+    good(
+        "webp_animated",
+        save("animated.webp", frames[1], save_all=True, append_images=[frames[0]], duration=50, lossless=True),
+        (16, 16),
+        GREEN,
+        "first frame green",
+    )
+    good(
+        "png_animated_apng",
+        save("animated.png", frames[2], save_all=True, append_images=frames[:2], duration=50),
+        (16, 16),
+        BLUE,
+        "first frame blue",
+    )
+    good(
+        "tiff_multipage",
+        save("pages.tiff", frames[1], save_all=True, append_images=[frames[0]]),
+        (16, 16),
+        GREEN,
+        "first page green",
+    )
 
     # --- modes that convert("RGB") gets wrong: transparency onto white, high bit depths scaled ---------
-    good("png_rgba_transparent", save("transparent.png", _solid("RGBA", (8, 8), (0, 0, 0, 0))),
-         (8, 8), WHITE, "fully transparent -> white")
-    good("png_rgba_half", save("half.png", _solid("RGBA", (8, 8), (255, 0, 0, 128))),
-         (8, 8), (255, 127, 127), "50% red over white", 1)
+    good(
+        "png_rgba_transparent",
+        save("transparent.png", _solid("RGBA", (8, 8), (0, 0, 0, 0))),
+        (8, 8),
+        WHITE,
+        "fully transparent -> white",
+    )
+    good(
+        "png_rgba_half",
+        save("half.png", _solid("RGBA", (8, 8), (255, 0, 0, 128))),
+        (8, 8),
+        (255, 127, 127),
+        "50% red over white",
+        1,
+    )
     good("png_la_transparent", save("la.png", _solid("LA", (8, 8), (0, 0))), (8, 8), WHITE, "LA transparent")
-    good("png_palette_transparent", save("palette.png", _palette_with_hole(), transparency=0),
-         (8, 8), WHITE, "transparent index -> white; others red")
-    good("png_palette_alpha_table", save("palette_alpha.png", _palette_with_hole(), transparency=bytes([128, 255])),
-         (8, 8), (127, 127, 127), "black at alpha 128 over white", 1)
-    good("png_rgb_colour_key", save("colour_key.png", _rgb_with_key(), transparency=BLACK),
-         (8, 8), WHITE, "tRNS colour key -> white")
-    good("gif_transparent", save("transparent.gif", _palette_with_hole(), transparency=0),
-         (8, 8), WHITE, "GIF transparent index -> white")
-    good("webp_transparent", save("transparent.webp", _solid("RGBA", (8, 8), (0, 255, 0, 0)), lossless=True),
-         (8, 8), WHITE, "WebP alpha -> white")
+    good(
+        "png_palette_transparent",
+        save("palette.png", _palette_with_hole(), transparency=0),
+        (8, 8),
+        WHITE,
+        "transparent index -> white; others red",
+    )
+    good(
+        "png_palette_alpha_table",
+        save("palette_alpha.png", _palette_with_hole(), transparency=bytes([128, 255])),
+        (8, 8),
+        (127, 127, 127),
+        "black at alpha 128 over white",
+        1,
+    )
+    good(
+        "png_rgb_colour_key",
+        save("colour_key.png", _rgb_with_key(), transparency=BLACK),
+        (8, 8),
+        WHITE,
+        "tRNS colour key -> white",
+    )
+    good(
+        "gif_transparent",
+        save("transparent.gif", _palette_with_hole(), transparency=0),
+        (8, 8),
+        WHITE,
+        "GIF transparent index -> white",
+    )
+    good(
+        "webp_transparent",
+        save("transparent.webp", _solid("RGBA", (8, 8), (0, 255, 0, 0)), lossless=True),
+        (8, 8),
+        WHITE,
+        "WebP alpha -> white",
+    )
     good("png_1bit", save("one_bit.png", _one_bit()), (8, 8), BLACK, "1-bit: black top-left, white elsewhere")
-    good("png_16bit", save("sixteen.png", _high_bit("I;16", 25700, 65535)), (8, 8), (100, 100, 100),
-         "I;16 25700 -> 100 (not clipped to 255); 65535 -> 255")
-    good("tiff_16bit_big_endian", save("sixteen_be.tiff", _high_bit("I;16B", 25700, 65535)), (8, 8),
-         (100, 100, 100), "I;16B 25700 -> 100")
-    good("tiff_int32", save("int32.tiff", _high_bit("I", 51400, 65535)), (8, 8), (200, 200, 200),
-         "I holding 16-bit data: 51400 -> 200")
-    good("tiff_int32_signed", save("int32_signed.tiff", _high_bit("I", -1000, 1000)), (8, 8), BLACK,
-         "I with negatives: stretched, min -> 0")
-    good("tiff_float_unit", save("float.tiff", _high_bit("F", 0.25, 1.0)), (8, 8), (64, 64, 64),
-         "F in 0..1: 0.25 -> 64")
-    good("tiff_float_wide", save("float_wide.tiff", _high_bit("F", 500.0, 1000.0, 0.0)), (8, 8), (128, 128, 128),
-         "F in 0..1000: stretched, 500 -> 128")
-    good("jpeg_cmyk", save("cmyk.jpg", _solid("CMYK", (8, 8), (0, 255, 255, 0)), quality=95),
-         (8, 8), RED, "CMYK red", 12)
+    good(
+        "png_16bit",
+        save("sixteen.png", _high_bit("I;16", 25700, 65535)),
+        (8, 8),
+        (100, 100, 100),
+        "I;16 25700 -> 100 (not clipped to 255); 65535 -> 255",
+    )
+    good(
+        "tiff_16bit_big_endian",
+        save("sixteen_be.tiff", _high_bit("I;16B", 25700, 65535)),
+        (8, 8),
+        (100, 100, 100),
+        "I;16B 25700 -> 100",
+    )
+    good(
+        "tiff_int32",
+        save("int32.tiff", _high_bit("I", 51400, 65535)),
+        (8, 8),
+        (200, 200, 200),
+        "I holding 16-bit data: 51400 -> 200",
+    )
+    good(
+        "tiff_int32_signed",
+        save("int32_signed.tiff", _high_bit("I", -1000, 1000)),
+        (8, 8),
+        BLACK,
+        "I with negatives: stretched, min -> 0",
+    )
+    good(
+        "tiff_float_unit", save("float.tiff", _high_bit("F", 0.25, 1.0)), (8, 8), (64, 64, 64), "F in 0..1: 0.25 -> 64"
+    )
+    good(
+        "tiff_float_wide",
+        save("float_wide.tiff", _high_bit("F", 500.0, 1000.0, 0.0)),
+        (8, 8),
+        (128, 128, 128),
+        "F in 0..1000: stretched, 500 -> 128",
+    )
+    good(
+        "jpeg_cmyk", save("cmyk.jpg", _solid("CMYK", (8, 8), (0, 255, 255, 0)), quality=95), (8, 8), RED, "CMYK red", 12
+    )
     good("tiff_cmyk", save("cmyk.tiff", _solid("CMYK", (8, 8), (255, 0, 255, 0))), (8, 8), GREEN, "CMYK green")
 
     # --- EXIF orientation: stored 40x20 (top half red, bottom half blue) ----------------------------
-    good("jpeg_exif_rotate_6", save("rotated6.jpg", _halves(), exif=_orientation(6), quality=95),
-         (20, 40), BLUE, "orientation 6 (90° clockwise): 20x40, top-left was bottom-left", 12)
-    good("png_exif_rotate_8", save("rotated8.png", _halves(), exif=_orientation(8)),
-         (20, 40), RED, "orientation 8 (90° anticlockwise): 20x40, top-left was top-right")
-    good("jpeg_exif_rotate_3", save("rotated3.jpg", _halves(), exif=_orientation(3), quality=95),
-         (40, 20), BLUE, "orientation 3 (180°): same size, upside down", 12)
+    good(
+        "jpeg_exif_rotate_6",
+        save("rotated6.jpg", _halves(), exif=_orientation(6), quality=95),
+        (20, 40),
+        BLUE,
+        "orientation 6 (90° clockwise): 20x40, top-left was bottom-left",
+        12,
+    )
+    good(
+        "png_exif_rotate_8",
+        save("rotated8.png", _halves(), exif=_orientation(8)),
+        (20, 40),
+        RED,
+        "orientation 8 (90° anticlockwise): 20x40, top-left was top-right",
+    )
+    good(
+        "jpeg_exif_rotate_3",
+        save("rotated3.jpg", _halves(), exif=_orientation(3), quality=95),
+        (40, 20),
+        BLUE,
+        "orientation 3 (180°): same size, upside down",
+        12,
+    )
 
     # --- not images, or images in formats we do not decode ----------------------------------------------
     bad("zero_bytes", write("empty.png", b""), EMPTY)
     bad("text_renamed_png", write("notes.png", b"just some text, not a picture\n" * 4), NOT_IMAGE)
-    bad("html", write("page.html", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>"),
-        NOT_IMAGE)
-    bad("svg", write("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
-                                    b'<rect width="10" height="10" fill="red"/></svg>'), NOT_IMAGE)
-    bad("svg_renamed_png", write("drawing.png", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'),
-        NOT_IMAGE)
+    bad("html", write("page.html", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>"), NOT_IMAGE)
+    bad(
+        "svg",
+        write(
+            "drawing.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+            b'<rect width="10" height="10" fill="red"/></svg>',
+        ),
+        NOT_IMAGE,
+    )
+    bad(
+        "svg_renamed_png",
+        write("drawing.png", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'),
+        NOT_IMAGE,
+    )
     bad("random_bytes", write("noise.jpg", bytes((i * 7919 + 13) % 251 for i in range(4096))), NOT_IMAGE)
     bad("zip_archive", write("archive.png", _zip_bytes()), NOT_IMAGE)
     bad("ico", save("icon.ico", _solid("RGB", (16, 16), RED)), NOT_IMAGE)
     bad("eps", save("image.eps", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
-    bad("psd_header", write("image.psd", b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 8, 8, 8, 3)
-                            + b"\x00" * 64), NOT_IMAGE)
+    bad(
+        "psd_header",
+        write("image.psd", b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 8, 8, 8, 3) + b"\x00" * 64),
+        NOT_IMAGE,
+    )
     bad("ppm", save("image.ppm", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
     bad("tga", save("image.tga", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
     bad("pcx", save("image.pcx", _solid("RGB", (8, 8), RED)), NOT_IMAGE)

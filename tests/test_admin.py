@@ -19,13 +19,12 @@ from gradio_client import Client
 
 from clipdemo import auth as auth_module
 from clipdemo import hub_access, hub_sync
-from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV
 from clipdemo.auth import AdminAuth, AuthError
 from clipdemo.checkpoints import promote, save_checkpoint, served_version
 from clipdemo.encoders import load_encoder
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
-from clipdemo.settings import Settings
+from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, Settings
 from clipdemo.ui import admin_tab
 from clipdemo.ui.app import launch_kwargs
 from tests.conftest import launched, screenshot
@@ -148,7 +147,9 @@ def setup(tmp_path):
     data = make_image_folder(tmp_path / "data" / "tiny").parent
     ckpt = tmp_path / "checkpoints"
     for v in ("v0", "v1"):
-        save_checkpoint(ckpt / "scratch" / v, {"w": torch.ones(2)}, {"kind": "fake"}, {"dataset": v, "metrics": {"acc1": 0.5}})
+        save_checkpoint(
+            ckpt / "scratch" / v, {"w": torch.ones(2)}, {"kind": "fake"}, {"dataset": v, "metrics": {"acc1": 0.5}}
+        )
         promote(ckpt, "scratch", v)
     settings = Settings(model="test/backbone", checkpoint_dir=ckpt, data_root=data, admin_token=TOKEN)
     return settings, tmp_path
@@ -171,10 +172,14 @@ def admin_calls(token):
 def queue_call(url: str, fn_index: int, data: list, timeout: float = 60) -> dict:
     """Call one event through Gradio's queue the way the page does (no client library); the final message."""
     session = uuid.uuid4().hex
-    join = httpx.post(f"{url}gradio_api/queue/join", json={
-        "data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
+    join = httpx.post(
+        f"{url}gradio_api/queue/join",
+        json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None},
+    )
     join.raise_for_status()
-    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as stream:
+    with httpx.stream(
+        "GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=timeout
+    ) as stream:
         for line in stream.iter_lines():
             if line.startswith("data:"):
                 message = json.loads(line[5:])
@@ -192,8 +197,10 @@ def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, config
     monkeypatch.setattr(hub_sync, "push_checkpoint", lambda *a, **k: hub_calls.append(a))
     monkeypatch.setattr(hub_sync, "pull_checkpoint", lambda *a, **k: hub_calls.append(a))
     trainer_calls = []
-    runner = JobRunner.from_settings(settings, trainers={"scratch": fake_trainer(calls=trainer_calls),
-                                                         "cars-head": fake_trainer(calls=trainer_calls)})
+    runner = JobRunner.from_settings(
+        settings,
+        trainers={"scratch": fake_trainer(calls=trainer_calls), "cars-head": fake_trainer(calls=trainer_calls)},
+    )
     auth = AdminAuth(configured, **NO_DELAY)
     before = tree_digest(settings.checkpoint_dir)
     app, _ = build_admin_app(settings, runner, auth)
@@ -281,13 +288,17 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         assert message.startswith("Started job 1: scratch on `tiny`")
         with pytest.raises(Exception, match="already running"):
             client.predict(*start_args, api_name="/admin_start")
-        assert wait_for(lambda: runner.snapshot().get("step") is not None or runner.snapshot()["state"] != "running", 120)
+        assert wait_for(
+            lambda: runner.snapshot().get("step") is not None or runner.snapshot()["state"] != "running", 120
+        )
         t0 = time.monotonic()
         assert client.predict("y", api_name="/ping") == "pong y"  # other tabs answer while it trains
         assert time.monotonic() - t0 < 10
         snap = runner.wait(300)
         assert snap["state"] == "finished", snap
-        assert any(e.get("phase") == "train" for e in snap["history"]) and any(e.get("phase") == "eval" for e in snap["history"])
+        assert any(e.get("phase") == "train" for e in snap["history"]) and any(
+            e.get("phase") == "eval" for e in snap["history"]
+        )
         lock, progress, curve, log_tail, results, confusion, _ = client.predict(TOKEN, api_name="/admin_status")
         assert "finished" in progress and "Held-out results" in results and "top-1 accuracy" in results
         assert curve and confusion and "finished" in log_tail and TOKEN not in str((lock, progress, log_tail, results))
@@ -302,8 +313,20 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         encoder = load_encoder(str(served.checkpoint("scratch")))
         assert encoder.encode_texts(["a photo of a red."]).shape[0] == 1
 
-        client.predict(TOKEN, "scratch", "tiny", "", "default", 500, None, 1, "default", "linear", "tutorial",
-                       api_name="/admin_start")
+        client.predict(
+            TOKEN,
+            "scratch",
+            "tiny",
+            "",
+            "default",
+            500,
+            None,
+            1,
+            "default",
+            "linear",
+            "tutorial",
+            api_name="/admin_start",
+        )
         assert wait_for(lambda: runner.snapshot().get("step") is not None, 120)
         t0 = time.monotonic()
         assert "Cancelling" in client.predict(TOKEN, api_name="/admin_cancel")
@@ -329,8 +352,20 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup, 
     app, _ = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
     with launched(app, **launch_kwargs(settings)) as url:
         client = Client(url, verbose=False)
-        client.predict(TOKEN, "scratch", "broken", "", "default", 1, None, 0, "default", "linear", "tutorial",
-                       api_name="/admin_start")
+        client.predict(
+            TOKEN,
+            "scratch",
+            "broken",
+            "",
+            "default",
+            1,
+            None,
+            0,
+            "default",
+            "linear",
+            "tutorial",
+            api_name="/admin_start",
+        )
         assert client.predict("z", api_name="/ping") == "pong z"
         assert wait_for(lambda: runner.snapshot()["state"] != "running", 120)
         _, progress, *_ = client.predict(TOKEN, api_name="/admin_status")
@@ -342,8 +377,20 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup, 
             with pytest.raises(Exception, match="not a version name|Choose a family"):
                 client.predict(TOKEN, "scratch", "../../v0", api_name=api_name)
         with pytest.raises(Exception, match="refused: paths must stay inside"):
-            client.predict(TOKEN, "scratch", "../outside", "", "default", 1, None, 0, "default", "linear", "tutorial",
-                           api_name="/admin_start")
+            client.predict(
+                TOKEN,
+                "scratch",
+                "../outside",
+                "",
+                "default",
+                1,
+                None,
+                0,
+                "default",
+                "linear",
+                "tutorial",
+                api_name="/admin_start",
+            )
 
 
 # --- the Hub, unreachable -------------------------------------------------------------------------------------
@@ -394,7 +441,6 @@ def test_push_and_pull_logic_with_a_fake_hub(setup, monkeypatch):
     """The code around the Hub calls: what is uploaded where; a pull lands in a new version and is promoted,
     a pull of nothing usable leaves what is served alone."""
     import huggingface_hub
-
 
     settings, _ = setup
     root = settings.checkpoint_dir
@@ -449,23 +495,33 @@ def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
         page.wait_for_selector("#admin-token input", timeout=60_000)
         page.fill("#admin-token input", TOKEN)
         page.click("#admin-unlock")
-        page.wait_for_function("() => document.querySelector('#admin-lock')?.innerText.includes('Unlocked')", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelector('#admin-lock')?.innerText.includes('Unlocked')", timeout=30_000
+        )
         page.fill("#admin-dataset textarea, #admin-dataset input", "tiny")
         page.fill("#admin-epochs input", "2")
         page.wait_for_timeout(300)
         page.click("#admin-start")
-        page.wait_for_function("() => document.querySelector('#admin-job-status')?.innerText.includes('Started job')", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelector('#admin-job-status')?.innerText.includes('Started job')", timeout=30_000
+        )
         page.wait_for_selector("#admin-curve img", timeout=180_000)  # the empty plot shows an svg icon, a figure an img
-        page.wait_for_function("() => document.querySelector('#admin-results')?.innerText.includes('Held-out results')", timeout=300_000)
+        page.wait_for_function(
+            "() => document.querySelector('#admin-results')?.innerText.includes('Held-out results')", timeout=300_000
+        )
         page.wait_for_selector("#admin-confusion img", timeout=30_000)
         new = runner.snapshot()["version"]
         page.click("#admin-list")
-        page.wait_for_function(f"() => document.querySelector('#admin-versions')?.innerText.includes('{new}')", timeout=30_000)
+        page.wait_for_function(
+            f"() => document.querySelector('#admin-versions')?.innerText.includes('{new}')", timeout=30_000
+        )
         page.fill("#admin-version input", new)
         page.keyboard.press("Enter")
         page.wait_for_timeout(300)
         page.click("#admin-promote")
-        page.wait_for_function("() => document.querySelector('#admin-version-status')?.innerText.includes('Promoted')", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelector('#admin-version-status')?.innerText.includes('Promoted')", timeout=30_000
+        )
         assert served.checkpoint("scratch").name == new
         assert TOKEN not in page.content()  # the password field's value is a property, not in the HTML
         assert screenshot(page, "admin_tab").stat().st_size > 20_000

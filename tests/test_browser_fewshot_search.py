@@ -56,11 +56,14 @@ def test_teach_three_classes_classify_and_slide(page, photos, tmp_path):
         page.fill(f"#fs-name-{i} textarea, #fs-name-{i} input", name)
         page.set_input_files(f"#fs-files-{i} input[type=file]", sorted(str(p) for p in (folder / name).iterdir()))
     for i in range(len(CLASSES)):
-        page.wait_for_function(f"() => document.querySelectorAll('#fs-files-{i} .file-preview tr, #fs-files-{i} tbody tr').length >= 4",
-                               timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#fs-files-{i} .file-preview tr, #fs-files-{i} tbody tr').length >= 4",
+            timeout=60_000,
+        )
     page.click("#fs-teach")
-    page.wait_for_function("() => document.querySelector('#fs-status')?.innerText.includes('Taught 3 classes')",
-                           timeout=120_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('#fs-status')?.innerText.includes('Taught 3 classes')", timeout=120_000
+    )
     loo = page.inner_text("#fs-loo")
     head_acc, zs_acc = (float(x) for x in re.findall(r"([\d.]+)% \(", loo))
     assert head_acc == 100.0 and zs_acc < head_acc, loo
@@ -72,8 +75,9 @@ def test_teach_three_classes_classify_and_slide(page, photos, tmp_path):
     zero_shot = top_label(page, "fs-zeroshot")
     screenshot(page, "fewshot_head")
     set_slider(page, 0)
-    page.wait_for_function("() => document.querySelector('#fs-verdict')?.innerText.includes('Blend at 0.00')",
-                           timeout=60_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('#fs-verdict')?.innerText.includes('Blend at 0.00')", timeout=60_000
+    )
     assert top_label(page, "fs-blend") == zero_shot  # at 0 the blend is zero-shot CLIP
     screenshot(page, "fewshot_slider_zero_shot")
     assert zero_shot != "leaf", "pick another seed: zero-shot already gets this one right, the slider shows nothing"
@@ -87,20 +91,26 @@ def test_text_and_image_search_over_twelve_uploads_with_the_map(page, photos):
     page.set_input_files("#se-files input[type=file]", uploads)
     page.wait_for_function("() => document.querySelectorAll('#se-files tbody tr').length >= 12", timeout=60_000)
     page.click("#se-index")
-    page.wait_for_function("() => document.querySelector('#se-status')?.innerText.includes('Indexed 12 image(s)')",
-                           timeout=120_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('#se-status')?.innerText.includes('Indexed 12 image(s)')", timeout=120_000
+    )
     page.wait_for_selector("#se-map img", timeout=60_000)  # a matplotlib figure is an <img>
     screenshot(page, "search_map")
     page.fill("#se-text textarea, #se-text input", "a blue sky")
     page.click("#se-search")
-    page.wait_for_function("() => document.querySelector('#se-found')?.innerText.includes('“a blue sky”')", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#se-found')?.innerText.includes('“a blue sky”')", timeout=60_000
+    )
     page.wait_for_function("() => document.querySelectorAll('#se-results img').length >= 8", timeout=60_000)
     screenshot(page, "search_text")
     page.set_input_files("#se-image input[type=file]", [str(folder / "sky" / "sky_2.png")])
     page.click("#se-search")
-    page.wait_for_function("() => document.querySelector('#se-found')?.innerText.includes('your image')", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#se-results')?.innerText.includes('1. sky_2.png')",
-                           timeout=60_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('#se-found')?.innerText.includes('your image')", timeout=60_000
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#se-results')?.innerText.includes('1. sky_2.png')", timeout=60_000
+    )
     captions = page.inner_text("#se-results")
     assert re.search(r"1\. sky_2\.png · 1\.000", captions), captions
     screenshot(page, "search_image")

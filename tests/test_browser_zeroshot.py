@@ -25,7 +25,9 @@ def app_url(tiny_clip, tmp_path_factory):
 @pytest.fixture
 def page(browser, app_url):
     with app_page(browser, app_url, 1000) as page:
-        page.wait_for_function("() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000)
+        page.wait_for_function(
+            "() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000
+        )
         yield page
 
 
@@ -45,8 +47,11 @@ def wait_text(page, selector: str, text: str):
 
 def badges(page) -> int:
     """Error badges drawn on the output panels (Gradio's status tracker shows one per output of a failed event)."""
-    return page.evaluate("""(panels) => panels.flatMap(p => [...document.querySelectorAll(p + ' .error')])
-        .filter(e => e.offsetParent !== null).length""", OUTPUT_PANELS)
+    return page.evaluate(
+        """(panels) => panels.flatMap(p => [...document.querySelectorAll(p + ' .error')])
+        .filter(e => e.offsetParent !== null).length""",
+        OUTPUT_PANELS,
+    )
 
 
 def test_classify_without_an_image_is_one_message_and_no_badges(page):

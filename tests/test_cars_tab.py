@@ -40,8 +40,9 @@ def cars(tmp_path_factory):
 def train_and_promote(root, cars, backbone, head=DEFAULT_HEAD) -> str:
     with claim_version(root, "cars-head", head) as claim:
         out = claim.folder
-        result = train_head(cars, str(backbone), out, head=head, split="official", cache_dir=root / "cache",
-                            progress=lambda info: None)  # fmt: skip
+        result = train_head(
+            cars, str(backbone), out, head=head, split="official", cache_dir=root / "cache", progress=lambda info: None
+        )
     if head == DEFAULT_HEAD:  # what the screenshot shows: a trained head that beats zero-shot on held-out images
         assert result.metrics.acc1 >= 0.9 and result.metrics.acc1 > result.zeroshot.acc1 + 0.3, result.to_json()
     promote(root, "cars-head", out.name)

@@ -11,7 +11,10 @@ EXAMPLES = sorted(str(p) for p in (Path(__file__).parent.parent / "examples").gl
 
 
 def test_zero_shot_prints_json_per_image(tiny_clip, capsys):
-    assert main(["zero-shot", "--model", str(tiny_clip), "--labels", "temple, flower\nwoman", "--top-k", "2", *EXAMPLES]) == 0
+    assert (
+        main(["zero-shot", "--model", str(tiny_clip), "--labels", "temple, flower\nwoman", "--top-k", "2", *EXAMPLES])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["image"] for r in result] == EXAMPLES
     for r in result:
@@ -45,7 +48,9 @@ def test_bad_image_refused(tiny_clip, tmp_path, capsys):
 def test_module_entry_point(tiny_clip):
     out = subprocess.run(
         [sys.executable, "-m", "clipdemo", "zero-shot", "--model", str(tiny_clip), "--labels", "a, b", EXAMPLES[0]],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])[0]["image"] == EXAMPLES[0]
@@ -102,7 +107,9 @@ def test_train_with_promote_serves_the_new_version(tmp_path, monkeypatch, capsys
     assert main(["train", "scratch", "--data", str(data), "--out", str(tmp_path / "elsewhere"), "--promote"]) == 0
     served = served_checkpoint(tmp_path / "ckpts", "scratch")
     assert served.parent == tmp_path / "ckpts" / "scratch" and served.name.endswith("-elsewhere")
-    assert (tmp_path / "elsewhere" / "weights.safetensors").read_bytes() == (served / "weights.safetensors").read_bytes()
+    assert (tmp_path / "elsewhere" / "weights.safetensors").read_bytes() == (
+        served / "weights.safetensors"
+    ).read_bytes()
 
 
 def test_train_head_and_eval_on_a_stanford_cars_devkit(tiny_clip, tmp_path, monkeypatch, capsys):

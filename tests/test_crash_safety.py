@@ -67,9 +67,26 @@ def test_sigkill_during_training_then_the_app_starts_on_the_promoted_version(tmp
     shutil.copytree(SHIPPED, ckpt / "scratch" / SHIPPED.name)
     promote(ckpt, "scratch", SHIPPED.name)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CLIPDEMO_CHECKPOINT_DIR": str(ckpt)}
-    train = subprocess.Popen([sys.executable, "-m", "clipdemo", "train", "scratch", "--data", "shapes", "--epochs",
-                              "1000", "--label", "killed", "--promote"], cwd=REPO_ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clipdemo",
+            "train",
+            "scratch",
+            "--data",
+            "shapes",
+            "--epochs",
+            "1000",
+            "--label",
+            "killed",
+            "--promote",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:  # kill it mid-run, after it has started writing its own version (saved at each better validation)
         wait_until(lambda: any("killed" in p.name for p in (ckpt / "scratch").iterdir()), 300, "a first checkpoint")
         time.sleep(random.Random(1).uniform(0.0, 2.0))
@@ -83,15 +100,25 @@ def test_sigkill_during_training_then_the_app_starts_on_the_promoted_version(tmp
         load_checkpoint(ckpt / "scratch" / row["version"])
 
     port = free_port()
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           env={**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                                "CLIPDEMO_MODEL": str(ckpt / "scratch" / SHIPPED.name)})
+    app = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={
+            **env,
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(port),
+            "CLIPDEMO_MODEL": str(ckpt / "scratch" / SHIPPED.name),
+        },
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until(lambda: answers(url) or app.poll() is not None, 180, "the app to start")
         assert app.poll() is None, app.stderr.read().decode()[-2000:]
-        top = Client(url, verbose=False).predict(handle_file(REPO_ROOT / "examples" / "shapes" / "red_circle.png"),
-                                                 api_name="/pokemon")[1]
+        top = Client(url, verbose=False).predict(
+            handle_file(REPO_ROOT / "examples" / "shapes" / "red_circle.png"), api_name="/pokemon"
+        )[1]
         assert top["label"] == "red circle"
     finally:
         app.terminate()
@@ -113,11 +140,20 @@ def test_sigkill_during_in_place_rewrites_imports_and_promotes_keeps_the_served_
     data = colour_folder(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CLIPDEMO_CHECKPOINT_DIR": str(ckpt), "OMP_NUM_THREADS": "1"}
     train = ["train", "scratch", "--data", str(data), "--epochs", "100000"]
-    commands = [[*train, "--out", str(served)], ["promote", "scratch", str(tmp_path / "outside")], [*train, "--promote"]]
+    commands = [
+        [*train, "--out", str(served)],
+        ["promote", "scratch", str(tmp_path / "outside")],
+        [*train, "--promote"],
+    ]
     rng = random.Random(2)
     for i in range(6):
-        proc = subprocess.Popen([sys.executable, "-m", "clipdemo", *commands[i % 3]], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clipdemo", *commands[i % 3]],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(3.0, 9.0))  # from start-up (imports, data) through training and saving
         proc.send_signal(signal.SIGKILL)
         proc.wait()

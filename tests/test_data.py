@@ -13,19 +13,20 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from clipdemo.data import ImageDataset, Split
+from clipdemo.data import DataError, ImageDataset, Split
 from clipdemo.data.cars import stanford_cars
 from clipdemo.data.folder import image_folder
 from clipdemo.data.hub import hub_dataset, split_of
 from clipdemo.data.shapes import HELD_OUT, make_shapes
-from clipdemo.data import DataError
 from clipdemo.data.sources import SourcePolicy, load_source
 from clipdemo.data.splits import holdout, image_hash, plan_splits, split_hashes, subset, tutorial_split
 
 try:
-    from tests.minicars import annotations as mat_annotations, class_colour, write_minicars
+    from tests.minicars import annotations as mat_annotations
+    from tests.minicars import class_colour, write_minicars
 except ImportError:  # run as plain `pytest` with tests/ on sys.path
-    from minicars import annotations as mat_annotations, class_colour, write_minicars
+    from minicars import annotations as mat_annotations
+    from minicars import class_colour, write_minicars
 
 
 def png(colour=(255, 0, 0), size=8, seed=None) -> bytes:
@@ -158,7 +159,8 @@ def test_devkit_missing_and_empty_images_counted(tmp_path):
 
 
 def hf_split(n, names=("bulbasaur", "charmander", "squirtle"), offset=0, image_col="image", label_col="labels"):
-    from datasets import ClassLabel, Dataset, Features, Image as HFImage, Value
+    from datasets import ClassLabel, Dataset, Features, Value
+    from datasets import Image as HFImage
 
     features = Features({image_col: HFImage(), label_col: ClassLabel(names=list(names)), "id": Value("int64")})
     rows = {
@@ -210,7 +212,8 @@ def test_hub_adapter_on_saved_dataset(tmp_path):
 
 
 def test_hub_adapter_string_labels_and_explicit_columns(tmp_path):
-    from datasets import Dataset, Features, Image as HFImage, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as HFImage
 
     feats = Features({"pic": HFImage(), "species": Value("string")})
     rows = {"pic": [png(seed=i) for i in range(3)], "species": ["dog", "cat", "dog"]}

@@ -19,7 +19,9 @@ GLOBAL_BATCH = 8
 def fixed_batch():
     g = torch.Generator().manual_seed(0)
     config = preset("default")
-    pixels = torch.randint(0, 256, (GLOBAL_BATCH, 3, config.image_size, config.image_size), generator=g, dtype=torch.uint8)
+    pixels = torch.randint(
+        0, 256, (GLOBAL_BATCH, 3, config.image_size, config.image_size), generator=g, dtype=torch.uint8
+    )
     tokens = torch.randint(3, 259, (GLOBAL_BATCH, config.context_length), generator=g)
     mask = torch.ones_like(tokens, dtype=torch.bool)
     mask[:, 10:] = False  # every caption 10 tokens long
@@ -53,8 +55,13 @@ def worker(rank: int, world: int, init_file: str, out: str):
         labels = LABELS[share] if kind == "multi-positive" else None
         torch.manual_seed(0)
         model = ScratchCLIP(config).eval()  # eval: BatchNorm in the conv stem must not use per-rank statistics
-        loss = one_step(DistributedDataParallel(model), pixels[share], tokens[share], mask[share],
-                        lambda i, t, s: contrastive_loss_global(i, t, s, labels=labels))  # fmt: skip
+        loss = one_step(
+            DistributedDataParallel(model),
+            pixels[share],
+            tokens[share],
+            mask[share],
+            lambda i, t, s: contrastive_loss_global(i, t, s, labels=labels),
+        )
         results[kind] = {"loss": mean_across_ranks(loss), "state": model.state_dict()}
     if rank == 0:
         torch.save(results, out)
@@ -83,7 +90,7 @@ def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
         if kind == "clip":
             loss = one_step(single, pixels, tokens, mask, contrastive_loss)
         else:
-            multi = lambda i, t, s: contrastive_loss_global(i, t, s, labels=LABELS)  # noqa: E731
+            multi = lambda i, t, s: contrastive_loss_global(i, t, s, labels=LABELS)
             loss = one_step(single, pixels, tokens, mask, multi)
         ddp = results[kind]
         print(f"{kind} loss: 1 process {float(loss):.8f}, 2 processes {ddp['loss']:.8f}")
@@ -99,7 +106,7 @@ def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
 def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp_path):
     data = tmp_path / "data"
     for split, n in (("train", 6), ("test", 2)):
-        for c, colour in enumerate(["red", "blue", "green"]):
+        for colour in ["red", "blue", "green"]:
             folder = data / split / f"{colour} thing"
             folder.mkdir(parents=True)
             for i in range(n):
@@ -109,9 +116,30 @@ def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp
     out = tmp_path / "ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "clipdemo",
-         "train", "scratch", "--data", str(data), "--out", str(out), "--epochs", "2", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "clipdemo",
+            "train",
+            "scratch",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
@@ -125,24 +153,49 @@ def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp
 
 
 def test_torchrun_shards_cars_features_into_the_cache_one_process_writes(tmp_path, tiny_clip):
-    from tests.minicars import write_minicars
-
     from clipdemo.data.sources import load_source
     from clipdemo.features import encode_split, feature_cache_path, load_features
+    from tests.minicars import write_minicars
 
     data = write_minicars(tmp_path / "cars", classes=3, per_class_train=5, per_class_test=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "ckpts")}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "clipdemo",
-         "train", "head", "--data", str(data), "--backbone", str(tiny_clip), "--out", str(tmp_path / "head"),
-         "--epochs", "2", "--head", "linear", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "clipdemo",
+            "train",
+            "head",
+            "--data",
+            str(data),
+            "--backbone",
+            str(tiny_clip),
+            "--out",
+            str(tmp_path / "head"),
+            "--epochs",
+            "2",
+            "--head",
+            "linear",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.strip().splitlines()[-1])["checkpoint"] == str(tmp_path / "head")
     dataset = load_source(str(data))
     for name, split in dataset.splits.items():  # the merged shards equal what one process encodes
-        merged = load_features(feature_cache_path(str(tiny_clip), (dataset.fingerprint, name), tmp_path / "ckpts" / ".cache"), split)
+        merged = load_features(
+            feature_cache_path(str(tiny_clip), (dataset.fingerprint, name), tmp_path / "ckpts" / ".cache"), split
+        )
         single = encode_split(str(tiny_clip), split)
         assert torch.equal(merged.kept, single.kept)
         assert torch.allclose(merged.features, single.features, atol=1e-5)

@@ -49,7 +49,7 @@ def test_slider_moves_from_zero_shot_to_the_head(taught):
     assert torch.allclose(zs_only, zs, atol=1e-5) and torch.allclose(head_only, head, atol=1e-5)
     middle, _, _ = taught.probabilities(x, 0.5)
     truth = taught.labels
-    pick = lambda p: p[torch.arange(len(truth)), truth]  # noqa: E731 - probability of the right class
+    pick = lambda p: p[torch.arange(len(truth)), truth]
     assert (pick(zs_only) <= pick(middle) + 1e-6).all() and (pick(middle) <= pick(head_only) + 1e-6).all()
 
 
@@ -59,8 +59,11 @@ def test_downloaded_head_is_a_cars_head_checkpoint_eval_accepts(taught, tiny_cli
     head, zeroshot = clf.predict(colour_image("leaf", 777), k=3)
     assert head[0].label == "leaf" and {p.label for p in zeroshot} == set(CLASSES)
     with zipfile.ZipFile(zip_folder(folder, tmp_path / "head.zip")) as z:
-        assert sorted(z.namelist()) == ["fewshot-head/card.json", "fewshot-head/config.json",
-                                        "fewshot-head/weights.safetensors"]  # fmt: skip
+        assert sorted(z.namelist()) == [
+            "fewshot-head/card.json",
+            "fewshot-head/config.json",
+            "fewshot-head/weights.safetensors",
+        ]
     data = colour_folder(tmp_path / "data" / "train", CLASSES, 2, seed=50)
     colour_folder(data.parent / "test", CLASSES, 3, seed=5000)
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
@@ -72,19 +75,37 @@ def test_downloaded_head_is_a_cars_head_checkpoint_eval_accepts(taught, tiny_cli
 def test_train_head_cli_on_three_classes_of_four_images(tiny_clip, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
     data = colour_folder(tmp_path / "few", CLASSES, 4)
-    assert main(["train", "head", "--data", str(data), "--backbone", str(tiny_clip), "--split", "official",
-                 "--out", str(tmp_path / "head")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "head",
+                "--data",
+                str(data),
+                "--backbone",
+                str(tiny_clip),
+                "--split",
+                "official",
+                "--out",
+                str(tmp_path / "head"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["acc1"] == 1.0 and result["n"] == 3 and result["best_val_acc"] > result["zeroshot_val_acc"]
 
 
-@pytest.mark.parametrize("examples, message", [
-    ({"apple": ["x"]}, "at least 2 classes"),
-    ({"apple": [colour_image("apple", 1)], "leaf": []}, "'leaf' has no images"),
-    ({"apple": [colour_image("apple", 1)] * 500, "leaf": [colour_image("leaf", 1)]}, "500 images; at most 16"),
-    ({f"c{i}": [b"x"] for i in range(21)}, "Too many classes: 21"),
-    ({"apple": [colour_image("apple", 1)], "leaf": [b"<html>", b"junk"]}, "None of class 'leaf'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "examples, message",
+    [
+        ({"apple": ["x"]}, "at least 2 classes"),
+        ({"apple": [colour_image("apple", 1)], "leaf": []}, "'leaf' has no images"),
+        ({"apple": [colour_image("apple", 1)] * 500, "leaf": [colour_image("leaf", 1)]}, "500 images; at most 16"),
+        ({f"c{i}": [b"x"] for i in range(21)}, "Too many classes: 21"),
+        ({"apple": [colour_image("apple", 1)], "leaf": [b"<html>", b"junk"]}, "None of class 'leaf'"),
+    ],
+)
 def test_bad_input_is_one_sentence(tiny_clip, examples, message):
     with pytest.raises(FewShotError, match=message):
         teach(load_encoder(str(tiny_clip)), examples)
@@ -93,8 +114,10 @@ def test_bad_input_is_one_sentence(tiny_clip, examples, message):
 def test_junk_files_among_images_are_skipped_and_named(tiny_clip, tmp_path):
     junk = tmp_path / "notes.txt"
     junk.write_text("not an image")
-    examples = {"apple": [colour_image("apple", i) for i in range(3)] + [str(junk)],
-                "leaf": [colour_image("leaf", i) for i in range(3)]}  # fmt: skip
+    examples = {
+        "apple": [colour_image("apple", i) for i in range(3)] + [str(junk)],
+        "leaf": [colour_image("leaf", i) for i in range(3)],
+    }
     taught = teach(load_encoder(str(tiny_clip)), examples)
     assert taught.counts == [3, 3] and len(taught.skipped) == 1 and taught.skipped[0].startswith("apple/notes.txt")
 
@@ -135,7 +158,9 @@ def served(tiny_clip, tmp_path_factory):
 def rows(tmp_path, classes=CLASSES, per_class=4):
     folder = colour_folder(tmp_path / "up", classes, per_class)
     names = list(classes) + [""] * (fewshot_tab.SLOTS - len(classes))
-    files = [sorted(str(p) for p in (folder / c).iterdir()) for c in classes] + [None] * (fewshot_tab.SLOTS - len(classes))
+    files = [sorted(str(p) for p in (folder / c).iterdir()) for c in classes] + [None] * (
+        fewshot_tab.SLOTS - len(classes)
+    )
     return names + files
 
 
@@ -152,12 +177,15 @@ def test_handlers_teach_classify_download_and_write_nothing_to_checkpoints(serve
     assert not any(served.settings.checkpoint_dir.iterdir())  # the public tab wrote nothing there
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r[:1] + [""] * 3 + r[4:5] + [None] * 3, "at least 2 classes"),  # one class
-    (lambda r: r[:4] + [r[4], [], None, None], "'leaf' has no images"),  # 0 images
-    (lambda r: [""] + r[1:], r"Class row 1 has 4 image\(s\) but no name"),
-    (lambda r: [""] * 4 + [None] * 4, "Name at least 2 classes"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r[:1] + [""] * 3 + r[4:5] + [None] * 3, "at least 2 classes"),  # one class
+        (lambda r: r[:4] + [r[4], [], None, None], "'leaf' has no images"),  # 0 images
+        (lambda r: [""] + r[1:], r"Class row 1 has 4 image\(s\) but no name"),
+        (lambda r: [""] * 4 + [None] * 4, "Name at least 2 classes"),
+    ],
+)
 def test_handler_errors(served, tmp_path, change, message):
     with pytest.raises(FewShotError, match=message):
         fewshot_tab.teach_handler(served, None, *change(rows(tmp_path)))
@@ -180,6 +208,8 @@ def test_downloaded_head_promoted_by_admin_is_served_by_the_cars_tab(taught, tin
     promote(root, "cars-head", "fewshot-head")
     image = tmp_path / "sky.png"
     colour_image("sky", 555).save(image)
-    head, zeroshot, verdict, card = cars_tab.classify(Served(Settings(model=str(tiny_clip), checkpoint_dir=root)), str(image))
+    head, zeroshot, verdict, card = cars_tab.classify(
+        Served(Settings(model=str(tiny_clip), checkpoint_dir=root)), str(image)
+    )
     assert max(head, key=head.get) == "sky" and set(zeroshot) == set(CLASSES) and "Few-shot" not in verdict
     assert "fewshot-head" in card

@@ -14,12 +14,10 @@ from PIL import Image
 
 from clipdemo import encoders
 from clipdemo.cars import CarsClassifier, train_head, zeroshot_scores
-from clipdemo.data.splits import Part, plan_splits
-from clipdemo.pipeline import evaluate
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
-from clipdemo.data import ImageDataset, Split
-from clipdemo.data import DataError
+from clipdemo.data import DataError, ImageDataset, Split
 from clipdemo.data.sources import load_source
+from clipdemo.data.splits import Part, plan_splits
 from clipdemo.features import (
     Backbone,
     EncodingStopped,
@@ -29,8 +27,18 @@ from clipdemo.features import (
     merge_shards,
     save_features,
 )
-from clipdemo.heads import (C_GRID, DEFAULT_HEAD, FOLDS, HEADS, LinearProbe, accuracy, build_head, fit_head,
-                            predict_logits)
+from clipdemo.heads import (
+    C_GRID,
+    DEFAULT_HEAD,
+    FOLDS,
+    HEADS,
+    LinearProbe,
+    accuracy,
+    build_head,
+    fit_head,
+    predict_logits,
+)
+from clipdemo.pipeline import evaluate
 from clipdemo.testing import make_clip_folder
 from tests.minicars import write_minicars
 
@@ -104,8 +112,9 @@ def test_fewer_images_than_dimensions_fit_the_same_probe_in_their_span():
     clf = LogisticRegression(C=result.hyperparameters["C"], max_iter=1000).fit(scaler.transform(x.double().numpy()), y)
     want = clf.decision_function(scaler.transform(vx.double().numpy()))
     got = predict_logits(result.head, vx).double()
-    torch.testing.assert_close(got - got.mean(1, keepdim=True), torch.from_numpy(want - want.mean(1, keepdims=True)),
-                               atol=2e-3, rtol=2e-3)  # fmt: skip
+    torch.testing.assert_close(
+        got - got.mean(1, keepdim=True), torch.from_numpy(want - want.mean(1, keepdims=True)), atol=2e-3, rtol=2e-3
+    )
     assert result.val_acc >= 0.9
 
 
@@ -161,8 +170,11 @@ def test_mlp_logits_is_the_tutorials_head():
     head = build_head("mlp-logits", num_classes=196, embed_dim=32, class_embeddings=text, logit_scale=100.0)
     trainable = [n for n, p in head.named_parameters() if p.requires_grad]
     # the notebook's printed "Params to learn" list, in order
-    assert trainable == [f"fc{a}.{b}.{w}" for a, b in ((1, 0), (1, 1), (2, 0), (2, 1), (2, 3), (2, 4), (3, 0), (3, 1))
-                         for w in ("weight", "bias")]  # fmt: skip
+    assert trainable == [
+        f"fc{a}.{b}.{w}"
+        for a, b in ((1, 0), (1, 1), (2, 0), (2, 1), (2, 3), (2, 4), (3, 0), (3, 1))
+        for w in ("weight", "bias")
+    ]
     assert head.fc1[0].out_features == 980 and head.fc2[3].in_features == 980 and head.fc3[0].out_features == 196
     assert [m.p for m in head.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.3]
 
@@ -219,8 +231,9 @@ def colour_split(n=10) -> Split:
 
 def test_second_encode_hits_the_cache_and_encodes_nothing(tmp_path):
     encoder, split = CountingEncoder(), colour_split()
-    features, labels, skipped = encode_split(encoder, split, batch_size=4, cache_dir=tmp_path, key_parts=("d", "train"),
-                                             progress=lambda info: None)  # fmt: skip
+    features, labels, skipped = encode_split(
+        encoder, split, batch_size=4, cache_dir=tmp_path, key_parts=("d", "train"), progress=lambda info: None
+    )
     assert (encoder.images, skipped, features.shape, labels.tolist()) == (9, 1, (9, 3), [0, 1, 0, 0, 1, 0, 1, 0, 1])
     events = []
     again = encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), progress=events.append)
@@ -240,8 +253,9 @@ def test_damaged_or_stale_cache_is_rebuilt(tmp_path):
     encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), progress=lambda i: None)
     assert encoder.images == 9
     relabelled = Split(split.images, [1 - y for y in split.labels])  # same key, different content
-    _, labels, _ = encode_split(encoder, relabelled, cache_dir=tmp_path, key_parts=("d", "train"),
-                                progress=lambda i: None)
+    _, labels, _ = encode_split(
+        encoder, relabelled, cache_dir=tmp_path, key_parts=("d", "train"), progress=lambda i: None
+    )
     assert encoder.images == 18 and labels.tolist()[0] == 1
 
 
@@ -257,8 +271,9 @@ def test_shards_merge_into_the_single_process_cache(tmp_path):
     before = encoder.images
     cached = encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), progress=lambda i: None)
     assert encoder.images == before and cached.kept.tolist() == whole.kept.tolist()
-    share = encode_split(encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), shard=(1, 3),
-                         progress=lambda i: None)
+    share = encode_split(
+        encoder, split, cache_dir=tmp_path, key_parts=("d", "train"), shard=(1, 3), progress=lambda i: None
+    )
     assert share.kept.tolist() == [1, 4, 7, 10] and share.skipped == 0 and encoder.images == before
 
 
@@ -270,8 +285,15 @@ def test_a_stop_while_encoding_caches_nothing(tmp_path):
         return len(polls) > 2
 
     with pytest.raises(EncodingStopped, match="4 of 10 done"):
-        encode_split(encoder, split, batch_size=2, cache_dir=tmp_path, key_parts=("d",),
-                     should_stop=stop_after_two_polls, progress=lambda i: None)  # fmt: skip
+        encode_split(
+            encoder,
+            split,
+            batch_size=2,
+            cache_dir=tmp_path,
+            key_parts=("d",),
+            should_stop=stop_after_two_polls,
+            progress=lambda i: None,
+        )
     assert encoder.images == 3 and not list(tmp_path.iterdir())  # 4 done, image 3 unreadable
 
 
@@ -312,8 +334,17 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(cars, tiny, tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
-    result = train_head(cars, str(tiny), work / "head", head="linear", epochs=3, split="official", seed=1,
-                        cache_dir=work / "cache", progress=lambda info: None)  # fmt: skip
+    result = train_head(
+        cars,
+        str(tiny),
+        work / "head",
+        head="linear",
+        epochs=3,
+        split="official",
+        seed=1,
+        cache_dir=work / "cache",
+        progress=lambda info: None,
+    )
     return result.to_json(), work
 
 
@@ -343,8 +374,17 @@ def test_retraining_on_a_warm_cache_encodes_nothing_and_loads_no_model(trained, 
         raise AssertionError("the backbone was loaded although everything was cached")
 
     monkeypatch.setattr(encoders, "load_encoder", no_loading)
-    result = train_head(cars, str(tiny), work / "mlp", head="mlp-logits", epochs=2, split="official", seed=1,
-                        cache_dir=work / "cache", progress=lambda info: None).to_json()  # fmt: skip
+    result = train_head(
+        cars,
+        str(tiny),
+        work / "mlp",
+        head="mlp-logits",
+        epochs=2,
+        split="official",
+        seed=1,
+        cache_dir=work / "cache",
+        progress=lambda info: None,
+    ).to_json()
     assert result["encoded_images"] == 0 and METRICS <= set(result)
     metrics = evaluate(work / "mlp", cars, "test", cache_dir=work / "cache", progress=lambda info: None).to_json()
     assert METRICS <= set(metrics) and metrics["n"] == 12 and metrics["skipped"] == 0 and metrics["leak"] == ""
@@ -353,8 +393,17 @@ def test_retraining_on_a_warm_cache_encodes_nothing_and_loads_no_model(trained, 
 
 def test_tutorial_split_trains_zeroshot_init_and_evaluates(cars, tiny, tmp_path):
     prompts = ("This is photo of {} car",)  # the tutorial's one prompt, instead of the 8 Cars templates
-    result = train_head(cars, str(tiny), tmp_path / "zs", head="zeroshot-init", epochs=2, split="tutorial",
-                        templates=prompts, cache_dir=tmp_path / "cache", progress=lambda info: None).to_json()  # fmt: skip
+    result = train_head(
+        cars,
+        str(tiny),
+        tmp_path / "zs",
+        head="zeroshot-init",
+        epochs=2,
+        split="tutorial",
+        templates=prompts,
+        cache_dir=tmp_path / "cache",
+        progress=lambda info: None,
+    ).to_json()
     card, config = (json.loads((tmp_path / "zs" / f).read_text()) for f in ("card.json", "config.json"))
     assert card["templates"] == config["templates"] == list(prompts)
     assert result["zeroshot"]["acc1"] == card["zeroshot_metrics"]["acc1"]
@@ -363,15 +412,25 @@ def test_tutorial_split_trains_zeroshot_init_and_evaluates(cars, tiny, tmp_path)
     # the head starts as zero-shot and keeps step 0 unless training beats it on the selection images
     validation = card["validation"]
     assert validation["candidates"][0]["steps"] == 0 and result["best_val_acc"] >= validation["zeroshot_acc1"]
-    metrics = evaluate(tmp_path / "zs", cars, "tutorial", cache_dir=tmp_path / "cache", progress=lambda i: None).to_json()
+    metrics = evaluate(
+        tmp_path / "zs", cars, "tutorial", cache_dir=tmp_path / "cache", progress=lambda i: None
+    ).to_json()
     assert metrics["n"] == result["n"] and metrics["acc1"] == pytest.approx(result["acc1"])
 
 
 def test_a_stop_before_the_first_step_writes_no_checkpoint(trained, cars, tiny):
     _, work = trained
     with pytest.raises(RuntimeError, match="before its first step"):
-        train_head(cars, str(tiny), work / "stopped", head="linear", split="official", cache_dir=work / "cache",
-                   progress=lambda info: None, should_stop=lambda: True)  # fmt: skip
+        train_head(
+            cars,
+            str(tiny),
+            work / "stopped",
+            head="linear",
+            split="official",
+            cache_dir=work / "cache",
+            progress=lambda info: None,
+            should_stop=lambda: True,
+        )
     assert not (work / "stopped").exists()
 
 

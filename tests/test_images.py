@@ -19,7 +19,7 @@ from clipdemo.errors import ConfigError
 from clipdemo.images import ALLOWED_FORMATS, ImageError, load_image, to_rgb
 
 sys.path.insert(0, str(Path(__file__).parent))
-from image_cases import BLUE, GREEN, RED, WHITE, _png_claiming, image_cases  # noqa: E402
+from image_cases import BLUE, GREEN, RED, WHITE, _png_claiming, image_cases
 
 with tempfile.TemporaryDirectory() as _names_dir:  # names only, for parametrize; the files are rebuilt below
     CASE_NAMES = [case.name for case in image_cases(Path(_names_dir))]
@@ -217,9 +217,8 @@ def test_every_source_type_gives_the_same_image(tmp_path):
 def test_bad_sources_are_short_errors(tmp_path):
     text_file = tmp_path / "t.png"
     text_file.write_bytes(_encode(Image.new("RGB", (2, 2)), "PNG"))
-    with open(text_file, encoding="latin-1") as stream:
-        with pytest.raises(ImageError, match="binary"):
-            load_image(stream)
+    with open(text_file, encoding="latin-1") as stream, pytest.raises(ImageError, match="binary"):
+        load_image(stream)
     with pytest.raises(ImageError, match="No image"):
         load_image(None)
     with pytest.raises(ImageError, match="Unsupported"):

@@ -50,7 +50,9 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), train=4, tes
     return root
 
 
-def fake_trainer(steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None):
+def fake_trainer(
+    steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None
+):
     """A trainer adapter honouring the contract of train_scratch / train_head."""
 
     def run(dataset, out_dir, options, progress, should_stop, cache_dir=None):
@@ -62,23 +64,47 @@ def fake_trainer(steps=5, delay=0.01, fail: BaseException | None = None, gate: t
                 break
             if gate is not None:
                 gate.wait(10)
-            progress({"phase": "train", "epoch": 1, "epochs": 1, "step": step, "total_steps": steps,
-                      "loss": 1.0 / step, "eta": (steps - step) * delay})
+            progress(
+                {
+                    "phase": "train",
+                    "epoch": 1,
+                    "epochs": 1,
+                    "step": step,
+                    "total_steps": steps,
+                    "loss": 1.0 / step,
+                    "eta": (steps - step) * delay,
+                }
+            )
             time.sleep(delay)
         progress({"phase": "eval", "epoch": 1, "epochs": 1, "step": step, "val_acc": 0.5})
         if fail is not None:
             raise fail
-        save_checkpoint(out_dir, {"w": torch.zeros(3)}, {"kind": "fake"},
-                        {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}})
+        save_checkpoint(
+            out_dir,
+            {"w": torch.zeros(3)},
+            {"kind": "fake"},
+            {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}},
+        )
         scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
-        return TrainResult("scratch", out_dir, list(dataset.class_names), scores, {"protocol": "official"}, {},
-                           {"stopped": "cancelled" if should_stop() else "finished"})
+        return TrainResult(
+            "scratch",
+            out_dir,
+            list(dataset.class_names),
+            scores,
+            {"protocol": "official"},
+            {},
+            {"stopped": "cancelled" if should_stop() else "finished"},
+        )
 
     return run
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def wait_for(predicate, timeout=10.0):
@@ -187,7 +213,9 @@ def test_second_job_is_refused_while_one_runs(env):
         runner.start("scratch", "tiny")
     with pytest.raises(BusyError):
         runner.start("cars-head", "tiny", backbone="b")
-    visible = [p for p in (ckpt / "scratch").iterdir() if not p.name.startswith(".")]  # the running job's lock is hidden
+    visible = [
+        p for p in (ckpt / "scratch").iterdir() if not p.name.startswith(".")
+    ]  # the running job's lock is hidden
     assert len(visible) == 2  # v0 + served.json: the refused start wrote nothing
     gate.set()
     assert runner.wait(10)["state"] == "finished"
@@ -288,8 +316,13 @@ def test_a_process_killed_while_writing_over_the_served_version_leaves_it_loadab
     """SIGKILL mid-save, writing into the served folder's own name (the worst case): the old one stays whole."""
     data, ckpt = env
     served = served_checkpoint(ckpt, "scratch")
-    result = subprocess.run([sys.executable, "-c", KILLER, str(served)], cwd=REPO, capture_output=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", KILLER, str(served)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     state, _, card = load_checkpoint(served_checkpoint(ckpt, "scratch"))
     assert card["dataset"] == "before" and torch.equal(state["w"], torch.ones(3))

@@ -32,8 +32,12 @@ def scratch_checkpoint(folder: Path, classes: list[str], seed: int = 0) -> Path:
     config = preset("default")
     torch.manual_seed(seed)
     model = ScratchCLIP(config).eval()
-    return save_checkpoint(folder, model.state_dict(), {"kind": "scratch-clip", **config.to_dict()},
-                           {"dataset": {"source": "a test"}, "classes": classes, "complete": True})
+    return save_checkpoint(
+        folder,
+        model.state_dict(),
+        {"kind": "scratch-clip", **config.to_dict()},
+        {"dataset": {"source": "a test"}, "classes": classes, "complete": True},
+    )
 
 
 @pytest.fixture
@@ -55,8 +59,14 @@ def one_line_error(capsys, *words) -> str:
 
 def cli(*args, env_extra=None, timeout=300, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "clipdemo", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "clipdemo", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 # --- --out: a new folder, or a checkpoint of the same family; anything else refused, nothing touched ----------
@@ -66,7 +76,11 @@ def cli(*args, env_extra=None, timeout=300, **kwargs):
 def test_out_on_a_folder_with_a_foreign_file_is_refused_and_the_file_kept(env, capsys, what):
     (env / "u").mkdir()
     (env / "u" / "notes.txt").write_text("hi")
-    train = ["train", "scratch", "--data", "data"] if what == "scratch" else ["train", "head", "--data", "data", "--backbone", "x/y"]
+    train = (
+        ["train", "scratch", "--data", "data"]
+        if what == "scratch"
+        else ["train", "head", "--data", "data", "--backbone", "x/y"]
+    )
     assert main([*train, "--epochs", "1", "--out", "u"]) == 2
     one_line_error(capsys, "'u' already holds other files (notes.txt)")
     assert not list(env.glob(".u*"))  # no lock, no temporary folder left
@@ -76,7 +90,11 @@ def test_out_on_a_folder_with_a_foreign_file_is_refused_and_the_file_kept(env, c
 @pytest.mark.parametrize("what", ["scratch", "head"])
 def test_out_on_a_regular_file_is_refused_and_the_file_kept(env, capsys, what):
     (env / "f").write_text("precious")
-    train = ["train", "scratch", "--data", "data"] if what == "scratch" else ["train", "head", "--data", "data", "--backbone", "x/y"]
+    train = (
+        ["train", "scratch", "--data", "data"]
+        if what == "scratch"
+        else ["train", "head", "--data", "data", "--backbone", "x/y"]
+    )
     assert main([*train, "--out", "f"]) == 2
     one_line_error(capsys, "'f' exists and is not a folder")
     assert (env / "f").read_text() == "precious" and not list(env.glob(".f*"))
@@ -184,7 +202,11 @@ def test_promote_accepts_the_folder_the_tabs_and_out_talk_about(env, capsys):
     assert load_checkpoint(served)[2]["classes"] == ["b"] and (env / "elsewhere" / "card.json").exists()
     assert main(["train", "scratch", "--data", "data", "--epochs", "1", "--out", "out2", "--promote"]) == 0
     result = last_json(capsys)
-    assert Path(result["served"]).parent == versions and load_checkpoint(result["served"])[2]["classes"] == ["blue", "green", "red"]
+    assert Path(result["served"]).parent == versions and load_checkpoint(result["served"])[2]["classes"] == [
+        "blue",
+        "green",
+        "red",
+    ]
     save_checkpoint(env / "head", {"w": torch.zeros(2)}, {"kind": "cars-head"}, {})
     assert main(["promote", "scratch", "head"]) == 2
     one_line_error(capsys, "holds a cars-head checkpoint, not a scratch-clip one")
@@ -195,13 +217,16 @@ def test_promote_accepts_the_folder_the_tabs_and_out_talk_about(env, capsys):
 # --- bad arguments and environment values: one line on stderr, exit 2, before any work -----------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-seconds", "0"], "The time budget must be more than 0"),
-    (["--max-seconds", "-5"], "The time budget must be more than 0"),
-    (["--epochs", "-3"], "Epochs must be a whole number from 1 to"),
-    (["--epochs", "0"], "Epochs must be a whole number from 1 to"),
-    (["--label", "../x"], "--label must be"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-seconds", "0"], "The time budget must be more than 0"),
+        (["--max-seconds", "-5"], "The time budget must be more than 0"),
+        (["--epochs", "-3"], "Epochs must be a whole number from 1 to"),
+        (["--epochs", "0"], "Epochs must be a whole number from 1 to"),
+        (["--label", "../x"], "--label must be"),
+    ],
+)
 def test_bad_training_arguments_are_one_line(env, capsys, args, message):
     assert main(["train", "scratch", "--data", "data", "--out", "u", *args]) == 2
     one_line_error(capsys, message)
@@ -216,7 +241,9 @@ def test_bad_top_k_is_one_line(capsys):
 def test_bad_max_pixels_is_one_line_at_start(env):
     run = cli("train", "scratch", "--data", "data", "--out", "u", env_extra={"CLIPDEMO_MAX_PIXELS": "abc"}, cwd=env)
     _, err = run.communicate(timeout=120)
-    assert run.returncode == 2 and err.strip() == "error: CLIPDEMO_MAX_PIXELS must be a positive whole number, not 'abc'."
+    assert (
+        run.returncode == 2 and err.strip() == "error: CLIPDEMO_MAX_PIXELS must be a positive whole number, not 'abc'."
+    )
 
 
 def test_demo_data_refuses_an_existing_file_or_a_folder_with_files(env, capsys):
@@ -238,9 +265,9 @@ def top_label(client) -> str:
 
 
 def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip, capsys):
+    from clipdemo.serving import Served
     from clipdemo.ui import zeroshot_tab
     from clipdemo.ui.app import build_app
-    from clipdemo.serving import Served
 
     settings = Settings(model=str(tiny_clip), checkpoint_dir=env / "ckpts")
     with launched(build_app(settings)) as url:
@@ -279,7 +306,9 @@ def model_options(browser, url) -> list[str]:
         page.close()
 
 
-def test_a_model_promoted_after_start_up_is_in_the_zero_shot_list_on_the_next_page_load(env, tiny_clip, browser, capsys):
+def test_a_model_promoted_after_start_up_is_in_the_zero_shot_list_on_the_next_page_load(
+    env, tiny_clip, browser, capsys
+):
     from clipdemo.ui.app import build_app
 
     with launched(build_app(Settings(model=str(tiny_clip), checkpoint_dir=env / "ckpts"))) as url:

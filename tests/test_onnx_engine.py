@@ -22,8 +22,11 @@ from clipdemo.zeroshot import model_key
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
-IMAGES = [Image.effect_noise((64, 48), 40).convert("RGB"), Image.new("RGB", (30, 50), "orange"),
-          Image.linear_gradient("L").convert("RGB")]  # fmt: skip
+IMAGES = [
+    Image.effect_noise((64, 48), 40).convert("RGB"),
+    Image.new("RGB", (30, 50), "orange"),
+    Image.linear_gradient("L").convert("RGB"),
+]
 # longer than the 77-token context first, then lengths that pad differently in one batch
 TEXTS = ["Flabébé ♀ " * 30, "a photo of a cat", "dog", "a photo of a red sports car", "x"]
 
@@ -80,8 +83,10 @@ def test_default_encoder_on_cpu_uses_onnx_runtime(tiny_clip):
 def test_int8_on_request(tiny_clip, cache, caplog):
     int8, fp32 = HFCLIPEncoder(str(tiny_clip), precision="int8"), HFCLIPEncoder(str(tiny_clip), engine="torch")
     assert (int8.engine, int8.precision) == ("onnx", "int8") and "int8" in int8.describe()
-    image_cos, text_cos = cosines(int8.encode_images(IMAGES), fp32.encode_images(IMAGES)), cosines(
-        int8.encode_texts(TEXTS), fp32.encode_texts(TEXTS))
+    image_cos, text_cos = (
+        cosines(int8.encode_images(IMAGES), fp32.encode_images(IMAGES)),
+        cosines(int8.encode_texts(TEXTS), fp32.encode_texts(TEXTS)),
+    )
     assert 0.99 < image_cos.min() and 0.99 < text_cos.min() and image_cos.max() < 0.999999  # int8 really ran
     assert model_key(int8) != model_key(HFCLIPEncoder(str(tiny_clip)))
     # int8 exists only in ONNX Runtime: with PyTorch asked for, it is fp32, said once
@@ -131,8 +136,9 @@ def test_failed_export_falls_back_to_pytorch(tiny_clip, cache, monkeypatch, capl
     monkeypatch.setattr(torch.onnx, "export", broken)
     encoder = HFCLIPEncoder(str(tiny_clip))
     assert encoder.engine == "torch" and encoder.encode_texts(TEXTS).shape[0] == len(TEXTS)
-    assert engine_logs(caplog) == [f"ONNX engine unavailable for {tiny_clip} (Unsupported: aten::something_new): "
-                                   "running it in PyTorch"]  # fmt: skip
+    assert engine_logs(caplog) == [
+        f"ONNX engine unavailable for {tiny_clip} (Unsupported: aten::something_new): running it in PyTorch"
+    ]
     assert not models_in(cache) and not list(cache.iterdir())  # no temporary left behind either
 
 
@@ -191,6 +197,10 @@ def test_sigkill_during_export_leaves_no_model_in_the_cache(cache):
 
 def test_cache_key_separates_weights_precision_and_tower():
     key = onnx_engine.cache_key
-    keys = {key("hf-clip-image", "w1", "fp32"), key("hf-clip-image", "w1", "int8"), key("hf-clip-image", "w2", "fp32"),
-            key("hf-clip-text", "w1", "fp32")}  # fmt: skip
+    keys = {
+        key("hf-clip-image", "w1", "fp32"),
+        key("hf-clip-image", "w1", "int8"),
+        key("hf-clip-image", "w2", "fp32"),
+        key("hf-clip-text", "w1", "fp32"),
+    }
     assert len(keys) == 4 and key("hf-clip-image", "w1", "fp32") == key("hf-clip-image", "w1", "fp32")

@@ -80,8 +80,9 @@ def test_train_scratch_reports_a_leaking_test_split_and_scores_the_clean_one(lea
 
 def test_train_head_reports_a_leaking_test_split_and_eval_agrees(leaky, tiny_clip, capsys):
     out = leaky.parent / "h"
-    code, result, err = run(capsys, "train", "head", "--data", leaky, "--backbone", tiny_clip, "--split", "official",
-                            "--out", out)  # fmt: skip
+    code, result, err = run(
+        capsys, "train", "head", "--data", leaky, "--backbone", tiny_clip, "--split", "official", "--out", out
+    )
     assert code == 0, err
     assert LIGHT_LEAK in err and LIGHT_LEAK in result["leak"]
     assert result["n"] == result["zeroshot"]["n"] == 12
@@ -125,7 +126,9 @@ def with_junk(env):
 
 
 def test_train_scratch_skips_counts_and_names_unreadable_files(with_junk, capsys):
-    code, result, err = run(capsys, "train", "scratch", "--data", with_junk, "--epochs", "1", "--out", with_junk.parent / "s")
+    code, result, err = run(
+        capsys, "train", "scratch", "--data", with_junk, "--epochs", "1", "--out", with_junk.parent / "s"
+    )
     assert code == 0, err
     assert sum(result["skipped"].values()) == 3 and result["skipped"]["evaluation"] == 1
     for name in ("truncated.png", "page.jpg", "empty.jpg"):
@@ -135,8 +138,9 @@ def test_train_scratch_skips_counts_and_names_unreadable_files(with_junk, capsys
 
 def test_train_head_skips_counts_and_names_unreadable_files(with_junk, tiny_clip, capsys):
     out = with_junk.parent / "h"
-    code, result, err = run(capsys, "train", "head", "--data", with_junk, "--backbone", tiny_clip, "--split", "official",
-                            "--out", out)  # fmt: skip
+    code, result, err = run(
+        capsys, "train", "head", "--data", with_junk, "--backbone", tiny_clip, "--split", "official", "--out", out
+    )
     assert code == 0, err
     assert sum(result["skipped"].values()) == 3 and result["skipped"]["evaluation"] == 1
     assert all(name in err for name in ("truncated.png", "page.jpg", "empty.jpg"))
@@ -188,7 +192,9 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 module = node.module or ""
                 if node.level:
-                    module = ".".join([*base.split(".")[: len(base.split(".")) - node.level + 1], *filter(None, [module])])
+                    module = ".".join(
+                        [*base.split(".")[: len(base.split(".")) - node.level + 1], *filter(None, [module])]
+                    )
                 found |= {f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names}
         deps = set()
         for dep in found:

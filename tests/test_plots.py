@@ -76,11 +76,16 @@ def test_a_font_cache_written_before_the_fonts_were_installed_is_repaired(tmp_pa
         return done.stdout.strip()
 
     # the stale cache: only matplotlib's own bundled fonts, as on a machine with no system fonts yet
-    python("import matplotlib.font_manager as fm, matplotlib as mpl, pathlib\n"
-           "m = fm.fontManager\n"
-           "m.ttflist = [f for f in m.ttflist if 'mpl-data' in f.fname]\n"
-           "fm.json_dump(m, pathlib.Path(mpl.get_cachedir(), f'fontlist-v{m.__version__}.json'))")  # fmt: skip
-    assert python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})") == "False"
+    python(
+        "import matplotlib.font_manager as fm, matplotlib as mpl, pathlib\n"
+        "m = fm.fontManager\n"
+        "m.ttflist = [f for f in m.ttflist if 'mpl-data' in f.fname]\n"
+        "fm.json_dump(m, pathlib.Path(mpl.get_cachedir(), f'fontlist-v{m.__version__}.json'))"
+    )
+    assert (
+        python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})")
+        == "False"
+    )
     fonts = python(
         "import io, json, warnings\n"
         "from clipdemo.plots import ranked_bars, user_text_fonts\n"
@@ -91,14 +96,18 @@ def test_a_font_cache_written_before_the_fonts_were_installed_is_repaired(tmp_pa
     )
     assert {"Droid Sans Fallback", "Symbola", "Noto Sans Devanagari"} <= set(json.loads(fonts))
     # and written back: the next process starts with the fonts
-    assert python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})") == "True"
+    assert (
+        python("import matplotlib.font_manager as fm; print('Symbola' in {f.name for f in fm.fontManager.ttflist})")
+        == "True"
+    )
 
 
 def test_matrix_marks_best_and_none_of_these_and_draws_any_script():
     from clipdemo.plots import score_matrix
 
-    fig = score_matrix([[0.1, 0.7], [0.05, 0.02]], ["1: a.png", "2: b.png"], ["猫", "a red car 🚗"], "t",
-                       none_of_these=[False, True])  # fmt: skip
+    fig = score_matrix(
+        [[0.1, 0.7], [0.05, 0.02]], ["1: a.png", "2: b.png"], ["猫", "a red car 🚗"], "t", none_of_these=[False, True]
+    )
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1: a.png", "2: b.png  (none of these)"]
     assert ax.get_yticklabels()[1].get_color() == "#c44e52"

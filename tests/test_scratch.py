@@ -13,16 +13,25 @@ import torch
 
 from clipdemo.checkpoints import CheckpointError, read_card
 from clipdemo.data.shapes import CLASS_NAMES, HELD_OUT, make_shapes, shapes_dataset
+from clipdemo.data.splits import plan_splits
 from clipdemo.encoders import Encoder, forget_encoder, load_encoder
 from clipdemo.scratch.encoder import ScratchEncoder, images_to_uint8, to_pixels
 from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
 from clipdemo.scratch.tokenizer import EOT, PAD, SOT, ByteTokenizer
 from clipdemo.scratch.train import CaptionTable, build_model, decode_plan, make_optimizer, train_scratch, train_step
-from clipdemo.data.splits import plan_splits
 
 # A configuration small enough to train in seconds on two shared cores (the default preset, shrunk).
-TINY = dict(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
-            text_width=32, text_layers=1, text_heads=2, embed_dim=32)  # fmt: skip
+TINY = dict(
+    image_size=32,
+    patch_size=8,
+    vision_width=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_width=32,
+    text_layers=1,
+    text_heads=2,
+    embed_dim=32,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,7 +86,14 @@ def test_tokenizer_padding_modes():
 
 def test_seed_preset_is_the_tutorials_hyperparameters():
     c = PRESETS["seed"]
-    assert (c.embed_dim, c.image_size, c.patch_size, c.vision_width, c.vision_layers, c.vision_heads) == (32, 128, 64, 9, 3, 3)
+    assert (c.embed_dim, c.image_size, c.patch_size, c.vision_width, c.vision_layers, c.vision_heads) == (
+        32,
+        128,
+        64,
+        9,
+        3,
+        3,
+    )
     assert (c.text_width, c.text_layers, c.text_heads, c.context_length) == (32, 4, 8, 32)
     assert (c.optimizer, c.lr, c.batch_size, c.schedule) == ("adam", 1e-3, 1024, "constant")
     assert c.vocab_size == 256 + 3
@@ -112,8 +128,10 @@ def test_contrastive_loss_is_symmetric_cross_entropy():
     assert float(contrastive_loss(a, a, 100.0)) < 1e-3  # perfectly paired
     b = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
     logits = 10.0 * a @ b.T
-    expected = (torch.nn.functional.cross_entropy(logits, torch.arange(5))
-                + torch.nn.functional.cross_entropy(logits.T, torch.arange(5))) / 2
+    expected = (
+        torch.nn.functional.cross_entropy(logits, torch.arange(5))
+        + torch.nn.functional.cross_entropy(logits.T, torch.arange(5))
+    ) / 2
     assert float(contrastive_loss(a, b, 10.0)) == pytest.approx(float(expected), rel=1e-6)
 
 
@@ -124,12 +142,17 @@ def test_multi_positive_loss_counts_same_class_pairs_as_positives():
     a = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     b = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     # distinct labels: the plain loss exactly
-    assert float(contrastive_loss_global(a, b, 10.0, torch.arange(6))) == pytest.approx(float(contrastive_loss(a, b, 10.0)))
+    assert float(contrastive_loss_global(a, b, 10.0, torch.arange(6))) == pytest.approx(
+        float(contrastive_loss(a, b, 10.0))
+    )
     # captions that repeat per class (3 classes x 2 images): a perfect model scores same-class pairs alike
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     classes = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     image, text = classes[labels], classes[labels]
-    plain, multi = float(contrastive_loss(image, text, 100.0)), float(contrastive_loss_global(image, text, 100.0, labels))
+    plain, multi = (
+        float(contrastive_loss(image, text, 100.0)),
+        float(contrastive_loss_global(image, text, 100.0, labels)),
+    )
     assert plain == pytest.approx(math.log(2), abs=1e-3)  # the plain loss's floor: ln(images per class in the batch)
     assert multi < 1e-3  # nothing left to learn
     # the gradient on an image moves it towards the other same-class caption, where the plain loss moves it away
@@ -175,7 +198,9 @@ def test_deduplicated_captions_give_the_same_loss_and_gradients(shapes):
     loss_dedup = contrastive_loss(img, model.encode_text(ids, mask)[inverse], model.scale())
     grads_dedup = torch.autograd.grad(loss_dedup, list(model.text.parameters()))
     img = model.encode_image(pixels)
-    loss_full = contrastive_loss(img, model.encode_text(captions.ids[caption_ids], captions.mask[caption_ids]), model.scale())
+    loss_full = contrastive_loss(
+        img, model.encode_text(captions.ids[caption_ids], captions.mask[caption_ids]), model.scale()
+    )
     grads_full = torch.autograd.grad(loss_full, list(model.text.parameters()))
     assert float(loss_dedup.detach()) == pytest.approx(float(loss_full.detach()), rel=1e-5)
     for a, b in zip(grads_dedup, grads_full):
@@ -215,7 +240,9 @@ def test_make_shapes_writes_an_image_folder(tmp_path):
     files = list(out.rglob("*.png"))
     assert len(files) == 24 * (2 + 2 + 2) + 6 * 2
     # the same bytes as the in-memory dataset
-    assert (out / "test" / "red circle" / "0000.png").read_bytes() in shapes_dataset(0, per_class=2).splits["test"].images
+    assert (out / "test" / "red circle" / "0000.png").read_bytes() in shapes_dataset(0, per_class=2).splits[
+        "test"
+    ].images
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -230,8 +257,10 @@ def test_loss_decreases_over_a_few_steps(shapes, precision):
     data = decode_plan(plan_splits(shapes), config.image_size, progress=lambda event: None)[0]["train"]
     idx = torch.arange(0, len(data), 4)[:64]  # one fixed batch: the loss on it must fall
     caption_ids = data.labels[idx] * 6
-    losses = [float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions, precision=precision))
-              for _ in range(15)]
+    losses = [
+        float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions, precision=precision))
+        for _ in range(15)
+    ]
     assert losses[-1] < losses[0] - 0.3, losses
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights in fp32
     if precision == "bf16":  # same start as fp32, up to bf16 rounding
@@ -245,8 +274,16 @@ def trained(shapes, tmp_path_factory):
     """One short run on the built-in data (about 6 s): the checkpoint and metrics several tests read."""
     out = tmp_path_factory.mktemp("scratch") / "ckpt"
     events = []
-    result = train_scratch(shapes, out, preset="default", epochs=EPOCHS, seed=0, batch_size=64,
-                           overrides=TINY, progress=lambda event: events.append(event.to_dict()))
+    result = train_scratch(
+        shapes,
+        out,
+        preset="default",
+        epochs=EPOCHS,
+        seed=0,
+        batch_size=64,
+        overrides=TINY,
+        progress=lambda event: events.append(event.to_dict()),
+    )
     return out, {**result.to_json(), "confusion": result.metrics.confusion}, events
 
 
@@ -289,8 +326,12 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, shapes):
     model.train()
     model(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), *ByteTokenizer()(["a"] * 8))  # move BN stats
     model.eval()
-    folder = save_checkpoint(tmp_path / "ck", model.state_dict(), {"kind": "scratch-clip", **config.to_dict()},
-                             {"dataset": {"source": "a test"}, "classes": ["a", "b"]})
+    folder = save_checkpoint(
+        tmp_path / "ck",
+        model.state_dict(),
+        {"kind": "scratch-clip", **config.to_dict()},
+        {"dataset": {"source": "a test"}, "classes": ["a", "b"]},
+    )
     encoder = load_encoder(str(folder), device="cpu")
     assert isinstance(encoder, ScratchEncoder) and isinstance(encoder, Encoder)
     images = [load_image(b) for b in shapes.splits["test"].images[:5]]
@@ -301,7 +342,9 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, shapes):
     assert torch.equal(encoder.encode_images(images), want_img)
     assert torch.equal(encoder.encode_texts(texts), want_txt)
     # the float [0, 1] form of the same pixels gives the same embedding
-    assert torch.allclose(model.encode_image(to_pixels(images_to_uint8(images, config.image_size))), want_img, atol=1e-5)
+    assert torch.allclose(
+        model.encode_image(to_pixels(images_to_uint8(images, config.image_size))), want_img, atol=1e-5
+    )
     assert encoder.logit_scale == pytest.approx(float(model.scale().detach()))
     assert encoder.class_names == ["a", "b"] and "a test" in encoder.describe()
     assert encoder.encode_images([]).shape == (0, config.embed_dim)
@@ -319,7 +362,9 @@ def test_trained_checkpoint_loads_through_load_encoder(trained, shapes):
     split = shapes.splits["test"]
     feats = encoder.encode_images([load_image(b) for b in split.images])
     classes = torch.nn.functional.normalize(
-        encoder.encode_texts([t.format(c) for c in CLASS_NAMES for t in encoder.templates]).view(30, 6, -1).mean(1), dim=-1)
+        encoder.encode_texts([t.format(c) for c in CLASS_NAMES for t in encoder.templates]).view(30, 6, -1).mean(1),
+        dim=-1,
+    )
     acc = float(((feats @ classes.T).argmax(1) == torch.tensor(split.labels)).float().mean())
     assert acc == pytest.approx(metrics["acc1"], abs=1e-6)
 
@@ -352,16 +397,27 @@ def test_damaged_checkpoint_is_refused_clearly(trained, tmp_path):
 def test_budget_max_seconds_alone_trains_that_long_epochs_alone_that_many(shapes, tmp_path):
     small = {**TINY, "epochs": 1}  # a preset of 1 epoch: a time budget alone must not stop there
     events = []
-    by_clock = train_scratch(shapes, tmp_path / "a", max_seconds=4, batch_size=64, overrides=small, eval_every=1000,
-                             progress=lambda event: events.append(event.to_dict())).run  # fmt: skip
+    by_clock = train_scratch(
+        shapes,
+        tmp_path / "a",
+        max_seconds=4,
+        batch_size=64,
+        overrides=small,
+        eval_every=1000,
+        progress=lambda event: events.append(event.to_dict()),
+    ).run
     assert by_clock["stopped"] == "time budget" and by_clock["epochs_run"] >= 2 and by_clock["seconds"] >= 4
     lrs = [e["lr"] for e in events if e["phase"] == "train"]
-    assert max(lrs) == pytest.approx(PRESETS["default"].lr, rel=0.01) and lrs[-1] < 0.2 * max(lrs)  # cosine over the clock
+    assert max(lrs) == pytest.approx(PRESETS["default"].lr, rel=0.01) and lrs[-1] < 0.2 * max(
+        lrs
+    )  # cosine over the clock
     by_epochs = train_scratch(shapes, tmp_path / "b", epochs=3, batch_size=64, overrides=small).run
     assert by_epochs["stopped"] == "finished" and by_epochs["epochs_run"] == 3
     epochs_first = train_scratch(shapes, tmp_path / "c", epochs=2, max_seconds=300, batch_size=64, overrides=small).run
     assert epochs_first["stopped"] == "finished" and epochs_first["epochs_run"] == 2
-    clock_first = train_scratch(shapes, tmp_path / "d", epochs=10_000, max_seconds=2, batch_size=64, overrides=small).run
+    clock_first = train_scratch(
+        shapes, tmp_path / "d", epochs=10_000, max_seconds=2, batch_size=64, overrides=small
+    ).run
     assert clock_first["stopped"] == "time budget" and clock_first["epochs_run"] < 10_000
     assert read_card(tmp_path / "d")["complete"]
 
@@ -373,8 +429,9 @@ def test_should_stop_ends_the_run_and_keeps_a_loadable_checkpoint(shapes, tmp_pa
         calls.append(1)
         return len(calls) > 3  # three steps, then cancel
 
-    result = train_scratch(shapes, tmp_path / "c", preset="default", epochs=50, batch_size=64, overrides=TINY,
-                           should_stop=stop)
+    result = train_scratch(
+        shapes, tmp_path / "c", preset="default", epochs=50, batch_size=64, overrides=TINY, should_stop=stop
+    )
     assert result.stopped == "cancelled" and result.run["steps"] == 3
     assert read_card(tmp_path / "c")["complete"]
     ScratchEncoder(tmp_path / "c")

@@ -41,15 +41,27 @@ def run_search(capsys, monkeypatch, tmp_path, *args) -> dict:
 
 def test_cli_image_query_ranks_itself_first(tiny_clip, folder, tmp_path, capsys, monkeypatch):
     query = folder / "leaf" / "leaf_1.png"
-    out = run_search(capsys, monkeypatch, tmp_path, "--model", str(tiny_clip), "--images", str(folder), "--query",
-                     str(query), "--top-k", "3")  # fmt: skip
+    out = run_search(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "--model",
+        str(tiny_clip),
+        "--images",
+        str(folder),
+        "--query",
+        str(query),
+        "--top-k",
+        "3",
+    )
     assert out["kind"] == "image" and out["results"][0]["path"] == str(query) and out["results"][0]["score"] >= 0.999
     assert len(out["results"]) == 3 and out["images"] == 13 and out["skipped"] == 3
 
 
 def test_cli_text_query_returns_every_readable_image_once_sorted(tiny_clip, folder, tmp_path, capsys, monkeypatch):
-    out = run_search(capsys, monkeypatch, tmp_path, "--model", str(tiny_clip), "--images", str(folder), "--query",
-                     "a red apple")  # fmt: skip
+    out = run_search(
+        capsys, monkeypatch, tmp_path, "--model", str(tiny_clip), "--images", str(folder), "--query", "a red apple"
+    )
     paths = [r["path"] for r in out["results"]]
     readable = sorted(str(p) for p in folder.rglob("*.png") if p.name != "cut.png")
     assert out["kind"] == "text" and sorted(paths) == readable and len(set(paths)) == len(paths) == 13
@@ -57,16 +69,20 @@ def test_cli_text_query_returns_every_readable_image_once_sorted(tiny_clip, fold
     assert scores == sorted(scores, reverse=True) and [r["rank"] for r in out["results"]] == list(range(1, 14))
     assert out["skipped"] == 3 and {u.split(":")[0] for u in out["unreadable"]} == {"notes.txt", "empty.jpg", "cut.png"}
     # the second run reads the cached embeddings: same answer
-    again = run_search(capsys, monkeypatch, tmp_path, "--model", str(tiny_clip), "--images", str(folder), "--query",
-                       "a red apple")  # fmt: skip
+    again = run_search(
+        capsys, monkeypatch, tmp_path, "--model", str(tiny_clip), "--images", str(folder), "--query", "a red apple"
+    )
     assert again["results"] == out["results"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--query", "  "], "Type what to look for"),
-    (["--query", "x", "--top-k", "0"], "--top-k must be at least 1"),
-    (["--images", "/nonexistent/photos", "--query", "x"], "is not a folder"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--query", "  "], "Type what to look for"),
+        (["--query", "x", "--top-k", "0"], "--top-k must be at least 1"),
+        (["--images", "/nonexistent/photos", "--query", "x"], "is not a folder"),
+    ],
+)
 def test_cli_errors_are_one_line(tiny_clip, folder, capsys, args, message):
     base = {"--images": str(folder)}
     merged = sum(([k, v] for k, v in {**base, **dict(zip(args[::2], args[1::2]))}.items()), [])
@@ -100,7 +116,9 @@ def test_near_duplicates_groups_and_map(tiny_clip, folder):
     assert abs(qxy - xy[index.names.index("sky/sky_0.png")]).max() < 1e-4  # PCA puts the query on its own image
     xy, qxy = map_2d(index, query, "tsne")
     assert xy.shape == (13, 2) and qxy.shape == (2,)
-    flat = build_index(encoder, [folder / "apple" / "apple_0.png", folder / "sky" / "sky_0.png", folder / "leaf" / "leaf_0.png"])
+    flat = build_index(
+        encoder, [folder / "apple" / "apple_0.png", folder / "sky" / "sky_0.png", folder / "leaf" / "leaf_0.png"]
+    )
     assert groups(flat)[1] == "cluster"
 
 
@@ -111,7 +129,9 @@ def test_handlers_uploads_then_text_and_image_search(tiny_clip, folder, tmp_path
     served = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "ckpts"))
     uploads = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     index, status, duplicates, figure = search_tab.index_handler(served, search_tab.UPLOADS, uploads, 0.99999, "PCA")
-    assert "Indexed 13 image(s)" in status and "Skipped 3 unreadable" in status and "1 near-duplicate pair" in duplicates
+    assert (
+        "Indexed 13 image(s)" in status and "Skipped 3 unreadable" in status and "1 near-duplicate pair" in duplicates
+    )
     assert figure.axes[0].get_title().endswith("coloured by cluster")  # uploads have no class folders
     gallery, found, figure = search_tab.search_handler(index, served, "", str(folder / "leaf" / "leaf_3.png"), 4, "PCA")
     assert len(gallery) == 4 and gallery[0][1].startswith("1. leaf_3.png · 1.000") and "your image" in found
@@ -158,8 +178,9 @@ def test_http_api_teach_classify_download_and_search(tiny_clip, folder, tmp_path
         uploads = [handle_file(str(p)) for p in sorted(folder.rglob("*.png")) if p.name != "cut.png"]
         status, duplicates, _ = client.predict(search_tab.UPLOADS, uploads, 0.999, "PCA", api_name="/search_index")
         assert "Indexed 13 image(s)" in status
-        gallery, found, _ = client.predict("", handle_file(str(folder / "sky" / "sky_1.png")), 3, "PCA",
-                                           api_name="/search_query")  # fmt: skip
+        gallery, found, _ = client.predict(
+            "", handle_file(str(folder / "sky" / "sky_1.png")), 3, "PCA", api_name="/search_query"
+        )
         assert len(gallery) == 3 and gallery[0]["caption"].startswith("1. sky_1.png")
         client.close()
     assert not any(Path(settings.checkpoint_dir).glob("cars-head*"))

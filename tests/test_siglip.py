@@ -75,9 +75,24 @@ def test_cli_siglip_gives_independent_sorted_scores_and_clip_sums_to_one(tiny_si
 
 def test_cli_open_set_compare_matrix_where_and_notices(tiny_siglip, tiny_clip, tmp_path, capsys):
     long_label = "a red car " * 12
-    argv = ["zero-shot", "--model", str(tiny_clip), "--compare", str(tiny_siglip), "--open-set",
-            "--labels", f"a cat, a dog, {long_label}", "--matrix", str(tmp_path / "m.png"),
-            "--where", "a dog", "--where-dir", str(tmp_path / "maps"), str(SHAPES[0]), str(EXAMPLES[0])]  # fmt: skip
+    argv = [
+        "zero-shot",
+        "--model",
+        str(tiny_clip),
+        "--compare",
+        str(tiny_siglip),
+        "--open-set",
+        "--labels",
+        f"a cat, a dog, {long_label}",
+        "--matrix",
+        str(tmp_path / "m.png"),
+        "--where",
+        "a dog",
+        "--where-dir",
+        str(tmp_path / "maps"),
+        str(SHAPES[0]),
+        str(EXAMPLES[0]),
+    ]
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out.strip().splitlines()[-1])
@@ -94,8 +109,16 @@ def test_an_unsupported_family_is_one_sentence(tmp_path, capsys):
     from transformers import ViTConfig, ViTModel
 
     folder = tmp_path / "a-vit"
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8)).save_pretrained(folder)  # fmt: skip
+    ViTModel(
+        ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(folder)
     with pytest.raises(ModelUnavailable, match=r"^Model 'a-vit' is a vit model; clipdemo runs CLIP and SigLIP"):
         load_encoder(str(folder))
     assert cli.main(["zero-shot", "--model", str(folder), "--labels", "a", str(SHAPES[0])]) == 2
@@ -139,8 +162,9 @@ def served(tiny_clip, tiny_siglip, tmp_path):
 
 def test_tab_handlers_compare_matrix_where_and_progress(served):
     paths = [str(p) for p in EXAMPLES[:2]]
-    label, figure, status = zeroshot_tab.zero_shot(served, paths, "a cat, a dog", "photo", "", 5, "default",
-                                                   "single", True, 0.0, "extra-1")  # fmt: skip
+    label, figure, status = zeroshot_tab.zero_shot(
+        served, paths, "a cat, a dog", "photo", "", 5, "default", "single", True, 0.0, "extra-1"
+    )
     assert len(figure.axes) == 2 and "Compared with" in status and "sigmoid" in status and "Per image" in status
     heatmap, table = zeroshot_tab.matrix(served, paths, "a cat, a dog", "photo", "", 5, "extra-1")
     assert heatmap["visible"] and "| 2: " in table["value"]
@@ -181,11 +205,24 @@ def test_api_compare_matrix_and_relevancy(tiny_clip, tiny_siglip, tmp_path):
         client = Client(url, verbose=False)
         gallery = [{"image": handle_file(str(p)), "caption": None} for p in EXAMPLES[:2]]
         long_label = "a red car " * 12
-        label, _, status = client.predict(gallery, f"a cat, a dog, {long_label}", "photo", "", 5, "extra-1", "single",
-                                          True, 0.0, "default", api_name="/zero_shot")  # fmt: skip
+        label, _, status = client.predict(
+            gallery,
+            f"a cat, a dog, {long_label}",
+            "photo",
+            "",
+            5,
+            "extra-1",
+            "single",
+            True,
+            0.0,
+            "default",
+            api_name="/zero_shot",
+        )
         assert label["label"] == "none of these"  # SigLIP, natively
         assert "Compared with" in status and "✂️" in status and "16 tokens" in status
-        heatmap, table = client.predict(gallery, "a cat, a dog", "photo", "", 3, "default", api_name="/zero_shot_matrix")
+        heatmap, table = client.predict(
+            gallery, "a cat, a dog", "photo", "", 3, "default", api_name="/zero_shot_matrix"
+        )
         assert heatmap["visible"] and heatmap["value"]["type"] == "matplotlib" and "| 2: flower.jpg |" in table["value"]
         maps = client.predict(gallery, "a cat, a dog", "photo", "", "extra-1", "a dog", api_name="/relevancy")
         assert len(maps) == 2 and "where 'a dog'" in maps[0]["caption"]

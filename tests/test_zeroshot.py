@@ -5,9 +5,16 @@ import torch
 from PIL import Image
 
 from clipdemo.zeroshot import (
-    CARS_TEMPLATES, IMAGENET_TEMPLATES, MAX_LABEL_CHARS, EmbeddingCache, LabelError, build_classifier, classify,
-    parse_labels, resolve_templates,
-)  # fmt: skip
+    CARS_TEMPLATES,
+    IMAGENET_TEMPLATES,
+    MAX_LABEL_CHARS,
+    EmbeddingCache,
+    LabelError,
+    build_classifier,
+    classify,
+    parse_labels,
+    resolve_templates,
+)
 
 
 class FakeEncoder:
@@ -27,7 +34,9 @@ class FakeEncoder:
 
     def encode_images(self, images):
         self.image_calls.append(len(images))
-        return torch.nn.functional.normalize(torch.tensor([self.image_vectors[im.getpixel((0, 0))] for im in images]), dim=-1)
+        return torch.nn.functional.normalize(
+            torch.tensor([self.image_vectors[im.getpixel((0, 0))] for im in images]), dim=-1
+        )
 
     def token_lengths(self, texts):
         return [len(t.split()) + 2 for t in texts]
@@ -95,8 +104,15 @@ def test_classify_ranks_with_softmax_of_scaled_cosines():
         {"red": [1.0, 0.0], "blue": [0.0, 1.0], "purple": [1.0, 1.0]},
         {(255, 0, 0): [1.0, 0.0], (0, 0, 255): [0.0, 1.0]},
     )
-    out = classify(enc, [red, blue], ["blue", "red", "purple"], ("{}",), top_k=2,
-                   text_cache=EmbeddingCache(10), image_cache=EmbeddingCache(10))
+    out = classify(
+        enc,
+        [red, blue],
+        ["blue", "red", "purple"],
+        ("{}",),
+        top_k=2,
+        text_cache=EmbeddingCache(10),
+        image_cache=EmbeddingCache(10),
+    )
     # red image: cosines blue 0, red 1, purple .7071; x10, softmax
     logits = torch.tensor([0.0, 10.0, 7.0710678])
     p = logits.softmax(0)
@@ -122,7 +138,9 @@ def test_classify_refuses_no_images():
 
 def test_cache_is_thread_safe_and_bounded():
     cache = EmbeddingCache(50)
-    threads = [threading.Thread(target=lambda i=i: [cache.put((i, j), torch.zeros(2)) for j in range(100)]) for i in range(4)]
+    threads = [
+        threading.Thread(target=lambda i=i: [cache.put((i, j), torch.zeros(2)) for j in range(100)]) for i in range(4)
+    ]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert len(cache) == 50

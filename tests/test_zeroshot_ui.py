@@ -71,13 +71,25 @@ def test_app_serves_zero_shot_over_the_api(tiny_clip, tmp_path):
         assert app.state_holder.capacity == SESSION_CAPACITY  # per-session memory is bounded
         client = Client(url, verbose=False)
         label, _, status = client.predict(
-            [{"image": handle_file(str(EXAMPLES[1])), "caption": None}], "temple, flower", "photo", "", 5,
-            "default", api_name="/zero_shot",
+            [{"image": handle_file(str(EXAMPLES[1])), "caption": None}],
+            "temple, flower",
+            "photo",
+            "",
+            5,
+            "default",
+            api_name="/zero_shot",
         )
         assert {c["label"] for c in label["confidences"]} == {"temple", "flower"}
         with pytest.raises(Exception, match="at least one label"):
-            client.predict([{"image": handle_file(str(EXAMPLES[1])), "caption": None}], ",,", "photo", "", 5,
-                           "default", api_name="/zero_shot")
+            client.predict(
+                [{"image": handle_file(str(EXAMPLES[1])), "caption": None}],
+                ",,",
+                "photo",
+                "",
+                5,
+                "default",
+                api_name="/zero_shot",
+            )
 
 
 def test_browser_upload_type_labels_read_ranking(tiny_clip, tmp_path, browser):
@@ -90,9 +102,7 @@ def test_browser_upload_type_labels_read_ranking(tiny_clip, tmp_path, browser):
         page.fill("#zs-labels textarea", "a temple, a flower, a woman in uniform")
         page.wait_for_timeout(500)
         page.click("#zs-run")
-        page.wait_for_function(
-            "() => document.querySelector('#zs-label')?.innerText.includes('%')", timeout=60_000
-        )
+        page.wait_for_function("() => document.querySelector('#zs-label')?.innerText.includes('%')", timeout=60_000)
         text = page.inner_text("#zs-label")
         assert "a temple" in text and "a flower" in text and "a woman in uniform" in text
         assert "Model:" in page.inner_text("#zs-status")

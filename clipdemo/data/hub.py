@@ -35,10 +35,15 @@ KNOWN = {
     "tanganke/stanford_cars": {"revision": None, "config": None},
 }
 SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-    "test": "test", "testing": "test",
-}  # fmt: skip
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+}
 SPLIT_ORDER = ("train", "validation", "test")
 IMAGE_NAMES = ("image", "img", "images", "picture", "photo")
 LABEL_NAMES = ("label", "labels", "fine_label", "class", "category", "target")

@@ -71,11 +71,26 @@ def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     elif shape == "triangle":
         pts = [(math.cos(a), math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3 - math.pi / 2]
     elif shape == "star":
-        pts = [((1.0 if k % 2 == 0 else 0.42) * math.cos(a), (1.0 if k % 2 == 0 else 0.42) * math.sin(a))
-               for k, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
+        pts = [
+            ((1.0 if k % 2 == 0 else 0.42) * math.cos(a), (1.0 if k % 2 == 0 else 0.42) * math.sin(a))
+            for k, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)
+        ]
     elif shape == "cross":
         t = 0.34
-        pts = [(t, 1), (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t), (-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t)]
+        pts = [
+            (t, 1),
+            (-t, 1),
+            (-t, t),
+            (-1, t),
+            (-1, -t),
+            (-t, -t),
+            (-t, -1),
+            (t, -1),
+            (t, -t),
+            (1, -t),
+            (1, t),
+            (t, t),
+        ]
     else:
         raise ValueError(shape)
     c, s = math.cos(angle), math.sin(angle)
@@ -87,8 +102,8 @@ def render(colour: str, shape: str, rng: np.random.Generator, size: int = 64) ->
     big = size * _SS
     # background: a muted two-colour gradient in a random direction, never close to a shape colour
     a, b = rng.integers(90, 200, 3), rng.integers(90, 200, 3)
-    a = (a * 0.35 + a.mean() * 0.65)  # desaturate
-    b = (b * 0.35 + b.mean() * 0.65)
+    a = a * 0.35 + a.mean() * 0.65  # desaturate
+    b = b * 0.35 + b.mean() * 0.65
     theta = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
     t = ((xx - 0.5) * math.cos(theta) + (yy - 0.5) * math.sin(theta) + 0.5).clip(0, 1)[..., None]

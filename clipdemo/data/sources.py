@@ -20,9 +20,9 @@ later on its own thread.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import DataError, ImageDataset
 
@@ -38,7 +38,7 @@ class SourcePolicy:
     data_root: Path | None = None  # ... and then only under this folder
 
     @classmethod
-    def confined(cls, data_root) -> "SourcePolicy":
+    def confined(cls, data_root) -> SourcePolicy:
         """The Admin tab's: local folders under ``data_root`` only, none without it."""
         return cls(local=data_root is not None, data_root=Path(data_root) if data_root else None)
 
@@ -66,8 +66,10 @@ def resolve_source(spec: str, config: str | None = None, policy: SourcePolicy = 
         if path is not None:
             return lambda: load_local(path, config=config)
     elif _looks_local(spec):
-        raise DataError(f"Data source '{spec}' looks like a local path; reading local folders here needs "
-                        f"CLIPDEMO_DATA_ROOT (the only folder that may be read), which is not set.")  # fmt: skip
+        raise DataError(
+            f"Data source '{spec}' looks like a local path; reading local folders here needs "
+            f"CLIPDEMO_DATA_ROOT (the only folder that may be read), which is not set."
+        )
     if not _HUB_ID.match(spec) or ".." in spec:
         raise DataError(f"Data source '{spec}' is neither a folder nor a Hugging Face dataset id.")
     if not policy.local or policy.data_root is not None:

@@ -101,8 +101,13 @@ class SplitPlan:
 
     def card(self) -> dict:
         """What a checkpoint card records of the plan (enough for ``eval`` to rebuild it)."""
-        return {"protocol": self.protocol, "seed": self.seed, "description": self.description, "leak": self.leak,
-                "sizes": {name: len(part) for name, part in self.parts().items()}}  # fmt: skip
+        return {
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "description": self.description,
+            "leak": self.leak,
+            "sizes": {name: len(part) for name, part in self.parts().items()},
+        }
 
 
 def plan_splits(dataset: ImageDataset, protocol: str = "official", seed: int = 0) -> SplitPlan:
@@ -138,11 +143,21 @@ def _plan(dataset: ImageDataset, protocol: str, seed: int) -> SplitPlan:
     if protocol == "tutorial":
         first_train, first_held = tutorial_split(train.indices)  # the notebook's first run of its split cell
         final_train, final_held = tutorial_split(first_train)  # ... and its second, whose 387 it reported
-        text = (f"tutorial protocol on the train split (train_test_split 5%, random_state=3, run twice as in the "
-                f"notebook): train {len(final_train)}, validation {len(first_held)} (held out by the first run, "
-                f"picks the model), evaluation {len(final_held)} (the notebook's held-out images)")  # fmt: skip
-        return SplitPlan(dataset, Part("train", final_train), Part("train", first_held), Part("train", final_held),
-                         protocol, seed, text, extra)  # fmt: skip
+        text = (
+            f"tutorial protocol on the train split (train_test_split 5%, random_state=3, run twice as in the "
+            f"notebook): train {len(final_train)}, validation {len(first_held)} (held out by the first run, "
+            f"picks the model), evaluation {len(final_held)} (the notebook's held-out images)"
+        )
+        return SplitPlan(
+            dataset,
+            Part("train", final_train),
+            Part("train", first_held),
+            Part("train", final_held),
+            protocol,
+            seed,
+            text,
+            extra,
+        )
 
     labels = splits["train"].labels
     notes = []
@@ -152,16 +167,19 @@ def _plan(dataset: ImageDataset, protocol: str, seed: int) -> SplitPlan:
     else:
         kept, held = holdout(train.indices, labels, TEST_FRACTION, seed)
         train, evaluation = Part("train", kept), Part("train", held)
-        notes.append(f"evaluation: {len(held)} images held out of train ({TEST_FRACTION:.0%} per class, seed {seed}; "
-                     f"the dataset has no test split)")  # fmt: skip
+        notes.append(
+            f"evaluation: {len(held)} images held out of train ({TEST_FRACTION:.0%} per class, seed {seed}; "
+            f"the dataset has no test split)"
+        )
     if "validation" in splits and len(splits["validation"]):
         validation = _all(splits["validation"], "validation")
         notes.insert(0, f"validation: the dataset's validation split ({len(validation)})")
     else:
         kept, held = holdout(train.indices, labels, VALIDATION_FRACTION, seed + 1)
         train, validation = Part("train", kept), Part("train", held)
-        notes.insert(0, f"validation: {len(held)} images held out of train ({VALIDATION_FRACTION:.0%} per class, "
-                        f"seed {seed})")  # fmt: skip
+        notes.insert(
+            0, f"validation: {len(held)} images held out of train ({VALIDATION_FRACTION:.0%} per class, seed {seed})"
+        )
     text = f"train: {len(train)} images; " + "; ".join(notes)
     return SplitPlan(dataset, train, validation, evaluation, protocol, seed, text, extra)
 
@@ -240,17 +258,21 @@ def _drop_copies(plan: SplitPlan) -> SplitPlan:
             extra_notes.append(f"{n} of {len(part)} '{name}' images are copies of training images and were removed")
     notes = []
     if copies:
-        notes.append(f"WARNING: {copies} of {len(plan.evaluation)} {_name(plan.evaluation)} images are identical to "
-                     f"training or validation images; they were removed, and metrics use the remaining "
-                     f"{len(evaluation)}.")  # fmt: skip
+        notes.append(
+            f"WARNING: {copies} of {len(plan.evaluation)} {_name(plan.evaluation)} images are identical to "
+            f"training or validation images; they were removed, and metrics use the remaining "
+            f"{len(evaluation)}."
+        )
     if val_copies:
-        notes.append(f"{val_copies} of {len(plan.validation)} validation images are copies of training images and "
-                     f"were removed.")  # fmt: skip
+        notes.append(
+            f"{val_copies} of {len(plan.validation)} validation images are copies of training images and were removed."
+        )
     notes += [f"{n}." for n in extra_notes]
     if notes and not notes[0].startswith("WARNING"):
         notes[0] = "WARNING: " + notes[0]
-    return replace(plan, validation=validation, evaluation=evaluation, extra=extra, leak=" ".join(notes),
-                   overlap=copies)  # fmt: skip
+    return replace(
+        plan, validation=validation, evaluation=evaluation, extra=extra, leak=" ".join(notes), overlap=copies
+    )
 
 
 def _name(part: Part) -> str:
@@ -280,14 +302,17 @@ def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
     splits = {"train": subset(pool, kept), "test": subset(pool, held)}
     splits.update({k: s for k, s in dataset.splits.items() if k not in STANDARD_ORDER})
     tested = len(test) if test is not None else 0
-    note = (f"WARNING: the test split overlaps training: {overlap} of {tested} test images are identical to "
-            f"training images, so evaluation uses a seeded held-out split of {len(held)} of the {len(pool)} distinct "
-            f"images of all splits ({TEST_FRACTION:.0%} per class, seed {seed}) instead; the dataset's own test "
-            f"scores are not comparable.")  # fmt: skip
+    note = (
+        f"WARNING: the test split overlaps training: {overlap} of {tested} test images are identical to "
+        f"training images, so evaluation uses a seeded held-out split of {len(held)} of the {len(pool)} distinct "
+        f"images of all splits ({TEST_FRACTION:.0%} per class, seed {seed}) instead; the dataset's own test "
+        f"scores are not comparable."
+    )
     if conflicts:
         note += f" {conflicts} duplicated image(s) carried different labels; the first label was kept."
-    pooled = replace(dataset, splits=splits, fingerprint=fingerprint(dataset.fingerprint, "resplit", seed),
-                     notes=[*dataset.notes])  # fmt: skip
+    pooled = replace(
+        dataset, splits=splits, fingerprint=fingerprint(dataset.fingerprint, "resplit", seed), notes=[*dataset.notes]
+    )
     return pooled, note
 
 

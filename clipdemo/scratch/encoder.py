@@ -35,7 +35,11 @@ def image_to_uint8(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def images_to_uint8(images: list[Image.Image], size: int) -> torch.Tensor:
-    return torch.stack([image_to_uint8(im, size) for im in images]) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return (
+        torch.stack([image_to_uint8(im, size) for im in images])
+        if images
+        else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    )
 
 
 def to_pixels(batch: torch.Tensor) -> torch.Tensor:
@@ -83,7 +87,8 @@ class ScratchEncoder:
         except (TypeError, ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise CheckpointError(
-                f"Checkpoint '{self.path}' is damaged: its weights do not fit the scratch CLIP its config describes ({first})."
+                f"Checkpoint '{self.path}' is damaged: its weights do not fit "
+                f"the scratch CLIP its config describes ({first})."
             ) from None
         self.device = pick_device(device)
         self.precision = pick_precision(self.device, precision, int8=True)
@@ -147,7 +152,9 @@ def describe_card(card: dict) -> str:
     text = f"Scratch CLIP (preset {card.get('preset', '?')}) trained on {source}, {n} classes"
     metrics = card.get("metrics") or {}
     if "acc1" in metrics:
-        text += f"; top-1 {metrics['acc1']:.1%} on {card.get('eval_split', 'held-out')} ({metrics.get('n', '?')} images)"
+        text += (
+            f"; top-1 {metrics['acc1']:.1%} on {card.get('eval_split', 'held-out')} ({metrics.get('n', '?')} images)"
+        )
     if not card.get("complete", True):
         text += "; training did not finish (best checkpoint so far)"
     if card.get("created"):

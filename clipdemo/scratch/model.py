@@ -20,8 +20,8 @@ import threading
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from clipdemo.scratch.tokenizer import VOCAB_SIZE
 
@@ -65,8 +65,10 @@ class ScratchCLIPConfig:
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        for width, heads, what in ((self.vision_width, self.vision_heads, "vision"),
-                                   (self.text_width, self.text_heads, "text")):
+        for width, heads, what in (
+            (self.vision_width, self.vision_heads, "vision"),
+            (self.text_width, self.text_heads, "text"),
+        ):
             if width % heads:
                 raise ValueError(f"{what}_width {width} is not divisible by {what}_heads {heads}")
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
@@ -80,7 +82,7 @@ class ScratchCLIPConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ScratchCLIPConfig":
+    def from_dict(cls, data: dict) -> ScratchCLIPConfig:
         """Rebuild from a checkpoint's config.json, ignoring keys that are not config fields (e.g. 'kind')."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -90,10 +92,28 @@ PRESETS: dict[str, ScratchCLIPConfig] = {
     # The tutorial's hyperparameters, unchanged (its architecture too: fixed sinusoidal positions, no
     # final LayerNorm, Adam at a constant 1e-3, batch 1024, 1500 epochs, no augmentation).
     "seed": ScratchCLIPConfig(
-        embed_dim=32, image_size=128, patch_size=64, vision_width=9, vision_layers=3, vision_heads=3,
-        context_length=32, text_width=32, text_layers=4, text_heads=8, pos_embedding="sinusoidal",
-        final_ln=False, stem="patchify", optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_steps=0, schedule="constant",
-        batch_size=1024, epochs=1500, augment=False, loss="clip",
+        embed_dim=32,
+        image_size=128,
+        patch_size=64,
+        vision_width=9,
+        vision_layers=3,
+        vision_heads=3,
+        context_length=32,
+        text_width=32,
+        text_layers=4,
+        text_heads=8,
+        pos_embedding="sinusoidal",
+        final_ln=False,
+        stem="patchify",
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_steps=0,
+        schedule="constant",
+        batch_size=1024,
+        epochs=1500,
+        augment=False,
+        loss="clip",
     ),
     # Chosen for held-out accuracy per CPU-second on small image folders (bench/scratch_train.py).
     "default": ScratchCLIPConfig(),

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,16 +36,17 @@ from clipdemo.checkpoints import save_checkpoint
 from clipdemo.data import DataError, ImageDataset
 from clipdemo.data.splits import SplitPlan, plan_splits
 from clipdemo.devices import autocast, pick_precision
-from clipdemo.families import CHECKPOINT_KIND, SCRATCH
+from clipdemo.distributed import Runtime, contrastive_loss_global
 from clipdemo.evaluate import Scores, zero_shot_scores
+from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.features import encode_split, unreadable_line
 from clipdemo.progress import typed
 from clipdemo.results import TrainResult
 from clipdemo.scratch.encoder import TEMPLATES, PixelEncoder, to_pixels
-from clipdemo.zeroshot import ensemble
-from clipdemo.distributed import Runtime, contrastive_loss_global
-from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig, preset as get_preset
+from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
+from clipdemo.scratch.model import preset as get_preset
 from clipdemo.scratch.tokenizer import ByteTokenizer
+from clipdemo.zeroshot import ensemble
 
 # --- data: the plan's parts, decoded once; captions as a table ---------------------------------------------
 
@@ -59,7 +60,9 @@ class CachedSplit:
         return len(self.labels)
 
 
-def decode_plan(plan: SplitPlan, size: int, cache_dir=None, progress=None) -> tuple[dict[str, CachedSplit], dict[str, int]]:
+def decode_plan(
+    plan: SplitPlan, size: int, cache_dir=None, progress=None
+) -> tuple[dict[str, CachedSplit], dict[str, int]]:
     """Each part of ``plan`` as uint8 pixels, and its unreadable images (skipped) per part.
 
     Every dataset split the plan uses is decoded once (``PixelEncoder`` through ``encode_split``: two
@@ -69,8 +72,15 @@ def decode_plan(plan: SplitPlan, size: int, cache_dir=None, progress=None) -> tu
     encoder = PixelEncoder(size)
     parts = plan.parts()
     decoded = {
-        name: encode_split(encoder, plan.dataset.splits[name], batch_size=256, progress=progress, cache_dir=cache_dir,
-                           key_parts=(plan.dataset.fingerprint, name), name=name)  # fmt: skip
+        name: encode_split(
+            encoder,
+            plan.dataset.splits[name],
+            batch_size=256,
+            progress=progress,
+            cache_dir=cache_dir,
+            key_parts=(plan.dataset.fingerprint, name),
+            name=name,
+        )
         for name in dict.fromkeys(part.split for part in parts.values())
     }
     report = typed(progress)
@@ -90,7 +100,7 @@ class CaptionTable:
         texts = [t.format(name) for name in class_names for t in templates]
         self.ids, self.mask = ByteTokenizer(context_length)(texts)
 
-    def to(self, device) -> "CaptionTable":
+    def to(self, device) -> CaptionTable:
         self.ids, self.mask = self.ids.to(device), self.mask.to(device)
         return self
 
@@ -161,8 +171,16 @@ def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def train_step(model, optimizer, pixels, caption_ids, captions: CaptionTable, loss_fn=contrastive_loss_global,
-               precision: str = "fp32", labels: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(
+    model,
+    optimizer,
+    pixels,
+    caption_ids,
+    captions: CaptionTable,
+    loss_fn=contrastive_loss_global,
+    precision: str = "fp32",
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One optimisation step on this rank's share of the batch; returns the (detached) local loss.
 
     ``model`` may be DDP-wrapped (its forward runs both towers); the loss all-gathers features across ranks,
@@ -206,7 +224,9 @@ def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, 
     model.eval()
     try:
         classes = class_embeddings(model, captions, n_classes).cpu()
-        return zero_shot_scores(image_features(model, split, device), split.labels, classes, float(model.scale().detach()))
+        return zero_shot_scores(
+            image_features(model, split, device), split.labels, classes, float(model.scale().detach())
+        )
     finally:
         model.train(was_training)
 
@@ -278,8 +298,11 @@ def train_scratch(
     saved_config = {"kind": CHECKPOINT_KIND[SCRATCH], **config.to_dict(), "templates": list(TEMPLATES)}
     card_base = {
         "title": "Scratch CLIP",
-        "dataset": {"source": dataset.source, "fingerprint": dataset.fingerprint,
-                    "splits": {k: len(s) for k, s in dataset.splits.items()}},
+        "dataset": {
+            "source": dataset.source,
+            "fingerprint": dataset.fingerprint,
+            "splits": {k: len(s) for k, s in dataset.splits.items()},
+        },
         "classes": list(dataset.class_names),
         "preset": preset,
         "config": config.to_dict(),
@@ -319,7 +342,9 @@ def train_scratch(
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         # one template per image per epoch, drawn for the whole set so it does not depend on sharding
-        templates = torch.randint(len(TEMPLATES), (len(train),), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        templates = torch.randint(
+            len(TEMPLATES), (len(train),), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        )
         for start in range(0, len(order), per_rank_batch):
             reason = "cancelled" if stop() else "time budget" if out_of_time() else None
             if distributed.any_rank(reason is not None):  # one rank stopping stops all, at the same step
@@ -337,17 +362,37 @@ def train_scratch(
             elapsed = time.perf_counter() - t0
             for group in optimizer.param_groups:
                 group["lr"] = lr = learning_rate(config, step, schedule_progress(elapsed))
-            local_loss = train_step(trained, optimizer, pixels, caption_ids, captions, precision=precision,
-                                    labels=labels if config.loss == "multi-positive" else None)
+            local_loss = train_step(
+                trained,
+                optimizer,
+                pixels,
+                caption_ids,
+                captions,
+                precision=precision,
+                labels=labels if config.loss == "multi-positive" else None,
+            )
             loss_value = distributed.mean_across_ranks(local_loss)
             step += 1
             train_time += time.perf_counter() - ts
             train_cpu += time.process_time() - cs
             samples += len(idx)
             elapsed = time.perf_counter() - t0
-            report({"phase": "train", "epoch": epoch + 1, "epochs": epochs, "step": step, "total_steps": total_steps,
-                    "loss": loss_value, "lr": lr, "val_acc": val_acc, "best_val_acc": max(best["acc"], 0.0),
-                    "elapsed": elapsed, "eta": eta(elapsed), "samples_per_s": samples / train_time})
+            report(
+                {
+                    "phase": "train",
+                    "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "step": step,
+                    "total_steps": total_steps,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "val_acc": val_acc,
+                    "best_val_acc": max(best["acc"], 0.0),
+                    "elapsed": elapsed,
+                    "eta": eta(elapsed),
+                    "samples_per_s": samples / train_time,
+                }
+            )
         else:
             epoch += 1
         if step == 0:
@@ -356,12 +401,25 @@ def train_scratch(
         if epoch % eval_every == 0 or last:
             val_acc = evaluate(model, val, captions, n_classes, runtime.device).acc1
             if val_acc > best["acc"]:
-                best.update(acc=val_acc, epoch=epoch, state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+                best.update(
+                    acc=val_acc, epoch=epoch, state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                )
                 save({"complete": False, "validation": {"acc1": val_acc, "epoch": epoch}, "metrics": {}})
             elapsed = time.perf_counter() - t0
-            report({"phase": "eval", "epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
-                    "loss": loss_value, "val_acc": val_acc, "best_val_acc": best["acc"],
-                    "elapsed": elapsed, "eta": 0.0 if last else eta(elapsed)})
+            report(
+                {
+                    "phase": "eval",
+                    "epoch": epoch,
+                    "epochs": epochs,
+                    "step": step,
+                    "total_steps": total_steps,
+                    "loss": loss_value,
+                    "val_acc": val_acc,
+                    "best_val_acc": best["acc"],
+                    "elapsed": elapsed,
+                    "eta": 0.0 if last else eta(elapsed),
+                }
+            )
 
     if best["state"] is None:
         raise RuntimeError("training stopped before its first step; no checkpoint was written")
@@ -369,19 +427,47 @@ def train_scratch(
     # final metrics with the best weights, on the held-out part and any extra split
     model.load_state_dict(best["state"])
     metrics = evaluate(model, parts["evaluation"], captions, n_classes, runtime.device)
-    extra = {name: evaluate(model, parts[name], captions, n_classes, runtime.device)
-             for name in plan.extra if len(parts[name])}  # fmt: skip
+    extra = {
+        name: evaluate(model, parts[name], captions, n_classes, runtime.device)
+        for name in plan.extra
+        if len(parts[name])
+    }
     seconds = time.perf_counter() - t0
     run = {
-        "best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": epoch, "steps": step,
-        "seconds": round(seconds, 2), "train_samples_per_s": round(samples / max(train_time, 1e-9), 1),
+        "best_val_acc": best["acc"],
+        "best_epoch": best["epoch"],
+        "epochs_run": epoch,
+        "steps": step,
+        "seconds": round(seconds, 2),
+        "train_samples_per_s": round(samples / max(train_time, 1e-9), 1),
         "train_samples_per_cpu_s": round(samples / max(train_cpu, 1e-9), 1),
-        "stopped": stopped, "device": str(runtime.device), "precision": precision,
+        "stopped": stopped,
+        "device": str(runtime.device),
+        "precision": precision,
     }
-    save({"complete": True, "metrics": metrics.to_dict(), "extra_metrics": {k: v.summary() for k, v in extra.items()},
-          "validation": {"acc1": best["acc"], "epoch": best["epoch"]}, "run": run,
-          "trained_on": f"{dataset.source}: {len(dataset.class_names)} classes, {len(train)} training images"})
-    report({"phase": "done", "epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
-            "loss": loss_value, "val_acc": val_acc, "best_val_acc": best["acc"], "elapsed": seconds, "eta": 0.0,
-            "test_acc": metrics.acc1})
+    save(
+        {
+            "complete": True,
+            "metrics": metrics.to_dict(),
+            "extra_metrics": {k: v.summary() for k, v in extra.items()},
+            "validation": {"acc1": best["acc"], "epoch": best["epoch"]},
+            "run": run,
+            "trained_on": f"{dataset.source}: {len(dataset.class_names)} classes, {len(train)} training images",
+        }
+    )
+    report(
+        {
+            "phase": "done",
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "total_steps": total_steps,
+            "loss": loss_value,
+            "val_acc": val_acc,
+            "best_val_acc": best["acc"],
+            "elapsed": seconds,
+            "eta": 0.0,
+            "test_acc": metrics.acc1,
+        }
+    )
     return TrainResult(SCRATCH, out_dir, list(dataset.class_names), metrics, plan.card(), skipped, run, extra=extra)

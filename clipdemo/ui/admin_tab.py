@@ -15,21 +15,34 @@ from pathlib import Path
 import gradio as gr
 
 from clipdemo import hub_sync
-from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, hub_repo
 from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
 from clipdemo.checkpoints import list_versions, promote, read_card, rollback, served_checkpoint
 from clipdemo.encoders import forget_encoder
-from clipdemo.hub_sync import HubSyncError
 from clipdemo.families import FAMILIES
+from clipdemo.hub_sync import HubSyncError
 from clipdemo.jobs import SPLITS, JobError, JobRunner
 from clipdemo.plots import confusion_figure, training_curves
 from clipdemo.serving import Served
+from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, hub_repo
 from clipdemo.ui.common import user_errors
 
-API_NAMES = ("admin_status", "admin_start", "admin_cancel", "admin_versions", "admin_card", "admin_promote",
-             "admin_rollback", "admin_push", "admin_pull")
-METRICS = (("acc1", "top-1 accuracy"), ("acc5", "top-5 accuracy"), ("mean_per_class_recall", "mean per-class recall"),
-           ("weighted_f1", "weighted F1"))
+API_NAMES = (
+    "admin_status",
+    "admin_start",
+    "admin_cancel",
+    "admin_versions",
+    "admin_card",
+    "admin_promote",
+    "admin_rollback",
+    "admin_push",
+    "admin_pull",
+)
+METRICS = (
+    ("acc1", "top-1 accuracy"),
+    ("acc5", "top-5 accuracy"),
+    ("mean_per_class_recall", "mean per-class recall"),
+    ("weighted_f1", "weighted F1"),
+)
 UNLOCKED = "**Unlocked.** Actions below use this token (or your sign-in); it is checked again on every one."
 VERSION_COLUMNS = ["version", "served", "created", "trained on", "held-out acc1", "status"]
 
@@ -50,8 +63,10 @@ def progress_text(snap: dict) -> str:
     head += f", version `{snap['version']}`"
     parts = []
     if snap.get("phase") == "encode" and snap.get("total"):
-        parts.append(f"{_bar(snap.get('done', 0) / snap['total'])} encoding {snap.get('split') or 'images'} "
-                     f"{snap.get('done', 0)}/{snap['total']}")
+        parts.append(
+            f"{_bar(snap.get('done', 0) / snap['total'])} encoding {snap.get('split') or 'images'} "
+            f"{snap.get('done', 0)}/{snap['total']}"
+        )
     elif snap.get("epoch") is not None:
         parts.append(f"epoch {snap['epoch']}/{snap.get('epochs') or '?'}")
     if snap.get("step") is not None and snap.get("phase") != "encode":
@@ -75,14 +90,23 @@ def result_text(snap: dict) -> str:
     result = snap.get("result") or {}
     if snap.get("state") == "finished" or (snap.get("state") == "cancelled" and snap.get("kept")):
         zeroshot = result.get("zeroshot") if isinstance(result.get("zeroshot"), dict) else None  # Cars heads
-        rows = [f"| {label} | {_pct(result.get(key))} |" + (f" {_pct(zeroshot.get(key))} |" if zeroshot else "")
-                for key, label in METRICS if isinstance(result.get(key), (int, float))]
+        rows = [
+            f"| {label} | {_pct(result.get(key))} |" + (f" {_pct(zeroshot.get(key))} |" if zeroshot else "")
+            for key, label in METRICS
+            if isinstance(result.get(key), (int, float))
+        ]
         n = f" on {result['n']} held-out images" if result.get("n") else ""
-        header = "| metric | trained head | zero-shot |\n|---|---|---|\n" if zeroshot else "| metric | value |\n|---|---|\n"
+        header = (
+            "| metric | trained head | zero-shot |\n|---|---|---|\n" if zeroshot else "| metric | value |\n|---|---|\n"
+        )
         table = (header + "\n".join(rows)) if rows else "No metrics were reported."
-        note = "" if snap["state"] == "finished" else " It was cancelled: these are the metrics of its best epoch so far."
-        return (f"### Held-out results{n}\n\n{table}\n\nVersion `{snap['version']}` is written but **not served**: "
-                f"promote it below to serve it.{note}")
+        note = (
+            "" if snap["state"] == "finished" else " It was cancelled: these are the metrics of its best epoch so far."
+        )
+        return (
+            f"### Held-out results{n}\n\n{table}\n\nVersion `{snap['version']}` is written but **not served**: "
+            f"promote it below to serve it.{note}"
+        )
     return ""
 
 
@@ -112,8 +136,16 @@ def version_rows(root, family: str) -> list[list]:
         stopped = (card.get("run") or {}).get("stopped")
         if stopped and stopped != "finished":
             status += f" ({stopped})"
-        rows.append([v["version"], "✓" if v["served"] else "", card.get("created", ""), dataset or "",
-                     f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) else "", status])
+        rows.append(
+            [
+                v["version"],
+                "✓" if v["served"] else "",
+                card.get("created", ""),
+                dataset or "",
+                f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) else "",
+                status,
+            ]
+        )
     return rows
 
 
@@ -186,10 +218,21 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         events = curve_events(snap.get("history", []))
         curve = training_curves(events, title=f"{snap['family']} on {snap['dataset']}") if events else None
         result = snap.get("result") or {}
-        confusion = (confusion_figure(result["confusion"], result["class_names"])
-                     if result.get("confusion") and result.get("class_names") else None)
-        return (UNLOCKED, progress, curve, "\n".join(snap.get("log", [])), result_text(snap), confusion,
-                gr.Timer(active=True), key)
+        confusion = (
+            confusion_figure(result["confusion"], result["class_names"])
+            if result.get("confusion") and result.get("class_names")
+            else None
+        )
+        return (
+            UNLOCKED,
+            progress,
+            curve,
+            "\n".join(snap.get("log", [])),
+            result_text(snap),
+            confusion,
+            gr.Timer(active=True),
+            key,
+        )
 
     def admin_status(token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
         check(token, request, profile)
@@ -200,16 +243,50 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         try:
             check(token, request, profile)
         except AuthError as e:
-            return (f"**Locked.** {e}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), None)
+            return (
+                f"**Locked.** {e}",
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.Timer(active=False),
+                None,
+            )
         return status(seen)
 
-    def admin_start(token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split,
-                    request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def admin_start(
+        token,
+        kind,
+        dataset,
+        config,
+        preset,
+        epochs,
+        max_seconds,
+        seed,
+        backbone,
+        head,
+        split,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+    ):
         check(token, request, profile)
         spec = backbone_specs().get(backbone, (None, None))[1]  # an opaque key in, a spec out
-        snap = runner.start(kind, dataset, config=config, preset=preset, epochs=epochs or None,
-                            max_seconds=max_seconds or None, seed=seed, backbone=spec, head=head, split=split)
-        return f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`.", gr.Timer(active=True)
+        snap = runner.start(
+            kind,
+            dataset,
+            config=config,
+            preset=preset,
+            epochs=epochs or None,
+            max_seconds=max_seconds or None,
+            seed=seed,
+            backbone=spec,
+            head=head,
+            split=split,
+        )
+        return f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`.", gr.Timer(
+            active=True
+        )
 
     def admin_cancel(token, request: gr.Request, profile: gr.OAuthProfile | None = None):
         check(token, request, profile)
@@ -230,8 +307,10 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         before = served_checkpoint(root, family)
         folder = promote(root, family, version)
         forget(before, folder)
-        return (f"Promoted {family} version `{version}`: it is served from now on (no restart needed).",
-                *versions_update(family))
+        return (
+            f"Promoted {family} version `{version}`: it is served from now on (no restart needed).",
+            *versions_update(family),
+        )
 
     def admin_rollback(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
         check(token, request, profile)
@@ -284,13 +363,17 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
             with gr.Row():
                 kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind")
                 dataset = gr.Textbox(
-                    label="Dataset", value="shapes", elem_id="admin-dataset",
+                    label="Dataset",
+                    value="shapes",
+                    elem_id="admin-dataset",
                     info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
                     + (" (CLIPDEMO_DATA_ROOT)" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
                 )
                 config = gr.Textbox(label="HF dataset config (optional)", placeholder="e.g. mini")
             with gr.Row():
-                epochs = gr.Number(label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs")
+                epochs = gr.Number(
+                    label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs"
+                )
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
             with gr.Row():
                 with gr.Column():
@@ -299,8 +382,9 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
                     max_seconds = gr.Number(label="Time budget in seconds (0: none)", value=0, minimum=0)
                 with gr.Column():
                     gr.Markdown("Cars head options")
-                    backbone = gr.Dropdown([(name, key) for key, (name, _) in backbone_specs().items()],
-                                           value="default", label="Backbone")
+                    backbone = gr.Dropdown(
+                        [(name, key) for key, (name, _) in backbone_specs().items()], value="default", label="Backbone"
+                    )
                     head = gr.Dropdown(_head_choices(), value=_head_choices()[0], label="Head", allow_custom_value=True)
                     split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
             with gr.Row():
@@ -311,7 +395,9 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         progress = gr.Markdown(elem_id="admin-progress")
         with gr.Row():
             curve = gr.Plot(label="Training curves", elem_id="admin-curve")
-            log_tail = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="admin-log")
+            log_tail = gr.Textbox(
+                label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="admin-log"
+            )
         with gr.Row():
             results = gr.Markdown(elem_id="admin-results")
             confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion")
@@ -328,8 +414,13 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
                 push = gr.Button("Push to Hub")
                 pull = gr.Button("Pull from Hub")
             version_status = gr.Markdown(elem_id="admin-version-status")
-            versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, elem_id="admin-versions",
-                                    column_widths=["22%", "8%", "18%", "32%", "10%", "10%"])
+            versions = gr.Dataframe(
+                headers=VERSION_COLUMNS,
+                interactive=False,
+                wrap=True,
+                elem_id="admin-versions",
+                column_widths=["22%", "8%", "18%", "32%", "10%", "10%"],
+            )
             card = gr.JSON(label="Card of the chosen version")
 
     timer = gr.Timer(1.0, active=False)
@@ -338,22 +429,50 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
     # ---- events (each handler checks the token itself; hiding the tab would protect nothing)
     status_outputs = [lock_status, progress, curve, log_tail, results, confusion, timer, seen]
     wrap = user_errors
-    unlocked = gr.on([unlock.click, token.submit], wrap(admin_status), [token, seen], status_outputs,
-                     api_name="admin_status", show_progress="hidden")  # a refusal: one toast, no badge per panel
-    unlocked.success(wrap(admin_versions), [token, family], [versions, version], api_name="admin_unlock_versions",
-                     api_visibility="private")
-    timer.tick(wrap(admin_poll), [token, seen], status_outputs, api_name="admin_poll", api_visibility="private",
-               show_progress="hidden")
-    start.click(wrap(admin_start), [token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head,
-                                    split], [job_status, timer], api_name="admin_start")
+    unlocked = gr.on(
+        [unlock.click, token.submit],
+        wrap(admin_status),
+        [token, seen],
+        status_outputs,
+        api_name="admin_status",
+        show_progress="hidden",
+    )  # a refusal: one toast, no badge per panel
+    unlocked.success(
+        wrap(admin_versions),
+        [token, family],
+        [versions, version],
+        api_name="admin_unlock_versions",
+        api_visibility="private",
+    )
+    timer.tick(
+        wrap(admin_poll),
+        [token, seen],
+        status_outputs,
+        api_name="admin_poll",
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    start.click(
+        wrap(admin_start),
+        [token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split],
+        [job_status, timer],
+        api_name="admin_start",
+    )
     cancel.click(wrap(admin_cancel), [token], job_status, api_name="admin_cancel")
-    gr.on([refresh.click, family.change], wrap(admin_versions), [token, family], [versions, version],
-          api_name="admin_versions")
+    gr.on(
+        [refresh.click, family.change],
+        wrap(admin_versions),
+        [token, family],
+        [versions, version],
+        api_name="admin_versions",
+    )
     version.change(wrap(admin_card), [token, family, version], card, api_name="admin_card")
-    promote_btn.click(wrap(admin_promote), [token, family, version], [version_status, versions, version],
-                      api_name="admin_promote")
-    rollback_btn.click(wrap(admin_rollback), [token, family], [version_status, versions, version],
-                       api_name="admin_rollback")
+    promote_btn.click(
+        wrap(admin_promote), [token, family, version], [version_status, versions, version], api_name="admin_promote"
+    )
+    rollback_btn.click(
+        wrap(admin_rollback), [token, family], [version_status, versions, version], api_name="admin_rollback"
+    )
     push.click(wrap(admin_push), [token, family, version], version_status, api_name="admin_push")
     pull.click(wrap(admin_pull), [token, family], [version_status, versions, version], api_name="admin_pull")
 

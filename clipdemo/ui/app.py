@@ -27,7 +27,10 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
     served = Served(settings)
     runner = runner or JobRunner.from_settings(settings)
     with gr.Blocks(title="clipdemo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        gr.Markdown("# clipdemo\nShow, use and retrain CLIP: zero-shot on your own labels, Stanford Cars, and a CLIP trained from scratch.")
+        gr.Markdown(
+            "# clipdemo\nShow, use and retrain CLIP: zero-shot on your own labels, Stanford Cars, "
+            "and a CLIP trained from scratch."
+        )
         with gr.Tab("Zero-shot", id="zero-shot"):
             status, model_menus = zeroshot_tab.build(served)
         with gr.Tab("Cars", id="cars"):

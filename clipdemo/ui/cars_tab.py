@@ -14,8 +14,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from clipdemo.cars import HEAD_KIND, CarsClassifier
 from clipdemo import hub_access
+from clipdemo.cars import HEAD_KIND, CarsClassifier
 from clipdemo.checkpoints import CheckpointError, folder_stamp, read_card
 from clipdemo.errors import ModelUnavailable
 from clipdemo.fingerprints import backbone_folder
@@ -83,8 +83,10 @@ def tab_status(served: Served) -> str:
 
 
 def unusable(folder: Path) -> str:
-    return (f"**The served Cars head (version {folder.name}) can't be used**: it is damaged, or its backbone "
-            f"changed since it was trained (the server log says which).\n\n{TRAIN_HINT}")  # fmt: skip
+    return (
+        f"**The served Cars head (version {folder.name}) can't be used**: it is damaged, or its backbone "
+        f"changed since it was trained (the server log says which).\n\n{TRAIN_HINT}"
+    )
 
 
 def card_text(served: Served) -> str:
@@ -112,20 +114,25 @@ def describe_card(card: dict, version: str = "") -> str:
     rows = [
         f"| held-out images: {head.get('n', '?')} | acc@1 | acc@5 | mean per-class recall | weighted F1 |",
         "|---|---|---|---|---|",
-        *(f"| {name} | " + " | ".join(_pct(m, k) for k in METRICS) + " |"
-          for name, m in ((f"head ({card.get('head', '?')})", head), ("zero-shot CLIP (8 templates)", zs))),
-    ]  # fmt: skip
-    return "\n".join([
-        f"### Served head {version}".rstrip(),
-        f"- **Head**: `{card.get('head', '?')}`: {card.get('head_description', '')}",
-        f"- **Backbone**: {model_name(str(card.get('backbone', '?')))}",
-        f"- **Trained on**: {source_name(source or 'unknown data')}, {len(card.get('classes') or [])} classes, seed "
-        f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
-        f"- **Split**: {card.get('split', '?')}",
-        *([f"- **Chosen**: {card['selection']}"] if card.get("selection") else []),
-        "",
-        *rows,
-    ])  # fmt: skip
+        *(
+            f"| {name} | " + " | ".join(_pct(m, k) for k in METRICS) + " |"
+            for name, m in ((f"head ({card.get('head', '?')})", head), ("zero-shot CLIP (8 templates)", zs))
+        ),
+    ]
+    return "\n".join(
+        [
+            f"### Served head {version}".rstrip(),
+            f"- **Head**: `{card.get('head', '?')}`: {card.get('head_description', '')}",
+            f"- **Backbone**: {model_name(str(card.get('backbone', '?')))}",
+            f"- **Trained on**: {source_name(source or 'unknown data')}, "
+            f"{len(card.get('classes') or [])} classes, seed "
+            f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
+            f"- **Split**: {card.get('split', '?')}",
+            *([f"- **Chosen**: {card['selection']}"] if card.get("selection") else []),
+            "",
+            *rows,
+        ]
+    )
 
 
 def _labels(predictions) -> dict[str, float]:
@@ -135,10 +142,14 @@ def _labels(predictions) -> dict[str, float]:
 def verdict(head, zeroshot) -> str:
     h, z = head[0], zeroshot[0]
     if h.label == z.label:
-        return (f"**They agree**: the head and zero-shot CLIP both say **{h.label}** "
-                f"(head {100 * h.score:.1f}%, zero-shot {100 * z.score:.1f}%).")  # fmt: skip
-    return (f"**They disagree**: the head says **{h.label}** ({100 * h.score:.1f}%), "
-            f"zero-shot CLIP says **{z.label}** ({100 * z.score:.1f}%).")  # fmt: skip
+        return (
+            f"**They agree**: the head and zero-shot CLIP both say **{h.label}** "
+            f"(head {100 * h.score:.1f}%, zero-shot {100 * z.score:.1f}%)."
+        )
+    return (
+        f"**They disagree**: the head says **{h.label}** ({100 * h.score:.1f}%), "
+        f"zero-shot CLIP says **{z.label}** ({100 * z.score:.1f}%)."
+    )
 
 
 def classify(served: Served, image):
@@ -166,8 +177,9 @@ def build(served: Served):
     """The tab's components and events; returns the status Markdown (refreshed on every page load)."""
     with gr.Row():
         with gr.Column(scale=2):
-            image = image_upload(label="A photo of a car", sources=["upload", "clipboard"], height=300,
-                                 elem_id="cars-image")
+            image = image_upload(
+                label="A photo of a car", sources=["upload", "clipboard"], height=300, elem_id="cars-image"
+            )
             run = gr.Button("Classify", variant="primary", elem_id="cars-run")
         with gr.Column(scale=3):
             status = gr.Markdown(lambda: tab_status(served), elem_id="cars-status")

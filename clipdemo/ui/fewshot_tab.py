@@ -14,8 +14,20 @@ from pathlib import Path
 
 import gradio as gr
 
-from clipdemo.fewshot import (MAX_CLASSES, MAX_PER_CLASS, MIN_LOO, FewShotError, LeaveOneOut, Taught, clean_name,
-                              examples_from_zip, leave_one_out, save_head, teach, zip_folder)  # fmt: skip
+from clipdemo.fewshot import (
+    MAX_CLASSES,
+    MAX_PER_CLASS,
+    MIN_LOO,
+    FewShotError,
+    LeaveOneOut,
+    Taught,
+    clean_name,
+    examples_from_zip,
+    leave_one_out,
+    save_head,
+    teach,
+    zip_folder,
+)
 from clipdemo.images import ImageError
 from clipdemo.names import model_name
 from clipdemo.serving import Served
@@ -51,13 +63,17 @@ def gather(zip_file, names: list[str], files: list) -> dict[str, list]:
 
 def loo_text(loo: LeaveOneOut | None, counts: list[int]) -> str:
     if loo is None:
-        return f"_Leave-one-out accuracy needs at least {MIN_LOO} images in every class (the fewest here: {min(counts)})._"
+        return (
+            f"_Leave-one-out accuracy needs at least {MIN_LOO} images in every class (the fewest here: {min(counts)})._"
+        )
     gain = 100 * (loo.head_acc - loo.zeroshot_acc)
-    return (f"| leave-one-out on {loo.n} images | accuracy |\n|---|---|\n"
-            f"| few-shot head | **{100 * loo.head_acc:.1f}%** ({loo.correct}/{loo.n}) |\n"
-            f"| zero-shot CLIP | {100 * loo.zeroshot_acc:.1f}% ({loo.zeroshot_correct}/{loo.n}) |\n\n"
-            f"The head is {abs(gain):.1f} points {'above' if gain >= 0 else 'below'} zero-shot: each image was "
-            "classified by a head trained without it.")  # fmt: skip
+    return (
+        f"| leave-one-out on {loo.n} images | accuracy |\n|---|---|\n"
+        f"| few-shot head | **{100 * loo.head_acc:.1f}%** ({loo.correct}/{loo.n}) |\n"
+        f"| zero-shot CLIP | {100 * loo.zeroshot_acc:.1f}% ({loo.zeroshot_correct}/{loo.n}) |\n\n"
+        f"The head is {abs(gain):.1f} points {'above' if gain >= 0 else 'below'} zero-shot: each image was "
+        "classified by a head trained without it."
+    )
 
 
 def teach_handler(served: Served, zip_file, *rows):
@@ -68,13 +84,22 @@ def teach_handler(served: Served, zip_file, *rows):
     taught = teach(choice.encoder, examples)
     fit = taught.fit
     loo = leave_one_out(taught) if min(taught.counts) >= MIN_LOO else None
-    skipped = (f"\n\n⚠️ Skipped {len(taught.skipped)} unreadable file(s): "
-               + "; ".join(taught.skipped[:5]) + ("; …" if len(taught.skipped) > 5 else "")) if taught.skipped else ""  # fmt: skip
-    status = (f"**Taught {len(taught.class_names)} classes on {len(taught.labels)} images** "
-              f"({', '.join(f'{n}: {c}' for n, c in zip(taught.class_names, taught.counts))}) in "
-              f"{time.perf_counter() - t0:.1f} s with {model_name(taught.backbone.spec)}.\n\n"
-              f"Head `{fit.name}`, starting at zero-shot on the class names; chosen by {fit.protocol}: "
-              f"{_hp(fit.hyperparameters)}.{skipped}")  # fmt: skip
+    skipped = (
+        (
+            f"\n\n⚠️ Skipped {len(taught.skipped)} unreadable file(s): "
+            + "; ".join(taught.skipped[:5])
+            + ("; …" if len(taught.skipped) > 5 else "")
+        )
+        if taught.skipped
+        else ""
+    )
+    status = (
+        f"**Taught {len(taught.class_names)} classes on {len(taught.labels)} images** "
+        f"({', '.join(f'{n}: {c}' for n, c in zip(taught.class_names, taught.counts))}) in "
+        f"{time.perf_counter() - t0:.1f} s with {model_name(taught.backbone.spec)}.\n\n"
+        f"Head `{fit.name}`, starting at zero-shot on the class names; chosen by {fit.protocol}: "
+        f"{_hp(fit.hyperparameters)}.{skipped}"
+    )
     return taught.slim(), status, loo_text(loo, taught.counts)
 
 
@@ -94,10 +119,12 @@ def classify_handler(taught: Taught | None, image, weight: float):
     if image is None:
         raise ImageError("Upload a photo to classify.")
     blend, zeroshot, head = taught.predict(image, weight, k=5)
-    labels = lambda ps: {p.label: p.score for p in ps}  # noqa: E731
-    verdict = (f"**Blend at {weight:.2f}**: **{blend[0].label}** ({100 * blend[0].score:.1f}%) · zero-shot says "
-               f"**{zeroshot[0].label}** ({100 * zeroshot[0].score:.1f}%) · the head says **{head[0].label}** "
-               f"({100 * head[0].score:.1f}%)")  # fmt: skip
+    labels = lambda ps: {p.label: p.score for p in ps}
+    verdict = (
+        f"**Blend at {weight:.2f}**: **{blend[0].label}** ({100 * blend[0].score:.1f}%) · zero-shot says "
+        f"**{zeroshot[0].label}** ({100 * zeroshot[0].score:.1f}%) · the head says **{head[0].label}** "
+        f"({100 * head[0].score:.1f}%)"
+    )
     return labels(blend), labels(zeroshot), verdict
 
 
@@ -113,7 +140,7 @@ def download_handler(taught: Taught | None) -> str:
     if taught is None:
         raise FewShotError("Teach your classes first: there is no head to download yet.")
     DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    for old in sorted(DOWNLOADS.glob("*.zip"), key=lambda p: p.stat().st_mtime)[:-MAX_DOWNLOADS or None]:
+    for old in sorted(DOWNLOADS.glob("*.zip"), key=lambda p: p.stat().st_mtime)[: -MAX_DOWNLOADS or None]:
         old.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=DOWNLOADS) as tmp:
         folder = save_head(taught, Path(tmp) / "fewshot-head")
@@ -122,18 +149,33 @@ def download_handler(taught: Taught | None) -> str:
 
 def build(served: Served) -> None:
     state = gr.State(None, time_to_live=STATE_TTL)
-    gr.Markdown(f"**1. Teach** 2 to {MAX_CLASSES} classes with 1 to {MAX_PER_CLASS} photos each (3+ each for a "
-                "leave-one-out score). Your photos stay in this browser session: nothing is saved on the server.")
+    gr.Markdown(
+        f"**1. Teach** 2 to {MAX_CLASSES} classes with 1 to {MAX_PER_CLASS} photos each (3+ each for a "
+        "leave-one-out score). Your photos stay in this browser session: nothing is saved on the server."
+    )
     names, files = [], []
     with gr.Row():
         for i in range(SLOTS):
             with gr.Column(min_width=200):
                 names.append(gr.Textbox(label=f"Class {i + 1}", placeholder="e.g. my mug", elem_id=f"fs-name-{i}"))
-                files.append(gr.File(label=f"Photos of class {i + 1}", file_count="multiple", file_types=["image"],
-                                     type="filepath", height=140, elem_id=f"fs-files-{i}"))  # fmt: skip
+                files.append(
+                    gr.File(
+                        label=f"Photos of class {i + 1}",
+                        file_count="multiple",
+                        file_types=["image"],
+                        type="filepath",
+                        height=140,
+                        elem_id=f"fs-files-{i}",
+                    )
+                )
     with gr.Row():
-        zip_file = gr.File(label=f"…or a zip of class folders (class/photo.jpg, up to {MAX_CLASSES} classes)",
-                           file_types=[".zip"], type="filepath", height=120, elem_id="fs-zip")  # fmt: skip
+        zip_file = gr.File(
+            label=f"…or a zip of class folders (class/photo.jpg, up to {MAX_CLASSES} classes)",
+            file_types=[".zip"],
+            type="filepath",
+            height=120,
+            elem_id="fs-zip",
+        )
         teach_btn = gr.Button("Teach", variant="primary", elem_id="fs-teach")
     with gr.Row():
         status = gr.Markdown("", elem_id="fs-status")
@@ -151,14 +193,30 @@ def build(served: Served) -> None:
                 zeroshot = gr.Label(num_top_classes=5, label="Zero-shot CLIP", elem_id="fs-zeroshot")
     with gr.Row():
         download_btn = gr.Button("3. Download the head (checkpoint zip)", elem_id="fs-download-btn")
-        download = gr.File(label="Head checkpoint: unzip, then `python -m clipdemo eval --checkpoint fewshot-head …`",
-                           interactive=False, height=90, elem_id="fs-download")  # fmt: skip
+        download = gr.File(
+            label="Head checkpoint: unzip, then `python -m clipdemo eval --checkpoint fewshot-head …`",
+            interactive=False,
+            height=90,
+            elem_id="fs-download",
+        )
 
-    teach_btn.click(user_errors(lambda z, *rows: teach_handler(served, z, *rows)), [zip_file, *names, *files],
-                    [state, status, loo], api_name="fewshot_teach", **MODEL_QUEUE)  # fmt: skip
+    teach_btn.click(
+        user_errors(lambda z, *rows: teach_handler(served, z, *rows)),
+        [zip_file, *names, *files],
+        [state, status, loo],
+        api_name="fewshot_teach",
+        **MODEL_QUEUE,
+    )
     classify = user_errors(classify_handler)
-    classify_btn.click(classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify",
-                       **MODEL_QUEUE)  # fmt: skip
-    weight.change(user_errors(slide), [state, image, weight], [blended, zeroshot, verdict], api_visibility="private",
-                  trigger_mode="always_last", **MODEL_QUEUE)  # fmt: skip
+    classify_btn.click(
+        classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify", **MODEL_QUEUE
+    )
+    weight.change(
+        user_errors(slide),
+        [state, image, weight],
+        [blended, zeroshot, verdict],
+        api_visibility="private",
+        trigger_mode="always_last",
+        **MODEL_QUEUE,
+    )
     download_btn.click(user_errors(download_handler), [state], [download], api_name="fewshot_download")

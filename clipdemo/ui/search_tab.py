@@ -19,8 +19,21 @@ import gradio as gr
 from clipdemo.atomic import write_atomic
 from clipdemo.images import load_image
 from clipdemo.plots import embedding_map
-from clipdemo.search import (DUPLICATE_THRESHOLD, MAX_PAIRS, MAX_TOP_K, MAX_UPLOADS, SearchError, SearchIndex, build_index,
-                             groups, index_folder, map_2d, near_duplicates, query_embedding, search)  # fmt: skip
+from clipdemo.search import (
+    DUPLICATE_THRESHOLD,
+    MAX_PAIRS,
+    MAX_TOP_K,
+    MAX_UPLOADS,
+    SearchError,
+    SearchIndex,
+    build_index,
+    groups,
+    index_folder,
+    map_2d,
+    near_duplicates,
+    query_embedding,
+    search,
+)
 from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, gallery_paths, image_upload, user_errors
 
@@ -56,8 +69,15 @@ def index_handler(served: Served, source: str, files, threshold: float, method: 
     else:
         paths = gallery_paths(files)
         index = build_index(served.zero_shot().encoder, paths, max_images=MAX_UPLOADS)
-    skipped = (f" Skipped {index.skipped} unreadable file(s): " + "; ".join(index.unreadable[:3])
-               + ("; …" if index.skipped > 3 else "")) if index.skipped else ""  # fmt: skip
+    skipped = (
+        (
+            f" Skipped {index.skipped} unreadable file(s): "
+            + "; ".join(index.unreadable[:3])
+            + ("; …" if index.skipped > 3 else "")
+        )
+        if index.skipped
+        else ""
+    )
     status = f"**Indexed {len(index)} image(s)** from {source}.{skipped} Now search by text or by example."
     return index, status, duplicates_text(index, threshold), map_figure(index, None, method)
 
@@ -67,10 +87,16 @@ def duplicates_text(index: SearchIndex, threshold: float) -> str:
     if not pairs:
         return f"No near-duplicate pairs at cosine ≥ {threshold:g}."
     rows = "\n".join(f"| {index.names[i]} | {index.names[j]} | {s:.4f} |" for i, j, s in pairs[:SHOWN_PAIRS])
-    more = f"\n\n…and {len(pairs) - SHOWN_PAIRS} more (raise the threshold to see fewer)." if len(pairs) > SHOWN_PAIRS else ""
+    more = (
+        f"\n\n…and {len(pairs) - SHOWN_PAIRS} more (raise the threshold to see fewer)."
+        if len(pairs) > SHOWN_PAIRS
+        else ""
+    )
     capped = "at least " if len(pairs) == MAX_PAIRS else ""
-    return (f"**{capped}{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:g}:\n\n"
-            f"| image | image | cosine |\n|---|---|---|\n{rows}{more}")
+    return (
+        f"**{capped}{len(pairs)} near-duplicate pair(s)** at cosine ≥ {threshold:g}:\n\n"
+        f"| image | image | cosine |\n|---|---|---|\n{rows}{more}"
+    )
 
 
 def map_figure(index: SearchIndex, query, method: str, query_label: str = "query"):
@@ -117,13 +143,24 @@ def search_handler(index: SearchIndex | None, served: Served, text: str, image, 
 def build(served: Served) -> None:
     state = gr.State(None, time_to_live=STATE_TTL)
     sources = [UPLOADS] + ([DATASET] if served.settings.search_root else [])
-    gr.Markdown(f"**1. Index** up to {MAX_UPLOADS} of your images"
-                + (" or the server's dataset" if served.settings.search_root else "") + ", then **2. search** them.")
+    gr.Markdown(
+        f"**1. Index** up to {MAX_UPLOADS} of your images"
+        + (" or the server's dataset" if served.settings.search_root else "")
+        + ", then **2. search** them."
+    )
     with gr.Row():
         with gr.Column(scale=2):
-            source = gr.Radio(sources, value=UPLOADS, label="Search over", visible=len(sources) > 1, elem_id="se-source")
-            files = gr.File(label=f"Your images (up to {MAX_UPLOADS})", file_count="multiple", file_types=["image"],
-                            type="filepath", height=160, elem_id="se-files")  # fmt: skip
+            source = gr.Radio(
+                sources, value=UPLOADS, label="Search over", visible=len(sources) > 1, elem_id="se-source"
+            )
+            files = gr.File(
+                label=f"Your images (up to {MAX_UPLOADS})",
+                file_count="multiple",
+                file_types=["image"],
+                type="filepath",
+                height=160,
+                elem_id="se-files",
+            )
             with gr.Row():
                 threshold = gr.Slider(0.8, 1.0, value=DUPLICATE_THRESHOLD, step=0.001, label="Near-duplicate cosine ≥")
                 method = gr.Radio(["PCA", "t-SNE"], value="PCA", label="Map", elem_id="se-method")
@@ -135,18 +172,29 @@ def build(served: Served) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
-            image = image_upload(label="…or by example (an image wins over text)", sources=["upload", "clipboard"],
-                                 height=200, elem_id="se-image")  # fmt: skip
+            image = image_upload(
+                label="…or by example (an image wins over text)",
+                sources=["upload", "clipboard"],
+                height=200,
+                elem_id="se-image",
+            )
             top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results")
             search_btn = gr.Button("Search", variant="primary", elem_id="se-search")
         with gr.Column(scale=3):
             found = gr.Markdown("", elem_id="se-found")
             results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
 
-    index_btn.click(user_errors(lambda *a: index_handler(served, *a)), [source, files, threshold, method],
-                    [state, status, duplicates, plot], api_name="search_index", **MODEL_QUEUE)  # fmt: skip
+    index_btn.click(
+        user_errors(lambda *a: index_handler(served, *a)),
+        [source, files, threshold, method],
+        [state, status, duplicates, plot],
+        api_name="search_index",
+        **MODEL_QUEUE,
+    )
     find = user_errors(lambda idx, *a: search_handler(idx, served, *a))
-    search_btn.click(find, [state, text, image, top_k, method], [results, found, plot], api_name="search_query",
-                     **MODEL_QUEUE)  # fmt: skip
-    text.submit(find, [state, text, image, top_k, method], [results, found, plot], api_visibility="private",
-                **MODEL_QUEUE)  # fmt: skip
+    search_btn.click(
+        find, [state, text, image, top_k, method], [results, found, plot], api_name="search_query", **MODEL_QUEUE
+    )
+    text.submit(
+        find, [state, text, image, top_k, method], [results, found, plot], api_visibility="private", **MODEL_QUEUE
+    )

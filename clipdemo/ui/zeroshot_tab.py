@@ -14,8 +14,16 @@ from clipdemo.relevancy import relevancy
 from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, gallery_paths, user_errors
 from clipdemo.zeroshot import (
-    DEFAULT_THRESHOLD, MAX_IMAGES, LabelError, ZeroShotResult, parse_labels, resolve_templates, zero_shot as score,
-)  # fmt: skip
+    DEFAULT_THRESHOLD,
+    MAX_IMAGES,
+    LabelError,
+    ZeroShotResult,
+    parse_labels,
+    resolve_templates,
+)
+from clipdemo.zeroshot import (
+    zero_shot as score,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 TEMPLATE_CHOICES = [
@@ -96,15 +104,30 @@ def _threshold_note(result: ZeroShotResult) -> str:
 
 def _image_line(i: int, result: ZeroShotResult, predictions, none: bool) -> str:
     if none:
-        return f"- image {i + 1}: **{NONE_OF_THESE}** (best: {predictions[0].label}, {100 * predictions[0].score:.1f}%)" if predictions else f"- image {i + 1}: **{NONE_OF_THESE}**"
+        return (
+            f"- image {i + 1}: **{NONE_OF_THESE}** (best: {predictions[0].label}, {100 * predictions[0].score:.1f}%)"
+            if predictions
+            else f"- image {i + 1}: **{NONE_OF_THESE}**"
+        )
     if not predictions:
         return f"- image {i + 1}: no label reaches the threshold"
     return f"- image {i + 1}: " + ", ".join(f"**{p.label}** ({100 * p.score:.1f}%)" for p in predictions[:3])
 
 
-def zero_shot(served: Served, images, labels: str, template: str, custom: str, top_k: float, model: str | None = None,
-              mode: str = "single", open_set: bool = False, threshold: float = 0.0, compare: str | None = NO_COMPARE,
-              progress=None):  # fmt: skip
+def zero_shot(
+    served: Served,
+    images,
+    labels: str,
+    template: str,
+    custom: str,
+    top_k: float,
+    model: str | None = None,
+    mode: str = "single",
+    open_set: bool = False,
+    threshold: float = 0.0,
+    compare: str | None = NO_COMPARE,
+    progress=None,
+):
     """Returns the first image's labels, a chart (its bars, or both models' side by side) and a status line."""
     paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
     if mode not in ("single", "multi"):
@@ -113,8 +136,14 @@ def zero_shot(served: Served, images, labels: str, template: str, custom: str, t
     runs = []
     for key in [model] + ([compare] if compare and compare != NO_COMPARE else []):
         choice = _model(served, key, progress)
-        result = score(choice.encoder, loaded, label_list, templates, multi_label=mode == "multi",
-                       threshold=_threshold(choice.encoder.scoring, open_set, threshold))  # fmt: skip
+        result = score(
+            choice.encoder,
+            loaded,
+            label_list,
+            templates,
+            multi_label=mode == "multi",
+            threshold=_threshold(choice.encoder.scoring, open_set, threshold),
+        )
         runs.append((choice, result))
     choice, result = runs[0]
     ranked, none = result.ranked(k), result.none_of_these()
@@ -127,8 +156,10 @@ def zero_shot(served: Served, images, labels: str, template: str, custom: str, t
     else:
         title = f"image 1 of {len(ranked)}: {title}" if len(ranked) > 1 else title
         figure = ranked_bars(ranked[0], title, xlabel=_axis(result), threshold=result.threshold)
-    lines = [f"Model: {choice.description}; {len(templates)} template(s) per label. Scores: {_rule(result)}."
-             + _threshold_note(result)]  # fmt: skip
+    lines = [
+        f"Model: {choice.description}; {len(templates)} template(s) per label. Scores: {_rule(result)}."
+        + _threshold_note(result)
+    ]
     if choice.notice:
         lines.append(f"⚠️ {choice.notice}")
     for c, r in runs[1:]:
@@ -137,23 +168,48 @@ def zero_shot(served: Served, images, labels: str, template: str, custom: str, t
     if truncated:
         lines.append("✂️ Longer than the model's text context: " + "; ".join(sorted(truncated)) + ".")
     if len(paths) > 1 or none[0]:
-        lines.append("Per image:\n" + "\n".join(_image_line(i, result, r, n) for i, (r, n) in enumerate(zip(ranked, none))))
+        lines.append(
+            "Per image:\n" + "\n".join(_image_line(i, result, r, n) for i, (r, n) in enumerate(zip(ranked, none)))
+        )
     return first, figure, "\n\n".join(lines)
 
 
-def matrix(served: Served, images, labels: str, template: str, custom: str, top_k: float, model: str | None = None,
-           mode: str = "single", open_set: bool = False, threshold: float = 0.0, compare: str | None = NO_COMPARE):  # fmt: skip
+def matrix(
+    served: Served,
+    images,
+    labels: str,
+    template: str,
+    custom: str,
+    top_k: float,
+    model: str | None = None,
+    mode: str = "single",
+    open_set: bool = False,
+    threshold: float = 0.0,
+    compare: str | None = NO_COMPARE,
+):
     """With several images: the image x label heatmap (each image's top-k outlined) and the top-k as a table."""
     paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
     if len(paths) < 2:
         return gr.update(value=None, visible=False), gr.update(value="", visible=False)
     choice = served.zero_shot(model)
-    result = score(choice.encoder, loaded, label_list, templates, multi_label=mode == "multi",
-                   threshold=_threshold(choice.encoder.scoring, open_set, threshold))  # fmt: skip
+    result = score(
+        choice.encoder,
+        loaded,
+        label_list,
+        templates,
+        multi_label=mode == "multi",
+        threshold=_threshold(choice.encoder.scoring, open_set, threshold),
+    )
     k = max(1, min(int(top_k) or 1, len(label_list), 3))
     names = [f"{i + 1}: {Path(p).name}" for i, p in enumerate(paths)]
-    figure = score_matrix(result.scores, names, label_list, f"{_axis(result).split(',')[0]}; outlined: each image's best",
-                          result.none_of_these(), top_k=1)  # fmt: skip
+    figure = score_matrix(
+        result.scores,
+        names,
+        label_list,
+        f"{_axis(result).split(',')[0]}; outlined: each image's best",
+        result.none_of_these(),
+        top_k=1,
+    )
     rows = ["| image | top " + str(k) + " |", "| --- | --- |"]
     for name, predictions, none in zip(names, result.ranked(k), result.none_of_these()):
         text = ", ".join(f"{p.label} ({100 * p.score:.1f}%)" for p in predictions)
@@ -170,8 +226,12 @@ def where(served: Served, images, labels: str, template: str, custom: str, model
     maps = []
     for i, image in enumerate(loaded):
         chosen = label or tops[i]
-        maps.append((relevancy(encoder, image, label_list, templates, chosen).picture,
-                     f"image {i + 1}: where '{chosen}' matches (red: most, blue: least)"))  # fmt: skip
+        maps.append(
+            (
+                relevancy(encoder, image, label_list, templates, chosen).picture,
+                f"image {i + 1}: where '{chosen}' matches (red: most, blue: least)",
+            )
+        )
     return maps
 
 
@@ -179,7 +239,9 @@ def model_choices(served: Served, choice=None) -> list[tuple[str, str]]:
     """The Model dropdown's entries, naming what actually answers (offline: the scratch model standing in)."""
     choices = served.model_choices()
     if choice is not None and choice.stand_in:
-        choices = [(f"{choice.stand_in} (in place of {name})" if key == "default" else name, key) for name, key in choices]
+        choices = [
+            (f"{choice.stand_in} (in place of {name})" if key == "default" else name, key) for name, key in choices
+        ]
     return choices
 
 
@@ -199,11 +261,18 @@ def build(served: Served):
     with gr.Row():
         with gr.Column(scale=1):
             images = gr.Gallery(
-                label=f"Images (up to {MAX_IMAGES})", type="filepath", file_types=["image"], interactive=True,
-                columns=4, height=260, elem_id="zs-images",
+                label=f"Images (up to {MAX_IMAGES})",
+                type="filepath",
+                file_types=["image"],
+                interactive=True,
+                columns=4,
+                height=260,
+                elem_id="zs-images",
             )
             labels = gr.Textbox(
-                label="Labels (comma- or newline-separated)", value="cat, dog, a red sports car", lines=2,
+                label="Labels (comma- or newline-separated)",
+                value="cat, dog, a red sports car",
+                lines=2,
                 elem_id="zs-labels",
             )
             with gr.Row():
@@ -212,18 +281,31 @@ def build(served: Served):
             custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
             model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
             with gr.Accordion("Compare two models, open set, multi-label", open=False, elem_id="zs-more"):
-                compare = gr.Dropdown([("none", NO_COMPARE)] + served.model_choices(), value=NO_COMPARE,
-                                      label="Compare with (same images, labels and templates)", elem_id="zs-compare")
+                compare = gr.Dropdown(
+                    [("none", NO_COMPARE)] + served.model_choices(),
+                    value=NO_COMPARE,
+                    label="Compare with (same images, labels and templates)",
+                    elem_id="zs-compare",
+                )
                 mode = gr.Radio(MODE_CHOICES, value="single", label="Mode", elem_id="zs-mode")
                 with gr.Row():
-                    open_set = gr.Checkbox(False, label='Say "none of these" when no label reaches the threshold',
-                                           elem_id="zs-open")  # fmt: skip
-                    threshold = gr.Slider(0, 1, value=0, step=0.01, elem_id="zs-threshold", label="Threshold",
-                                          info="0: the family's default (SigLIP: probability 0.1; CLIP: cosine 0.2)")
+                    open_set = gr.Checkbox(
+                        False, label='Say "none of these" when no label reaches the threshold', elem_id="zs-open"
+                    )
+                    threshold = gr.Slider(
+                        0,
+                        1,
+                        value=0,
+                        step=0.01,
+                        elem_id="zs-threshold",
+                        label="Threshold",
+                        info="0: the family's default (SigLIP: probability 0.1; CLIP: cosine 0.2)",
+                    )
             run = gr.Button("Classify", variant="primary", elem_id="zs-run")
             with gr.Row():
-                where_label = gr.Textbox(label="Where in the image is… (a label; empty: each image's top label)",
-                                         elem_id="zs-where", scale=3)  # fmt: skip
+                where_label = gr.Textbox(
+                    label="Where in the image is… (a label; empty: each image's top label)", elem_id="zs-where", scale=3
+                )
                 where_run = gr.Button("Show where", elem_id="zs-where-run", scale=1)
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
@@ -234,29 +316,59 @@ def build(served: Served):
             heatmap = gr.Plot(label="Every image × every label", elem_id="zs-matrix", visible=False)
         with gr.Column(scale=2):
             top_table = gr.Markdown(elem_id="zs-topk", visible=False)
-    maps = gr.Gallery(label="Where in the image (red: matches the label most, blue: least)", elem_id="zs-maps",
-                      columns=4, height="auto", object_fit="contain", interactive=False)  # fmt: skip
-    photos = [[[str(p)], "a woman in uniform, a temple, a flower, a red sports car"] for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
+    maps = gr.Gallery(
+        label="Where in the image (red: matches the label most, blue: least)",
+        elem_id="zs-maps",
+        columns=4,
+        height="auto",
+        object_fit="contain",
+        interactive=False,
+    )
+    photos = [
+        [[str(p)], "a woman in uniform, a temple, a flower, a red sports car"]
+        for p in sorted(EXAMPLES_DIR.glob("*.jpg"))
+    ]
     # for the built-in scratch model (the offline fallback): shapes, one a combination it never saw
-    shapes = [[[str(p)], "yellow star, red star, red circle, blue triangle, green square"]
-              for p in sorted((EXAMPLES_DIR / "shapes").glob("*.png"))[-2:]]
+    shapes = [
+        [[str(p)], "yellow star, red star, red circle, blue triangle, green square"]
+        for p in sorted((EXAMPLES_DIR / "shapes").glob("*.png"))[-2:]
+    ]
     if photos or shapes:
         gr.Examples(photos + shapes, [images, labels])
 
-    def classify_handler(images, labels, template, custom, top_k, model, mode, open_set, threshold, compare,
-                         progress=gr.Progress(track_tqdm=True)):  # fmt: skip
-        return zero_shot(served, images, labels, template, custom, top_k, model, mode, open_set, threshold, compare,
-                         progress)  # fmt: skip
+    def classify_handler(
+        images,
+        labels,
+        template,
+        custom,
+        top_k,
+        model,
+        mode,
+        open_set,
+        threshold,
+        compare,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to ask for a progress tracker
+    ):
+        return zero_shot(
+            served, images, labels, template, custom, top_k, model, mode, open_set, threshold, compare, progress
+        )
 
     inputs = [images, labels, template, custom, top_k, model, mode, open_set, threshold, compare]
     for trigger, public in ((run.click, True), (labels.submit, False)):
-        names = lambda name: dict(api_name=name) if public else dict(api_visibility="private")  # noqa: E731
+        names = lambda name: dict(api_name=name) if public else dict(api_visibility="private")  # noqa: B023
         checked = trigger(user_errors(check), inputs, None, show_progress="hidden", api_visibility="private")
-        ranked = checked.success(user_errors(classify_handler), inputs, [label, chart, status], **names("zero_shot"),
-                                 **MODEL_QUEUE)  # fmt: skip
-        ranked.success(user_errors(lambda *a: matrix(served, *a)), inputs, [heatmap, top_table],
-                       **names("zero_shot_matrix"), **MODEL_QUEUE)  # fmt: skip
+        ranked = checked.success(
+            user_errors(classify_handler), inputs, [label, chart, status], **names("zero_shot"), **MODEL_QUEUE
+        )
+        ranked.success(
+            user_errors(lambda *a: matrix(served, *a)),
+            inputs,
+            [heatmap, top_table],
+            **names("zero_shot_matrix"),
+            **MODEL_QUEUE,
+        )
     where_inputs = [images, labels, template, custom, model, where_label]
-    where_run.click(user_errors(check_where), where_inputs, None, show_progress="hidden", api_visibility="private").success(
-        user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy", **MODEL_QUEUE)
+    where_run.click(
+        user_errors(check_where), where_inputs, None, show_progress="hidden", api_visibility="private"
+    ).success(user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy", **MODEL_QUEUE)
     return status, [model, compare]
