@@ -342,15 +342,17 @@ def compare_heads(args, report) -> dict:
     from few_shot import simulated
 
     from clipdemo.heads import HEADS, accuracy, fit_head
+    from clipdemo.scoring import Rule, ZeroShotClassifier
 
     x, y, text, scale = simulated(196, per_class=42)
+    zeroshot = ZeroShotClassifier(text, Rule(scale=scale))
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     ev, va, tr = order[:387], order[387:795], order[795 : 795 + 7349]
-    zs = float(((scale * x[ev] @ text.T).argmax(1) == y[ev]).float().mean())
+    zs = float((zeroshot.logits(x[ev]).argmax(1) == y[ev]).float().mean())
     out = {"zeroshot_eval_acc": round(zs, 3)}
     report("d", f"zero-shot: held-out acc {zs:.3f}")
     for name in HEADS:
-        s, fit = timed(lambda: fit_head(name, (x[tr], y[tr]), (x[va], y[va]), class_embeddings=text, logit_scale=scale))
+        s, fit = timed(lambda: fit_head(name, (x[tr], y[tr]), (x[va], y[va]), zeroshot=zeroshot))
         acc = accuracy(fit.head, x[ev], y[ev])
         out[name] = {
             "val_acc": round(fit.val_acc, 3),

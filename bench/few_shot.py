@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipdemo.heads import fit_head, predict_logits
+from clipdemo.scoring import Rule, ZeroShotClassifier
 
 HEAD_ORDER = ("mlp-logits", "linear", "zeroshot-init", "zeroshot-blend")
 
@@ -84,7 +85,7 @@ def shapes_unseen(per_class: int = 40):
 def tip_adapter(x, y, text, scale, ex, alpha: float = 1.0, beta: float = 5.5):
     """Tip-Adapter (training-free): zero-shot logits + alpha * exp(-beta (1 - cos)) @ one-hot labels."""
     affinity = torch.exp(-beta * (1 - ex @ x.T))
-    return scale * ex @ text.T + alpha * affinity @ F.one_hot(y, len(text)).float()
+    return Rule(scale=scale).logits(ex, text) + alpha * affinity @ F.one_hot(y, len(text)).float()
 
 
 def draw(y: torch.Tensor, shots: int, test_per_class: int, seed: int):
@@ -111,13 +112,13 @@ def run(name: str, data, shots_list, seeds: int, test_per_class: int, report, he
         for s in range(seeds):
             tr, te = draw(y, shots, test_per_class, seed=1000 * shots + s)
             ex, ey = x[te], y[te]
-            zs = float(((scale * ex @ text.T).argmax(1) == ey).float().mean())
+            zs = float((Rule(scale=scale).logits(ex, text).argmax(1) == ey).float().mean())
             table.setdefault("zero-shot", {}).setdefault(shots, []).append(zs)
             tip = float((tip_adapter(x[tr], y[tr], text, scale, ex).argmax(1) == ey).float().mean())
             table.setdefault("tip-adapter", {}).setdefault(shots, []).append(tip)
             for head in heads:
                 t0 = time.perf_counter()
-                fit = fit_head(head, (x[tr], y[tr]), None, class_embeddings=text, logit_scale=scale, seed=s)
+                fit = fit_head(head, (x[tr], y[tr]), None, zeroshot=ZeroShotClassifier(text, Rule(scale=scale)), seed=s)
                 seconds[head] = seconds.get(head, 0.0) + time.perf_counter() - t0
                 acc = float((predict_logits(fit.head, ex).argmax(1) == ey).float().mean())
                 table.setdefault(head, {}).setdefault(shots, []).append(acc)

@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 from clipdemo.data.sources import load_source
 from clipdemo.devices import cpu_has_fast_bf16, pick_precision
 from clipdemo.encoders import load_encoder
-from clipdemo.evaluate import zero_shot_logits
 from clipdemo.features import encode_split
 from clipdemo.onnx_engine import pick_engine
+from clipdemo.scoring import Rule
 from clipdemo.testing import make_clip_folder
 from clipdemo.zeroshot import TEMPLATE_SETS, build_classifier, classify
 
@@ -109,7 +109,7 @@ def top1_on_test_split(variants: dict, checkpoint: Path = SHIPPED) -> tuple[dict
         assert (encoder.precision, encoder.engine) == (precision, engine), encoder.describe()
         features = encode_split(encoder, test, progress=lambda event: None).features
         classes = build_classifier(encoder, dataset.class_names, encoder.templates)
-        predictions[name] = zero_shot_logits(features, classes, encoder.logit_scale).argmax(1)
+        predictions[name] = Rule.of(encoder).logits(features, classes).argmax(1)
     return predictions, torch.tensor(test.labels)
 
 

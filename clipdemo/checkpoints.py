@@ -28,7 +28,12 @@ from safetensors.torch import load_file, save_file
 
 from clipdemo.atomic import fsync_dir, write_json_atomic
 from clipdemo.errors import UserError
-from clipdemo.families import CHECKPOINT_KIND, FAMILIES, FAMILY_OF_KIND  # noqa: F401 - FAMILIES re-exported for the UI
+from clipdemo.families import (  # noqa: F401 - FAMILIES re-exported for the UI
+    CHECKPOINT_KIND,
+    FAMILIES,
+    FAMILY_OF_KIND,
+    canonical_kind,
+)
 
 WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "card.json"
 
@@ -44,6 +49,7 @@ def now_iso() -> str:
 def check_replaceable(folder, kind: str) -> None:
     """Refuse (``CheckpointError``, one sentence) unless writing a ``kind`` checkpoint to ``folder`` loses
     nothing: it must not exist, be an empty folder, or hold only a ``kind`` checkpoint's three files."""
+    kind = canonical_kind(kind)
     folder, family = Path(folder), FAMILY_OF_KIND.get(kind, kind)
     if not os.path.lexists(folder):
         return
@@ -80,6 +86,7 @@ def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, c
     folder = Path(folder)
     if "kind" not in config:
         raise ValueError("config needs a 'kind'")
+    config = {**config, "kind": canonical_kind(config["kind"])}
     check_replaceable(folder, config["kind"])
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
@@ -139,12 +146,14 @@ def _read_json(folder: Path, name: str) -> dict:
         raise CheckpointError(f"Checkpoint '{folder}' is damaged: {name} is not valid JSON.") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"Checkpoint '{folder}' is damaged: {name} is not a JSON object.")
+    if name == CONFIG and "kind" in data:
+        data["kind"] = canonical_kind(data["kind"])
     return data
 
 
 def load_checkpoint(folder, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Return ``(state_dict, config, card)``; refuse missing, damaged or other-kind folders clearly."""
-    folder = Path(folder)
+    folder, kind = Path(folder), canonical_kind(kind)
     recover_interrupted_save(folder)
     if not folder.is_dir():
         raise CheckpointError(f"Checkpoint folder '{folder}' does not exist.")

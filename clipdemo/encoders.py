@@ -3,7 +3,7 @@
 Every model the app uses answers the same questions: ``encode_images(list of RGB PIL) -> [N, D]``,
 ``encode_texts(list of str) -> [M, D]`` (both L2-normalised float32 on the CPU), ``token_lengths`` (to say which
 labels its context cuts), and how its family scores (``scoring``: "softmax" for CLIP, "sigmoid" for SigLIP,
-with ``logit_scale`` and ``logit_bias``; ``clipdemo.zeroshot.scores`` applies the rule). ViT back ends also give
+with ``logit_scale`` and ``logit_bias``; ``clipdemo.scoring`` applies the rule). ViT back ends also give
 ``encode_patches`` (patch tokens in the joint space, for relevancy maps) and ``view`` (what part of a photo the
 model sees). Zero-shot, the Cars head and the Pokemon tab all sit on it, so a new back end is one class
 (``clipdemo.siglip`` is one).

@@ -2,8 +2,8 @@
 
 ``Scores`` is what every evaluation in clipdemo returns: top-1 and top-5 accuracy, mean per-class recall,
 weighted F1, the number of images and the confusion matrix. ``zero_shot_scores`` is how every zero-shot
-number is made, for a HF CLIP, a scratch CLIP or a head's backbone: scaled cosine similarity of each image
-embedding with each ensembled class embedding.
+number is made, for a HF CLIP, a SigLIP, a scratch CLIP or a head's backbone: each image embedding against each
+ensembled class embedding, by the family's rule (``clipdemo.scoring``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
+
+from clipdemo.scoring import Rule
 
 SUMMARY_KEYS = ("acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n")
 
@@ -61,12 +63,8 @@ def classification_metrics(labels, scores, num_classes: int | None = None) -> Sc
     )
 
 
-def zero_shot_logits(image_features: torch.Tensor, class_embeddings: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """CLIP's zero-shot logits ``[N, C]``: scaled cosine similarity of each image with each class."""
-    return float(logit_scale) * image_features.float() @ class_embeddings.float().T
-
-
-def zero_shot_scores(image_features, labels, class_embeddings, logit_scale: float) -> Scores:
-    """Zero-shot metrics of L2-normalised image embeddings against the ensembled class embeddings."""
-    logits = zero_shot_logits(torch.as_tensor(image_features), class_embeddings, logit_scale)
+def zero_shot_scores(image_features, labels, class_embeddings: torch.Tensor, rule: Rule) -> Scores:
+    """Zero-shot metrics of L2-normalised image embeddings against the ensembled class embeddings, ranked by the
+    family's ``rule`` (``clipdemo.scoring``)."""
+    logits = rule.logits(torch.as_tensor(image_features), class_embeddings)
     return classification_metrics(torch.as_tensor(labels).numpy(), logits.numpy(), class_embeddings.shape[0])

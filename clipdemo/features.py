@@ -39,6 +39,7 @@ from clipdemo.data.splits import Part, SplitPlan
 from clipdemo.fingerprints import backbone_fingerprint, canonical_spec
 from clipdemo.images import ImageError, load_image
 from clipdemo.progress import ConsoleProgress, typed
+from clipdemo.scoring import SOFTMAX, Rule, ZeroShotClassifier
 from clipdemo.zeroshot import CARS_TEMPLATES, build_classifier
 
 FEATURES_VERSION = 2  # bump when preprocessing or the file layout changes: old caches are then ignored
@@ -98,6 +99,8 @@ class Backbone:
     # the Encoder protocol, by delegation
     name = property(lambda self: getattr(self._encoder, "name", None) or self.spec)
     logit_scale = property(lambda self: self.encoder.logit_scale)
+    logit_bias = property(lambda self: getattr(self.encoder, "logit_bias", 0.0))
+    scoring = property(lambda self: getattr(self.encoder, "scoring", SOFTMAX))
 
     def encode_images(self, images) -> torch.Tensor:
         return self.encoder.encode_images(images)
@@ -440,27 +443,38 @@ def unreadable_line(split: str, encoded: EncodedSplit) -> str:
 # --- class-prompt text embeddings -----------------------------------------------------------------------
 
 
-def class_text_embeddings(
+def zero_shot_classifier(
     encoder, class_names: Sequence[str], templates: Sequence[str] = CARS_TEMPLATES, cache_dir=None
-) -> tuple[torch.Tensor, float]:
-    """``([C, D] ensembled class embeddings, logit_scale)`` from ``zeroshot.build_classifier``; with
-    ``cache_dir`` kept on disk too, so a later run needs neither the text tower nor the model load."""
+) -> ZeroShotClassifier:
+    """The classes as a ``ZeroShotClassifier``: their ensembled prompt embeddings (``zeroshot.build_classifier``)
+    and the backbone family's rule; with ``cache_dir`` kept on disk too, so a later run needs neither the text
+    tower nor the model load."""
     backbone = Backbone.of(encoder)
-    templates = tuple(templates)
+    names, templates = tuple(class_names), tuple(templates)
     path = None
     if cache_dir is not None:
-        key = feature_key(backbone.fingerprint, ["text", json.dumps([list(templates), list(class_names)])])
+        key = feature_key(backbone.fingerprint, ["text-v2", json.dumps([list(templates), list(names)])])
         path = Path(cache_dir) / f"text-{key}.safetensors"
-        if path.is_file():
-            try:
-                data = load_file(path)
-                if data["classes"].shape[0] == len(class_names):
-                    return data["classes"], float(data["logit_scale"])
-            except Exception:  # damaged: rebuild
-                pass
-    classes = build_classifier(backbone.encoder, list(class_names), templates).float()  # batched by length
-    scale = float(backbone.logit_scale)
+        cached = _load_classifier(path, names, templates)
+        if cached is not None:
+            return cached
+    classes = build_classifier(backbone.encoder, list(names), templates).float()  # batched by length
+    classifier = ZeroShotClassifier(classes, Rule.of(backbone), names, templates)
     if path is not None:
-        tensors = {"classes": classes.contiguous(), "logit_scale": torch.tensor(scale)}
-        write_atomic(path, lambda tmp: save_file(tensors, tmp))
-    return classes, scale
+        metadata = {"scoring": json.dumps(classifier.rule.to_config())}
+        write_atomic(path, lambda tmp: save_file({"classes": classes.contiguous()}, tmp, metadata=metadata))
+    return classifier
+
+
+def _load_classifier(path: Path, names: tuple, templates: tuple) -> ZeroShotClassifier | None:
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            rule = Rule(**json.loads(f.metadata()["scoring"]))
+            classes = f.get_tensor("classes")
+        return ZeroShotClassifier(classes, rule, names, templates) if classes.shape[0] == len(names) else None
+    except Exception:  # damaged: rebuild
+        return None

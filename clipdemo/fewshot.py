@@ -5,13 +5,14 @@
     taught = teach(encoder, {"mug": [p1, p2, p3], "kettle": [p4, p5, p6]})   # paths, bytes or PIL images
     ranked = taught.predict(image, weight=0.5)    # (blend, zero-shot, head) top-k; 0 = zero-shot, 1 = the head
     loo = leave_one_out(taught)                   # with 3+ images per class: head vs zero-shot accuracy
-    save_head(taught, "my-head")                  # a cars-head checkpoint: ``python -m clipdemo eval`` loads it
+    save_head(taught, "my-head")                  # a head checkpoint: ``python -m clipdemo eval`` loads it
 
 Each image is encoded once (kept in a process-wide LRU keyed by pixel digest, so re-teaching with one more class
 costs only the new images); the head is ``heads.DEFAULT_HEAD`` fitted by ``heads.fit_head`` on those features,
 which starts at zero-shot on the class names and picks its weight by k-fold cross-validation on the few images.
-The slider blends the log-probabilities of zero-shot and of the head (WiSE-FT for a linear head). Nothing here
-touches the server's checkpoint folder: ``save_head`` writes where it is told (the UI: a temporary folder).
+The slider blends the log-probabilities of zero-shot and of the head (``scoring.blend``: WiSE-FT for a linear head);
+the zero-shot column is scored by the backbone family's rule (``clipdemo.scoring``), as on the Zero-shot tab.
+Nothing here touches the server's checkpoint folder: ``save_head`` writes where it is told (the UI: a temporary folder).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from clipdemo import __version__
-from clipdemo.checkpoints import save_checkpoint
+from clipdemo import heads, scoring
 from clipdemo.errors import UserError
-from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND
 from clipdemo.features import Backbone
-from clipdemo.heads import DEFAULT_HEAD, HEADS, FitResult, fit_head, predict_logits
+from clipdemo.heads import DEFAULT_HEAD, FitResult, fit_head, predict_logits
 from clipdemo.images import ImageError, load_image
+from clipdemo.scoring import Rule, ZeroShotClassifier
 from clipdemo.zeroshot import (
     CONTROL_CHARS,
     MAX_LABEL_CHARS,
@@ -99,11 +99,9 @@ class Taught:
     class_names: list[str]
     features: torch.Tensor  # [N, D] the readable examples' embeddings
     labels: torch.Tensor  # [N]
-    class_embeddings: torch.Tensor  # [C, D] zero-shot classifier on the class names
-    logit_scale: float
+    zeroshot: ZeroShotClassifier  # the class names as a zero-shot classifier
     fit: FitResult
     backbone: Backbone
-    templates: tuple[str, ...] = TEMPLATES
     skipped: list[str] = field(default_factory=list)  # "class/file: reason" of each unreadable example
     seed: int = 0
 
@@ -117,13 +115,12 @@ class Taught:
         return np.bincount(self.labels.numpy(), minlength=len(self.class_names)).tolist()
 
     def probabilities(self, features: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(blend, zero-shot, head) probabilities ``[N, C]``; the blend is ``(1 - weight) * log p_zeroshot + weight
-        * log p_head`` renormalised: 0 is zero-shot CLIP, 1 the few-shot head."""
+        """(blend, zero-shot, head) scores ``[N, C]``: the blend is ``scoring.blend`` renormalised (0 is zero-shot
+        CLIP, 1 the few-shot head); zero-shot is the family's rule, as on the Zero-shot tab."""
         weight = min(1.0, max(0.0, float(weight)))
-        zeroshot = (self.logit_scale * features.float() @ self.class_embeddings.T).log_softmax(-1)
-        head = predict_logits(self.fit.head, features.float()).log_softmax(-1)
-        blend = ((1 - weight) * zeroshot + weight * head).softmax(-1)
-        return blend, zeroshot.exp(), head.exp()
+        head = predict_logits(self.fit.head, features.float())
+        blend = scoring.blend(self.zeroshot.logits(features), head, weight).softmax(-1)
+        return blend, self.zeroshot.probabilities(features), head.softmax(-1)
 
     def predict(self, image, weight: float = 1.0, k: int = 5) -> tuple[list[Prediction], ...]:
         """Top-``k`` of the blend, of zero-shot and of the head for one image (path, bytes or PIL)."""
@@ -173,9 +170,9 @@ def teach(
     y = torch.tensor(labels, dtype=torch.long)
     templates = tuple(templates)
     classes = build_classifier(backbone.encoder, names, templates).float()
-    scale = float(backbone.logit_scale)
-    fit = fit_head(head, (features, y), None, class_embeddings=classes, logit_scale=scale, seed=seed)
-    return Taught(names, features, y, classes, scale, fit, backbone, templates, skipped, seed)
+    zeroshot = ZeroShotClassifier(classes, Rule.of(backbone), tuple(names), templates)
+    fit = fit_head(head, (features, y), None, zeroshot=zeroshot, seed=seed)
+    return Taught(names, features, y, zeroshot, fit, backbone, skipped, seed)
 
 
 @dataclass(frozen=True)
@@ -198,19 +195,12 @@ def leave_one_out(taught: Taught) -> LeaveOneOut:
             f"(the fewest here: {min(taught.counts)})."
         )
     x, y = taught.features, taught.labels
-    zs = (taught.logit_scale * x @ taught.class_embeddings.T).argmax(1)
+    zs = taught.zeroshot.logits(x).argmax(1)
     held = _even_sample(y, MAX_LOO, taught.seed)
     correct = 0
     for i in held:
         keep = torch.arange(len(y)) != i
-        fit = fit_head(
-            taught.fit.name,
-            (x[keep], y[keep]),
-            None,
-            class_embeddings=taught.class_embeddings,
-            logit_scale=taught.logit_scale,
-            seed=taught.seed,
-        )
+        fit = fit_head(taught.fit.name, (x[keep], y[keep]), None, zeroshot=taught.zeroshot, seed=taught.seed)
         correct += int(predict_logits(fit.head, x[i : i + 1]).argmax(1).item() == y[i].item())
     zs_correct = int((zs[held] == y[held]).sum())
     return LeaveOneOut(correct / len(held), zs_correct / len(held), len(held), correct, zs_correct)
@@ -227,59 +217,29 @@ def _even_sample(y: torch.Tensor, k: int, seed: int) -> list[int]:
 
 
 def save_head(taught: Taught, out_dir, *, source: str = "your classes (uploaded in the app)") -> Path:
-    """Write ``taught`` as a ``cars-head`` checkpoint (``cars.train_head``'s format: the Cars tab, Admin and
-    ``python -m clipdemo eval`` load it with ``cars.CarsClassifier``)."""
-    fit, n = taught.fit, len(taught.class_names)
-    embed_dim = taught.class_embeddings.shape[1]
-    config = {
-        "kind": CHECKPOINT_KIND[CARS_HEAD],
-        "head": {"name": fit.name, "num_classes": n, "embed_dim": embed_dim, "logit_scale": taught.logit_scale},
-        "backbone": {"spec": taught.backbone.spec, "fingerprint": taught.backbone.fingerprint},
-        "templates": list(taught.templates),
-        "logit_scale": taught.logit_scale,
-    }
-    counts = taught.counts
+    """Write ``taught`` as a head checkpoint (``heads.save_head``: the Cars tab, Admin and ``python -m clipdemo
+    eval`` load it with ``heads.HeadClassifier``)."""
+    n, counts = len(taught.labels), taught.counts
     card = {
-        "title": "Few-shot head (your classes)",
-        "head": fit.name,
-        "head_description": HEADS[fit.name].description,
-        "backbone": taught.backbone.spec,
-        "backbone_fingerprint": taught.backbone.fingerprint,
-        "dataset": {"source": source, "splits": {"train": len(taught.labels)}},
-        "classes": list(taught.class_names),
-        "split": f"few-shot: all {len(taught.labels)} images trained on ({min(counts)}-{max(counts)} per class); "
+        "dataset": {"source": source, "splits": {"train": n}},
+        "split": f"few-shot: all {n} images trained on ({min(counts)}-{max(counts)} per class); "
         "no held-out split (see validation: k-fold on the same images)",
         "split_protocol": "few-shot",
-        "seed": taught.seed,
-        "hyperparameters": fit.hyperparameters,
-        "selection": fit.selection,
-        "templates": list(taught.templates),
         "metrics": {},
-        "validation": {
-            "acc1": fit.val_acc,
-            "zeroshot_acc1": fit.zeroshot_val_acc,
-            "n": fit.n_selection,
-            "protocol": fit.protocol,
-            "fitted_on": fit.n_fit,
-            "candidates": fit.history,
-        },
-        "run": {
-            "best_val_acc": fit.val_acc,
-            "zeroshot_val_acc": fit.zeroshot_val_acc,
-            "steps": fit.steps,
-            "stopped": fit.stopped,
-            "train_seconds": round(fit.seconds, 3),
-        },
         "skipped": {"train": len(taught.skipped)},
         "notes": [f"unreadable: {s}" for s in taught.skipped[:20]],
-        "trained_on": f"{source}: {n} classes, {len(taught.labels)} images",
-        "library_version": __version__,
     }
-    state = {
-        **{f"head.{k}": v for k, v in fit.head.state_dict().items()},
-        "zeroshot.classifier": taught.class_embeddings,
-    }
-    return save_checkpoint(out_dir, state, config, card)
+    trained_on = f"{source}: {len(taught.class_names)} classes, {n} images"
+    return heads.save_head(
+        out_dir,
+        taught.fit,
+        taught.zeroshot,
+        taught.backbone,
+        title="Few-shot head (your classes)",
+        seed=taught.seed,
+        trained_on=trained_on,
+        card=card,
+    )
 
 
 def zip_folder(folder, zip_path) -> Path:

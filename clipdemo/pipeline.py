@@ -204,9 +204,10 @@ def evaluate(
     if leak:
         report({"phase": "encode", "message": leak})
     if family == CARS_HEAD:
-        from clipdemo.cars import CarsClassifier, head_scores
+        from clipdemo.cars import head_scores
+        from clipdemo.heads import HeadClassifier
 
-        clf = CarsClassifier(checkpoint, device=device, load_backbone=False)
+        clf = HeadClassifier(checkpoint, device=device, load_backbone=False)
         scores, skipped = head_scores(clf, plan.dataset, part, cache_dir=cache_dir, progress=progress)
     else:
         scores, skipped = _scratch_scores(checkpoint, plan.dataset, part, device, cache_dir, progress)
@@ -244,6 +245,7 @@ def _scratch_scores(checkpoint, dataset: ImageDataset, part: Part, device: str, 
     from clipdemo.encoders import load_encoder
     from clipdemo.evaluate import zero_shot_scores
     from clipdemo.features import Backbone, encode_parts
+    from clipdemo.scoring import Rule
     from clipdemo.zeroshot import build_classifier
 
     encoder = load_encoder(str(Path(checkpoint)), device=device)
@@ -252,4 +254,4 @@ def _scratch_scores(checkpoint, dataset: ImageDataset, part: Part, device: str, 
     if len(y) == 0:
         raise DataError(f"{dataset.source}: none of the images to score could be read.")
     classes = build_classifier(encoder, list(dataset.class_names), encoder.templates)
-    return zero_shot_scores(x, y, classes, encoder.logit_scale), encoded.skipped["scored"]
+    return zero_shot_scores(x, y, classes, Rule.of(encoder)), encoded.skipped["scored"]

@@ -1,7 +1,7 @@
 """Where in the image: a relevancy map per label, from patch-token similarity, overlaid on the photo.
 
 Each patch token of the ViT's last layer, taken into the joint space the way the pooled token is
-(``Encoder.encode_patches``), is scored against the labels with the model's own rule (``zeroshot.scores``): a
+(``Encoder.encode_patches``), is scored against the labels with the model's own rule (``clipdemo.scoring``): a
 softmax over the labels for CLIP (so a patch is hot when it matches this label better than the others), a sigmoid
 for SigLIP; with a single label, its cosine similarity. The map is stretched to [0, 1] for display (red: most
 relevant, blue: least), upsampled and laid over the part of the photo the model sees (``Encoder.view``). It
@@ -18,7 +18,8 @@ from PIL import Image
 
 from clipdemo.encoders import Encoder
 from clipdemo.errors import UserError
-from clipdemo.zeroshot import TEXT_CACHE, EmbeddingCache, build_classifier, scores
+from clipdemo.scoring import Rule
+from clipdemo.zeroshot import TEXT_CACHE, EmbeddingCache, build_classifier
 
 MAX_SIDE = 512  # the overlay's longest side, in pixels
 
@@ -54,7 +55,7 @@ def relevancy(
     if len(labels) == 1 and encoder.scoring != "sigmoid":
         per_patch = (flat @ classifier.T)[:, 0]
     else:
-        per_patch = scores(encoder, flat, classifier)[:, j]
+        per_patch = Rule.of(encoder).probabilities(flat, classifier)[:, j]
     heat = stretch(per_patch.view(h, w))
     return Relevancy(label, heat, overlay(encoder.view(image), heat))
 

@@ -3,7 +3,7 @@
 What SigLIP users keep getting wrong, done here once, as the models were trained:
 
 - scores are independent: ``sigmoid(logit_scale * cos + logit_bias)`` per (image, label), never a softmax over
-  the labels (``scoring = "sigmoid"``; ``clipdemo.zeroshot.scores`` applies each family's rule);
+  the labels (``scoring = "sigmoid"``; ``clipdemo.scoring`` applies each family's rule);
 - text is padded to the model's full context (``padding="max_length"``): the text tower was trained on padded
   sequences and pools its last position, so shorter padding gives other embeddings;
 - text is lowercased: SigLIP's tokenizer lowercases (``do_lower_case``) and SigLIP 2 was trained on lowercased

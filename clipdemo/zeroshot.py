@@ -20,6 +20,7 @@ from PIL import Image
 from clipdemo.devices import l2_normalize
 from clipdemo.encoders import Encoder
 from clipdemo.errors import UserError
+from clipdemo.scoring import SIGMOID, SOFTMAX, Rule
 
 # OpenAI's 80 ImageNet prompt templates (CLIP repo, notebooks/Prompt_Engineering_for_ImageNet.ipynb).
 IMAGENET_TEMPLATES = (
@@ -272,26 +273,10 @@ def rank(probs: torch.Tensor, labels: list[str], top_k: int | None = None) -> li
     ]
 
 
-SOFTMAX, SIGMOID = "softmax", "sigmoid"
 # "None of these" below this: a probability for sigmoid families (each label on its own); for softmax families,
 # whose probabilities always sum to 1 and so can't say "none", a cosine similarity (matching image-text pairs
 # of OpenAI's CLIP sit around 0.25-0.35, unrelated ones below 0.2).
 DEFAULT_THRESHOLD = {SIGMOID: 0.1, SOFTMAX: 0.2}
-
-
-def scores(encoder: Encoder, image_embeddings: torch.Tensor, classifier: torch.Tensor, multi_label: bool = False):
-    """Each family's scoring rule, in one place. [N, D] x [L, D] normalised -> [N, L] scores in [0, 1].
-
-    Sigmoid families (SigLIP): ``sigmoid(scale * cos + bias)``, each label on its own, as trained. Softmax
-    families (CLIP): a softmax over the labels of ``scale * cos``; in multi-label mode, where each label must
-    stand on its own, the cosine similarity itself (clipped at 0), since CLIP has no calibrated per-label score.
-    """
-    cosine = image_embeddings @ classifier.T
-    if encoder.scoring == SIGMOID:
-        return (encoder.logit_scale * cosine + encoder.logit_bias).sigmoid()
-    if multi_label:
-        return cosine.clamp(min=0)
-    return (encoder.logit_scale * cosine).softmax(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -317,7 +302,7 @@ def truncated_labels(encoder: Encoder, labels: list[str], templates: tuple[str, 
 @dataclass
 class ZeroShotResult:
     labels: list[str]
-    scores: torch.Tensor  # [N, L] in [0, 1], as the family scores (see ``scores``)
+    scores: torch.Tensor  # [N, L] in [0, 1], by the family's rule (``clipdemo.scoring``)
     similarity: torch.Tensor  # [N, L] cosine similarities
     scoring: str  # SOFTMAX or SIGMOID
     multi_label: bool
@@ -372,7 +357,7 @@ def zero_shot(
     image_embeddings = encode_images_cached(encoder, images, image_cache)
     return ZeroShotResult(
         labels=list(labels),
-        scores=scores(encoder, image_embeddings, classifier, multi_label),
+        scores=Rule.of(encoder).probabilities(image_embeddings, classifier, multi_label),
         similarity=image_embeddings @ classifier.T,
         scoring=encoder.scoring,
         multi_label=multi_label,
@@ -390,6 +375,6 @@ def classify(
     text_cache: EmbeddingCache = TEXT_CACHE,
     image_cache: EmbeddingCache = IMAGE_CACHE,
 ) -> list[list[Prediction]]:
-    """Rank ``labels`` for each image with the model's scoring rule (``scores``)."""
+    """Rank ``labels`` for each image with the model's scoring rule (``clipdemo.scoring``)."""
     result = zero_shot(encoder, images, labels, templates, text_cache=text_cache, image_cache=image_cache)
     return result.ranked(top_k)

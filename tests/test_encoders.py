@@ -103,8 +103,8 @@ def test_precision_choice(monkeypatch, caplog):
 def test_shipped_checkpoint_in_bf16_mostly_agrees_with_fp32():
     """What the precision choice rests on: bf16 is close to fp32 but not identical on our test set."""
     from clipdemo.data.sources import load_source
-    from clipdemo.evaluate import zero_shot_logits
     from clipdemo.features import encode_split
+    from clipdemo.scoring import Rule
     from clipdemo.zeroshot import build_classifier
 
     dataset = load_source("shapes")
@@ -116,7 +116,7 @@ def test_shipped_checkpoint_in_bf16_mostly_agrees_with_fp32():
         assert encoder.precision == precision
         features = encode_split(encoder, test, progress=lambda event: None).features
         classes = build_classifier(encoder, dataset.class_names, encoder.templates)
-        scores[precision] = zero_shot_logits(features, classes, encoder.logit_scale)
+        scores[precision] = Rule.of(encoder).logits(features, classes)
     assert not torch.equal(scores["fp32"], scores["bf16"])  # bf16 really ran
     agree = (scores["fp32"].argmax(1) == scores["bf16"].argmax(1)).float().mean().item()
     assert agree >= 0.95

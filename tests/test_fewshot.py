@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipdemo.cars import CarsClassifier
 from clipdemo.cli import main
 from clipdemo.encoders import load_encoder
 from clipdemo.fewshot import FewShotError, examples_from_zip, leave_one_out, save_head, teach, zip_folder
+from clipdemo.heads import HeadClassifier
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
 from clipdemo.ui import fewshot_tab
@@ -55,7 +55,7 @@ def test_slider_moves_from_zero_shot_to_the_head(taught):
 
 def test_downloaded_head_is_a_cars_head_checkpoint_eval_accepts(taught, tiny_clip, tmp_path, capsys, monkeypatch):
     folder = save_head(taught, tmp_path / "fewshot-head")
-    clf = CarsClassifier(folder, backbone=str(tiny_clip))
+    clf = HeadClassifier(folder, backbone=str(tiny_clip))
     head, zeroshot = clf.predict(colour_image("leaf", 777), k=3)
     assert head[0].label == "leaf" and {p.label for p in zeroshot} == set(CLASSES)
     with zipfile.ZipFile(zip_folder(folder, tmp_path / "head.zip")) as z:
@@ -173,7 +173,7 @@ def test_handlers_teach_classify_download_and_write_nothing_to_checkpoints(serve
     assert max(blend, key=blend.get) == "sky" and "the head says **sky**" in verdict
     archive = Path(fewshot_tab.download_handler(state))
     with zipfile.ZipFile(archive) as z:
-        assert json.loads(z.read("fewshot-head/config.json"))["kind"] == "cars-head"
+        assert json.loads(z.read("fewshot-head/config.json"))["kind"] == "clip-head"
     assert not any(served.settings.checkpoint_dir.iterdir())  # the public tab wrote nothing there
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipdemo import encoders
-from clipdemo.cars import CarsClassifier, train_head, zeroshot_scores
+from clipdemo.cars import train_head, zeroshot_scores
 from clipdemo.checkpoints import CheckpointError, load_checkpoint
 from clipdemo.data import DataError, ImageDataset, Split
 from clipdemo.data.sources import load_source
@@ -21,17 +21,18 @@ from clipdemo.data.splits import Part, plan_splits
 from clipdemo.features import (
     Backbone,
     EncodingStopped,
-    class_text_embeddings,
     encode_split,
     feature_cache_path,
     merge_shards,
     save_features,
+    zero_shot_classifier,
 )
 from clipdemo.heads import (
     C_GRID,
     DEFAULT_HEAD,
     FOLDS,
     HEADS,
+    HeadClassifier,
     LinearProbe,
     accuracy,
     build_head,
@@ -39,6 +40,7 @@ from clipdemo.heads import (
     predict_logits,
 )
 from clipdemo.pipeline import evaluate
+from clipdemo.scoring import Rule, ZeroShotClassifier
 from clipdemo.testing import make_clip_folder
 from tests.minicars import write_minicars
 
@@ -64,7 +66,7 @@ def separable_task(seed=0, per_class=30, permuted=True):
 
 
 def fit(name, train, validation, text=TEXT, scale=10.0, **kw):
-    return fit_head(name, train, validation, class_embeddings=text, logit_scale=scale, **kw)
+    return fit_head(name, train, validation, zeroshot=ZeroShotClassifier(text, Rule(scale=scale)), **kw)
 
 
 @pytest.mark.parametrize("name", list(HEADS))
@@ -122,7 +124,7 @@ def test_default_head_starts_at_zero_shot_and_never_ends_below_it():
     # zero-shot is already right: the blend keeps it (or ties it); on a permuted task it leaves it
     x, y = separable_task(permuted=False)
     vx, vy = separable_task(seed=1, permuted=False)
-    blend = build_head(DEFAULT_HEAD, num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=10.0)
+    blend = build_head(DEFAULT_HEAD, num_classes=4, embed_dim=16, class_embeddings=TEXT, rule=Rule(scale=10.0))
     assert torch.equal(blend(x).argmax(1), (x @ TEXT.T).argmax(1))  # as built (alpha 0): exactly zero-shot
     for permuted in (False, True):
         x, y = separable_task(permuted=permuted)
@@ -158,7 +160,7 @@ def test_adam_budgets_are_steps_so_small_data_converges():
 
 def test_zeroshot_init_starts_at_zero_shot_which_is_a_candidate():
     x, y = separable_task(permuted=False)
-    head = build_head("zeroshot-init", num_classes=4, embed_dim=16, class_embeddings=TEXT, logit_scale=50.0)
+    head = build_head("zeroshot-init", num_classes=4, embed_dim=16, class_embeddings=TEXT, rule=Rule(scale=50.0))
     torch.testing.assert_close(head(x), 50.0 * x @ TEXT.T)
     result = fit("zeroshot-init", (x, y), (x, y), scale=50.0)
     assert result.history[0]["steps"] == 0 and result.history[0]["acc"] == result.zeroshot_val_acc == 1.0
@@ -167,7 +169,7 @@ def test_zeroshot_init_starts_at_zero_shot_which_is_a_candidate():
 
 def test_mlp_logits_is_the_tutorials_head():
     text = F.normalize(torch.randn(196, 32), dim=-1)
-    head = build_head("mlp-logits", num_classes=196, embed_dim=32, class_embeddings=text, logit_scale=100.0)
+    head = build_head("mlp-logits", num_classes=196, embed_dim=32, class_embeddings=text, rule=Rule(scale=100.0))
     trainable = [n for n, p in head.named_parameters() if p.requires_grad]
     # the notebook's printed "Params to learn" list, in order
     assert trainable == [
@@ -299,12 +301,13 @@ def test_a_stop_while_encoding_caches_nothing(tmp_path):
 
 def test_text_embeddings_are_cached_on_disk(tmp_path):
     encoder = CountingEncoder()
-    classes, scale = class_text_embeddings(encoder, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
-    assert classes.shape == (2, 3) and scale == 10.0 and encoder.texts == 16  # 8 templates x 2 classes
+    classifier = zero_shot_classifier(encoder, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
+    assert classifier.embeddings.shape == (2, 3) and classifier.rule == Rule(scale=10.0)
+    assert encoder.texts == 16  # 8 templates x 2 classes
     fresh = CountingEncoder()
     fresh.name = "counting"  # same identity, new process: the file answers
-    again, _ = class_text_embeddings(fresh, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
-    assert fresh.texts == 0 and torch.equal(again, classes)
+    again = zero_shot_classifier(fresh, ["Acura RL", "Audi A4"], cache_dir=tmp_path)
+    assert fresh.texts == 0 and torch.equal(again.embeddings, classifier.embeddings) and again.rule == classifier.rule
 
 
 # --- the whole pipeline on a miniature devkit, with a tiny CLIP --------------------------------------------
@@ -436,7 +439,7 @@ def test_a_stop_before_the_first_step_writes_no_checkpoint(trained, cars, tiny):
 
 def test_classifier_predicts_both_rankings(trained, cars, tiny):
     _, work = trained
-    classifier = CarsClassifier(work / "head")
+    classifier = HeadClassifier(work / "head")
     head, zeroshot = classifier.predict(cars.splits["test"].images[0], k=5)
     assert len(head) == len(zeroshot) == 4  # k is capped at the number of classes
     assert {p.label for p in head} == set(cars.class_names) == {p.label for p in zeroshot}
@@ -447,9 +450,9 @@ def test_a_different_backbone_is_refused(trained, tiny, tmp_path):
     _, work = trained
     other = make_clip_folder(tmp_path / "tiny-b", "tiny", seed=1)
     with pytest.raises(CheckpointError, match="trained on the backbone .* can't be used with"):
-        CarsClassifier(work / "head", backbone=str(other))
+        HeadClassifier(work / "head", backbone=str(other))
     copy = make_clip_folder(tmp_path / "tiny-a-copy", "tiny", seed=0)  # same weights elsewhere: accepted
-    assert CarsClassifier(work / "head", backbone=str(copy), load_backbone=False).backbone.spec == str(copy.resolve())
+    assert HeadClassifier(work / "head", backbone=str(copy), load_backbone=False).backbone.spec == str(copy.resolve())
 
 
 def test_evaluating_on_other_classes_is_refused(trained, cars):

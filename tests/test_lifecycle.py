@@ -209,7 +209,7 @@ def test_promote_accepts_the_folder_the_tabs_and_out_talk_about(env, capsys):
     ]
     save_checkpoint(env / "head", {"w": torch.zeros(2)}, {"kind": "cars-head"}, {})
     assert main(["promote", "scratch", "head"]) == 2
-    one_line_error(capsys, "holds a cars-head checkpoint, not a scratch-clip one")
+    one_line_error(capsys, "holds a clip-head checkpoint, not a scratch-clip one")
     assert main(["promote", "scratch", "nothing-here"]) == 2
     one_line_error(capsys, "does not exist")
 

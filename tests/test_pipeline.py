@@ -199,7 +199,8 @@ def import_graph() -> dict[str, set[str]]:
         deps = set()
         for dep in found:
             while dep:
-                if dep in modules and dep != name:
+                # a module's own package (its __init__ re-exporting it) is Python's package mechanics, not a circle
+                if dep in modules and dep != name and not name.startswith(dep + "."):
                     deps.add(dep)
                 dep = dep.rpartition(".")[0]
         graph[name] = deps - {"clipdemo"}

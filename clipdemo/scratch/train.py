@@ -42,6 +42,7 @@ from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.features import encode_split, unreadable_line
 from clipdemo.progress import typed
 from clipdemo.results import TrainResult
+from clipdemo.scoring import Rule
 from clipdemo.scratch.encoder import TEMPLATES, PixelEncoder, to_pixels
 from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
 from clipdemo.scratch.model import preset as get_preset
@@ -225,7 +226,7 @@ def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, 
     try:
         classes = class_embeddings(model, captions, n_classes).cpu()
         return zero_shot_scores(
-            image_features(model, split, device), split.labels, classes, float(model.scale().detach())
+            image_features(model, split, device), split.labels, classes, Rule(scale=float(model.scale().detach()))
         )
     finally:
         model.train(was_training)

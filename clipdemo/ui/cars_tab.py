@@ -1,6 +1,6 @@
 """Cars tab: one photo -> the trained head's top-5 beside zero-shot CLIP's top-5, with the head's card.
 
-The head is the promoted ``cars-head`` checkpoint, looked up on every request; its ``CarsClassifier`` is
+The head is the promoted ``cars-head`` checkpoint, looked up on every request; its ``HeadClassifier`` is
 loaded once per checkpoint folder and kept, so a promote swaps it without a restart. When nothing is
 promoted, or the backbone the head needs can't be loaded, the tab says so and how to fix it. Texts shown
 here name local folders by their last component only: server paths stay on the server (details go to the log).
@@ -15,10 +15,11 @@ from pathlib import Path
 import gradio as gr
 
 from clipdemo import hub_access
-from clipdemo.cars import HEAD_KIND, CarsClassifier
 from clipdemo.checkpoints import CheckpointError, folder_stamp, read_card
 from clipdemo.errors import ModelUnavailable
+from clipdemo.families import CARS_HEAD
 from clipdemo.fingerprints import backbone_folder
+from clipdemo.heads import HeadClassifier
 from clipdemo.images import ImageError
 from clipdemo.names import model_name, source_name
 from clipdemo.serving import Served
@@ -33,15 +34,15 @@ NO_HEAD = "**No Cars head is served yet.** " + TRAIN_HINT
 
 log = logging.getLogger("clipdemo.ui")
 _lock = threading.Lock()
-_loaded: dict[tuple, CarsClassifier] = {}  # (folder, its files' stamp) -> classifier; holds the served one only
+_loaded: dict[tuple, HeadClassifier] = {}  # (folder, its files' stamp) -> classifier; holds the served one only
 
 
-def served_classifier(served: Served) -> CarsClassifier | None:
+def served_classifier(served: Served) -> HeadClassifier | None:
     """The classifier of the promoted head (loaded once per checkpoint folder), or None when none is promoted.
 
     Raises ``ModelUnavailable`` when its backbone can't be loaded and ``CheckpointError`` when the folder
     is damaged or the backbone changed since training."""
-    folder = served.checkpoint(HEAD_KIND)
+    folder = served.checkpoint(CARS_HEAD)
     if folder is None:
         return None
     stamp = folder_stamp(folder)  # changes when the folder is replaced or rewritten in place
@@ -50,7 +51,7 @@ def served_classifier(served: Served) -> CarsClassifier | None:
     key = (str(folder.resolve()), stamp)
     with _lock:  # loads are rare; one at a time keeps two requests from loading the same model twice
         if key not in _loaded:
-            classifier = CarsClassifier(folder)
+            classifier = HeadClassifier(folder)
             _loaded.clear()  # the previous head is no longer served
             _loaded[key] = classifier
         return _loaded[key]
@@ -67,7 +68,7 @@ def backbone_problem(spec: str) -> str:
 
 def tab_status(served: Served) -> str:
     """What the tab can do right now, cheaply (no model is loaded here): shown on every page load."""
-    folder = served.checkpoint(HEAD_KIND)
+    folder = served.checkpoint(CARS_HEAD)
     if folder is None:
         return NO_HEAD
     try:
@@ -90,7 +91,7 @@ def unusable(folder: Path) -> str:
 
 
 def card_text(served: Served) -> str:
-    folder = served.checkpoint(HEAD_KIND)
+    folder = served.checkpoint(CARS_HEAD)
     if folder is None:
         return ""
     try:
@@ -159,11 +160,11 @@ def classify(served: Served, image):
     try:
         classifier = served_classifier(served)
     except ModelUnavailable as e:
-        folder = served.checkpoint(HEAD_KIND)
+        folder = served.checkpoint(CARS_HEAD)
         log.warning("backbone of the served Cars head %s: %s", folder, e)
         return None, None, backbone_problem(str(read_card(folder).get("backbone", "?"))), card_text(served)
     except CheckpointError:
-        folder = served.checkpoint(HEAD_KIND)
+        folder = served.checkpoint(CARS_HEAD)
         log.exception("served Cars head %s", folder)
         return None, None, unusable(folder), card_text(served)
     if classifier is None:
