@@ -3,14 +3,14 @@
 nanoGPT habits: one config dataclass with commented defaults, modules only, no I/O. A checkpoint stores
 ``config.to_dict()`` and ``ScratchCLIP(ScratchCLIPConfig.from_dict(that))`` rebuilds the model.
 
-The ``seed`` preset is the tutorial's model (``../shared/seeds/003_…``): pre-LN transformer blocks, a
-patchifying conv with a class token, fixed sinusoidal positions, text pooled at the end token, linear
-projections into a joint space, a learnable temperature. What differs in every preset: attention is one
-fused ``scaled_dot_product_attention`` call for all heads (the tutorial looped over heads in Python and
-materialised a [B, T, T] mask); the key-padding mask is broadcast from [B, T]; text is pooled at the true
-end-token position; the temperature is clamped at 100 as in CLIP; images may come in as uint8 (the
-/255 is folded into the first layer). The ``default`` preset adds a BatchNorm conv stem, learned
-positions and final LayerNorms, and is smaller and faster (see ``PRESETS``).
+The ``seed`` preset is the tutorial's model (the from-scratch CLIP tutorial this project grew from, kept
+unchanged as that preset; docs/pokemon.md): pre-LN transformer blocks, a patchifying conv with a class token,
+fixed sinusoidal positions, text pooled at the end token, linear projections into a joint space, a learnable
+temperature. What differs in every preset: attention is one fused ``scaled_dot_product_attention`` call for
+all heads (the tutorial looped over heads in Python and materialised a [B, T, T] mask); the key-padding mask
+is broadcast from [B, T]; text is pooled at the true end-token position; the temperature is clamped at 100 as
+in CLIP; images may come in as uint8 (the /255 is folded into the first layer). The ``default`` preset adds a
+BatchNorm conv stem, learned positions and final LayerNorms, and is smaller and faster (see ``PRESETS``).
 """
 
 from __future__ import annotations
