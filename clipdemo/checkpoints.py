@@ -16,9 +16,7 @@ import fcntl
 import itertools
 import json
 import os
-import shutil
 import socket
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from clipdemo.atomic import fsync_dir, write_json_atomic
+from clipdemo.atomic import fsync_dir, write_folder_atomic, write_json_atomic
 from clipdemo.errors import UserError
 from clipdemo.families import (  # noqa: F401 - FAMILIES re-exported for the UI
     CHECKPOINT_KIND,
@@ -88,23 +86,14 @@ def save_checkpoint(folder, state_dict: dict[str, torch.Tensor], config: dict, c
         raise ValueError("config needs a 'kind'")
     config = {**config, "kind": canonical_kind(config["kind"])}
     check_replaceable(folder, config["kind"])
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
-    try:
+
+    def fill(tmp: Path) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"kind": config["kind"]})
-        card = {"created": now_iso(), **card, "kind": config["kind"]}
-        for name, data in ((CONFIG, config), (CARD, card)):
+        for name, data in ((CONFIG, config), (CARD, {"created": now_iso(), **card, "kind": config["kind"]})):
             (tmp / name).write_text(json.dumps(data, indent=2, sort_keys=True))
-        for name in (WEIGHTS, CONFIG, CARD):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        _swap_in(tmp, folder, config["kind"])
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return write_folder_atomic(folder, fill, lambda tmp, target: _swap_in(tmp, target, config["kind"]))
 
 
 def _swap_in(new: Path, folder: Path, kind: str) -> None:

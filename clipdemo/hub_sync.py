@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from clipdemo import hub_access
+from clipdemo.atomic import write_folder_atomic
 from clipdemo.checkpoints import CheckpointError, claim_version, load_checkpoint, promote, served_checkpoint
 from clipdemo.errors import UserError
 from clipdemo.families import FAMILIES
@@ -95,24 +95,26 @@ def pull_checkpoint(repo_id: str, dest_root, family: str, token: str | None = No
 
     base = Path(dest_root) / family
     base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".hub-", suffix=".partial"))
-    try:
-        try:
-            snapshot_download(
-                repo_id, repo_type="model", allow_patterns=[f"{family}/*"], local_dir=tmp, token=_token(token)
-            )
-        except Exception as e:
-            log.warning("pull of %s/%s failed", repo_id, family, exc_info=True)
-            raise _hub_failure("download from", repo_id, e) from None
-        try:
-            load_checkpoint(tmp / family)
-        except CheckpointError:
-            raise HubSyncError(f"The Hub repo {repo_id} has no loadable {family} checkpoint.") from None
-        with claim_version(dest_root, family, "hub") as claim:
-            os.replace(tmp / family, claim.folder)
-            promote(dest_root, family, claim.folder.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def fill(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=base, prefix=".hub-") as download:
+            try:
+                snapshot_download(
+                    repo_id, repo_type="model", allow_patterns=[f"{family}/*"], local_dir=download, token=_token(token)
+                )
+            except Exception as e:
+                log.warning("pull of %s/%s failed", repo_id, family, exc_info=True)
+                raise _hub_failure("download from", repo_id, e) from None
+            try:
+                load_checkpoint(Path(download) / family)
+            except CheckpointError:
+                raise HubSyncError(f"The Hub repo {repo_id} has no loadable {family} checkpoint.") from None
+            for f in (Path(download) / family).iterdir():  # the checkpoint's files, not the Hub's .cache beside them
+                os.replace(f, tmp / f.name)
+
+    with claim_version(dest_root, family, "hub") as claim:
+        write_folder_atomic(claim.folder, fill)
+        promote(dest_root, family, claim.folder.name)
     return claim.folder
 
 

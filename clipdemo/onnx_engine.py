@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 from clipdemo import settings
-from clipdemo.atomic import fsync_dir
+from clipdemo.atomic import remove_stale_partials, write_folder_atomic
 from clipdemo.devices import embedding
 from clipdemo.errors import ConfigError, first_line
 
@@ -244,14 +243,12 @@ def cached_session(name: str, fingerprint: str, precision: str, export: Callable
 
 
 def _export_into(folder: Path, export: Callable[[Path], None], precision: str) -> None:
-    """Export into a hidden temporary sibling folder, fsync it, rename it to ``folder``: readers see a complete
-    model or none. Another process that finished the same export first wins; ours is dropped."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(folder.parent)
+    """Export into a hidden temporary sibling folder, fsync it, rename it to ``folder`` (``atomic``): readers see a
+    complete model or none. Another process that finished the same export first wins; ours is dropped."""
+    remove_stale_partials(folder.parent, STALE_TEMP_SECONDS)
     start = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users sharing it
-    try:
+
+    def fill(tmp: Path) -> None:
         export(tmp / "model.onnx")
         if precision == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -261,18 +258,17 @@ def _export_into(folder: Path, export: Callable[[Path], None], precision: str) -
                 quantize_dynamic(tmp / "fp32.onnx", tmp / "model.onnx", weight_type=QuantType.QInt8)
             (tmp / "fp32.onnx").unlink()
         _weights_apart(tmp / "model.onnx")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "model.onnx").is_file():
-                raise
-        fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomic(folder, fill, _first_export_wins)
     log.info("exported %s to ONNX (%s) in %.1f s", folder.name, precision, time.monotonic() - start)
+
+
+def _first_export_wins(tmp: Path, folder: Path) -> None:
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if not (folder / "model.onnx").is_file():
+            raise
 
 
 class _quiet_quantizer(contextlib.ContextDecorator):
@@ -296,15 +292,6 @@ def _weights_apart(model: Path) -> None:
 
     graph = onnx.load(str(model))
     onnx.save_model(graph, str(model), save_as_external_data=True, location=f"{model.name}.data", size_threshold=1024)
-
-
-def _remove_stale_temporaries(root: Path) -> None:
-    for tmp in root.glob(".tmp-*"):
-        try:
-            if time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
 
 
 def new_session(model: Path):

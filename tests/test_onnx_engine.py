@@ -186,7 +186,7 @@ def test_sigkill_during_export_leaves_no_model_in_the_cache(cache):
         child.wait()
     assert models_in(cache) == []  # only the hidden temporary folder, which nothing loads
     (leftover,) = list(cache.iterdir())
-    assert leftover.name.startswith(".tmp-")
+    assert leftover.name.startswith(".") and leftover.name.endswith(".partial")
     # the next process exports afresh; a temporary older than any export is cleared on the way
     old = time.time() - 2 * onnx_engine.STALE_TEMP_SECONDS
     os.utime(leftover, (old, old))

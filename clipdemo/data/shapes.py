@@ -26,13 +26,12 @@ import io
 import json
 import math
 import os
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clipdemo.atomic import write_folder_atomic
 from clipdemo.data import DataError, ImageDataset, Split
 
 VERSION = 1  # bump when the drawing changes: it is part of the fingerprint
@@ -185,11 +184,9 @@ def make_shapes(out_dir, seed: int = 0, per_class=None, size: int = 64) -> Path:
     if os.path.lexists(out) and not (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
         what = "a folder that is not empty" if out.is_dir() else "a file"
         raise DataError(f"'{out}' is {what}; demo-data writes only into a new or empty folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{time.time_ns()}.partial")
-    tmp.mkdir()  # not mkdtemp: the dataset keeps the usual permissions
-    try:
-        sizes = _sizes(per_class)
+    sizes = _sizes(per_class)
+
+    def fill(tmp: Path) -> None:
         for split, name, i, data in _generate(seed, sizes, size):
             folder = tmp / split / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -206,8 +203,6 @@ def make_shapes(out_dir, seed: int = 0, per_class=None, size: int = 64) -> Path:
             "notes": _notes(),
         }
         (tmp / "shapes.json").write_text(json.dumps(manifest, indent=2))
-        os.rename(tmp, out)  # replaces only an empty folder: one filled meanwhile makes this fail
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
-        raise
+
+    write_folder_atomic(out, fill)  # os.rename replaces only an empty folder: one filled meanwhile makes this fail
     return out
