@@ -20,7 +20,7 @@ from clipdemo.checkpoints import CheckpointError, folder_stamp, read_card
 from clipdemo.errors import ModelUnavailable
 from clipdemo.fingerprints import backbone_folder
 from clipdemo.images import ImageError
-from clipdemo.names import model_name, source_name
+from clipdemo.names import looks_like_path, model_name, source_name
 from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
 
@@ -77,7 +77,7 @@ def tab_status(served: Served) -> str:
         return unusable(folder)
     spec = str(card.get("backbone") or "")
     local = backbone_folder(spec) is not None
-    if not local and (Path(spec).is_absolute() or spec.startswith((".", "~")) or not hub_access.hub_reachable()):
+    if not local and (looks_like_path(spec) or not hub_access.hub_reachable()):  # a lost folder, or no Hub
         return backbone_problem(spec)
     return f"Upload a photo of a car: head `{card.get('head', '?')}` on {model_name(spec)}."
 
