@@ -409,6 +409,7 @@ class TrainLoop:
         return True
 
     def train_batch(self, idx: torch.Tensor, templates: torch.Tensor) -> None:
+        """One optimisation step on the training rows ``idx`` (this rank's share of a batch); a "train" event."""
         run, train, device = self.run, self.data.train, self.run.runtime.device
         ts, cs = time.perf_counter(), time.process_time()
         pixels = torch.index_select(train.features, 0, idx, out=self.buffer[: len(idx)]).to(device)
