@@ -236,12 +236,14 @@ def logreg_run(dataset: ImageDataset, budget: float, seed: int, size: int = 32) 
     from sklearn.preprocessing import StandardScaler
 
     from clipdemo.data.splits import plan_splits
-    from clipdemo.scratch.train import decode_plan
+    from clipdemo.features import encode_plan
+    from clipdemo.scratch.encoder import PixelEncoder
 
     c0 = cpu_time()
-    parts, _ = decode_plan(plan_splits(dataset, seed=seed), size, progress=lambda event: None)
+    plan = plan_splits(dataset, seed=seed)
+    parts = encode_plan(plan, PixelEncoder(size), batch_size=256, progress=lambda event: None).rows
     train, val, test = parts["train"], parts["validation"], parts["evaluation"]
-    flat = lambda split: split.pixels.reshape(len(split), -1).numpy().astype(np.float64) / 255
+    flat = lambda split: split.features.reshape(len(split), -1).numpy().astype(np.float64) / 255
     scaler = StandardScaler().fit(flat(train))
     xs = {k: scaler.transform(flat(s)) for k, s in (("train", train), ("val", val), ("test", test))}
     best = (-1.0, None)

@@ -363,34 +363,51 @@ def _decode(split: Split, indices: list[int]):
 
 
 @dataclass
+class PartRows:
+    """One part's rows: ``features`` [K, ...] (embeddings, or uint8 pixels from the scratch trainer's
+    ``PixelEncoder``) and ``labels`` [K]. Unpacks as ``features, labels``."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.features, self.labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
 class EncodedPlan:
-    rows: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part name -> (features [K, D], labels [K])
+    rows: dict[str, PartRows]  # part name -> its rows (features [K, ...], labels [K])
     skipped: dict[str, int]  # part name -> unreadable images left out
-    fresh: int  # images that went through the model (0 on a warm cache)
+    fresh: int  # images that went through the encoder (0 on a warm cache)
 
 
-def encode_plan(plan: SplitPlan, backbone: Backbone, *, parts=None, **kwargs) -> EncodedPlan:
-    """Features and labels of each of ``plan``'s parts (all, or those named in ``parts``), and its unreadable
-    images per part (see ``encode_parts``)."""
+def encode_plan(plan: SplitPlan, encoder, *, parts=None, **kwargs) -> EncodedPlan:
+    """What ``encoder`` makes of each of ``plan``'s parts (all, or those named in ``parts``), and its unreadable
+    images per part: the one way a split plan is encoded, for heads (a frozen CLIP: ``Backbone``, spec or
+    ``Encoder``) and for the scratch trainer (``PixelEncoder``: decoded pixels). See ``encode_parts``."""
     wanted = {k: v for k, v in plan.parts().items() if parts is None or k in parts}
-    return encode_parts(plan.dataset, wanted, backbone, **kwargs)
+    return encode_parts(plan.dataset, wanted, encoder, **kwargs)
 
 
 def encode_parts(
     dataset: ImageDataset,
     parts: dict[str, Part],
-    backbone: Backbone,
+    encoder,
     *,
     cache_dir=None,
     progress=None,
     batch_size: int = 64,
     should_stop=None,
 ) -> EncodedPlan:
-    """Each dataset split the ``parts`` draw from is encoded once (cached under the dataset fingerprint and split
-    name), and each part takes its rows; unreadable images are named in a progress message."""
+    """Each dataset split the ``parts`` draw from is encoded once (cached under the encoder's fingerprint, the
+    dataset fingerprint and the split name), and each part takes its rows; unreadable images are counted per
+    part and named in a progress message."""
     encoded = encode_dataset_splits(
         dataset,
-        backbone,
+        encoder,
         [p.split for p in parts.values()],
         cache_dir=cache_dir,
         progress=progress,
@@ -402,7 +419,7 @@ def encode_parts(
         if e.skipped:
             report({"phase": "encode", "message": unreadable_line(name, e)})
     return EncodedPlan(
-        {k: encoded[p.split].rows(p.indices) for k, p in parts.items()},
+        {k: PartRows(*encoded[p.split].rows(p.indices)) for k, p in parts.items()},
         {k: encoded[p.split].missing(p.indices) for k, p in parts.items()},
         sum(e.fresh for e in encoded.values()),
     )
@@ -410,7 +427,7 @@ def encode_parts(
 
 def encode_dataset_splits(
     dataset: ImageDataset,
-    backbone: Backbone,
+    encoder,
     names,
     *,
     cache_dir=None,
@@ -421,7 +438,7 @@ def encode_dataset_splits(
     """Each named dataset split encoded once (cached under the dataset fingerprint and split name)."""
     return {
         name: encode_split(
-            backbone,
+            encoder,
             dataset.splits[name],
             batch_size=batch_size,
             progress=progress,

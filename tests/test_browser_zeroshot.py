@@ -118,3 +118,18 @@ def test_relevancy_map(page):
     assert "where 'a temple' matches" in page.inner_text("#zs-maps")
     page.locator("#zs-maps").scroll_into_view_if_needed()
     assert screenshot(page, "zero_shot_relevancy").stat().st_size > 20_000
+
+
+def test_one_click_decodes_each_image_once(page, monkeypatch):
+    """Classify runs check -> ranked labels -> matrix; the uploads are decoded by the first and passed along."""
+    from clipdemo.ui import zeroshot_tab
+
+    decoded, load = [], zeroshot_tab.load_image
+    monkeypatch.setattr(zeroshot_tab, "load_image", lambda source, **kw: decoded.append(source) or load(source, **kw))
+    page.set_input_files("#zs-images input[type=file]", [str(PHOTOS[0]), str(PHOTOS[1])])
+    page.fill("#zs-labels textarea", "a temple, a flower")
+    page.click("#zs-run")
+    page.wait_for_selector("#zs-matrix img", timeout=90_000)
+    wait_text(page, "#zs-topk", "2: ")
+    wait_text(page, "#zs-label", "%")
+    assert len(decoded) == 2, decoded

@@ -141,3 +141,18 @@ def test_browser_upload_shows_both_rankings(served, cars, browser):
         assert head_acc >= 90.0 and head_acc > zs_acc + 30, card
         assert screenshot(page, "cars_tab").stat().st_size > 10_000
         page.close()
+
+
+@pytest.mark.parametrize("spec", ["models/clip/v2", "C:\\models\\clip", "./clip", "~/clip", "/srv/clip"])
+def test_a_lost_backbone_folder_is_named_as_one_even_with_the_hub_reachable(spec, tmp_path, monkeypatch):
+    """What counts as a path is ``names.looks_like_path``'s rule: such a spec is never sent to the Hub."""
+    from types import SimpleNamespace
+
+    from clipdemo import hub_access
+
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(cars_tab, "read_card", lambda folder: {"backbone": spec, "head": "linear"})
+    served = SimpleNamespace(checkpoint=lambda kind: tmp_path)
+    assert "can't be loaded" in cars_tab.tab_status(served)
+    monkeypatch.setattr(cars_tab, "read_card", lambda folder: {"backbone": "openai/clip-vit-base-patch32"})
+    assert "Upload a photo of a car" in cars_tab.tab_status(served)

@@ -15,10 +15,11 @@ from clipdemo.checkpoints import CheckpointError, read_card
 from clipdemo.data.shapes import CLASS_NAMES, HELD_OUT, make_shapes, shapes_dataset
 from clipdemo.data.splits import plan_splits
 from clipdemo.encoders import Encoder, forget_encoder, load_encoder
-from clipdemo.scratch.encoder import ScratchEncoder, images_to_uint8, to_pixels
+from clipdemo.features import encode_plan
+from clipdemo.scratch.encoder import PixelEncoder, ScratchEncoder, images_to_uint8, to_pixels
 from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
 from clipdemo.scratch.tokenizer import EOT, PAD, SOT, ByteTokenizer
-from clipdemo.scratch.train import CaptionTable, build_model, decode_plan, make_optimizer, train_scratch, train_step
+from clipdemo.scratch.train import CaptionTable, build_model, make_optimizer, train_scratch, train_step
 
 # A configuration small enough to train in seconds on two shared cores (the default preset, shrunk).
 TINY = dict(
@@ -254,18 +255,18 @@ def test_loss_decreases_over_a_few_steps(shapes, precision):
     model = build_model(config, seed=0, device=torch.device("cpu"))
     optimizer = make_optimizer(model, config)
     captions = CaptionTable(shapes.class_names, context_length=config.context_length)
-    data = decode_plan(plan_splits(shapes), config.image_size, progress=lambda event: None)[0]["train"]
+    data = encode_plan(plan_splits(shapes), PixelEncoder(config.image_size), progress=lambda event: None).rows["train"]
     idx = torch.arange(0, len(data), 4)[:64]  # one fixed batch: the loss on it must fall
     caption_ids = data.labels[idx] * 6
     losses = [
-        float(train_step(model, optimizer, to_pixels(data.pixels[idx]), caption_ids, captions, precision=precision))
+        float(train_step(model, optimizer, to_pixels(data.features[idx]), caption_ids, captions, precision=precision))
         for _ in range(15)
     ]
     assert losses[-1] < losses[0] - 0.3, losses
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights in fp32
     if precision == "bf16":  # same start as fp32, up to bf16 rounding
         fresh = build_model(config, seed=0, device=torch.device("cpu"))
-        fp32 = train_step(fresh, make_optimizer(fresh, config), to_pixels(data.pixels[idx]), caption_ids, captions)
+        fp32 = train_step(fresh, make_optimizer(fresh, config), to_pixels(data.features[idx]), caption_ids, captions)
         assert losses[0] == pytest.approx(float(fp32), rel=0.02)
 
 
@@ -453,3 +454,62 @@ def test_interrupt_leaves_the_last_good_checkpoint_intact(shapes, tmp_path):
     assert card["complete"] is False and card["validation"]["epoch"] == 1
     ScratchEncoder(out)  # loads: the checkpoint from epoch 1 is whole
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no half-written folder left
+
+
+# --- the plan's pixels: features.encode_plan with a PixelEncoder, as heads encode theirs -------------------
+
+
+def _with_a_broken_training_image(shapes):
+    import dataclasses
+
+    from clipdemo.data import Split
+
+    train = shapes.splits["train"]
+    broken = Split([b"not an image", *train.images[1:]], list(train.labels))
+    return dataclasses.replace(shapes, splits={**shapes.splits, "train": broken}, fingerprint="shapes-broken-0")
+
+
+def test_pixels_of_a_plan_come_from_encode_plan_once_per_split(shapes, tmp_path):
+    from clipdemo.images import load_image
+
+    dataset = _with_a_broken_training_image(shapes)
+    plan, events = plan_splits(dataset), []
+    encoded = encode_plan(plan, PixelEncoder(32), cache_dir=tmp_path, progress=lambda e: events.append(e.to_dict()))
+    pixels, labels = encoded.rows["validation"]  # a part unpacks as (features, labels)
+    want = images_to_uint8([load_image(dataset.splits["validation"].images[i]) for i in plan.validation.indices], 32)
+    assert pixels.dtype == torch.uint8 and torch.equal(pixels, want) and len(encoded.rows["validation"]) == len(labels)
+    assert encoded.skipped == {"train": 1, "validation": 0, "evaluation": 0, "unseen": 0}
+    assert len(encoded.rows["train"]) == len(plan.train) - 1
+    messages = [e["message"] for e in events if e.get("message")]
+    assert len(messages) == 1 and messages[0].startswith("train: skipped 1 unreadable image(s): row 0")
+    assert encoded.fresh == sum(len(s) for s in dataset.splits.values()) - 1  # every split decoded once
+    again = encode_plan(plan, PixelEncoder(32), cache_dir=tmp_path, progress=lambda e: None)
+    assert again.fresh == 0 and torch.equal(again.rows["train"].features, encoded.rows["train"].features)
+
+
+def test_training_skips_an_unreadable_image_counts_it_and_names_it(shapes, tmp_path):
+    events = []
+    result = train_scratch(
+        _with_a_broken_training_image(shapes),
+        tmp_path / "c",
+        epochs=1,
+        batch_size=64,
+        overrides=TINY,
+        progress=lambda e: events.append(e.to_dict()),
+    )
+    assert result.skipped["train"] == 1 and read_card(tmp_path / "c")["skipped"]["train"] == 1
+    assert any("train: skipped 1 unreadable image(s)" in (e.get("message") or "") for e in events)
+
+
+def test_train_scratch_reads_like_a_table_of_contents():
+    """Setup, data, loop, evaluation and saving are functions of their own: none is longer than 60 lines."""
+    import ast
+    import inspect
+
+    from clipdemo.scratch import train
+
+    tree = ast.parse(inspect.getsource(train))
+    lengths = {
+        node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+    }
+    assert lengths["train_scratch"] <= 45 and max(lengths.values()) <= 60, lengths

@@ -44,6 +44,44 @@ def test_handler_custom_template_and_errors(served):
         handler([str(EXAMPLES[0])] * 17, "a, b", "photo", "", 5)
 
 
+def test_a_click_decodes_each_upload_once_and_passes_it_along(served, monkeypatch):
+    """Classify runs check -> zero_shot -> matrix (Show where: check_where -> where): the check decodes, the
+    handlers after it take its Uploads; a call without them (the API) or with other files' decodes its own."""
+    calls, load = [], zeroshot_tab.load_image
+    monkeypatch.setattr(zeroshot_tab, "load_image", lambda source, **kw: calls.append(source) or load(source, **kw))
+    paths = [str(EXAMPLES[0]), str(EXAMPLES[1])]
+    click = (paths, "a, b, c", "photo", "", 3, None, "single", False, 0.0, zeroshot_tab.NO_COMPARE)
+    uploads = zeroshot_tab.check(*click)
+    assert uploads.paths == tuple(paths) and len(calls) == 2
+    label, _, _ = zeroshot_tab.zero_shot(served, *click, uploads=uploads)
+    heatmap, table = zeroshot_tab.matrix(served, *click, uploads=uploads)
+    assert len(calls) == 2 and set(label) <= {"a", "b", "c"} and heatmap["visible"] and "2: " in table["value"]
+    uploads = zeroshot_tab.check_where(paths, "a, b", "photo", "", None, "a")
+    maps = zeroshot_tab.where(served, paths, "a, b", "photo", "", None, "a", uploads=uploads)
+    assert len(calls) == 4 and len(maps) == 2
+    zeroshot_tab.zero_shot(served, *click)  # an API call: no check step before it
+    zeroshot_tab.zero_shot(served, paths[:1], *click[1:], uploads=uploads)  # another click's uploads are not used
+    assert len(calls) == 7
+
+
+def test_threshold_help_states_the_library_defaults():
+    from clipdemo.zeroshot import DEFAULT_THRESHOLD, SIGMOID, SOFTMAX
+
+    assert f"probability {DEFAULT_THRESHOLD[SIGMOID]:g}" in zeroshot_tab.THRESHOLD_INFO
+    assert f"cosine {DEFAULT_THRESHOLD[SOFTMAX]:g}" in zeroshot_tab.THRESHOLD_INFO
+    assert zeroshot_tab._threshold(SOFTMAX, True, 0) == DEFAULT_THRESHOLD[SOFTMAX]  # 0 on the slider: the default
+    assert zeroshot_tab._threshold(SIGMOID, True, 0.3) == 0.3 and zeroshot_tab._threshold(SIGMOID, False, 0.3) is None
+
+
+def test_the_tab_builder_is_short_pieces():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(zeroshot_tab))
+    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert max(lengths.values()) <= 60, lengths
+
+
 def test_status_names_a_local_model_without_its_server_path(tiny_clip, tmp_path):
     served = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "checkpoints"))
     status = zeroshot_tab.model_status(served)[0]

@@ -1,12 +1,17 @@
 """Train the scratch CLIP on an ``ImageDataset``: a plain function with a progress callback.
 
 ``train_scratch(dataset, out_dir)`` decodes and resizes every image once into a uint8 tensor (optionally
-cached on disk), draws one of the tutorial's six caption templates per image per epoch, trains with the
-symmetric contrastive loss (in the default preset with multi-positive targets: same-class pairs in a batch are
-positives), evaluates zero-shot on a validation split after each epoch, keeps the best checkpoint by
-validation accuracy (written atomically, only when it improves) and reports final metrics on
-the test split. A ``should_stop()`` callback (Ctrl-C handler, admin cancel) ends the run between steps
-and still finishes the checkpoint; a raw KeyboardInterrupt leaves the last good checkpoint as it was.
+cached on disk; ``features.encode_plan`` with a ``PixelEncoder``, the way heads encode their images), draws one
+of the tutorial's six caption templates per image per epoch, trains with the symmetric contrastive loss (in the
+default preset with multi-positive targets: same-class pairs in a batch are positives), evaluates zero-shot on a
+validation split after each epoch, keeps the best checkpoint by validation accuracy (written atomically, only
+when it improves) and reports final metrics on the test split. A ``should_stop()`` callback (Ctrl-C handler,
+admin cancel) ends the run between steps and still finishes the checkpoint; a raw KeyboardInterrupt leaves the
+last good checkpoint as it was.
+
+``train_scratch`` reads as a table of contents: ``setup`` (device, config, budget), ``load_data`` (pixels and
+captions), ``build_model``, ``TrainLoop`` (epochs of ``train_step``s, validation, saving the best weights through
+the one ``CheckpointWriter``) and ``finish`` (held-out metrics of the best weights, the final save).
 
 Where the tutorial spent its time, and what replaces it: captions are tokenized once per (class,
 template) instead of per item per step, and each step encodes only the distinct captions in the batch (a
@@ -39,7 +44,7 @@ from clipdemo.devices import autocast, pick_precision
 from clipdemo.distributed import Runtime, contrastive_loss_global
 from clipdemo.evaluate import Scores, zero_shot_scores
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
-from clipdemo.features import encode_split, unreadable_line
+from clipdemo.features import PartRows, encode_plan
 from clipdemo.progress import typed
 from clipdemo.results import TrainResult
 from clipdemo.scoring import Rule
@@ -49,48 +54,7 @@ from clipdemo.scratch.model import preset as get_preset
 from clipdemo.scratch.tokenizer import ByteTokenizer
 from clipdemo.zeroshot import ensemble
 
-# --- data: the plan's parts, decoded once; captions as a table ---------------------------------------------
-
-
-@dataclass
-class CachedSplit:
-    pixels: torch.Tensor  # uint8 [N, 3, S, S]
-    labels: torch.Tensor  # int64 [N]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def decode_plan(
-    plan: SplitPlan, size: int, cache_dir=None, progress=None
-) -> tuple[dict[str, CachedSplit], dict[str, int]]:
-    """Each part of ``plan`` as uint8 pixels, and its unreadable images (skipped) per part.
-
-    Every dataset split the plan uses is decoded once (``PixelEncoder`` through ``encode_split``: two
-    threads, cached on disk with ``cache_dir`` under the dataset fingerprint and image size) and its parts
-    take their rows from it.
-    """
-    encoder = PixelEncoder(size)
-    parts = plan.parts()
-    decoded = {
-        name: encode_split(
-            encoder,
-            plan.dataset.splits[name],
-            batch_size=256,
-            progress=progress,
-            cache_dir=cache_dir,
-            key_parts=(plan.dataset.fingerprint, name),
-            name=name,
-        )
-        for name in dict.fromkeys(part.split for part in parts.values())
-    }
-    report = typed(progress)
-    for name, encoded in decoded.items():
-        if encoded.skipped:
-            report({"phase": "encode", "message": unreadable_line(name, encoded)})
-    cached = {key: CachedSplit(*decoded[part.split].rows(part.indices)) for key, part in parts.items()}
-    skipped = {key: decoded[part.split].missing(part.indices) for key, part in parts.items()}
-    return cached, skipped
+# --- captions as a table ---------------------------------------------------------------------------------
 
 
 class CaptionTable:
@@ -211,15 +175,15 @@ def class_embeddings(model: ScratchCLIP, captions: CaptionTable, n_classes: int)
 
 
 @torch.no_grad()
-def image_features(model: ScratchCLIP, split: CachedSplit, device, batch: int = 512) -> torch.Tensor:
-    """[N, D] normalised image embeddings of the split's pixels."""
+def image_features(model: ScratchCLIP, split: PartRows, device, batch: int = 512) -> torch.Tensor:
+    """[N, D] normalised image embeddings of a part's uint8 pixels."""
     out = [torch.empty(0, model.config.embed_dim)]
     for i in range(0, len(split), batch):
-        out.append(model.encode_image(split.pixels[i : i + batch].to(device)).float().cpu())  # uint8: scaled inside
+        out.append(model.encode_image(split.features[i : i + batch].to(device)).float().cpu())  # uint8: scaled inside
     return torch.cat(out)
 
 
-def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, device) -> Scores:
+def evaluate(model, split: PartRows, captions: CaptionTable, n_classes: int, device) -> Scores:
     """Zero-shot metrics of ``split`` against every class name (``clipdemo.evaluate.zero_shot_scores``)."""
     was_training = model.training
     model.eval()
@@ -232,7 +196,7 @@ def evaluate(model, split: CachedSplit, captions: CaptionTable, n_classes: int, 
         model.train(was_training)
 
 
-# --- the training function -----------------------------------------------------------------------------
+# --- the training function: a table of contents ----------------------------------------------------------
 
 
 def train_scratch(
@@ -267,37 +231,108 @@ def train_scratch(
     metrics of each extra split (e.g. ``unseen``), and the run (``best_val_acc``, ``best_epoch``,
     ``epochs_run``, ``steps``, ``seconds``, ``train_samples_per_s``, ``stopped``).
     """
+    run = setup(preset, overrides, batch_size, epochs, max_seconds, seed, eval_every, device, progress, should_stop)
+    data = load_data(dataset, plan or plan_splits(dataset, seed=seed), run, cache_dir, progress)
+    model = build_model(run.config, seed, run.runtime.device)  # same seed: every rank starts from the same weights
+    writer = CheckpointWriter(Path(out_dir), run, dataset, data)
+    loop = TrainLoop(run, data, model, writer).train()
+    return finish(run, dataset, data, loop, writer)
+
+
+# --- setup and data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What the run was asked for and where it runs; fixed once set up."""
+
+    runtime: Runtime
+    precision: str  # autocast of the towers: bf16 on GPUs that have it, else fp32
+    config: ScratchCLIPConfig
+    preset: str
+    seed: int
+    epochs: int | None  # None: bounded by the clock only
+    max_seconds: float | None
+    eval_every: int
+    report: Callable[[dict], None]  # progress events (the main rank's only)
+    should_stop: Callable[[], bool]
+    t0: float  # perf_counter() at the start
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def out_of_time(self) -> bool:
+        return self.max_seconds is not None and self.elapsed() >= self.max_seconds
+
+
+def setup(
+    preset_name, overrides, batch_size, epochs, max_seconds, seed, eval_every, device, progress, should_stop
+) -> Run:
+    """The process group (under torchrun), the device and precision, the config and the budget."""
     t0 = time.perf_counter()
     runtime = distributed.runtime(device)  # joins the process group under torchrun
     precision = pick_precision(runtime.device)  # bf16 autocast on GPUs that have it
-    config = get_preset(preset, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
+    config = get_preset(preset_name, **(overrides or {}), **({"batch_size": batch_size} if batch_size else {}))
     if epochs is None and max_seconds is None:
         epochs = config.epochs
-    out_dir = Path(out_dir)
     report = typed(progress if runtime.is_main else None)
     stop = should_stop or (lambda: False)
+    return Run(runtime, precision, config, preset_name, seed, epochs, max_seconds, eval_every, report, stop, t0)
 
-    plan = plan or plan_splits(dataset, seed=seed)
+
+@dataclass
+class Data:
+    plan: SplitPlan
+    parts: dict[str, PartRows]  # each plan part as uint8 pixels [N, 3, S, S] and labels [N]
+    skipped: dict[str, int]  # unreadable images left out, per part
+    captions: CaptionTable
+    n_classes: int
+
+    @property
+    def train(self) -> PartRows:
+        return self.parts["train"]
+
+
+def load_data(dataset: ImageDataset, plan: SplitPlan, run: Run, cache_dir, progress) -> Data:
+    """The plan's parts decoded once into uint8 pixels (``features.encode_plan`` with a ``PixelEncoder``: each
+    dataset split once, cached on disk with ``cache_dir``), and every caption tokenized once."""
     if plan.leak:
-        report({"phase": "encode", "message": plan.leak})
-    parts, skipped = decode_plan(plan, config.image_size, cache_dir, progress if runtime.is_main else (lambda e: None))
-    train, val = parts["train"], parts["validation"]
-    for name, part in parts.items():
+        run.report({"phase": "encode", "message": plan.leak})
+    encoded = encode_plan(
+        plan,
+        PixelEncoder(run.config.image_size),
+        cache_dir=cache_dir,
+        progress=progress if run.runtime.is_main else (lambda event: None),
+        batch_size=256,
+    )
+    for name, part in encoded.rows.items():
         if name in ("train", "validation", "evaluation") and len(part) == 0:
             raise DataError(f"{dataset.source}: none of the {name} images could be read (see the skipped files above).")
-    n_classes = len(dataset.class_names)
-    captions = CaptionTable(dataset.class_names, TEMPLATES, config.context_length).to(runtime.device)
-    model = build_model(config, seed, runtime.device)  # same seed: every rank starts from the same weights
-    trained = wrap_ddp(model, runtime)
-    optimizer = make_optimizer(model, config)
-    sampler = make_sampler(len(train), seed, runtime)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
-    per_rank_batch = max(1, config.batch_size // runtime.world_size)
-    steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
-    total_steps = epochs * steps_per_epoch if epochs else None  # None: bounded by the clock only
+    captions = CaptionTable(dataset.class_names, TEMPLATES, run.config.context_length).to(run.runtime.device)
+    return Data(plan, encoded.rows, encoded.skipped, captions, len(dataset.class_names))
 
-    saved_config = {"kind": CHECKPOINT_KIND[SCRATCH], **config.to_dict(), "templates": list(TEMPLATES)}
-    card_base = {
+
+# --- the checkpoint: one writer, the best weights so far ---------------------------------------------------
+
+
+class CheckpointWriter:
+    """Writes ``out_dir`` (atomically, on the main rank only): the weights, the config that rebuilds the model
+    and a card saying what it was trained on. Called whenever validation improves, and once at the end."""
+
+    def __init__(self, out_dir: Path, run: Run, dataset: ImageDataset, data: Data):
+        self.out_dir, self.is_main = out_dir, run.runtime.is_main
+        self.config = {"kind": CHECKPOINT_KIND[SCRATCH], **run.config.to_dict(), "templates": list(TEMPLATES)}
+        self.card = run_card(run, dataset, data)
+
+    def save(self, state: dict, card: dict) -> None:
+        if self.is_main:  # one writer; the write itself is atomic
+            save_checkpoint(self.out_dir, state, self.config, {**self.card, **card})
+
+
+def run_card(run: Run, dataset: ImageDataset, data: Data) -> dict:
+    """The card's fixed part: the data, the split plan, the config and the seed."""
+    plan = data.plan
+    return {
         "title": "Scratch CLIP",
         "dataset": {
             "source": dataset.source,
@@ -305,170 +340,204 @@ def train_scratch(
             "splits": {k: len(s) for k, s in dataset.splits.items()},
         },
         "classes": list(dataset.class_names),
-        "preset": preset,
-        "config": config.to_dict(),
-        "seed": seed,
-        "processes": runtime.world_size,
+        "preset": run.preset,
+        "config": run.config.to_dict(),
+        "seed": run.seed,
+        "processes": run.runtime.world_size,
         "templates": list(TEMPLATES),
         "split": plan.description,
         "split_plan": plan.card(),
         "eval_split": plan.eval_name,
-        "skipped": skipped,
+        "skipped": data.skipped,
         "notes": [*dataset.notes, *([plan.leak] if plan.leak else [])],
         "library_version": __version__,
     }
 
-    best = {"acc": -1.0, "epoch": 0, "state": None}
-    step, epoch, loss_value, val_acc, stopped = 0, 0, float("nan"), None, "finished"
-    train_time, train_cpu, samples = 0.0, 0.0, 0
 
-    def save(card_extra: dict) -> None:
-        if runtime.is_main:  # one writer; the write itself is atomic
-            save_checkpoint(out_dir, best["state"], saved_config, {**card_base, **card_extra})
+# --- the loop ------------------------------------------------------------------------------------------
 
-    def out_of_time() -> bool:
-        return max_seconds is not None and time.perf_counter() - t0 >= max_seconds
 
-    def eta(elapsed: float) -> float:
-        by_clock = max(0.0, max_seconds - elapsed) if max_seconds is not None else math.inf
-        return min(elapsed / max(step, 1) * (total_steps - step) if total_steps else math.inf, by_clock)
+class TrainLoop:
+    """Epochs of steps until the budget ends or the run is stopped, validating every ``eval_every`` epochs and
+    saving the best weights so far. Its attributes say what the run has done.
 
-    def schedule_progress(elapsed: float) -> float:
-        """How far along the budget the run is, in [0, 1]: steps or clock, whichever is further."""
-        return max(step / total_steps if total_steps else 0.0, elapsed / max_seconds if max_seconds else 0.0)
+    Stopping (``should_stop``, the clock, another rank) is checked before each step, so a run ends between
+    steps, then validates and saves as at the end of an epoch; a raw exception (KeyboardInterrupt) leaves the
+    last checkpoint written as it was."""
 
-    batch_buffer = torch.empty((per_rank_batch, *train.pixels.shape[1:]), dtype=torch.uint8)
-    model.train()
-    while (epochs is None or epoch < epochs) and stopped == "finished":
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+    def __init__(self, run: Run, data: Data, model: ScratchCLIP, writer: CheckpointWriter):
+        self.run, self.data, self.model, self.writer = run, data, model, writer
+        self.trained = wrap_ddp(model, run.runtime)
+        self.optimizer = make_optimizer(model, run.config)
+        self.sampler = make_sampler(len(data.train), run.seed, run.runtime)
+        self.augment_generator = torch.Generator().manual_seed(run.seed + 1)
+        self.per_rank_batch = max(1, run.config.batch_size // run.runtime.world_size)
+        steps_per_epoch = math.ceil(len(self.sampler) / self.per_rank_batch)
+        self.total_steps = run.epochs * steps_per_epoch if run.epochs else None  # None: bounded by the clock only
+        # batches are gathered into one reused uint8 buffer: a fresh 50 MB tensor per step (seed preset) costs
+        # page faults; safe because the previous step's backward, the last reader, has finished
+        self.buffer = torch.empty((self.per_rank_batch, *data.train.features.shape[1:]), dtype=torch.uint8)
+        self.step, self.epoch, self.loss, self.val_acc, self.stopped = 0, 0, math.nan, None, "finished"
+        self.best_acc, self.best_epoch, self.best_state = -1.0, 0, None
+        self.train_time, self.train_cpu, self.samples = 0.0, 0.0, 0  # inside training steps only
+
+    def train(self) -> TrainLoop:
+        epochs = self.run.epochs
+        self.model.train()
+        while (epochs is None or self.epoch < epochs) and self.stopped == "finished":
+            if self.train_epoch():
+                self.epoch += 1
+            if self.step == 0:
+                break  # stopped before the first step: nothing to evaluate or save
+            last = (epochs is not None and self.epoch >= epochs) or self.stopped != "finished"
+            if self.epoch % self.run.eval_every == 0 or last:
+                self.validate(last)
+        return self
+
+    def train_epoch(self) -> bool:
+        """One pass over this rank's shard of the training images; False when the run stopped part-way."""
+        self.sampler.set_epoch(self.epoch)
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
         # one template per image per epoch, drawn for the whole set so it does not depend on sharding
-        templates = torch.randint(
-            len(TEMPLATES), (len(train),), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
-        )
-        for start in range(0, len(order), per_rank_batch):
-            reason = "cancelled" if stop() else "time budget" if out_of_time() else None
+        generator = torch.Generator().manual_seed(self.run.seed * 100_003 + self.epoch)
+        templates = torch.randint(len(TEMPLATES), (len(self.data.train),), generator=generator)
+        for start in range(0, len(order), self.per_rank_batch):
+            reason = "cancelled" if self.run.should_stop() else "time budget" if self.run.out_of_time() else None
             if distributed.any_rank(reason is not None):  # one rank stopping stops all, at the same step
-                stopped = reason or "stopped by another rank"
-                break
-            ts, cs = time.perf_counter(), time.process_time()
-            idx = order[start : start + per_rank_batch]
-            # gather into one reused uint8 buffer: a fresh 50 MB tensor per step (seed preset) costs page faults;
-            # safe because the previous step's backward, the last reader, has finished
-            pixels = torch.index_select(train.pixels, 0, idx, out=batch_buffer[: len(idx)]).to(runtime.device)
-            if config.augment:
-                pixels = augment(to_pixels(pixels), aug_gen)
-            labels = train.labels[idx].to(runtime.device)
-            caption_ids = labels * len(TEMPLATES) + templates[idx].to(runtime.device)
-            elapsed = time.perf_counter() - t0
-            for group in optimizer.param_groups:
-                group["lr"] = lr = learning_rate(config, step, schedule_progress(elapsed))
-            local_loss = train_step(
-                trained,
-                optimizer,
-                pixels,
-                caption_ids,
-                captions,
-                precision=precision,
-                labels=labels if config.loss == "multi-positive" else None,
-            )
-            loss_value = distributed.mean_across_ranks(local_loss)
-            step += 1
-            train_time += time.perf_counter() - ts
-            train_cpu += time.process_time() - cs
-            samples += len(idx)
-            elapsed = time.perf_counter() - t0
-            report(
-                {
-                    "phase": "train",
-                    "epoch": epoch + 1,
-                    "epochs": epochs,
-                    "step": step,
-                    "total_steps": total_steps,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "val_acc": val_acc,
-                    "best_val_acc": max(best["acc"], 0.0),
-                    "elapsed": elapsed,
-                    "eta": eta(elapsed),
-                    "samples_per_s": samples / train_time,
-                }
-            )
-        else:
-            epoch += 1
-        if step == 0:
-            break  # stopped before the first step: nothing to evaluate or save
-        last = (epochs is not None and epoch >= epochs) or stopped != "finished"
-        if epoch % eval_every == 0 or last:
-            val_acc = evaluate(model, val, captions, n_classes, runtime.device).acc1
-            if val_acc > best["acc"]:
-                best.update(
-                    acc=val_acc, epoch=epoch, state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-                )
-                save({"complete": False, "validation": {"acc1": val_acc, "epoch": epoch}, "metrics": {}})
-            elapsed = time.perf_counter() - t0
-            report(
-                {
-                    "phase": "eval",
-                    "epoch": epoch,
-                    "epochs": epochs,
-                    "step": step,
-                    "total_steps": total_steps,
-                    "loss": loss_value,
-                    "val_acc": val_acc,
-                    "best_val_acc": best["acc"],
-                    "elapsed": elapsed,
-                    "eta": 0.0 if last else eta(elapsed),
-                }
-            )
+                self.stopped = reason or "stopped by another rank"
+                return False
+            self.train_batch(order[start : start + self.per_rank_batch], templates)
+        return True
 
-    if best["state"] is None:
+    def train_batch(self, idx: torch.Tensor, templates: torch.Tensor) -> None:
+        """One optimisation step on the training rows ``idx`` (this rank's share of a batch); a "train" event."""
+        run, train, device = self.run, self.data.train, self.run.runtime.device
+        ts, cs = time.perf_counter(), time.process_time()
+        pixels = torch.index_select(train.features, 0, idx, out=self.buffer[: len(idx)]).to(device)
+        if run.config.augment:
+            pixels = augment(to_pixels(pixels), self.augment_generator)
+        labels = train.labels[idx].to(device)
+        caption_ids = labels * len(TEMPLATES) + templates[idx].to(device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr = learning_rate(run.config, self.step, self.schedule_progress(run.elapsed()))
+        local_loss = train_step(
+            self.trained,
+            self.optimizer,
+            pixels,
+            caption_ids,
+            self.data.captions,
+            precision=run.precision,
+            labels=labels if run.config.loss == "multi-positive" else None,
+        )
+        self.loss = distributed.mean_across_ranks(local_loss)
+        self.step += 1
+        self.train_time += time.perf_counter() - ts
+        self.train_cpu += time.process_time() - cs
+        self.samples += len(idx)
+        elapsed = run.elapsed()
+        run.report(
+            {
+                **self.position("train"),
+                "epoch": self.epoch + 1,
+                "lr": lr,
+                "val_acc": self.val_acc,
+                "best_val_acc": max(self.best_acc, 0.0),
+                "elapsed": elapsed,
+                "eta": self.eta(elapsed),
+                "samples_per_s": self.samples / self.train_time,
+            }
+        )
+
+    def validate(self, last: bool) -> None:
+        """Zero-shot accuracy on the validation part; the weights are saved when it is the best so far."""
+        data, model = self.data, self.model
+        self.val_acc = evaluate(
+            model, data.parts["validation"], data.captions, data.n_classes, self.run.runtime.device
+        ).acc1
+        if self.val_acc > self.best_acc:
+            self.best_acc, self.best_epoch = self.val_acc, self.epoch
+            self.best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            card = {"complete": False, "validation": {"acc1": self.val_acc, "epoch": self.epoch}, "metrics": {}}
+            self.writer.save(self.best_state, card)
+        elapsed = self.run.elapsed()
+        self.run.report(
+            {
+                **self.position("eval"),
+                "val_acc": self.val_acc,
+                "best_val_acc": self.best_acc,
+                "elapsed": elapsed,
+                "eta": 0.0 if last else self.eta(elapsed),
+            }
+        )
+
+    def position(self, phase: str) -> dict:
+        """Where the run is, for a progress event."""
+        return {
+            "phase": phase,
+            "epoch": self.epoch,
+            "epochs": self.run.epochs,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "loss": self.loss,
+        }
+
+    def schedule_progress(self, elapsed: float) -> float:
+        """How far along the budget the run is, in [0, 1]: steps or clock, whichever is further."""
+        by_steps = self.step / self.total_steps if self.total_steps else 0.0
+        return max(by_steps, elapsed / self.run.max_seconds if self.run.max_seconds else 0.0)
+
+    def eta(self, elapsed: float) -> float:
+        max_seconds, total = self.run.max_seconds, self.total_steps
+        by_clock = max(0.0, max_seconds - elapsed) if max_seconds is not None else math.inf
+        return min(elapsed / max(self.step, 1) * (total - self.step) if total else math.inf, by_clock)
+
+    def summary(self, seconds: float) -> dict:
+        """How the run went, for the card and the result."""
+        return {
+            "best_val_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
+            "steps": self.step,
+            "seconds": round(seconds, 2),
+            "train_samples_per_s": round(self.samples / max(self.train_time, 1e-9), 1),
+            "train_samples_per_cpu_s": round(self.samples / max(self.train_cpu, 1e-9), 1),
+            "stopped": self.stopped,
+            "device": str(self.run.runtime.device),
+            "precision": self.run.precision,
+        }
+
+
+# --- the end: held-out metrics of the best weights, the final save --------------------------------------------
+
+
+def finish(run: Run, dataset: ImageDataset, data: Data, loop: TrainLoop, writer: CheckpointWriter) -> TrainResult:
+    """The best weights scored on the plan's evaluation part and extra splits, saved as complete."""
+    if loop.best_state is None:
         raise RuntimeError("training stopped before its first step; no checkpoint was written")
-
-    # final metrics with the best weights, on the held-out part and any extra split
-    model.load_state_dict(best["state"])
-    metrics = evaluate(model, parts["evaluation"], captions, n_classes, runtime.device)
+    model, plan, device = loop.model, data.plan, run.runtime.device
+    model.load_state_dict(loop.best_state)
+    metrics = evaluate(model, data.parts["evaluation"], data.captions, data.n_classes, device)
     extra = {
-        name: evaluate(model, parts[name], captions, n_classes, runtime.device)
+        name: evaluate(model, data.parts[name], data.captions, data.n_classes, device)
         for name in plan.extra
-        if len(parts[name])
+        if len(data.parts[name])
     }
-    seconds = time.perf_counter() - t0
-    run = {
-        "best_val_acc": best["acc"],
-        "best_epoch": best["epoch"],
-        "epochs_run": epoch,
-        "steps": step,
-        "seconds": round(seconds, 2),
-        "train_samples_per_s": round(samples / max(train_time, 1e-9), 1),
-        "train_samples_per_cpu_s": round(samples / max(train_cpu, 1e-9), 1),
-        "stopped": stopped,
-        "device": str(runtime.device),
-        "precision": precision,
-    }
-    save(
+    seconds = run.elapsed()
+    summary = loop.summary(seconds)
+    writer.save(
+        loop.best_state,
         {
             "complete": True,
             "metrics": metrics.to_dict(),
             "extra_metrics": {k: v.summary() for k, v in extra.items()},
-            "validation": {"acc1": best["acc"], "epoch": best["epoch"]},
-            "run": run,
-            "trained_on": f"{dataset.source}: {len(dataset.class_names)} classes, {len(train)} training images",
-        }
+            "validation": {"acc1": loop.best_acc, "epoch": loop.best_epoch},
+            "run": summary,
+            "trained_on": f"{dataset.source}: {len(dataset.class_names)} classes, {len(data.train)} training images",
+        },
     )
-    report(
-        {
-            "phase": "done",
-            "epoch": epoch,
-            "epochs": epochs,
-            "step": step,
-            "total_steps": total_steps,
-            "loss": loss_value,
-            "val_acc": val_acc,
-            "best_val_acc": best["acc"],
-            "elapsed": seconds,
-            "eta": 0.0,
-            "test_acc": metrics.acc1,
-        }
+    done = {"val_acc": loop.val_acc, "best_val_acc": loop.best_acc, "elapsed": seconds, "eta": 0.0}
+    run.report({**loop.position("done"), **done, "test_acc": metrics.acc1})
+    skipped = data.skipped
+    return TrainResult(
+        SCRATCH, writer.out_dir, list(dataset.class_names), metrics, plan.card(), skipped, summary, extra=extra
     )
-    return TrainResult(SCRATCH, out_dir, list(dataset.class_names), metrics, plan.card(), skipped, run, extra=extra)

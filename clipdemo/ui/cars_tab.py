@@ -21,7 +21,7 @@ from clipdemo.families import CARS_HEAD
 from clipdemo.fingerprints import backbone_folder
 from clipdemo.heads import HeadClassifier
 from clipdemo.images import ImageError
-from clipdemo.names import model_name, source_name
+from clipdemo.names import looks_like_path, model_name, source_name
 from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
 
@@ -78,7 +78,7 @@ def tab_status(served: Served) -> str:
         return unusable(folder)
     spec = str(card.get("backbone") or "")
     local = backbone_folder(spec) is not None
-    if not local and (Path(spec).is_absolute() or spec.startswith((".", "~")) or not hub_access.hub_reachable()):
+    if not local and (looks_like_path(spec) or not hub_access.hub_reachable()):  # a lost folder, or no Hub
         return backbone_problem(spec)
     return f"Upload a photo of a car: head `{card.get('head', '?')}` on {model_name(spec)}."
 

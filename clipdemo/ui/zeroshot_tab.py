@@ -1,12 +1,17 @@
 """Zero-shot tab: several images, typed labels, a prompt template -> ranked labels and a bar chart; with several
 images an image x label matrix; optionally a second model side by side, an open set ("none of these"),
-multi-label scores, and where in the image each label is."""
+multi-label scores, and where in the image each label is.
+
+A click runs a check step first (an input error is one toast), then the handlers; the check decodes the uploads
+once and hands them on (``Uploads`` in a ``gr.State``), so each image is decoded once per click."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from clipdemo.images import load_image
 from clipdemo.plots import compare_bars, ranked_bars, score_matrix
@@ -16,6 +21,8 @@ from clipdemo.ui.common import MODEL_QUEUE, gallery_paths, user_errors
 from clipdemo.zeroshot import (
     DEFAULT_THRESHOLD,
     MAX_IMAGES,
+    SIGMOID,
+    SOFTMAX,
     LabelError,
     ZeroShotResult,
     parse_labels,
@@ -36,9 +43,31 @@ TEMPLATE_CHOICES = [
 MODE_CHOICES = [("one label per image (ranked)", "single"), ("several labels per image (independent scores)", "multi")]
 NO_COMPARE = "none"
 NONE_OF_THESE = "none of these"
+THRESHOLD_INFO = (
+    f"0: the family's default (SigLIP: probability {DEFAULT_THRESHOLD[SIGMOID]:g}; "
+    f"CLIP: cosine {DEFAULT_THRESHOLD[SOFTMAX]:g})"
+)
+UPLOADS_TTL = 300  # seconds decoded uploads may wait in a visitor's session (after a click that failed part-way)
 
 
-def checked_inputs(images, labels: str, template: str, custom: str):
+@dataclass(frozen=True)
+class Uploads:
+    """A request's images, decoded once by its check step and passed along to the handlers after it in a
+    ``gr.State`` (cleared when the click is done)."""
+
+    paths: tuple[str, ...]
+    images: tuple[Image.Image, ...]
+
+
+def decoded(paths: list[str], uploads: Uploads | None = None) -> list[Image.Image]:
+    """The images at ``paths``: those in ``uploads`` when they are these very files (Gradio names an upload by its
+    content), else decoded now (an API call that skipped the check step, or a newer click in the same session)."""
+    if uploads is not None and uploads.paths == tuple(paths):
+        return list(uploads.images)
+    return [load_image(p) for p in paths]
+
+
+def checked_inputs(images, labels: str, template: str, custom: str, uploads: Uploads | None = None):
     """(paths, labels, templates, decoded images), or a ``UserError`` saying what to fix."""
     paths = gallery_paths(images)
     if not paths:
@@ -47,17 +76,20 @@ def checked_inputs(images, labels: str, template: str, custom: str):
         raise LabelError(f"Too many images: {len(paths)} given, at most {MAX_IMAGES} per call.")
     label_list = parse_labels(labels)
     templates = resolve_templates(custom if template == "custom" else template)
-    return paths, label_list, templates, [load_image(p) for p in paths]
+    return paths, label_list, templates, decoded(paths, uploads)
 
 
-def check(images, labels, template, custom, *_):
-    """Run first, with no outputs and no progress: an input error is one toast, no "Error" badge per panel."""
-    checked_inputs(images, labels, template, custom)
+def check(images, labels, template, custom, *_) -> Uploads:
+    """Run first, with no visible output and no progress: an input error is one toast, no "Error" badge per
+    panel. Returns the decoded images for the handlers after it."""
+    paths, _, _, images = checked_inputs(images, labels, template, custom)
+    return Uploads(tuple(paths), tuple(images))
 
 
-def check_where(images, labels, template, custom, model, label):
-    _, label_list, _, _ = checked_inputs(images, labels, template, custom)
+def check_where(images, labels, template, custom, model, label) -> Uploads:
+    paths, label_list, _, images = checked_inputs(images, labels, template, custom)
     _where_label(label, label_list)
+    return Uploads(tuple(paths), tuple(images))
 
 
 def _where_label(label: str | None, labels: list[str]) -> str:
@@ -127,9 +159,10 @@ def zero_shot(
     threshold: float = 0.0,
     compare: str | None = NO_COMPARE,
     progress=None,
+    uploads: Uploads | None = None,
 ):
     """Returns the first image's labels, a chart (its bars, or both models' side by side) and a status line."""
-    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
     if mode not in ("single", "multi"):
         raise LabelError("Mode must be 'single' or 'multi'.")
     k = int(top_k) or None
@@ -186,9 +219,10 @@ def matrix(
     open_set: bool = False,
     threshold: float = 0.0,
     compare: str | None = NO_COMPARE,
+    uploads: Uploads | None = None,
 ):
     """With several images: the image x label heatmap (each image's top-k outlined) and the top-k as a table."""
-    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
     if len(paths) < 2:
         return gr.update(value=None, visible=False), gr.update(value="", visible=False)
     choice = served.zero_shot(model)
@@ -217,9 +251,18 @@ def matrix(
     return gr.update(value=figure, visible=True), gr.update(value="\n".join(rows), visible=True)
 
 
-def where(served: Served, images, labels: str, template: str, custom: str, model: str | None, label: str | None):
+def where(
+    served: Served,
+    images,
+    labels: str,
+    template: str,
+    custom: str,
+    model: str | None,
+    label: str | None,
+    uploads: Uploads | None = None,
+):
     """A relevancy map per image for ``label`` (empty: each image's top label), laid over the photo."""
-    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom)
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
     label = _where_label(label, label_list)
     encoder = served.zero_shot(model).encoder
     tops = [r[0].label for r in score(encoder, loaded, label_list, templates).ranked(1)] if not label else []
@@ -257,56 +300,30 @@ def model_status(served: Served):
     return text, gr.update(choices=choices), gr.update(choices=[("none", NO_COMPARE)] + choices)
 
 
+@dataclass
+class Inputs:
+    """The tab's input components and its two buttons."""
+
+    images: gr.Gallery
+    labels: gr.Textbox
+    template: gr.Dropdown
+    custom: gr.Textbox
+    top_k: gr.Slider
+    model: gr.Dropdown
+    mode: gr.Radio
+    open_set: gr.Checkbox
+    threshold: gr.Slider
+    compare: gr.Dropdown
+    run: gr.Button
+    where_label: gr.Textbox
+    where_run: gr.Button
+
+
 def build(served: Served):
+    """The tab: inputs on the left, ranked labels on the right, the matrix and relevancy maps below."""
     with gr.Row():
         with gr.Column(scale=1):
-            images = gr.Gallery(
-                label=f"Images (up to {MAX_IMAGES})",
-                type="filepath",
-                file_types=["image"],
-                interactive=True,
-                columns=4,
-                height=260,
-                elem_id="zs-images",
-            )
-            labels = gr.Textbox(
-                label="Labels (comma- or newline-separated)",
-                value="cat, dog, a red sports car",
-                lines=2,
-                elem_id="zs-labels",
-            )
-            with gr.Row():
-                template = gr.Dropdown(TEMPLATE_CHOICES, value="photo", label="Prompt template")
-                top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
-            custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
-            model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
-            with gr.Accordion("Compare two models, open set, multi-label", open=False, elem_id="zs-more"):
-                compare = gr.Dropdown(
-                    [("none", NO_COMPARE)] + served.model_choices(),
-                    value=NO_COMPARE,
-                    label="Compare with (same images, labels and templates)",
-                    elem_id="zs-compare",
-                )
-                mode = gr.Radio(MODE_CHOICES, value="single", label="Mode", elem_id="zs-mode")
-                with gr.Row():
-                    open_set = gr.Checkbox(
-                        False, label='Say "none of these" when no label reaches the threshold', elem_id="zs-open"
-                    )
-                    threshold = gr.Slider(
-                        0,
-                        1,
-                        value=0,
-                        step=0.01,
-                        elem_id="zs-threshold",
-                        label="Threshold",
-                        info="0: the family's default (SigLIP: probability 0.1; CLIP: cosine 0.2)",
-                    )
-            run = gr.Button("Classify", variant="primary", elem_id="zs-run")
-            with gr.Row():
-                where_label = gr.Textbox(
-                    label="Where in the image is… (a label; empty: each image's top label)", elem_id="zs-where", scale=3
-                )
-                where_run = gr.Button("Show where", elem_id="zs-where-run", scale=1)
+            inputs = _inputs(served)
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
             label = gr.Label(label="Ranked labels (first image)", elem_id="zs-label")
@@ -324,6 +341,58 @@ def build(served: Served):
         object_fit="contain",
         interactive=False,
     )
+    _examples(inputs)
+    uploads = gr.State(None, time_to_live=UPLOADS_TTL)  # one click's decoded images (see Uploads)
+    _wire_classify(served, inputs, uploads, [label, chart, status], [heatmap, top_table])
+    _wire_where(served, inputs, uploads, maps)
+    return status, [inputs.model, inputs.compare]
+
+
+def _inputs(served: Served) -> Inputs:
+    images = gr.Gallery(
+        label=f"Images (up to {MAX_IMAGES})",
+        type="filepath",
+        file_types=["image"],
+        interactive=True,
+        columns=4,
+        height=260,
+        elem_id="zs-images",
+    )
+    labels = gr.Textbox(
+        label="Labels (comma- or newline-separated)", value="cat, dog, a red sports car", lines=2, elem_id="zs-labels"
+    )
+    with gr.Row():
+        template = gr.Dropdown(TEMPLATE_CHOICES, value="photo", label="Prompt template")
+        top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
+    custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
+    model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
+    with gr.Accordion("Compare two models, open set, multi-label", open=False, elem_id="zs-more"):
+        compare = gr.Dropdown(
+            [("none", NO_COMPARE)] + served.model_choices(),
+            value=NO_COMPARE,
+            label="Compare with (same images, labels and templates)",
+            elem_id="zs-compare",
+        )
+        mode = gr.Radio(MODE_CHOICES, value="single", label="Mode", elem_id="zs-mode")
+        with gr.Row():
+            open_set = gr.Checkbox(
+                False, label='Say "none of these" when no label reaches the threshold', elem_id="zs-open"
+            )
+            threshold = gr.Slider(
+                0, 1, value=0, step=0.01, elem_id="zs-threshold", label="Threshold", info=THRESHOLD_INFO
+            )
+    run = gr.Button("Classify", variant="primary", elem_id="zs-run")
+    with gr.Row():
+        where_label = gr.Textbox(
+            label="Where in the image is… (a label; empty: each image's top label)", elem_id="zs-where", scale=3
+        )
+        where_run = gr.Button("Show where", elem_id="zs-where-run", scale=1)
+    return Inputs(
+        images, labels, template, custom, top_k, model, mode, open_set, threshold, compare, run, where_label, where_run
+    )
+
+
+def _examples(inputs: Inputs) -> None:
     photos = [
         [[str(p)], "a woman in uniform, a temple, a flower, a red sports car"]
         for p in sorted(EXAMPLES_DIR.glob("*.jpg"))
@@ -334,41 +403,49 @@ def build(served: Served):
         for p in sorted((EXAMPLES_DIR / "shapes").glob("*.png"))[-2:]
     ]
     if photos or shapes:
-        gr.Examples(photos + shapes, [images, labels])
+        gr.Examples(photos + shapes, [inputs.images, inputs.labels])
 
-    def classify_handler(
-        images,
-        labels,
-        template,
-        custom,
-        top_k,
-        model,
-        mode,
-        open_set,
-        threshold,
-        compare,
-        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to ask for a progress tracker
-    ):
-        return zero_shot(
-            served, images, labels, template, custom, top_k, model, mode, open_set, threshold, compare, progress
-        )
 
-    inputs = [images, labels, template, custom, top_k, model, mode, open_set, threshold, compare]
-    for trigger, public in ((run.click, True), (labels.submit, False)):
+def _wire_classify(served: Served, ui: Inputs, uploads: gr.State, ranked_outputs: list, matrix_outputs: list):
+    """Classify (and Enter in the labels): check and decode -> ranked labels -> the matrix, which clears the
+    decoded images. Only the button's events are public API endpoints."""
+
+    # each handler takes the click's inputs, then the decoded uploads (see Uploads)
+    def classify_handler(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's progress tracker
+        return zero_shot(served, *args[:-1], progress, uploads=args[-1])
+
+    def matrix_handler(*args):
+        return (*matrix(served, *args[:-1], uploads=args[-1]), None)  # the click is done: let go of the images
+
+    inputs = [
+        *(ui.images, ui.labels, ui.template, ui.custom, ui.top_k, ui.model),
+        *(ui.mode, ui.open_set, ui.threshold, ui.compare),
+    ]
+    for trigger, public in ((ui.run.click, True), (ui.labels.submit, False)):
         names = lambda name: dict(api_name=name) if public else dict(api_visibility="private")  # noqa: B023
-        checked = trigger(user_errors(check), inputs, None, show_progress="hidden", api_visibility="private")
+        checked = trigger(user_errors(check), inputs, uploads, show_progress="hidden", api_visibility="private")
         ranked = checked.success(
-            user_errors(classify_handler), inputs, [label, chart, status], **names("zero_shot"), **MODEL_QUEUE
+            user_errors(classify_handler), [*inputs, uploads], ranked_outputs, **names("zero_shot"), **MODEL_QUEUE
         )
         ranked.success(
-            user_errors(lambda *a: matrix(served, *a)),
-            inputs,
-            [heatmap, top_table],
+            user_errors(matrix_handler),
+            [*inputs, uploads],
+            [*matrix_outputs, uploads],
             **names("zero_shot_matrix"),
             **MODEL_QUEUE,
         )
-    where_inputs = [images, labels, template, custom, model, where_label]
-    where_run.click(
-        user_errors(check_where), where_inputs, None, show_progress="hidden", api_visibility="private"
-    ).success(user_errors(lambda *a: where(served, *a)), where_inputs, maps, api_name="relevancy", **MODEL_QUEUE)
-    return status, [model, compare]
+
+
+def _wire_where(served: Served, ui: Inputs, uploads: gr.State, maps: gr.Gallery) -> None:
+    """Show where: check and decode -> one relevancy map per image (then the decoded images are let go)."""
+    inputs = [ui.images, ui.labels, ui.template, ui.custom, ui.model, ui.where_label]
+
+    def where_handler(*args):
+        return where(served, *args[:-1], uploads=args[-1]), None  # the click is done: let go of the images
+
+    checked = ui.where_run.click(
+        user_errors(check_where), inputs, uploads, show_progress="hidden", api_visibility="private"
+    )
+    checked.success(
+        user_errors(where_handler), [*inputs, uploads], [maps, uploads], api_name="relevancy", **MODEL_QUEUE
+    )
