@@ -105,7 +105,7 @@ def train_head(
     if fit.steps == 0 or fit.head is None:
         raise RuntimeError("training was stopped before its first step; no checkpoint was written")
     metrics, zs, extra = _held_out_scores(fit, zeroshot, encoded, plan)
-    trained_on = f"{dataset.source}: {len(zeroshot.names)} classes, {len(train[1])} training images"
+    trained_on = f"{dataset.source}: {len(zeroshot.names)} classes, {len(train)} training images"
     card = _card(dataset, plan, metrics, zs, extra, encoded)
     save_head(out_dir, fit, zeroshot, backbone, title="Stanford Cars head", seed=seed, trained_on=trained_on, card=card)
     seconds = time.perf_counter() - t0
@@ -125,7 +125,7 @@ def train_head(
 
 def _require_images(encoded: EncodedPlan, dataset: ImageDataset) -> None:
     for part, what in (("train", "training"), ("validation", "validation"), ("evaluation", "evaluation")):
-        if len(encoded.rows[part][1]) == 0:
+        if len(encoded.rows[part]) == 0:
             raise DataError(f"{dataset.source}: none of the {what} images could be read (see the skipped files).")
 
 
@@ -140,7 +140,7 @@ def _held_out_scores(fit: FitResult, zeroshot: ZeroShotClassifier, encoded: Enco
     metrics, zs = both(*encoded.rows["evaluation"])
     extra = {}  # evaluation-only splits (never trained on): the head, and zero-shot on the same images
     for name in plan.extra:
-        if len(encoded.rows[name][1]):
+        if len(encoded.rows[name]):
             extra[name], extra[f"{name} (zero-shot)"] = both(*encoded.rows[name])
     return metrics, zs, extra
 

@@ -90,8 +90,9 @@ class _Data:
 
     @classmethod
     def of(cls, train, validation, min_validation: int, folds: int, seed: int) -> _Data:
-        x, y = train[0].float(), train[1].long()
-        vx, vy = (validation[0].float(), validation[1].long()) if validation is not None else (x[:0], y[:0])
+        x, y = train
+        vx, vy = validation if validation is not None else (x[:0], y[:0])
+        x, y, vx, vy = x.float(), y.long(), vx.float(), vy.long()
         if len(y) + len(vy) < 2:
             raise ValueError("need at least two training examples to fit a head")
         if len(vy) >= min_validation:
