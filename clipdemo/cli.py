@@ -213,24 +213,11 @@ def train_until_stopped(train, stop: StopOnInterrupt):
 
 
 def training_options(args, family: str):
-    """The run's options, checked before anything is read or written (``pipeline.TrainOptions``)."""
-    from clipdemo.pipeline import TrainOptions
+    """The run's options, checked before anything is read or written (``pipeline.train_options``, as for an
+    Admin job); a flag a command lacks leaves its option at the default."""
+    from clipdemo.pipeline import TrainOptions, train_options
 
-    if family == SCRATCH:
-        options = TrainOptions(
-            epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device, preset=args.preset
-        )
-    else:
-        options = TrainOptions(
-            epochs=args.epochs,
-            max_seconds=args.max_seconds,
-            seed=args.seed,
-            device=args.device,
-            backbone=args.backbone,
-            head=args.head,
-            split=args.split,
-        )
-    return options.checked(family)
+    return train_options(family, **{name: getattr(args, name, None) for name in TrainOptions.__dataclass_fields__})
 
 
 def cmd_demo_data(args):
@@ -285,7 +272,7 @@ def cmd_train_head(args):
         if runtime.distributed:
             encode_dataset_splits(
                 dataset,
-                Backbone.of(args.backbone, device=args.device),
+                Backbone.of(options.backbone, device=options.device),
                 list(dataset.splits),
                 cache_dir=cache_dir,
                 progress=None if runtime.is_main else (lambda event: None),
@@ -474,7 +461,7 @@ def add_training_options(p: argparse.ArgumentParser, family: str) -> None:
 
 def check_args(args) -> None:
     """Values argparse lets through but no command can use: refused before any work, in one sentence (a training
-    run's own options are checked by ``pipeline.TrainOptions``, the same for the Admin tab)."""
+    run's own options are checked by ``pipeline.train_options``, the same for the Admin tab)."""
     top_k = getattr(args, "top_k", None)
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k must be at least 1 (got {top_k}).")

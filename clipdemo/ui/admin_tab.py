@@ -20,7 +20,8 @@ from clipdemo.checkpoints import list_versions, promote, read_card, rollback, se
 from clipdemo.encoders import forget_encoder
 from clipdemo.families import FAMILIES
 from clipdemo.hub_sync import HubSyncError
-from clipdemo.jobs import SPLITS, JobError, JobRunner
+from clipdemo.jobs import JobError, JobRunner
+from clipdemo.pipeline import SPLITS
 from clipdemo.plots import confusion_figure, training_curves
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, hub_repo
