@@ -22,6 +22,7 @@ from clipdemo import hub_access, hub_sync
 from clipdemo.auth import AdminAuth, AuthError
 from clipdemo.checkpoints import promote, save_checkpoint, served_version
 from clipdemo.encoders import load_encoder
+from clipdemo.families import FAMILIES
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, Settings
@@ -256,6 +257,72 @@ def test_every_admin_handler_takes_the_sign_in_from_gradio_and_checks_it(setup):
     for who in (mallory, None):
         with pytest.raises(gr.Error, match="sign in"):
             handlers["admin_cancel"](None, None, profile=who)
+
+
+def in_process_handlers(settings, runner) -> dict:
+    """The tab's handlers by api_name, called in process (as Gradio calls them, minus the queue)."""
+    app, _ = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
+    return {fn.api_name: fn.fn for fn in app.fns.values() if fn.api_name != "ping"}
+
+
+def test_an_admin_job_with_a_bad_option_is_refused_in_the_checkers_sentence(setup):
+    """The Admin form's options go through ``pipeline.train_options`` (the CLI's checker) once: the same sentence
+    for the same mistake, nothing started; the form's 0 epochs / 0 seconds mean the default / no budget."""
+    settings, _ = setup
+    calls = []
+    runner = JobRunner.from_settings(settings, trainers={f: fake_trainer(calls=calls) for f in FAMILIES})
+    start = in_process_handlers(settings, runner)["admin_start"]
+    form = dict(
+        kind="scratch",
+        dataset="tiny",
+        config="",
+        preset="default",
+        epochs=0,
+        max_seconds=0,
+        seed=0,
+        backbone="default",
+        head="linear",
+        split="tutorial",
+    )
+    for change, sentence in (
+        (dict(epochs=1.5), "Epochs must be a whole number from 1 to 100000."),
+        (dict(seed=-1), "The seed must be a whole number from 0 to 2147483647."),
+        (dict(preset="huge"), "Unknown preset 'huge'; choose one of seed, default."),
+        (dict(kind="rm -rf"), "Unknown job kind 'rm -rf'; choose one of scratch, cars-head."),
+        (dict(kind="cars-head", backbone="no-such-key"), "Choose the backbone among this app's models."),
+        (dict(kind="cars-head", split="random"), "The split must be one of official, tutorial."),
+    ):
+        with pytest.raises(gr.Error) as refused:
+            start(TOKEN, *{**form, **change}.values(), request=None)
+        assert refused.value.message == sentence
+    assert runner.snapshot() == {"state": "idle"} and calls == []
+    assert start(TOKEN, *form.values(), request=None)[0].startswith("Started job 1: scratch")
+    options = runner.wait(10)["options"]
+    assert (options["epochs"], options["max_seconds"], options["seed"]) == (None, None, 0) and len(calls) == 1
+
+
+def test_every_versions_handler_refuses_a_family_it_does_not_know(setup, monkeypatch):
+    """One rule for the family the versions panel names: one of FAMILIES, before any folder is read."""
+    settings, _ = setup
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
+    monkeypatch.setattr(hub_sync, "push_checkpoint", lambda *a, **k: pytest.fail("pushed"))
+    monkeypatch.setattr(hub_sync, "pull_checkpoint", lambda *a, **k: pytest.fail("pulled"))
+    handlers = in_process_handlers(settings, JobRunner.from_settings(settings))
+    for family in ("..", "../checkpoints/scratch", "", None):
+        for name, args in (
+            ("admin_versions", ()),
+            ("admin_rollback", ()),
+            ("admin_pull", ()),
+            ("admin_push", ("",)),
+        ):
+            with pytest.raises(gr.Error) as refused:
+                handlers[name](TOKEN, family, *args, request=None)
+            assert refused.value.message == "Choose a family.", name
+        for name in ("admin_card", "admin_promote", "admin_push"):
+            with pytest.raises(gr.Error) as refused:
+                handlers[name](TOKEN, family, "v0", request=None)
+            assert refused.value.message == "Choose a family and one of its versions.", name
+    assert served_version(settings.checkpoint_dir, "scratch") == "v1"
 
 
 def test_refusals_through_the_api_are_slowed_down(setup):
