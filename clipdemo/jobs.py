@@ -8,6 +8,8 @@ page picks the running job back up.
 Safety rules, in one place:
 
 - one job at a time: a second ``start`` raises ``BusyError``;
+- the options are checked once, by ``pipeline.train_options`` (the CLI's checker, so the same sentence for the same
+  mistake), and a Cars head only on ``allowed_backbones`` (the app's own models); the trainer trusts them;
 - the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
   folder under ``data_root``; any other path, ``..`` or a link out of the data root is refused;
 - each run writes into a NEW version folder (``checkpoints.claim_version``, held until the job ends) and the

@@ -435,7 +435,8 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
                 backbone = gr.Dropdown(
                     [(name, key) for key, (name, _) in backbone_specs.items()], value="default", label="Backbone"
                 )
-                head = gr.Dropdown(_head_choices(), value=_head_choices()[0], label="Head", allow_custom_value=True)
+                heads = _head_choices()
+                head = gr.Dropdown(heads, value=heads[0], label="Head", allow_custom_value=True)
                 split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
         with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id="admin-start")
