@@ -213,24 +213,11 @@ def train_until_stopped(train, stop: StopOnInterrupt):
 
 
 def training_options(args, family: str):
-    """The run's options, checked before anything is read or written (``pipeline.TrainOptions``)."""
-    from clipdemo.pipeline import TrainOptions
+    """The run's options, checked before anything is read or written (``pipeline.train_options``, as for an
+    Admin job); a flag a command lacks leaves its option at the default."""
+    from clipdemo.pipeline import TrainOptions, train_options
 
-    if family == SCRATCH:
-        options = TrainOptions(
-            epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed, device=args.device, preset=args.preset
-        )
-    else:
-        options = TrainOptions(
-            epochs=args.epochs,
-            max_seconds=args.max_seconds,
-            seed=args.seed,
-            device=args.device,
-            backbone=args.backbone,
-            head=args.head,
-            split=args.split,
-        )
-    return options.checked(family)
+    return train_options(family, **{name: getattr(args, name, None) for name in TrainOptions.__dataclass_fields__})
 
 
 def cmd_demo_data(args):
@@ -285,7 +272,7 @@ def cmd_train_head(args):
         if runtime.distributed:
             encode_dataset_splits(
                 dataset,
-                Backbone.of(args.backbone, device=args.device),
+                Backbone.of(options.backbone, device=options.device),
                 list(dataset.splits),
                 cache_dir=cache_dir,
                 progress=None if runtime.is_main else (lambda event: None),
@@ -364,11 +351,20 @@ def cmd_rollback(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipdemo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    add_zero_shot(sub)
+    add_search(sub)
+    add_demo_data(sub)
+    add_train(sub)
+    add_eval(sub)
+    add_versions(sub)
+    return parser
 
+
+def add_zero_shot(sub) -> None:
     zs = sub.add_parser("zero-shot", help="rank labels for images with any CLIP or SigLIP model")
     zs.add_argument("images", nargs="+", metavar="IMAGE")
     zs.add_argument("--labels", required=True, help='comma- or newline-separated, e.g. "cat, dog, a red car"')
-    zs.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
+    add_model(zs)
     zs.add_argument("--templates", default="photo", help=f"{' | '.join(TEMPLATE_SETS)} | a custom template with {{}}")
     zs.add_argument("--top-k", type=int, default=None)
     zs.add_argument(
@@ -387,23 +383,34 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_argument("--matrix", default=None, metavar="PNG", help="write the image x label heatmap here")
     zs.add_argument("--where", default=None, metavar="LABEL", help="write a relevancy map of this label per image")
     zs.add_argument("--where-dir", default=".", help="folder for the relevancy maps (IMAGE.where.png)")
-    zs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(zs)
     zs.set_defaults(run=cmd_zero_shot)
 
+
+def add_search(sub) -> None:
     se = sub.add_parser("search", help="rank a folder's images by similarity to a text or an image")
-    se.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
+    add_model(se)
     se.add_argument(
         "--images", required=True, help="a folder of images (any depth; non-images are skipped and counted)"
     )
     se.add_argument("--query", required=True, help="text to look for, or the path of an image to search by example")
     se.add_argument("--top-k", type=int, default=None, help="keep the best K (default: every image)")
-    se.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(se)
     se.set_defaults(run=cmd_search)
 
+
+def add_demo_data(sub) -> None:
     demo = sub.add_parser("demo-data", help="write the built-in shapes dataset as an image folder")
     demo.add_argument("--out", required=True)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo_data)
+
+
+def add_train(sub) -> None:
+    """``train scratch`` and ``train head``: their choices are the ones ``pipeline.train_options`` accepts."""
+    from clipdemo.heads import DEFAULT_HEAD, HEADS
+    from clipdemo.pipeline import SPLITS
+    from clipdemo.scratch.model import PRESETS
 
     train = sub.add_parser("train", help="train a scratch CLIP or a Cars head").add_subparsers(
         dest="what", required=True
@@ -411,11 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     scratch = train.add_parser("scratch", help="a CLIP from scratch (ViT + byte-level text transformer)")
     scratch.add_argument("--data", required=True, help="'shapes', an image folder, or a HF dataset id")
     scratch.add_argument("--config", default=None, help="HF dataset config, e.g. mini or full for Pokemon")
-    scratch.add_argument("--preset", default="default", choices=["seed", "default"])
+    scratch.add_argument("--preset", default="default", choices=list(PRESETS))
     add_training_options(scratch, family=SCRATCH)
     scratch.set_defaults(run=cmd_train_scratch)
-
-    from clipdemo.heads import DEFAULT_HEAD, HEADS
 
     head = train.add_parser("head", help="a head over a frozen CLIP, e.g. for Stanford Cars")
     head.add_argument(
@@ -427,12 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument(
         "--split",
         default="tutorial",
-        choices=["tutorial", "official"],
+        choices=list(SPLITS),
         help="tutorial: 5%% of train held out (random_state=3); official: the test split",
     )
     add_training_options(head, family=CARS_HEAD)
     head.set_defaults(run=cmd_train_head)
 
+
+def add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="held-out metrics of a checkpoint as one JSON line")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data", required=True)
@@ -442,9 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="test",
         help="a split of the data, 'held-out' (what training scored without a test split); heads: 'tutorial'",
     )
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(ev)
     ev.set_defaults(run=cmd_eval)
 
+
+def add_versions(sub) -> None:
     for name, fn, help_ in (
         ("versions", cmd_versions, "list checkpoint versions"),
         ("promote", cmd_promote, "serve a version"),
@@ -455,7 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "promote":
             p.add_argument("version", help="a version name (see: versions), or a checkpoint folder written with --out")
         p.set_defaults(run=fn)
-    return parser
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=default_model(), help="Hub id, local HF folder or scratch checkpoint folder")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    from clipdemo.pipeline import DEVICES
+
+    p.add_argument("--device", default="auto", choices=list(DEVICES))
 
 
 def add_training_options(p: argparse.ArgumentParser, family: str) -> None:
@@ -468,13 +486,13 @@ def add_training_options(p: argparse.ArgumentParser, family: str) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--promote", action="store_true", help="serve the result in the app once trained")
 
 
 def check_args(args) -> None:
     """Values argparse lets through but no command can use: refused before any work, in one sentence (a training
-    run's own options are checked by ``pipeline.TrainOptions``, the same for the Admin tab)."""
+    run's own options are checked by ``pipeline.train_options``, the same for the Admin tab)."""
     top_k = getattr(args, "top_k", None)
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k must be at least 1 (got {top_k}).")

@@ -9,9 +9,9 @@ and the jobs catch this base once. Anything else is a bug: logged, answered gene
 from __future__ import annotations
 
 
-def first_line(error: BaseException, limit: int = 160) -> str:
-    """The first line of an error's message (its type when it has none), cut to ``limit`` characters: for
-    sentences that quote a library's error, and for log lines."""
+def first_line(error: BaseException, limit: int | None = 160) -> str:
+    """The first line of an error's message (its type when it has none), cut to ``limit`` characters (None: not
+    cut): for sentences that quote a library's error, and for log lines."""
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:limit]
 

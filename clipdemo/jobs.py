@@ -8,6 +8,8 @@ page picks the running job back up.
 Safety rules, in one place:
 
 - one job at a time: a second ``start`` raises ``BusyError``;
+- the options are checked once, by ``pipeline.train_options`` (the CLI's checker, so the same sentence for the same
+  mistake), and a Cars head only on ``allowed_backbones`` (the app's own models); the trainer trusts them;
 - the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
   folder under ``data_root``; any other path, ``..`` or a link out of the data root is refused;
 - each run writes into a NEW version folder (``checkpoints.claim_version``, held until the job ends) and the
@@ -36,16 +38,16 @@ from pathlib import Path
 from clipdemo import pipeline
 from clipdemo.checkpoints import CheckpointError, Claim, claim_version, load_checkpoint, read_card
 from clipdemo.data.sources import SourcePolicy, resolve_source
-from clipdemo.errors import UserError
-from clipdemo.families import CARS_HEAD, FAMILIES
+from clipdemo.errors import UserError, first_line
+from clipdemo.families import FAMILIES
 from clipdemo.pipeline import TrainOptions
 from clipdemo.progress import ProgressEvent
 from clipdemo.results import TrainResult
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("tutorial", "official")
 MAX_HISTORY = 20_000  # progress events kept for the curves
+LOG_LINES = 200  # the log tail a job keeps
 LOG_EVERY_S = 2.0  # at most one "train" log line per this many seconds (eval/done/messages always)
 
 # A trainer: (dataset, out_dir, options, progress=, should_stop=, cache_dir=) -> TrainResult; by default
@@ -70,7 +72,7 @@ def version_label(spec: str) -> str:
 def short_error(error: BaseException) -> str:
     """One sentence an admin can act on; unexpected errors say only where to look."""
     if isinstance(error, UserError):
-        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        text = first_line(error, limit=None)
         return text if len(text) <= 300 else text[:299] + "…"
     if isinstance(error, OSError) and error.strerror:  # disk full, permissions: actionable, paths left out
         return f"Training failed: {error.strerror} ({type(error).__name__})."
@@ -91,7 +93,7 @@ class Job:
     state: str = "running"  # running | finished | failed | cancelled
     ended: float | None = None
     history: deque = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
-    log: deque = field(default_factory=lambda: deque(maxlen=200))
+    log: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     last: dict = field(default_factory=dict)
     result: dict | None = None
     error: str | None = None
@@ -113,7 +115,7 @@ class JobRunner:
         trainers: dict[str, Trainer] | None = None,
         allowed_backbones=None,
         cache_dir=None,
-        log_lines: int = 200,
+        log_lines: int = LOG_LINES,
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.data_root = Path(data_root) if data_root else None
@@ -141,9 +143,10 @@ class JobRunner:
     def start(self, family: str, dataset: str, *, config: str | None = None, **options) -> dict:
         """Check everything, then start training on a background thread; return the snapshot.
 
-        ``options``: scratch: preset, epochs, max_seconds, seed, batch_size; cars-head: backbone, head,
-        epochs, split, seed. Raises ``BusyError`` while a job runs, ``JobError``/``DataError`` for bad input,
-        in both cases before anything is written.
+        ``options``: ``pipeline.TrainOptions`` fields (scratch: preset, epochs, max_seconds, seed, batch_size;
+        cars-head: backbone, head, epochs, split, seed), None meaning the default, checked once by
+        ``pipeline.train_options`` (a Cars head only on ``allowed_backbones``). Raises ``BusyError`` while a job
+        runs, ``OptionError``/``DataError`` for bad input, in both cases before anything is written.
         """
         with self._lock:
             running = self._job if self._job and self._job.state == "running" else None
@@ -152,7 +155,7 @@ class JobRunner:
                     f"A training job is already running ({running.family} on {running.dataset}, started "
                     f"{_clock(running.started)}); cancel it or wait for it to finish."
                 )
-            opts = self.options(family, options)
+            opts = pipeline.train_options(family, backbones=self.allowed_backbones, **options)
             load = resolve_source(dataset, config, SourcePolicy.confined(self.data_root))
             self._ids += 1
             claim = claim_version(self.checkpoint_dir, family, version_label(dataset))
@@ -170,20 +173,6 @@ class JobRunner:
             log.exception("job %d could not start", job.id)
             self._end(job, "failed", "The training thread could not be started; see the server log.")
         return self.snapshot()
-
-    def options(self, family: str, options: dict) -> TrainOptions:
-        """The job's options checked (``pipeline.TrainOptions``); a Cars head only on the app's own models."""
-        if family not in FAMILIES:
-            raise JobError(f"Unknown job kind '{str(family)[:40]}'; choose one of {', '.join(FAMILIES)}.")
-        known = {k: v for k, v in options.items() if k in TrainOptions.__dataclass_fields__ and v is not None}
-        if family == CARS_HEAD:
-            backbone = str(known.get("backbone") or "").strip()
-            if not backbone or (self.allowed_backbones is not None and backbone not in self.allowed_backbones):
-                raise JobError("Choose the backbone among this app's models.")
-            known["head"] = known.get("head") or None
-        if known.get("max_seconds") == 0:  # the Admin form's "no budget"
-            known.pop("max_seconds")
-        return TrainOptions(**known).checked(family)
 
     def cancel(self) -> str:
         """Ask the running job to stop (its trainer polls the flag between steps); return what happened."""

@@ -2,8 +2,9 @@
 
     source -> checked split plan -> decoded / encoded parts -> classifier -> metrics
 
-- ``TrainOptions``: the options of a run, checked once, before anything is read or written (the CLI and the
-  Admin tab give the same sentence for the same mistake).
+- ``train_options(family, **given)``: the options of a run checked once, where they enter (the CLI, an Admin job,
+  an API call), before anything is read or written: the same sentence for the same mistake everywhere. What it
+  returns is trusted downstream (``train`` checks only options that were not checked for its family).
 - ``train(family, data, out_dir, options)``: loads the source under a ``SourcePolicy``, plans and checks its
   splits (``clipdemo.data.splits.plan_splits``: the leak check always runs), and calls the family's training
   function with that plan. Returns a ``TrainResult``.
@@ -14,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,22 +24,24 @@ from clipdemo.data import DataError, ImageDataset
 from clipdemo.data.sources import OPEN, SourcePolicy, load_source
 from clipdemo.data.splits import PROTOCOLS, Part, SplitPlan, plan_splits
 from clipdemo.errors import UserError
-from clipdemo.families import CARS_HEAD, CHECKPOINT_KIND, FAMILIES, SCRATCH
+from clipdemo.families import CARS_HEAD, FAMILIES, FAMILY_OF_KIND, SCRATCH
 from clipdemo.progress import Progress, typed
 from clipdemo.results import EvalResult, TrainResult
 
 MAX_EPOCHS = 100_000
 MAX_SECONDS = 7 * 24 * 3600
 MAX_BATCH = 65_536
+DEVICES = ("auto", "cpu", "cuda")
+SPLITS = ("tutorial", *(p for p in PROTOCOLS if p != "tutorial"))  # a head's held-out split, the default first
 
 
 class OptionError(UserError):
-    """A training option is out of range; the message names it and its range."""
+    """A training option (or the family) is out of range; the message names it and its range."""
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Everything a run can be told, for either family; ``checked(family)`` normalises and validates."""
+    """Everything a run can be told, for either family. Build checked ones with ``train_options``."""
 
     epochs: int | None = None  # None: the recipe's default (or as many as the time budget allows)
     max_seconds: float | None = None  # a wall-clock budget for the whole run
@@ -50,34 +53,63 @@ class TrainOptions:
     head: str | None = None  # cars-head: None for the default head
     split: str = "tutorial"  # cars-head: "tutorial" or "official" (scratch always uses the dataset's own splits)
 
-    def checked(self, family: str) -> TrainOptions:
+    def checked(self, family: str, backbones: Collection[str] | None = None) -> TrainOptions:
+        """The one check of a run's options (normalised: whole numbers, a stripped backbone, the default head);
+        ``backbones``: when given, a head's backbone must be one of them (the Admin tab: the app's own models)."""
         if family not in FAMILIES:
-            raise OptionError(f"Unknown family '{str(family)[:40]}'; choose one of {', '.join(FAMILIES)}.")
-        epochs = _whole(self.epochs, "Epochs", 1, MAX_EPOCHS)
-        seconds = _seconds(self.max_seconds)
-        seed = _whole(self.seed, "The seed", 0, 2**31 - 1) or 0
-        if self.device not in ("auto", "cpu", "cuda"):
+            raise OptionError(f"Unknown job kind '{str(family)[:40]}'; choose one of {', '.join(FAMILIES)}.")
+        backbone = str(self.backbone or "").strip()
+        if family == CARS_HEAD and backbones is not None and backbone not in backbones:
+            raise OptionError("Choose the backbone among this app's models.")
+        out = replace(
+            self,
+            epochs=_whole(self.epochs, "Epochs", 1, MAX_EPOCHS),
+            max_seconds=_seconds(self.max_seconds),
+            seed=_whole(self.seed, "The seed", 0, 2**31 - 1) or 0,
+        )
+        if self.device not in DEVICES:
             raise OptionError("The device must be auto, cpu or cuda.")
-        out = replace(self, epochs=epochs, max_seconds=seconds, seed=seed)
-        if family == SCRATCH:
-            from clipdemo.scratch.model import PRESETS
+        out = _checked_scratch(out) if family == SCRATCH else _checked_head(out, backbone)
+        object.__setattr__(out, "_family", family)  # not a field: replace() or a new instance is unchecked again
+        return out
 
-            if self.preset not in PRESETS:
-                raise OptionError(f"Unknown preset '{str(self.preset)[:40]}'; choose one of {', '.join(PRESETS)}.")
-            return replace(out, batch_size=_whole(self.batch_size, "The batch size", 1, MAX_BATCH))
-        from clipdemo.heads import HEADS
-
-        if self.head is not None and self.head not in HEADS:
-            raise OptionError(f"Unknown head '{str(self.head)[:40]}'; choose one of {', '.join(HEADS)}.")
-        if self.split not in PROTOCOLS:
-            raise OptionError(f"The split must be one of {', '.join(PROTOCOLS)}.")
-        if not (self.backbone or "").strip():
-            raise OptionError("A head needs a backbone: a Hub id, a CLIP folder or a scratch checkpoint.")
-        return replace(out, backbone=self.backbone.strip())
+    @property
+    def checked_for(self) -> str | None:
+        """The family ``checked`` passed these options for; None when they were not checked."""
+        return getattr(self, "_family", None)
 
     @property
     def protocol(self) -> str:
         return self.split
+
+
+def train_options(family: str, *, backbones: Collection[str] | None = None, **given) -> TrainOptions:
+    """A run's options from where they enter (CLI arguments, the Admin form, an API call), checked once:
+    ``given`` are ``TrainOptions`` fields, None meaning the default. Raises ``OptionError`` in one sentence."""
+    return TrainOptions(**{name: value for name, value in given.items() if value is not None}).checked(
+        family, backbones
+    )
+
+
+def _checked_scratch(options: TrainOptions) -> TrainOptions:
+    from clipdemo.scratch.model import PRESETS
+
+    if not isinstance(options.preset, str) or options.preset not in PRESETS:
+        raise OptionError(f"Unknown preset '{str(options.preset)[:40]}'; choose one of {', '.join(PRESETS)}.")
+    return replace(options, batch_size=_whole(options.batch_size, "The batch size", 1, MAX_BATCH))
+
+
+def _checked_head(options: TrainOptions, backbone: str) -> TrainOptions:
+    from clipdemo.heads import DEFAULT_HEAD, HEADS
+
+    head = options.head or DEFAULT_HEAD  # "" (an empty Admin field) too
+    if not isinstance(head, str) or head not in HEADS:
+        raise OptionError(f"Unknown head '{str(head)[:40]}'; choose one of {', '.join(HEADS)}.")
+    if options.split not in PROTOCOLS:
+        raise OptionError(f"The split must be one of {', '.join(PROTOCOLS)}.")
+    if not backbone:
+        raise OptionError("A head needs a backbone: a Hub id, a CLIP folder or a scratch checkpoint.")
+    return replace(options, backbone=backbone, head=head)
 
 
 def _whole(value, name: str, lo: int, hi: int) -> int | None:
@@ -87,7 +119,7 @@ def _whole(value, name: str, lo: int, hi: int) -> int | None:
         number = float(value)
     except (TypeError, ValueError):
         raise OptionError(f"{name} must be a whole number from {lo} to {hi}.") from None
-    if number != int(number) or not lo <= number <= hi:
+    if not lo <= number <= hi or number != int(number):  # the range first: it refuses nan and inf
         raise OptionError(f"{name} must be a whole number from {lo} to {hi}.")
     return int(number)
 
@@ -125,7 +157,8 @@ def train(
     cache_dir=None,
 ) -> TrainResult:
     """Train ``family`` on ``data`` (a spec or an ``ImageDataset``) into ``out_dir``; see the module docstring."""
-    options = options.checked(family)
+    if options.checked_for != family:  # an API call hands them in unchecked: this is where they enter
+        options = options.checked(family)
     dataset = load(data, config, policy)
     report = typed(progress)
     for note in dataset.notes:
@@ -149,13 +182,12 @@ def train(
             plan=plan,
         )
     from clipdemo.cars import train_head
-    from clipdemo.heads import DEFAULT_HEAD
 
     return train_head(
         dataset,
         options.backbone,
         out_dir,
-        head=options.head or DEFAULT_HEAD,
+        head=options.head,
         epochs=options.epochs,
         split=options.split,
         seed=options.seed,
@@ -171,9 +203,10 @@ def train(
 
 
 def family_of(config: dict) -> str:
-    for family, kind in CHECKPOINT_KIND.items():
-        if config.get("kind") == kind:
-            return family
+    kind = config.get("kind")
+    family = FAMILY_OF_KIND.get(kind) if isinstance(kind, str) else None
+    if family:
+        return family
     raise CheckpointError("This folder is not a scratch CLIP or head checkpoint, so it can't be evaluated here.")
 
 

@@ -22,6 +22,7 @@ from clipdemo import hub_access, hub_sync
 from clipdemo.auth import AdminAuth, AuthError
 from clipdemo.checkpoints import promote, save_checkpoint, served_version
 from clipdemo.encoders import load_encoder
+from clipdemo.families import FAMILIES
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, Settings
@@ -155,10 +156,29 @@ def setup(tmp_path):
     return settings, tmp_path
 
 
+START_FORM = dict(
+    kind="scratch",
+    dataset="tiny",
+    config="",
+    preset="default",
+    epochs=1,
+    max_seconds=None,
+    seed=0,
+    backbone="default",
+    head="linear",
+    split="tutorial",
+)
+
+
+def start_args(token, **change) -> tuple:
+    """admin_start's inputs in order: the token, then the Admin form (``change`` replaces some of its fields)."""
+    return (token, *{**START_FORM, **change}.values())
+
+
 def admin_calls(token):
     return {
         "/admin_status": (token,),
-        "/admin_start": (token, "scratch", "tiny", "", "default", 1, None, 0, "default", "linear", "tutorial"),
+        "/admin_start": start_args(token),
         "/admin_cancel": (token,),
         "/admin_versions": (token, "scratch"),
         "/admin_card": (token, "scratch", "v0"),
@@ -258,6 +278,61 @@ def test_every_admin_handler_takes_the_sign_in_from_gradio_and_checks_it(setup):
             handlers["admin_cancel"](None, None, profile=who)
 
 
+def in_process_handlers(settings, runner) -> dict:
+    """The tab's handlers by api_name, called in process (as Gradio calls them, minus the queue)."""
+    app, _ = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
+    return {fn.api_name: fn.fn for fn in app.fns.values() if fn.api_name != "ping"}
+
+
+def test_an_admin_job_with_a_bad_option_is_refused_in_the_checkers_sentence(setup):
+    """The Admin form's options go through ``pipeline.train_options`` (the CLI's checker) once: the same sentence
+    for the same mistake, nothing started; the form's 0 epochs / 0 seconds mean the default / no budget."""
+    settings, _ = setup
+    calls = []
+    runner = JobRunner.from_settings(settings, trainers={f: fake_trainer(calls=calls) for f in FAMILIES})
+    start = in_process_handlers(settings, runner)["admin_start"]
+    form = dict(epochs=0, max_seconds=0)  # the form's own defaults
+    for change, sentence in (
+        (dict(epochs=1.5), "Epochs must be a whole number from 1 to 100000."),
+        (dict(seed=-1), "The seed must be a whole number from 0 to 2147483647."),
+        (dict(preset="huge"), "Unknown preset 'huge'; choose one of seed, default."),
+        (dict(kind="rm -rf"), "Unknown job kind 'rm -rf'; choose one of scratch, cars-head."),
+        (dict(kind="cars-head", backbone="no-such-key"), "Choose the backbone among this app's models."),
+        (dict(kind="cars-head", split="random"), "The split must be one of official, tutorial."),
+    ):
+        with pytest.raises(gr.Error) as refused:
+            start(*start_args(TOKEN, **{**form, **change}), request=None)
+        assert refused.value.message == sentence
+    assert runner.snapshot() == {"state": "idle"} and calls == []
+    assert start(*start_args(TOKEN, **form), request=None)[0].startswith("Started job 1: scratch")
+    options = runner.wait(10)["options"]
+    assert (options["epochs"], options["max_seconds"], options["seed"]) == (None, None, 0) and len(calls) == 1
+
+
+def test_every_versions_handler_refuses_a_family_it_does_not_know(setup, monkeypatch):
+    """One rule for the family the versions panel names: one of FAMILIES, before any folder is read."""
+    settings, _ = setup
+    monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
+    monkeypatch.setattr(hub_sync, "push_checkpoint", lambda *a, **k: pytest.fail("pushed"))
+    monkeypatch.setattr(hub_sync, "pull_checkpoint", lambda *a, **k: pytest.fail("pulled"))
+    handlers = in_process_handlers(settings, JobRunner.from_settings(settings))
+    for family in ("..", "../checkpoints/scratch", "", None):
+        for name, args in (
+            ("admin_versions", ()),
+            ("admin_rollback", ()),
+            ("admin_pull", ()),
+            ("admin_push", ("",)),
+        ):
+            with pytest.raises(gr.Error) as refused:
+                handlers[name](TOKEN, family, *args, request=None)
+            assert refused.value.message == "Choose a family.", name
+        for name in ("admin_card", "admin_promote", "admin_push"):
+            with pytest.raises(gr.Error) as refused:
+                handlers[name](TOKEN, family, "v0", request=None)
+            assert refused.value.message == "Choose a family and one of its versions.", name
+    assert served_version(settings.checkpoint_dir, "scratch") == "v1"
+
+
 def test_refusals_through_the_api_are_slowed_down(setup):
     settings, _ = setup
     slept = []
@@ -281,13 +356,13 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
     root = settings.checkpoint_dir
     runner = JobRunner.from_settings(settings)
     app, served = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
-    start_args = (TOKEN, "scratch", "tiny", "", "default", 2, None, 0, "default", "linear", "tutorial")
+    two_epochs = start_args(TOKEN, epochs=2)
     with launched(app, **launch_kwargs(settings)) as url:
         client = Client(url, verbose=False)
-        message, _ = client.predict(*start_args, api_name="/admin_start")
+        message, _ = client.predict(*two_epochs, api_name="/admin_start")
         assert message.startswith("Started job 1: scratch on `tiny`")
         with pytest.raises(Exception, match="already running"):
-            client.predict(*start_args, api_name="/admin_start")
+            client.predict(*two_epochs, api_name="/admin_start")
         assert wait_for(
             lambda: runner.snapshot().get("step") is not None or runner.snapshot()["state"] != "running", 120
         )
@@ -313,20 +388,7 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         encoder = load_encoder(str(served.checkpoint("scratch")))
         assert encoder.encode_texts(["a photo of a red."]).shape[0] == 1
 
-        client.predict(
-            TOKEN,
-            "scratch",
-            "tiny",
-            "",
-            "default",
-            500,
-            None,
-            1,
-            "default",
-            "linear",
-            "tutorial",
-            api_name="/admin_start",
-        )
+        client.predict(*start_args(TOKEN, epochs=500, seed=1), api_name="/admin_start")
         assert wait_for(lambda: runner.snapshot().get("step") is not None, 120)
         t0 = time.monotonic()
         assert "Cancelling" in client.predict(TOKEN, api_name="/admin_cancel")
@@ -352,20 +414,7 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup, 
     app, _ = build_admin_app(settings, runner, AdminAuth(TOKEN, **NO_DELAY))
     with launched(app, **launch_kwargs(settings)) as url:
         client = Client(url, verbose=False)
-        client.predict(
-            TOKEN,
-            "scratch",
-            "broken",
-            "",
-            "default",
-            1,
-            None,
-            0,
-            "default",
-            "linear",
-            "tutorial",
-            api_name="/admin_start",
-        )
+        client.predict(*start_args(TOKEN, dataset="broken"), api_name="/admin_start")
         assert client.predict("z", api_name="/ping") == "pong z"
         assert wait_for(lambda: runner.snapshot()["state"] != "running", 120)
         _, progress, *_ = client.predict(TOKEN, api_name="/admin_status")
@@ -377,20 +426,7 @@ def test_bad_data_fails_with_a_short_message_while_other_handlers_answer(setup, 
             with pytest.raises(Exception, match="not a version name|Choose a family"):
                 client.predict(TOKEN, "scratch", "../../v0", api_name=api_name)
         with pytest.raises(Exception, match="refused: paths must stay inside"):
-            client.predict(
-                TOKEN,
-                "scratch",
-                "../outside",
-                "",
-                "default",
-                1,
-                None,
-                0,
-                "default",
-                "linear",
-                "tutorial",
-                api_name="/admin_start",
-            )
+            client.predict(*start_args(TOKEN, dataset="../outside"), api_name="/admin_start")
 
 
 # --- the Hub, unreachable -------------------------------------------------------------------------------------

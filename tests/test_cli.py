@@ -131,3 +131,27 @@ def test_demo_data_writes_an_image_folder(tmp_path, capsys):
     out = Path(last_json(capsys)["out"])
     assert {"train", "validation", "test", "unseen"} <= {p.name for p in out.iterdir()}
     assert len(list((out / "train").iterdir())) >= 10
+
+
+@pytest.mark.parametrize(
+    "what, args, options",
+    [
+        ("scratch", ["--epochs", "0"], dict(epochs=0)),
+        ("scratch", ["--max-seconds", "-1"], dict(max_seconds=-1.0)),
+        ("scratch", ["--seed", "-1"], dict(seed=-1)),
+        ("head", ["--backbone", " "], dict(backbone=" ")),
+    ],
+)
+def test_a_bad_training_option_exits_2_before_any_work_in_the_admin_jobs_sentence(
+    tmp_path, monkeypatch, capsys, what, args, options
+):
+    """The CLI and an Admin job share one checker (``pipeline.train_options``): the same sentence, nothing written."""
+    from clipdemo.jobs import JobRunner
+    from clipdemo.pipeline import OptionError
+
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
+    assert main(["train", what, "--data", str(tmp_path / "no-such-data"), *args]) == 2
+    err = capsys.readouterr().err
+    with pytest.raises(OptionError) as refused:
+        JobRunner(tmp_path / "jobs").start("cars-head" if what == "head" else what, "shapes", **options)
+    assert err == f"error: {refused.value}\n" and not (tmp_path / "ckpts").exists()

@@ -25,8 +25,9 @@ from clipdemo.checkpoints import list_versions, load_checkpoint, promote, save_c
 from clipdemo.data import DataError
 from clipdemo.data.sources import SourcePolicy, resolve_source
 from clipdemo.evaluate import Scores
-from clipdemo.jobs import BusyError, JobError, JobRunner, version_label
-from clipdemo.pipeline import OptionError, TrainOptions
+from clipdemo.heads import DEFAULT_HEAD
+from clipdemo.jobs import BusyError, JobError, JobRunner, short_error, version_label
+from clipdemo.pipeline import OptionError, train_options
 from clipdemo.progress import typed
 from clipdemo.results import TrainResult
 
@@ -173,16 +174,60 @@ def test_a_hub_shaped_name_that_is_a_local_folder_outside_the_root_is_refused(en
 
 
 def test_options_are_checked(tmp_path):
-    assert TrainOptions(epochs=2.0, seed="3").checked("scratch").epochs == 2
+    assert train_options("scratch", epochs=2.0, seed="3").epochs == 2
     for bad in (dict(epochs=0), dict(epochs=1.5), dict(epochs="many"), dict(preset="huge"), dict(max_seconds=-1)):
         with pytest.raises(OptionError):
-            TrainOptions(**bad).checked("scratch")
-    runner = JobRunner(tmp_path, allowed_backbones=["openai/clip-vit-base-patch32"])
-    with pytest.raises(JobError, match="backbone"):
-        runner.options("cars-head", {"backbone": "/etc/passwd"})
-    with pytest.raises(JobError, match="Unknown job kind"):
-        runner.options("rm -rf", {})
+            train_options("scratch", **bad)
+    for big in (float("inf"), float("nan"), 1e300):  # refused in a sentence, not an OverflowError
+        with pytest.raises(OptionError, match="Epochs must be a whole number"):
+            train_options("scratch", epochs=big)
     assert version_label("/data/My Pets!") == "my-pets" and version_label("..") == "run"
+
+
+@pytest.mark.parametrize(
+    "family, options, sentence",
+    [
+        ("rm -rf", {}, "Unknown job kind 'rm -rf'; choose one of scratch, cars-head."),
+        ("cars-head", dict(backbone="/etc/passwd"), "Choose the backbone among this app's models."),
+        ("cars-head", dict(backbone=None), "Choose the backbone among this app's models."),
+        ("scratch", dict(epochs=0), "Epochs must be a whole number from 1 to 100000."),
+        ("scratch", dict(max_seconds=-5), "The time budget must be more than 0 and at most 604800 seconds."),
+        ("scratch", dict(preset="huge"), "Unknown preset 'huge'; choose one of seed, default."),
+        ("cars-head", dict(backbone="b", head="svm"), "Unknown head 'svm'; choose one of "),
+        ("cars-head", dict(backbone="b", split="random"), "The split must be one of official, tutorial."),
+    ],
+)
+def test_a_job_with_a_bad_option_is_refused_in_the_checkers_sentence(tmp_path, family, options, sentence):
+    """A job's options are checked once, by ``pipeline.train_options`` (the CLI's checker), before anything is
+    written; the Admin's own rule (the app's backbones only) is part of that one check."""
+    runner = JobRunner(tmp_path / "ckpt", tmp_path, allowed_backbones=["b"], trainers={family: fake_trainer()})
+    with pytest.raises(OptionError) as refused:
+        runner.start(family, "shapes", **options)
+    assert str(refused.value).startswith(sentence)
+    assert runner.snapshot() == {"state": "idle"} and not (tmp_path / "ckpt").exists()
+
+
+def test_a_jobs_options_reach_its_trainer_checked_for_its_family(env):
+    calls = []
+    runner = runner_for(env, **{"cars-head": fake_trainer(calls=calls)})
+    runner.allowed_backbones = ["b"]
+    runner.start("cars-head", "tiny", backbone=" b ", head="", epochs=2.0, seed=None)
+    assert runner.wait(10)["state"] == "finished"
+    options = calls[0][2]
+    assert options.checked_for == "cars-head" and (options.backbone, options.epochs, options.seed) == ("b", 2, 0)
+    assert options.head == DEFAULT_HEAD  # an empty Admin field means the default head
+
+
+def test_a_failure_is_kept_as_one_short_sentence():
+    """``short_error``: a UserError's first line (``errors.first_line``), cut at 300 characters with an ellipsis;
+    anything else names only its type."""
+    assert short_error(DataError("  No images here.\nTraceback: secrets  ")) == "No images here."
+    assert short_error(OptionError("")) == "OptionError"
+    long = short_error(DataError("x" * 500))
+    assert len(long) == 300 and long.endswith("…")
+    assert short_error(KeyError("/secret/path")) == (
+        "Training failed with an internal error (KeyError); the details are in the server log."
+    )
 
 
 # --- a job's life ----------------------------------------------------------------------------------------------
@@ -335,7 +380,7 @@ def test_a_real_cars_head_job_on_a_tiny_clip(env, tiny_clip):
     """clipdemo.cars.train_head through the runner: encode, fit, held-out metrics beside zero-shot."""
     data, ckpt = env
     runner = JobRunner(ckpt, data, allowed_backbones=[str(tiny_clip)], cache_dir=ckpt / ".cache")
-    with pytest.raises(JobError, match="backbone"):
+    with pytest.raises(OptionError, match="backbone"):
         runner.start("cars-head", "tiny", backbone="openai/clip-vit-large-patch14")
     runner.start("cars-head", "tiny", backbone=str(tiny_clip), head="linear", epochs=3, split="official")
     snap = runner.wait(300)

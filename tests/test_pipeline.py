@@ -171,6 +171,39 @@ def test_a_folder_with_nothing_readable_is_refused_in_one_sentence(env, capsys):
     assert code == 2 and "could be read" in err.strip().splitlines()[-1] and "Traceback" not in err
 
 
+# --- options checked once, where they enter; checkpoints told apart by their kind ----------------------------------
+
+
+def test_train_checks_options_handed_in_unchecked_and_trusts_checked_ones(monkeypatch):
+    from dataclasses import replace
+
+    from clipdemo import pipeline
+
+    class Loading(Exception):
+        """Raised where train starts reading the data: every check is behind it."""
+
+    monkeypatch.setattr(pipeline, "load", lambda *a, **k: (_ for _ in ()).throw(Loading()))
+    with pytest.raises(pipeline.OptionError, match="^Epochs must be a whole number from 1 to 100000.$"):
+        pipeline.train("scratch", "shapes", "out", pipeline.TrainOptions(epochs=0))  # an API call enters here
+    checked = pipeline.train_options("scratch", epochs=1)
+    assert checked.checked_for == "scratch" and replace(checked, epochs=0).checked_for is None
+    with pytest.raises(pipeline.OptionError, match="A head needs a backbone"):  # checked for another family
+        pipeline.train("cars-head", "shapes", "out", checked)
+    monkeypatch.setattr(pipeline.TrainOptions, "checked", lambda *a, **k: pytest.fail("checked a second time"))
+    with pytest.raises(Loading):
+        pipeline.train("scratch", "shapes", "out", checked)
+
+
+def test_a_checkpoint_family_comes_from_its_kind():
+    from clipdemo.checkpoints import CheckpointError
+    from clipdemo.pipeline import family_of
+
+    assert family_of({"kind": "scratch-clip"}) == "scratch" and family_of({"kind": "cars-head"}) == "cars-head"
+    for config in ({}, {"kind": "fake"}, {"kind": "scratch"}, {"kind": ["scratch-clip"]}):
+        with pytest.raises(CheckpointError, match="not a scratch CLIP or head checkpoint"):
+            family_of(config)
+
+
 # --- the shape of the code -------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from clipdemo.checkpoints import CheckpointError, folder_stamp, load_checkpoint
 from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
+from clipdemo.errors import first_line
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import source_name
 from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
@@ -85,10 +86,9 @@ class ScratchEncoder:
             model = ScratchCLIP(self.config)
             model.load_state_dict(state)
         except (TypeError, ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"Checkpoint '{self.path}' is damaged: its weights do not fit "
-                f"the scratch CLIP its config describes ({first})."
+                f"the scratch CLIP its config describes ({first_line(e)})."
             ) from None
         self.device = pick_device(device)
         self.precision = pick_precision(self.device, precision, int8=True)

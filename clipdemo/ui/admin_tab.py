@@ -11,6 +11,7 @@ Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 
@@ -20,7 +21,8 @@ from clipdemo.checkpoints import list_versions, promote, read_card, rollback, se
 from clipdemo.encoders import forget_encoder
 from clipdemo.families import FAMILIES
 from clipdemo.hub_sync import HubSyncError
-from clipdemo.jobs import SPLITS, JobError, JobRunner
+from clipdemo.jobs import JobError, JobRunner
+from clipdemo.pipeline import SPLITS
 from clipdemo.plots import confusion_figure, training_curves
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, hub_repo
@@ -42,6 +44,10 @@ METRICS = (
     ("acc5", "top-5 accuracy"),
     ("mean_per_class_recall", "mean per-class recall"),
     ("weighted_f1", "weighted F1"),
+)
+INTRO = (
+    "Retrain the scratch CLIP or a Cars head, watch it train, then promote the new version to serve it. "
+    "Every action here needs the admin token."
 )
 UNLOCKED = "**Unlocked.** Actions below use this token (or your sign-in); it is checked again on every one."
 VERSION_COLUMNS = ["version", "served", "created", "trained on", "held-out acc1", "status"]
@@ -76,7 +82,7 @@ def progress_text(snap: dict) -> str:
     if isinstance(snap.get("loss"), (int, float)):
         parts.append(f"loss {snap['loss']:.4f}")
     if isinstance(snap.get("val_acc"), (int, float)):
-        parts.append(f"val acc {100 * snap['val_acc']:.1f}%")
+        parts.append(f"val acc {_pct(snap['val_acc'])}")
     parts.append(f"elapsed {_duration(snap.get('elapsed_s'))}")
     if snap.get("eta_s") is not None:
         parts.append(f"ETA {_duration(snap['eta_s'])}")
@@ -142,15 +148,15 @@ def version_rows(root, family: str) -> list[list]:
                 "✓" if v["served"] else "",
                 card.get("created", ""),
                 dataset or "",
-                f"{100 * acc:.1f}%" if isinstance(acc, (int, float)) else "",
+                _pct(acc, missing=""),
                 status,
             ]
         )
     return rows
 
 
-def _pct(value) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "–"
+def _pct(value, missing: str = "–") -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else missing
 
 
 def _bar(fraction: float, width: int = 20) -> str:
@@ -172,90 +178,70 @@ def _head_choices() -> list[str]:
     return [DEFAULT_HEAD, *(h for h in HEADS if h != DEFAULT_HEAD)]
 
 
-# --- the tab ----------------------------------------------------------------------------------------------
+# --- the handlers: each takes the token first and checks it before anything else -------------------------
 
 
-def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
-    """The Admin tab. Every event's handler checks the token first; see the module docstring."""
-    settings = served.settings
-    root = settings.checkpoint_dir
+class AdminHandlers:
+    """The tab's event handlers, a few lines each over the library. Every one takes the token first and Gradio's
+    request and sign-in last (``profile`` is injected by Gradio from its signed session, never from the
+    request's inputs), and checks them before doing anything else."""
 
-    def check(token, request, profile):
-        """The token, or an allow-listed Hugging Face sign-in (``profile`` is injected by Gradio from its
-        signed session, never from the request's inputs)."""
-        auth.check(token, client=client_of(request), user=profile.username if profile else None)
+    def __init__(self, served: Served, runner: JobRunner, auth: AdminAuth):
+        self.served, self.runner, self.auth = served, runner, auth
+        self.root = served.settings.checkpoint_dir
 
-    def backbone_specs():
+    def check(self, token, request, profile) -> None:
+        """The token, or an allow-listed Hugging Face sign-in."""
+        self.auth.check(token, client=client_of(request), user=profile.username if profile else None)
+
+    def backbone_specs(self) -> dict:
         """The app's models by opaque key (the page never holds a server path); the scratch one is left out."""
-        return {key: value for key, value in served.models().items() if key != "scratch"}
+        return {key: value for key, value in self.served.models().items() if key != "scratch"}
 
-    def version_folder(family, version):
+    @staticmethod
+    def chosen_family(family, refusal: str = "Choose a family.") -> str:
+        """``family``, one of ``FAMILIES``: checked before any folder of the checkpoint dir is read."""
+        if family not in FAMILIES:
+            raise JobError(refusal)
+        return family
+
+    def version_folder(self, family, version) -> Path:
         """A version's folder, for names that can only mean one (no separators, no dot names)."""
-        if family not in FAMILIES or not version or Path(version).name != version or version.startswith("."):
-            raise JobError("Choose a family and one of its versions.")
-        return root / family / version
+        refusal = "Choose a family and one of its versions."
+        if not isinstance(version, str) or not version or Path(version).name != version or version.startswith("."):
+            raise JobError(refusal)
+        return self.root / self.chosen_family(family, refusal) / version
 
-    def versions_update(family):
-        rows = version_rows(root, family)
+    def versions_update(self, family) -> tuple:
+        """The versions table and the version dropdown (the served one chosen) of ``family``."""
+        rows = version_rows(self.root, family)
         names = [r[0] for r in rows]
-        current = served_checkpoint(root, family)
+        current = served_checkpoint(self.root, family)
         return rows, gr.Dropdown(choices=names, value=current.name if current else (names[0] if names else None))
 
-    def forget(*folders):
-        for folder in folders:
-            if folder is not None:
-                forget_encoder(str(folder))  # a version folder rewritten while training may be cached stale
-
-    # ---- handlers: the token first, always checked before anything else
-
-    def status(seen):
+    def status(self, seen) -> tuple:
         """Progress, curve, log, results and confusion; figures are redrawn only when the job moved on."""
-        snap = runner.snapshot()
+        snap = self.runner.snapshot()
         key = f"{snap.get('id')}:{snap['state']}:{len(snap.get('history', []))}:{(snap.get('log') or [''])[-1]}"
-        progress = progress_text(snap)
-        if key == seen:
-            return (UNLOCKED, progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True), key)
-        events = curve_events(snap.get("history", []))
-        curve = training_curves(events, title=f"{snap['family']} on {snap['dataset']}") if events else None
-        result = snap.get("result") or {}
-        confusion = (
-            confusion_figure(result["confusion"], result["class_names"])
-            if result.get("confusion") and result.get("class_names")
-            else None
-        )
-        return (
-            UNLOCKED,
-            progress,
-            curve,
-            "\n".join(snap.get("log", [])),
-            result_text(snap),
-            confusion,
-            gr.Timer(active=True),
-            key,
-        )
+        views = job_views(snap) if key != seen else tuple(gr.skip() for _ in range(4))
+        return (UNLOCKED, progress_text(snap), *views, gr.Timer(active=True), key)
 
-    def admin_status(token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
-        return status(seen)
+    # ---- the events' handlers; their names are the events' api_names
 
-    def admin_poll(token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def admin_status(self, token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
+        return self.status(seen)
+
+    def admin_poll(self, token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """The timer's tick: refused like the others, but quietly (no toast every second; the timer stops)."""
         try:
-            check(token, request, profile)
+            self.check(token, request, profile)
         except AuthError as e:
-            return (
-                f"**Locked.** {e}",
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.Timer(active=False),
-                None,
-            )
-        return status(seen)
+            return (f"**Locked.** {e}", *(gr.skip() for _ in range(5)), gr.Timer(active=False), None)
+        return self.status(seen)
 
     def admin_start(
+        self,
         token,
         kind,
         dataset,
@@ -270,211 +256,281 @@ def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
         request: gr.Request,
         profile: gr.OAuthProfile | None = None,
     ):
-        check(token, request, profile)
-        spec = backbone_specs().get(backbone, (None, None))[1]  # an opaque key in, a spec out
-        snap = runner.start(
-            kind,
-            dataset,
-            config=config,
-            preset=preset,
-            epochs=epochs or None,
-            max_seconds=max_seconds or None,
-            seed=seed,
-            backbone=spec,
-            head=head,
-            split=split,
-        )
-        return f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`.", gr.Timer(
-            active=True
-        )
+        self.check(token, request, profile)
+        spec = self.backbone_specs().get(backbone, (None, None))[1]  # an opaque key in, a spec out
+        # the form's 0 epochs / 0 seconds mean the default / no budget; the runner checks every option
+        options = dict(preset=preset, epochs=epochs or None, max_seconds=max_seconds or None, seed=seed)
+        snap = self.runner.start(kind, dataset, config=config, backbone=spec, head=head, split=split, **options)
+        started = f"Started job {snap['id']}: {kind} on `{snap['dataset']}` into version `{snap['version']}`."
+        return started, gr.Timer(active=True)
 
-    def admin_cancel(token, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
-        return runner.cancel()
+    def admin_cancel(self, token, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
+        return self.runner.cancel()
 
-    def admin_versions(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
-        return versions_update(family)
+    def admin_versions(self, token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
+        return self.versions_update(self.chosen_family(family))
 
-    def admin_card(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
-        return read_card(version_folder(family, version)) if version else None
+    def admin_card(self, token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
+        return read_card(self.version_folder(family, version)) if version else None
 
-    def admin_promote(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
-        if family not in FAMILIES or not version:
-            raise JobError("Choose a family and one of its versions.")
-        before = served_checkpoint(root, family)
-        folder = promote(root, family, version)
+    def admin_promote(self, token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
+        folder = self.version_folder(family, version)
+        before = served_checkpoint(self.root, family)
+        forget(before, promote(self.root, family, folder.name))
+        served = f"Promoted {family} version `{version}`: it is served from now on (no restart needed)."
+        return served, *self.versions_update(family)
+
+    def admin_rollback(self, token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
+        family = self.chosen_family(family)
+        before = served_checkpoint(self.root, family)
+        folder = rollback(self.root, family)
         forget(before, folder)
-        return (
-            f"Promoted {family} version `{version}`: it is served from now on (no restart needed).",
-            *versions_update(family),
-        )
+        return f"Rolled {family} back to version `{folder.name}`.", *self.versions_update(family)
 
-    def admin_rollback(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
-        if family not in FAMILIES:
-            raise JobError("Choose a family.")
-        before = served_checkpoint(root, family)
-        folder = rollback(root, family)
-        forget(before, folder)
-        return f"Rolled {family} back to version `{folder.name}`.", *versions_update(family)
-
-    def admin_push(token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
+    def admin_push(self, token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
         repo = hub_repo()
         if not repo:
             raise HubSyncError(f"Set {HUB_REPO_ENV} (and the {TOKEN_ENV} secret) to push to the Hub.")
-        folder = version_folder(family, version) if version else served_checkpoint(root, family)
+        if version:
+            folder = self.version_folder(family, version)
+        else:  # the served one
+            folder = served_checkpoint(self.root, self.chosen_family(family))
         if folder is None:
             raise JobError("Choose a version to push.")
         return hub_sync.push_checkpoint(folder, repo, family=family)
 
-    def admin_pull(token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        check(token, request, profile)
+    def admin_pull(self, token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        self.check(token, request, profile)
         repo = hub_repo()
         if not repo:
             raise HubSyncError(f"Set {HUB_REPO_ENV} to pull from the Hub.")
-        before = served_checkpoint(root, family)
-        folder = hub_sync.pull_checkpoint(repo, root, family)
+        family = self.chosen_family(family)
+        before = served_checkpoint(self.root, family)
+        folder = hub_sync.pull_checkpoint(repo, self.root, family)
         forget(before, folder)
-        return f"Pulled {family} from {repo} as version `{folder.name}` and promoted it.", *versions_update(family)
+        return f"Pulled {family} from {repo} as version `{folder.name}` and promoted it.", *self.versions_update(family)
 
-    # ---- layout
 
+def job_views(snap: dict) -> tuple:
+    """The training curve, the log tail, the results text and the confusion matrix of a runner snapshot."""
+    events = curve_events(snap.get("history", []))
+    curve = training_curves(events, title=f"{snap['family']} on {snap['dataset']}") if events else None
+    result = snap.get("result") or {}
+    confusion = (
+        confusion_figure(result["confusion"], result["class_names"])
+        if result.get("confusion") and result.get("class_names")
+        else None
+    )
+    return curve, "\n".join(snap.get("log", [])), result_text(snap), confusion
+
+
+def forget(*folders) -> None:
+    """Drop cached encoders of checkpoint folders whose serving changed (a folder rewritten while training may
+    be cached stale)."""
+    for folder in folders:
+        if folder is not None:
+            forget_encoder(str(folder))
+
+
+# --- the tab: one function per panel, then the events that join them ---------------------------------------
+
+
+class Unlock(NamedTuple):
+    token: gr.Textbox
+    button: gr.Button
+    status: gr.Markdown
+
+
+class TrainForm(NamedTuple):
+    fields: list  # admin_start's inputs after the token, in its order
+    start: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+
+
+class Watch(NamedTuple):
+    """What ``job_views`` fills, after the progress line."""
+
+    progress: gr.Markdown
+    curve: gr.Plot
+    log: gr.Textbox
+    results: gr.Markdown
+    confusion: gr.Plot
+
+
+class Shelf(NamedTuple):
+    """The versions panel."""
+
+    family: gr.Radio
+    version: gr.Dropdown
+    refresh: gr.Button
+    promote: gr.Button
+    rollback: gr.Button
+    push: gr.Button
+    pull: gr.Button
+    status: gr.Markdown
+    table: gr.Dataframe
+    card: gr.JSON
+
+
+def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
+    """The Admin tab. Every event's handler checks the token first; see the module docstring."""
+    handlers = AdminHandlers(served, runner, auth)
     if not auth.enabled:
-        gr.Markdown(f"### Admin is disabled\n\n{disabled_note(settings)}", elem_id="admin-disabled")
+        gr.Markdown(f"### Admin is disabled\n\n{disabled_note(served.settings)}", elem_id="admin-disabled")
     with gr.Column(visible=auth.enabled):
-        gr.Markdown(
-            "Retrain the scratch CLIP or a Cars head, watch it train, then promote the new version to serve it. "
-            "Every action here needs the admin token."
-        )
-        with gr.Row(equal_height=True):
-            token = gr.Textbox(label="Admin token", type="password", scale=4, elem_id="admin-token")
-            if auth.sign_in and sign_in_possible():  # Gradio's button needs a Space's OAuth (elsewhere: a mock)
-                gr.LoginButton(scale=1)
-            unlock = gr.Button("Unlock", scale=1, elem_id="admin-unlock")
-        how = "Sign in with an allowed Hugging Face account or enter" if auth.sign_in else "Enter"
-        lock_status = gr.Markdown(f"**Locked.** {how} the admin token and press Unlock.", elem_id="admin-lock")
-
-        with gr.Group():
-            gr.Markdown("#### Train")
-            with gr.Row():
-                kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind")
-                dataset = gr.Textbox(
-                    label="Dataset",
-                    value="shapes",
-                    elem_id="admin-dataset",
-                    info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
-                    + (" (CLIPDEMO_DATA_ROOT)" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
-                )
-                config = gr.Textbox(label="HF dataset config (optional)", placeholder="e.g. mini")
-            with gr.Row():
-                epochs = gr.Number(
-                    label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs"
-                )
-                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-            with gr.Row():
-                with gr.Column():
-                    gr.Markdown("Scratch CLIP options")
-                    preset = gr.Dropdown(_preset_choices(), value="default", label="Preset")
-                    max_seconds = gr.Number(label="Time budget in seconds (0: none)", value=0, minimum=0)
-                with gr.Column():
-                    gr.Markdown("Cars head options")
-                    backbone = gr.Dropdown(
-                        [(name, key) for key, (name, _) in backbone_specs().items()], value="default", label="Backbone"
-                    )
-                    head = gr.Dropdown(_head_choices(), value=_head_choices()[0], label="Head", allow_custom_value=True)
-                    split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
-            with gr.Row():
-                start = gr.Button("Start training", variant="primary", elem_id="admin-start")
-                cancel = gr.Button("Cancel", variant="stop", elem_id="admin-cancel")
-            job_status = gr.Markdown(elem_id="admin-job-status")
-
-        progress = gr.Markdown(elem_id="admin-progress")
-        with gr.Row():
-            curve = gr.Plot(label="Training curves", elem_id="admin-curve")
-            log_tail = gr.Textbox(
-                label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="admin-log"
-            )
-        with gr.Row():
-            results = gr.Markdown(elem_id="admin-results")
-            confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion")
-
-        with gr.Group():
-            gr.Markdown("#### Versions")
-            with gr.Row():
-                family = gr.Radio(list(FAMILIES), value="scratch", label="Family", elem_id="admin-family")
-                version = gr.Dropdown([], label="Version", allow_custom_value=True, elem_id="admin-version")
-            with gr.Row():
-                refresh = gr.Button("List versions", elem_id="admin-list")
-                promote_btn = gr.Button("Promote", variant="primary", elem_id="admin-promote")
-                rollback_btn = gr.Button("Roll back", elem_id="admin-rollback")
-                push = gr.Button("Push to Hub")
-                pull = gr.Button("Pull from Hub")
-            version_status = gr.Markdown(elem_id="admin-version-status")
-            versions = gr.Dataframe(
-                headers=VERSION_COLUMNS,
-                interactive=False,
-                wrap=True,
-                elem_id="admin-versions",
-                column_widths=["22%", "8%", "18%", "32%", "10%", "10%"],
-            )
-            card = gr.JSON(label="Card of the chosen version")
-
+        gr.Markdown(INTRO)
+        unlock = unlock_panel(auth)
+        form = train_panel(served.settings, handlers.backbone_specs())
+        watch = watch_panel()
+        shelf = versions_panel()
     timer = gr.Timer(1.0, active=False)
     seen = gr.State(None)
+    # each handler checks the token itself; hiding the tab would protect nothing
+    status_events(handlers, unlock, watch, shelf, timer, seen)
+    train_events(handlers, unlock.token, form, timer)
+    version_events(handlers, unlock.token, shelf)
 
-    # ---- events (each handler checks the token itself; hiding the tab would protect nothing)
-    status_outputs = [lock_status, progress, curve, log_tail, results, confusion, timer, seen]
-    wrap = user_errors
+
+def unlock_panel(auth: AdminAuth) -> Unlock:
+    with gr.Row(equal_height=True):
+        token = gr.Textbox(label="Admin token", type="password", scale=4, elem_id="admin-token")
+        if auth.sign_in and sign_in_possible():  # Gradio's button needs a Space's OAuth (elsewhere: a mock)
+            gr.LoginButton(scale=1)
+        unlock = gr.Button("Unlock", scale=1, elem_id="admin-unlock")
+    how = "Sign in with an allowed Hugging Face account or enter" if auth.sign_in else "Enter"
+    lock_status = gr.Markdown(f"**Locked.** {how} the admin token and press Unlock.", elem_id="admin-lock")
+    return Unlock(token, unlock, lock_status)
+
+
+def train_panel(settings, backbone_specs: dict) -> TrainForm:
+    with gr.Group():
+        gr.Markdown("#### Train")
+        with gr.Row():
+            kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind")
+            dataset = gr.Textbox(
+                label="Dataset",
+                value="shapes",
+                elem_id="admin-dataset",
+                info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
+                + (" (CLIPDEMO_DATA_ROOT)" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
+            )
+            config = gr.Textbox(label="HF dataset config (optional)", placeholder="e.g. mini")
+        with gr.Row():
+            epochs = gr.Number(label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs")
+            seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("Scratch CLIP options")
+                preset = gr.Dropdown(_preset_choices(), value="default", label="Preset")
+                max_seconds = gr.Number(label="Time budget in seconds (0: none)", value=0, minimum=0)
+            with gr.Column():
+                gr.Markdown("Cars head options")
+                backbone = gr.Dropdown(
+                    [(name, key) for key, (name, _) in backbone_specs.items()], value="default", label="Backbone"
+                )
+                heads = _head_choices()
+                head = gr.Dropdown(heads, value=heads[0], label="Head", allow_custom_value=True)
+                split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
+        with gr.Row():
+            start = gr.Button("Start training", variant="primary", elem_id="admin-start")
+            cancel = gr.Button("Cancel", variant="stop", elem_id="admin-cancel")
+        job_status = gr.Markdown(elem_id="admin-job-status")
+    fields = [kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split]
+    return TrainForm(fields, start, cancel, job_status)
+
+
+def watch_panel() -> Watch:
+    progress = gr.Markdown(elem_id="admin-progress")
+    with gr.Row():
+        curve = gr.Plot(label="Training curves", elem_id="admin-curve")
+        log_tail = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="admin-log")
+    with gr.Row():
+        results = gr.Markdown(elem_id="admin-results")
+        confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion")
+    return Watch(progress, curve, log_tail, results, confusion)
+
+
+def versions_panel() -> Shelf:
+    with gr.Group():
+        gr.Markdown("#### Versions")
+        with gr.Row():
+            family = gr.Radio(list(FAMILIES), value="scratch", label="Family", elem_id="admin-family")
+            version = gr.Dropdown([], label="Version", allow_custom_value=True, elem_id="admin-version")
+        with gr.Row():
+            refresh = gr.Button("List versions", elem_id="admin-list")
+            promote_btn = gr.Button("Promote", variant="primary", elem_id="admin-promote")
+            rollback_btn = gr.Button("Roll back", elem_id="admin-rollback")
+            push = gr.Button("Push to Hub")
+            pull = gr.Button("Pull from Hub")
+        version_status = gr.Markdown(elem_id="admin-version-status")
+        table = gr.Dataframe(
+            headers=VERSION_COLUMNS,
+            interactive=False,
+            wrap=True,
+            elem_id="admin-versions",
+            column_widths=["22%", "8%", "18%", "32%", "10%", "10%"],
+        )
+        card = gr.JSON(label="Card of the chosen version")
+    return Shelf(family, version, refresh, promote_btn, rollback_btn, push, pull, version_status, table, card)
+
+
+def status_events(h: AdminHandlers, unlock: Unlock, watch: Watch, shelf: Shelf, timer: gr.Timer, seen) -> None:
+    """Unlock shows the job and lists the versions; the timer's tick keeps the job's panel current."""
+    outputs = [unlock.status, *watch, timer, seen]
     unlocked = gr.on(
-        [unlock.click, token.submit],
-        wrap(admin_status),
-        [token, seen],
-        status_outputs,
+        [unlock.button.click, unlock.token.submit],
+        user_errors(h.admin_status),
+        [unlock.token, seen],
+        outputs,
         api_name="admin_status",
         show_progress="hidden",
     )  # a refusal: one toast, no badge per panel
     unlocked.success(
-        wrap(admin_versions),
-        [token, family],
-        [versions, version],
+        user_errors(h.admin_versions),
+        [unlock.token, shelf.family],
+        [shelf.table, shelf.version],
         api_name="admin_unlock_versions",
         api_visibility="private",
     )
     timer.tick(
-        wrap(admin_poll),
-        [token, seen],
-        status_outputs,
+        user_errors(h.admin_poll),
+        [unlock.token, seen],
+        outputs,
         api_name="admin_poll",
         api_visibility="private",
         show_progress="hidden",
     )
-    start.click(
-        wrap(admin_start),
-        [token, kind, dataset, config, preset, epochs, max_seconds, seed, backbone, head, split],
-        [job_status, timer],
-        api_name="admin_start",
-    )
-    cancel.click(wrap(admin_cancel), [token], job_status, api_name="admin_cancel")
+
+
+def train_events(h: AdminHandlers, token: gr.Textbox, form: TrainForm, timer: gr.Timer) -> None:
+    form.start.click(user_errors(h.admin_start), [token, *form.fields], [form.status, timer], api_name="admin_start")
+    form.cancel.click(user_errors(h.admin_cancel), [token], form.status, api_name="admin_cancel")
+
+
+def version_events(h: AdminHandlers, token: gr.Textbox, shelf: Shelf) -> None:
+    listed = [shelf.table, shelf.version]
     gr.on(
-        [refresh.click, family.change],
-        wrap(admin_versions),
-        [token, family],
-        [versions, version],
+        [shelf.refresh.click, shelf.family.change],
+        user_errors(h.admin_versions),
+        [token, shelf.family],
+        listed,
         api_name="admin_versions",
     )
-    version.change(wrap(admin_card), [token, family, version], card, api_name="admin_card")
-    promote_btn.click(
-        wrap(admin_promote), [token, family, version], [version_status, versions, version], api_name="admin_promote"
+    chosen = [token, shelf.family, shelf.version]
+    shelf.version.change(user_errors(h.admin_card), chosen, shelf.card, api_name="admin_card")
+    shelf.promote.click(user_errors(h.admin_promote), chosen, [shelf.status, *listed], api_name="admin_promote")
+    shelf.rollback.click(
+        user_errors(h.admin_rollback), [token, shelf.family], [shelf.status, *listed], api_name="admin_rollback"
     )
-    rollback_btn.click(
-        wrap(admin_rollback), [token, family], [version_status, versions, version], api_name="admin_rollback"
-    )
-    push.click(wrap(admin_push), [token, family, version], version_status, api_name="admin_push")
-    pull.click(wrap(admin_pull), [token, family], [version_status, versions, version], api_name="admin_pull")
+    shelf.push.click(user_errors(h.admin_push), chosen, shelf.status, api_name="admin_push")
+    shelf.pull.click(user_errors(h.admin_pull), [token, shelf.family], [shelf.status, *listed], api_name="admin_pull")
 
 
 def disabled_note(settings) -> str:
