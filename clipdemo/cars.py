@@ -40,9 +40,6 @@ from clipdemo.results import TrainResult
 from clipdemo.scoring import ZeroShotClassifier
 from clipdemo.zeroshot import CARS_TEMPLATES
 
-SPLIT_PROTOCOLS = ("tutorial", "official")
-
-
 # --- training -------------------------------------------------------------------------------------------
 
 

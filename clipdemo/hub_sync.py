@@ -19,7 +19,7 @@ from pathlib import Path
 from clipdemo import hub_access
 from clipdemo.atomic import write_folder_atomic
 from clipdemo.checkpoints import CheckpointError, claim_version, load_checkpoint, promote, served_checkpoint
-from clipdemo.errors import UserError
+from clipdemo.errors import UserError, first_line
 from clipdemo.families import FAMILIES
 from clipdemo.settings import HUB_REPO_ENV, hf_token, hub_repo
 
@@ -48,8 +48,7 @@ def _hub_failure(action: str, repo_id: str, e: Exception) -> HubSyncError:
     kind = type(e).__name__
     if kind == "RepositoryNotFoundError":
         return HubSyncError(f"Model repo '{repo_id}' was not found on the Hub (or the token can't see it).")
-    first = (str(e).strip().splitlines() or [kind])[0][:160]
-    return HubSyncError(f"Could not {action} '{repo_id}' ({kind}: {first}).")
+    return HubSyncError(f"Could not {action} '{repo_id}' ({kind}: {first_line(e)}).")
 
 
 def push_checkpoint(folder, repo_id: str, token: str | None = None, family: str | None = None) -> str:

@@ -24,7 +24,7 @@ from clipdemo.data import DataError, ImageDataset
 from clipdemo.data.sources import OPEN, SourcePolicy, load_source
 from clipdemo.data.splits import PROTOCOLS, Part, SplitPlan, plan_splits
 from clipdemo.errors import UserError
-from clipdemo.families import CARS_HEAD, FAMILIES, FAMILY_OF_KIND, SCRATCH
+from clipdemo.families import CARS_HEAD, FAMILIES, FAMILY_OF_KIND, SCRATCH, canonical_kind
 from clipdemo.progress import Progress, typed
 from clipdemo.results import EvalResult, TrainResult
 
@@ -204,7 +204,7 @@ def train(
 
 def family_of(config: dict) -> str:
     kind = config.get("kind")
-    family = FAMILY_OF_KIND.get(kind) if isinstance(kind, str) else None
+    family = FAMILY_OF_KIND.get(canonical_kind(kind)) if isinstance(kind, str) else None
     if family:
         return family
     raise CheckpointError("This folder is not a scratch CLIP or head checkpoint, so it can't be evaluated here.")

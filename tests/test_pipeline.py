@@ -263,3 +263,13 @@ def test_the_library_never_imports_gradio_and_reads_the_environment_in_one_place
             assert "import gradio" not in text, f
         if f.name not in ("settings.py", "distributed.py", "memory.py"):  # torchrun's and glibc's own variables
             assert "os.environ" not in text and "getenv" not in text, f
+
+
+def test_no_function_in_the_library_is_longer_than_80_lines():
+    """Orchestrators read like a table of contents: each step is a function of its own."""
+    long = {}
+    for path in sorted(ROOT.glob("clipdemo/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long[f"{path.relative_to(ROOT)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}, long

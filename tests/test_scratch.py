@@ -499,17 +499,3 @@ def test_training_skips_an_unreadable_image_counts_it_and_names_it(shapes, tmp_p
     )
     assert result.skipped["train"] == 1 and read_card(tmp_path / "c")["skipped"]["train"] == 1
     assert any("train: skipped 1 unreadable image(s)" in (e.get("message") or "") for e in events)
-
-
-def test_train_scratch_reads_like_a_table_of_contents():
-    """Setup, data, loop, evaluation and saving are functions of their own: none is longer than 60 lines."""
-    import ast
-    import inspect
-
-    from clipdemo.scratch import train
-
-    tree = ast.parse(inspect.getsource(train))
-    lengths = {
-        node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-    }
-    assert lengths["train_scratch"] <= 45 and max(lengths.values()) <= 60, lengths

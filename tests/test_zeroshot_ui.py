@@ -73,15 +73,6 @@ def test_threshold_help_states_the_library_defaults():
     assert zeroshot_tab._threshold(SIGMOID, True, 0.3) == 0.3 and zeroshot_tab._threshold(SIGMOID, False, 0.3) is None
 
 
-def test_the_tab_builder_is_short_pieces():
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(zeroshot_tab))
-    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    assert max(lengths.values()) <= 60, lengths
-
-
 def test_status_names_a_local_model_without_its_server_path(tiny_clip, tmp_path):
     served = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "checkpoints"))
     status = zeroshot_tab.model_status(served)[0]

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from clipdemo import hub_access
+from clipdemo.errors import first_line
 
 from . import DataError, ImageDataset, Split, fingerprint
 from .folder import _few
@@ -224,7 +225,7 @@ def _hub_error(repo_id: str, revision: str | None, e: Exception) -> str:
         )
     if kind == "RevisionNotFoundError":
         return f"Dataset '{repo_id}' has no revision '{revision}' on the Hugging Face Hub."
-    first = (str(e).strip().splitlines() or [kind])[0][:200]
+    first = first_line(e, 200)
     return f"Dataset '{repo_id}'{at} could not be downloaded from the Hugging Face Hub ({kind}: {first})."
 
 
