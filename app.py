@@ -9,6 +9,7 @@ import sys
 from clipdemo.errors import ConfigError
 from clipdemo.hub_sync import pull_at_startup
 from clipdemo.memory import limit_malloc_arenas
+from clipdemo.serving import Served
 from clipdemo.settings import Settings, check_environment
 from clipdemo.ui.app import build_app, launch_kwargs
 
@@ -20,5 +21,7 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     limit_malloc_arenas()
     settings = Settings.from_env()
-    logging.getLogger("clipdemo").info(pull_at_startup(settings))
+    log = logging.getLogger("clipdemo")
+    log.info(pull_at_startup(settings))
+    log.info(Served(settings).startup_line())  # which model answers, and why when it is a stand-in
     build_app(settings).launch(**launch_kwargs(settings))

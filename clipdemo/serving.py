@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipdemo.checkpoints import served_checkpoint
+from clipdemo.checkpoints import read_card, served_checkpoint
 from clipdemo.encoders import Encoder, is_loaded, load_encoder
 from clipdemo.errors import ModelUnavailable
 from clipdemo.names import hide_path, model_name
@@ -23,6 +23,7 @@ class ZeroShotModel:
     notice: str | None  # shown to the user when we fell back to another model
     description: str  # the model (by its display name), device and precision, for the status line
     stand_in: str | None = None  # the display name of the model answering in its place, after a fallback
+    banner: str | None = None  # after a fallback: which model answers, why, and what its scores are worth
 
 
 class Served:
@@ -71,13 +72,27 @@ class Served:
             if fallback is None or str(fallback) == spec:
                 raise ModelUnavailable(why) from None
             encoder = load_encoder(str(fallback))
-            described = encoder.describe()
-            return ZeroShotModel(
-                encoder,
-                f"{why} Using the served scratch model instead: {described}.",
-                described,
-                stand_in=f"scratch CLIP (served version {fallback.name})",
+            described, stand_in = encoder.describe(), f"scratch CLIP (served version {fallback.name})"
+            trained_on = read_card(fallback).get("trained_on") or "a small dataset"
+            banner = (
+                f"**{stand_in} is answering in place of {name}**, which can't be loaded here: {why} "
+                f"The stand-in was trained from scratch on {hide_path(trained_on, str(fallback), fallback.name)} "
+                "and has never seen a photo, so its scores on photos mean nothing."
             )
+            return ZeroShotModel(
+                encoder, f"{why} Using the served scratch model instead: {described}.", described, stand_in, banner
+            )
+
+    def startup_line(self) -> str:
+        """One log line at start-up: which model answers zero-shot requests, and why when it is a stand-in."""
+        name = self.models()["default"][0]
+        try:
+            choice = self.zero_shot()
+        except ModelUnavailable as e:
+            return f"zero-shot: no model can answer ({name} can't be loaded and no scratch CLIP is served): {e}"
+        if choice.stand_in:
+            return f"zero-shot: {choice.stand_in} answers in place of {name}: {choice.notice}"
+        return f"zero-shot: {choice.description} answers"
 
     def loaded(self, key: str | None = None) -> bool:
         """Whether the model behind ``key`` is in memory already (else the first call loads or downloads it)."""

@@ -32,7 +32,7 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
             "and a CLIP trained from scratch."
         )
         with gr.Tab("Zero-shot", id="zero-shot"):
-            status, model_menus = zeroshot_tab.build(served)
+            zeroshot_outputs = zeroshot_tab.build(served)
         with gr.Tab("Cars", id="cars"):
             cars_tab.build(served)
         with gr.Tab("Your classes", id="your-classes"):
@@ -43,7 +43,7 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
             pokemon_card = pokemon_tab.build(served)
         with gr.Tab("Admin", id="admin"):
             admin_tab.build(served, runner, AdminAuth.from_settings(settings))
-        app.load(lambda: zeroshot_tab.model_status(served), None, [status, *model_menus], api_visibility="private")
+        app.load(lambda: zeroshot_tab.model_status(served), None, zeroshot_outputs, api_visibility="private")
         app.load(lambda: pokemon_tab.card_markdown(served), None, pokemon_card, api_visibility="private")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app

@@ -289,15 +289,32 @@ def model_choices(served: Served, choice=None) -> list[tuple[str, str]]:
 
 
 def model_status(served: Served):
-    """The status line and the Model dropdown, once the default model has been resolved (on page load)."""
+    """The status line, the Model and Compare menus and the fallback banner, once the default model has been
+    resolved (on page load)."""
     try:
         choice = served.zero_shot()
     except Exception as e:  # ModelUnavailable and friends: say it, keep serving
         choice, text = None, f"⚠️ {e}"
     else:
-        text = f"Model: {choice.description}" + (f"\n\n⚠️ {choice.notice}" if choice.notice else "")
+        notice = choice.notice if choice.notice and not choice.banner else None  # the banner says it, once
+        text = f"Model: {choice.description}" + (f"\n\n⚠️ {notice}" if notice else "")
     choices = model_choices(served, choice)
-    return text, gr.update(choices=choices), gr.update(choices=[("none", NO_COMPARE)] + choices)
+    menus = gr.update(choices=choices), gr.update(choices=[("none", NO_COMPARE)] + choices)
+    return text, *menus, fallback_banner(choice)
+
+
+def fallback_banner(choice) -> dict:
+    """The banner above the results: shown while a stand-in model answers, hidden otherwise."""
+    banner = choice.banner if choice is not None else None
+    return gr.update(value=f"⚠️ {banner}" if banner else "", visible=bool(banner))
+
+
+def banner_for(served: Served, key: str | None):
+    """The banner for the model picked in the menu (a stand-in only when that model can't be had)."""
+    try:
+        return fallback_banner(served.zero_shot(key))
+    except Exception:  # the pick itself fails: its requests say why, one sentence each
+        return fallback_banner(None)
 
 
 @dataclass
@@ -320,7 +337,9 @@ class Inputs:
 
 
 def build(served: Served):
-    """The tab: inputs on the left, ranked labels on the right, the matrix and relevancy maps below."""
+    """The tab: a fallback banner on top, inputs on the left, ranked labels on the right, the matrix and relevancy
+    maps below. Returns what the page load refreshes (``model_status``'s outputs)."""
+    banner = gr.Markdown(visible=False, elem_id="zs-fallback", elem_classes=["fallback-banner"])
     with gr.Row():
         with gr.Column(scale=1):
             inputs = _inputs(served)
@@ -345,7 +364,8 @@ def build(served: Served):
     uploads = gr.State(None, time_to_live=UPLOADS_TTL)  # one click's decoded images (see Uploads)
     _wire_classify(served, inputs, uploads, [label, chart, status], [heatmap, top_table])
     _wire_where(served, inputs, uploads, maps)
-    return status, [inputs.model, inputs.compare]
+    inputs.model.change(lambda key: banner_for(served, key), inputs.model, banner, api_visibility="private")
+    return [status, inputs.model, inputs.compare, banner]
 
 
 def _inputs(served: Served) -> Inputs:

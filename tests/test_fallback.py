@@ -1,0 +1,62 @@
+"""Offline, the default model can't load and the shipped scratch CLIP answers in its place: the start-up log line
+and a banner above the zero-shot results say which model answers, why, and that its scores on photos mean nothing."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from clipdemo import hub_access
+from clipdemo.serving import Served
+from clipdemo.settings import REPO_ROOT, Settings
+from clipdemo.ui import zeroshot_tab
+from tests.conftest import app_page, app_served, screenshot
+
+UNREACHABLE = "openai/clip-vit-base-patch32"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: False)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A copy of the shipped checkpoints (the served scratch CLIP): tests never write into the repository."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    shutil.copytree(REPO_ROOT / "checkpoints" / "scratch", root / "scratch")
+    return root
+
+
+def test_start_up_log_names_the_stand_in_and_why(offline, checkpoints):
+    line = Served(Settings(model=UNREACHABLE, checkpoint_dir=checkpoints)).startup_line()
+    assert line.startswith("zero-shot: scratch CLIP (served version shapes-v1) answers in place of")
+    assert "clip-vit-base-patch32" in line and "could not be loaded" in line
+
+
+def test_start_up_log_names_the_model_when_it_loads(tiny_clip, checkpoints):
+    line = Served(Settings(model=str(tiny_clip), checkpoint_dir=checkpoints)).startup_line()
+    assert line.startswith(f"zero-shot: local model '{tiny_clip.name}' on cpu") and "in place of" not in line
+
+
+def test_banner_shows_only_while_a_stand_in_answers(offline, checkpoints, tiny_clip):
+    *_, banner = zeroshot_tab.model_status(Served(Settings(model=UNREACHABLE, checkpoint_dir=checkpoints)))
+    assert banner["visible"] and "answering in place of" in banner["value"]
+    assert "never seen a photo" in banner["value"] and "30 classes" in banner["value"]
+    assert str(checkpoints) not in banner["value"]  # visitors never see the server's paths
+    *_, banner = zeroshot_tab.model_status(Served(Settings(model=str(tiny_clip), checkpoint_dir=checkpoints)))
+    assert not banner["visible"]
+
+
+def test_browser_reads_the_banner_before_any_score(offline, checkpoints, browser):
+    settings = Settings(model=UNREACHABLE, checkpoint_dir=checkpoints)
+    with app_served(settings) as url, app_page(browser, url) as page:
+        banner = page.locator("#zs-fallback")
+        banner.wait_for(state="visible", timeout=60_000)
+        text = banner.inner_text()
+        assert "scratch CLIP (served version shapes-v1) is answering in place of" in text
+        assert "never seen a photo" in text
+        label_top = page.locator("#zs-label").bounding_box()["y"]
+        assert banner.bounding_box()["y"] < label_top  # above the results, read first
+        screenshot(page, "zero_shot_fallback_banner")
