@@ -21,9 +21,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from clipdemo.settings import REPO_ROOT, Settings
+from clipdemo.testing import image_cases, launched
 from clipdemo.ui.app import build_app, launch_kwargs
-from tests.conftest import launched
-from tests.image_cases import image_cases
 
 CASES_DIR = Path(tempfile.mkdtemp(prefix="clipdemo-bad-inputs-"))
 IMAGE_CASES = [c for c in image_cases(CASES_DIR) if c.upload]

@@ -7,7 +7,7 @@ scratch checkpoint. Screenshots land in tests/screenshots/ for inspection.
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from tests.conftest import app_page, app_served, screenshot
+from clipdemo.testing import app_page, app_served, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
 ADMIN_TOKEN = "browser-suite-secret"

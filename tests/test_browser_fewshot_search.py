@@ -12,8 +12,7 @@ import re
 import pytest
 
 from clipdemo.settings import Settings
-from tests.colour_images import colour_folder, colour_image
-from tests.conftest import app_page, app_served, screenshot
+from clipdemo.testing import app_page, app_served, colour_folder, colour_image, screenshot
 
 CLASSES = ("apple", "leaf", "sky")
 

@@ -5,8 +5,7 @@ every panel. Screenshots land in tests/screenshots/ (zero_shot_*.png) and were l
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import make_siglip_folder
-from tests.conftest import app_page, app_served, screenshot
+from clipdemo.testing import app_page, app_served, make_siglip_folder, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))

@@ -5,7 +5,6 @@ folder of 3 classes x 4 images (the CLI's few-shot path)."""
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -19,8 +18,8 @@ from clipdemo.encoders import load_encoder
 from clipdemo.fewshot import FewShotError, examples_from_zip, leave_one_out, save_head, teach, zip_folder
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
+from clipdemo.testing import colour_folder, colour_image, encoded
 from clipdemo.ui import fewshot_tab
-from tests.colour_images import colour_folder, colour_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CLASSES = ("apple", "leaf", "sky")
@@ -122,19 +121,13 @@ def test_junk_files_among_images_are_skipped_and_named(tiny_clip, tmp_path):
     assert taught.counts == [3, 3] and len(taught.skipped) == 1 and taught.skipped[0].startswith("apple/notes.txt")
 
 
-def png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("top", ["", "my-classes/"])
 def test_zip_of_class_folders(tmp_path, top):
     path = tmp_path / "classes.zip"
     with zipfile.ZipFile(path, "w") as z:
         for name in ("apple", "leaf"):
             for i in range(2):
-                z.writestr(f"{top}{name}/{i}.png", png(colour_image(name, i)))
+                z.writestr(f"{top}{name}/{i}.png", encoded(colour_image(name, i), "PNG"))
         z.writestr(f"{top}README.txt" if top else "README.txt", "ignored: not in a class folder")
         z.writestr("__MACOSX/apple/._0.png", "resource fork")
     examples = examples_from_zip(path)

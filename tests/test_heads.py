@@ -39,8 +39,7 @@ from clipdemo.heads import (
     predict_logits,
 )
 from clipdemo.pipeline import evaluate
-from clipdemo.testing import make_clip_folder
-from tests.minicars import write_minicars
+from clipdemo.testing import make_clip_folder, write_minicars
 
 METRICS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
 

@@ -15,12 +15,11 @@ from clipdemo.encoders import ModelUnavailable, load_encoder
 from clipdemo.relevancy import RelevancyError, relevancy
 from clipdemo.serving import Served
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import make_siglip_folder
+from clipdemo.testing import launched, make_siglip_folder
 from clipdemo.ui import zeroshot_tab
 from clipdemo.ui.app import build_app, launch_kwargs
 from clipdemo.ui.common import user_errors
 from clipdemo.zeroshot import TEMPLATE_SETS, zero_shot
-from tests.conftest import launched
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.jpg"))
 SHAPES = sorted((REPO_ROOT / "examples" / "shapes").glob("*.png"))
