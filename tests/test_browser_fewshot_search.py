@@ -1,4 +1,4 @@
-"""Your classes and Search in headless Chromium, as a visitor uses them; screenshots in tests/screenshots/.
+"""Your classes and Search in headless Chromium, as a visitor uses them; screenshots in $CLIPDEMO_SCREENSHOTS when set.
 
 Noisy solid colours are what a tiny random CLIP tells apart, so the head has something real to learn: with class
 names it can't read ("apple", "leaf", "sky" mean nothing to random weights), zero-shot is near chance and the
