@@ -31,6 +31,15 @@ def taught(tiny_clip):
     return teach(load_encoder(str(tiny_clip)), examples)
 
 
+def scored(predictions) -> list[tuple[str, float]]:
+    return [(p.label, p.score) for p in predictions]
+
+
+def approx_scored(predictions):
+    """The same labels in the same order, each score within 1e-4."""
+    return [(label, pytest.approx(score, abs=1e-4)) for label, score in scored(predictions)]
+
+
 def test_head_learns_three_classes_from_four_images_each(taught):
     assert taught.class_names == list(CLASSES) and taught.counts == [4, 4, 4]
     assert taught.fit.name == "zeroshot-blend" and taught.fit.hyperparameters["alpha"] > 0  # not zero-shot
@@ -55,8 +64,11 @@ def test_slider_moves_from_zero_shot_to_the_head(taught):
 def test_downloaded_head_is_a_cars_head_checkpoint_eval_accepts(taught, tiny_clip, tmp_path, capsys, monkeypatch):
     folder = save_head(taught, tmp_path / "fewshot-head")
     clf = CarsClassifier(folder, backbone=str(tiny_clip))
-    head, zeroshot = clf.predict(colour_image("leaf", 777), k=3)
-    assert head[0].label == "leaf" and {p.label for p in zeroshot} == set(CLASSES)
+    image = colour_image("leaf", 777)  # a leaf that zero-shot CLIP calls "sky": the two columns must differ
+    head, zeroshot = clf.predict(image, k=3)
+    _, taught_zeroshot, taught_head = taught.predict(image, weight=1.0, k=3)
+    assert head[0].label == "leaf" and scored(head) == approx_scored(taught_head)  # the head, as taught
+    assert zeroshot[0].label != "leaf" and scored(zeroshot) == approx_scored(taught_zeroshot)  # CLIP's zero-shot
     with zipfile.ZipFile(zip_folder(folder, tmp_path / "head.zip")) as z:
         assert sorted(z.namelist()) == [
             "fewshot-head/card.json",
@@ -204,5 +216,8 @@ def test_downloaded_head_promoted_by_admin_is_served_by_the_cars_tab(taught, tin
     head, zeroshot, verdict, card = cars_tab.classify(
         Served(Settings(model=str(tiny_clip), checkpoint_dir=root)), str(image)
     )
-    assert max(head, key=head.get) == "sky" and set(zeroshot) == set(CLASSES) and "Few-shot" not in verdict
+    _, taught_zeroshot, taught_head = taught.predict(image, weight=1.0, k=3)
+    assert head == pytest.approx(dict(scored(taught_head))) and max(head, key=head.get) == "sky"
+    assert zeroshot == pytest.approx(dict(scored(taught_zeroshot)))  # zero-shot CLIP over the head's classes
+    assert verdict.startswith("**They agree**") and "both say **sky**" in verdict  # zero-shot also says sky here
     assert "fewshot-head" in card
