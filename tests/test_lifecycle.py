@@ -259,8 +259,10 @@ def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip
         with pytest.raises(Exception, match="No scratch CLIP is served yet"):
             client.predict(GALLERY, "x, y", "photo", "", 2, "scratch", api_name="/zero_shot")
 
-        # promoted from the CLI while the app runs: the next calls use it, and the model list names it
+        # promoted from the CLI while the app runs: the next calls use it, and the model list names it. Another
+        # version (other classes) sits beside it, so an answer in red/green/blue means the promoted one answered.
         assert main(["train", "scratch", "--data", "data", "--epochs", "1", "--out", "first"]) == 0
+        scratch_checkpoint(env / "ckpts" / "scratch" / "other", ["cyan", "magenta"])
         assert main(["promote", "scratch", "first"]) == 0
         version = Path(last_json(capsys)["served"]).name
         _, _, status = client.predict(GALLERY, "x, y", "photo", "", 2, "scratch", api_name="/zero_shot")
@@ -268,6 +270,10 @@ def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip
         assert top_label(client) in {"red", "green", "blue"}
         _, menu, _ = zeroshot_tab.model_status(Served(settings))  # what a page load gets
         assert (f"scratch CLIP (served version {version})", "scratch") in menu["choices"]
+        assert main(["promote", "scratch", "other"]) == 0  # promoting another version switches the answers
+        assert top_label(client) in {"cyan", "magenta"}
+        assert main(["promote", "scratch", version]) == 0
+        assert top_label(client) in {"red", "green", "blue"}
 
         # the served folder rewritten in place (another class list): the next call answers with it
         served = env / "ckpts" / "scratch" / version
