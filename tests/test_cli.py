@@ -1,3 +1,6 @@
+"""The command line (``python -m clipdemo``): zero-shot prints JSON per image, errors are one line without a
+traceback, and train / eval / versions / promote / rollback / demo-data work on tiny local data."""
+
 import json
 import subprocess
 import sys

@@ -126,9 +126,10 @@ def test_sigkill_during_training_then_the_app_starts_on_the_promoted_version(tmp
 
 
 def test_sigkill_during_in_place_rewrites_imports_and_promotes_keeps_the_served_version_loadable(tmp_path):
-    """Issue 15's runs killed at random moments: a run rewriting the served folder itself (``--out`` on it), a
-    ``promote`` copying a folder in, a ``--promote`` run. Whatever is served still loads, every listed version
-    loads, and the killed run's claim is gone with it (the next run into the same folder is not refused)."""
+    """Runs that write checkpoints, killed with SIGKILL at random moments: a run rewriting the served folder itself
+    (``--out`` on it), a ``promote`` copying a folder in, a ``--promote`` run. Whatever is served still loads, every
+    listed version loads, and the killed run's claim is gone with it (the next run into the same folder is not
+    refused)."""
     from clipdemo.checkpoints import claim_output
 
     ckpt = tmp_path / "checkpoints"

@@ -1,5 +1,6 @@
-"""Issue 14's promises, through the CLI: every train and eval path checks for leaks, skips and counts unreadable
-files, and refuses a dataset it can't learn from in one sentence; and the package has no import circles."""
+"""Data a model can't be fairly trained or scored on, through the CLI: every train and eval path checks for leaks,
+skips and counts unreadable files, and refuses a dataset it can't learn from in one sentence; and the package has
+no import circles."""
 
 from __future__ import annotations
 

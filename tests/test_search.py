@@ -1,5 +1,6 @@
-"""Search: through the CLI (the issue's done-when), the library (near-duplicates, the 2-D map, limits), the tab's
-handlers (uploads and the Admin-configured folder), and both new tabs through the HTTP API with gradio_client."""
+"""Search: through the CLI (text and image queries, near-duplicates, skipped files), the library (near-duplicates,
+the 2-D map, limits), the tab's handlers (uploads and the Admin-configured folder), and both new tabs through the
+HTTP API with gradio_client."""
 
 from __future__ import annotations
 
