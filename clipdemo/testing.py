@@ -11,7 +11,8 @@ Everything here writes only where it is told (a ``tmp_path``); nothing needs the
   ``layout_folder(root, {"train": {"cat": 3}, ...})`` writes any layout.
 - ``write_minicars(root)``: the Stanford Cars devkit in its original layout (``.mat`` files, JPEGs).
 - ``scratch_checkpoint(folder, classes)``: an untrained scratch CLIP checkpoint, written as training writes one.
-- ``image_cases(tmp_dir)``: every kind of image file a user might upload, good and bad, with what must happen.
+- ``image_cases(tmp_dir)``: every kind of image file a user might upload, good and bad, with what must happen;
+  ``encoded(image, format)`` and ``png_claiming(width, height)`` for bytes of your own.
 - ``fake_trainer(...)``, ``tree_digest``, ``wait_for``, ``last_json``: for the job runner and the CLI.
 - ``free_port``, ``launched``, ``app_served``, ``app_page``, ``screenshot``: a served app and a browser page on it.
 """
