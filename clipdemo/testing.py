@@ -1,14 +1,43 @@
-"""Build randomly initialised HF CLIP folders, for tests and benchmarks on machines without the Hub.
+"""Builders for tests and benchmarks: tiny models, coloured images and folders, a miniature Stanford Cars devkit,
+scratch checkpoints, a corpus of good and bad image files, and the helpers that serve an app and screenshot it.
 
-Speed does not depend on weight values, so ``make_clip_folder(path, "vit-b-32")`` measures real
-ViT-B/32 latency; ``"tiny"`` is for fast tests. Both load through the same code path as a Hub model.
+Everything here writes only where it is told (a ``tmp_path``); nothing needs the network. Sections:
+
+- Tiny models: ``make_clip_folder(path)`` / ``make_siglip_folder(path)`` write a random HF CLIP / SigLIP that loads
+  like a Hub model. Speed does not depend on weight values, so ``make_clip_folder(path, "vit-b-32")`` measures real
+  ViT-B/32 latency (the benches use it); ``"tiny"`` is for fast tests.
+- Coloured images: ``colour_image("sky", seed)`` is a noisy solid colour that a tiny random CLIP tells apart from
+  the others; ``colour_folder(root, classes, per_class)`` writes a folder of them, flat or with train/test splits;
+  ``layout_folder(root, {"train": {"cat": 3}, ...})`` writes any layout.
+- ``write_minicars(root)``: the Stanford Cars devkit in its original layout (``.mat`` files, JPEGs).
+- ``scratch_checkpoint(folder, classes)``: an untrained scratch CLIP checkpoint, written as training writes one.
+- ``image_cases(tmp_dir)``: every kind of image file a user might upload, good and bad, with what must happen;
+  ``encoded(image, format)`` and ``png_claiming(width, height)`` for bytes of your own.
+- ``fake_trainer(...)``, ``tree_digest``, ``wait_for``, ``last_json``: for the job runner and the CLI.
+- ``free_port``, ``launched``, ``app_served``, ``app_page``, ``screenshot``: a served app and a browser page on it.
 """
 
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
 import json
+import socket
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+import numpy as np
+from PIL import Image
+
+# --- tiny models --------------------------------------------------------------------------------------------------
 
 SHAPES = {
     # text: width, layers, heads; vision: width, layers, heads, image, patch; projection
@@ -17,8 +46,11 @@ SHAPES = {
 }
 
 
-def write_byte_tokenizer(folder: Path, context_length: int = 77) -> CLIPTokenizer:
+def write_byte_tokenizer(folder: Path, context_length: int = 77):
     """A working CLIPTokenizer with a byte-level vocabulary and no merges."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
     chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
@@ -29,6 +61,7 @@ def write_byte_tokenizer(folder: Path, context_length: int = 77) -> CLIPTokenize
 def make_clip_folder(path, shape: str = "tiny", seed: int = 0) -> Path:
     """Write a random CLIP model, tokenizer and image processor to ``path`` with save_pretrained."""
     import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,3 +199,745 @@ def make_siglip_folder(path, shape: str = "tiny", seed: int = 0, context_length:
     image_processor = SiglipImageProcessor(size={"height": size, "width": size})
     SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+# --- coloured images and image folders ----------------------------------------------------------------------------
+
+# Distinct, saturated colours: a tiny random CLIP embeds them apart. Names not listed get a colour from their hash.
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 60),
+    "blue": (40, 60, 220),
+    "yellow": (230, 210, 30),
+    "apple": (220, 40, 40),
+    "leaf": (40, 200, 60),
+    "sky": (40, 60, 220),
+    "sun": (235, 215, 40),
+}
+
+
+def colour_of(name: str) -> tuple[int, int, int]:
+    """The class's colour: from ``COLOURS``, else a saturated hue picked by the name's CRC (stable across runs)."""
+    if name in COLOURS:
+        return COLOURS[name]
+    r, g, b = colorsys.hsv_to_rgb((zlib.crc32(name.encode()) % 360) / 360, 0.85, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def colour_image(name: str, seed: int = 0, size: int = 48, noise: float = 25.0) -> Image.Image:
+    """A ``size`` x ``size`` image of the class's colour plus Gaussian pixel noise; each seed gives other pixels."""
+    rng = np.random.default_rng(seed)
+    pixels = np.array(colour_of(name))[None, None] + rng.normal(0, noise, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def colour_folder(
+    root,
+    classes: Sequence[str] = ("red", "green", "blue"),
+    per_class: int | Mapping[str, int] = 4,
+    *,
+    seed: int = 0,
+    size: int = 48,
+    noise: float = 25.0,
+) -> Path:
+    """A folder of ``colour_image``s, ``<class>_<i>.png``, and return ``root``.
+
+    ``per_class`` an int: flat, ``root/<class>/``. A mapping such as ``{"train": 6, "test": 3}``: one folder per
+    split, ``root/<split>/<class>/``, as ``clipdemo.data.folder.image_folder`` reads them.
+    """
+    counts = {"": per_class} if isinstance(per_class, int) else dict(per_class)
+    return layout_folder(root, {split: dict.fromkeys(classes, n) for split, n in counts.items()}, seed, size, noise)
+
+
+def layout_folder(
+    root, layout: Mapping[str, Mapping[str, int]], seed: int = 0, size: int = 48, noise: float = 25.0
+) -> Path:
+    """Any layout: ``{"train": {"dog": 3, "cat": 2}, "val": {"cat": 1}}``; the split ``""`` means flat. Image ``i``
+    of the ``k``-th class of the ``s``-th split has seed ``seed + 1000 * s + 100 * k + i``, so no two images in one
+    folder are byte-identical (a leak check would flag them) and the same call always writes the same files."""
+    root = Path(root)
+    for s, (split, classes) in enumerate(layout.items()):
+        for k, (name, n) in enumerate(classes.items()):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                colour_image(name, seed + 1000 * s + 100 * k + i, size, noise).save(folder / f"{name}_{i}.png")
+    return root
+
+
+# --- a miniature Stanford Cars devkit -----------------------------------------------------------------------------
+#
+#     root = write_minicars(tmp_path / "cars", classes=4, per_class_train=6, per_class_test=3)
+#
+# The .mat files are written with ``scipy.io.savemat`` as struct arrays with the real field names and shapes
+# (``annotations`` is 1 x N with bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, fname; ``class`` is 1-based;
+# ``class_names`` is a 1 x K cell). Images are small JPEGs of a class-specific colour plus per-image noise, so
+# classes are separable and no two images are byte-identical.
+
+# The first classes of the real cars_meta.mat, so names look (and tokenize) like real ones.
+REAL_NAMES = [
+    "AM General Hummer SUV 2000",
+    "Acura RL Sedan 2012",
+    "Acura TL Sedan 2012",
+    "Acura TL Type-S 2008",
+    "Acura TSX Sedan 2012",
+    "Acura Integra Type R 2001",
+    "Acura ZDX Hatchback 2012",
+    "Aston Martin V8 Vantage Convertible 2012",
+    "Aston Martin V8 Vantage Coupe 2012",
+    "Aston Martin Virage Convertible 2012",
+    "Aston Martin Virage Coupe 2012",
+    "Audi RS 4 Convertible 2008",
+]
+FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+
+
+def class_names(classes: int) -> list[str]:
+    return [REAL_NAMES[i] if i < len(REAL_NAMES) else f"Make Model {i + 1} Sedan 2012" for i in range(classes)]
+
+
+def class_colour(label: int, classes: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(label / max(classes, 1), 0.9, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def write_minicars(
+    root,
+    classes: int = 4,
+    per_class_train: int = 6,
+    per_class_test: int = 3,
+    seed: int = 0,
+    size: int = 32,
+    test_labels_in: str | None = "root",
+) -> Path:
+    """Write the devkit under ``root`` and return it. ``test_labels_in``: "root", "devkit" or None (no test labels)."""
+    from scipy.io import savemat
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "devkit").mkdir(parents=True, exist_ok=True)
+    names = np.empty((1, classes), dtype=object)
+    for i, name in enumerate(class_names(classes)):
+        names[0, i] = name
+    savemat(root / "devkit" / "cars_meta.mat", {"class_names": names})
+
+    train = _write_images(root / "cars_train", classes, per_class_train, rng, size)
+    savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": mat_annotations(train)})
+    if per_class_test:
+        test = _write_images(root / "cars_test", classes, per_class_test, rng, size)
+        # the real devkit ships an unlabelled test file; the labels came later as a separate download
+        savemat(root / "devkit" / "cars_test_annos.mat", {"annotations": mat_annotations(test, with_class=False)})
+        if test_labels_in:
+            where = root if test_labels_in == "root" else root / "devkit"
+            savemat(where / "cars_test_annos_withlabels.mat", {"annotations": mat_annotations(test)})
+    return root
+
+
+def mat_annotations(records: list[tuple[int, str, tuple]], with_class: bool = True) -> np.ndarray:
+    """A 1 x N MATLAB struct array from (1-based class, fname, bbox) records, as in the real files."""
+    fields = [f for f in FIELDS if with_class or f != "class"]
+    arr = np.zeros((1, len(records)), dtype=[(f, object) for f in fields])
+    for i, (cls, fname, (x1, y1, x2, y2)) in enumerate(records):
+        values = {"bbox_x1": x1, "bbox_y1": y1, "bbox_x2": x2, "bbox_y2": y2}
+        row = [np.array([[values[f]]], dtype=np.uint16) for f in fields[:4]]
+        if with_class:
+            row.append(np.array([[cls]], dtype=np.uint8))
+        row.append(np.array([fname]))
+        arr[0, i] = tuple(row)
+    return arr
+
+
+def _write_images(folder: Path, classes: int, per_class: int, rng, size: int) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = rng.permutation(np.repeat(np.arange(classes), per_class))  # classes interleaved, as in the real files
+    records = []
+    for i, label in enumerate(labels):
+        fname = f"{i + 1:05d}.jpg"
+        base = np.array(class_colour(int(label), classes), dtype=np.int16)
+        noise = rng.integers(-20, 21, size=(size, size, 3))
+        pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / fname, quality=90)
+        x1, y1 = (int(v) for v in rng.integers(0, size // 4, 2))
+        records.append((int(label) + 1, fname, (x1, y1, size - 1, size - 1)))
+    return records
+
+
+# --- scratch checkpoints ------------------------------------------------------------------------------------------
+
+
+def scratch_checkpoint(folder, classes: Sequence[str], seed: int = 0) -> Path:
+    """A random (untrained) scratch CLIP checkpoint of the default preset, written as training writes one."""
+    import torch
+
+    from clipdemo.checkpoints import save_checkpoint
+    from clipdemo.scratch.model import ScratchCLIP, preset
+
+    config = preset("default")
+    torch.manual_seed(seed)
+    model = ScratchCLIP(config).eval()
+    return save_checkpoint(
+        folder,
+        model.state_dict(),
+        {"kind": "scratch-clip", **config.to_dict()},
+        {"dataset": {"source": "a test"}, "classes": list(classes), "complete": True},
+    )
+
+
+# --- the job runner and the CLI -----------------------------------------------------------------------------------
+
+
+def fake_trainer(
+    steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None
+):
+    """A trainer honouring the contract of ``train_scratch`` / ``train_head`` (progress events, ``should_stop``
+    polled between steps, an atomic ``save_checkpoint`` into ``out_dir``) in a fraction of a second. ``fail``: raise
+    it after the last step; ``gate``: wait for it before each step; ``calls``: a list that records each call."""
+    import torch
+
+    from clipdemo.checkpoints import save_checkpoint
+    from clipdemo.evaluate import Scores
+    from clipdemo.progress import typed
+    from clipdemo.results import TrainResult
+
+    def run(dataset, out_dir, options, progress, should_stop, cache_dir=None):
+        progress = typed(progress)
+        if calls is not None:
+            calls.append((dataset.source, out_dir, options))
+        for step in range(1, steps + 1):
+            if should_stop():
+                break
+            if gate is not None:
+                gate.wait(10)
+            progress(
+                {
+                    "phase": "train",
+                    "epoch": 1,
+                    "epochs": 1,
+                    "step": step,
+                    "total_steps": steps,
+                    "loss": 1.0 / step,
+                    "eta": (steps - step) * delay,
+                }
+            )
+            time.sleep(delay)
+        progress({"phase": "eval", "epoch": 1, "epochs": 1, "step": step, "val_acc": 0.5})
+        if fail is not None:
+            raise fail
+        save_checkpoint(
+            out_dir,
+            {"w": torch.zeros(3)},
+            {"kind": "fake"},
+            {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}},
+        )
+        scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
+        return TrainResult(
+            "scratch",
+            out_dir,
+            list(dataset.class_names),
+            scores,
+            {"protocol": "official"},
+            {},
+            {"stopped": "cancelled" if should_stop() else "finished"},
+        )
+
+    return run
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Every file under ``root`` and the SHA-256 of its bytes: equal digests mean nothing was written."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` every 10 ms until it is true (True) or ``timeout`` seconds have passed (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def last_json(capsys):
+    """The JSON on the last line a CLI command printed (pytest's ``capsys``)."""
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+# --- a served app and a browser page on it ------------------------------------------------------------------------
+
+SCREENSHOTS: Path | None = None  # where ``screenshot`` writes; tests/conftest.py sets it (a tmp folder)
+SETTLED = """() => !document.querySelector('.pending, .generating')
+    && !document.getAnimations().some(a => a instanceof CSSTransition && a.playState === 'running')"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def launched(blocks, **kwargs):
+    """Serve a Blocks on a free local port for the duration of the block; yields its URL."""
+    blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield blocks.local_url
+    finally:
+        blocks.close()
+
+
+@contextmanager
+def app_served(settings):
+    """The whole app on these settings, served for the duration of the block; yields its URL."""
+    from clipdemo.ui.app import build_app, launch_kwargs
+
+    with launched(build_app(settings), **launch_kwargs(settings)) as url:
+        yield url
+
+
+@contextmanager
+def app_page(browser, url: str, height: int = 1000):
+    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves)."""
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    try:
+        page.goto(url)
+        page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
+        yield page
+    finally:
+        page.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Full-page ``<name>.png`` in ``SCREENSHOTS`` (if unset, a new temporary folder), once no output is pending and
+    Gradio's fade of its loading overlay has ended (else the results come out dimmed); a polling timer may never
+    settle: then after 10 s, as it is."""
+    global SCREENSHOTS
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    if SCREENSHOTS is None:
+        SCREENSHOTS = Path(tempfile.mkdtemp(prefix="clipdemo-screenshots-"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    try:
+        page.wait_for_function(SETTLED, timeout=10_000)
+    except PlaywrightTimeout:
+        pass
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# --- a corpus of good and bad image files -------------------------------------------------------------------------
+#
+# ``image_cases(tmp_dir)`` writes every file under ``tmp_dir`` in a few hundred milliseconds and returns one ``Case``
+# per file: tests/test_images.py sends each through ``clipdemo.images.load_image``, tests/test_api_bad_inputs.py
+# sends the same files through the app's HTTP API.
+#
+# A case with ``ok=True`` must load; ``size`` and ``pixel`` (the top-left RGB, within ``tolerance``) say what the
+# result must be, and ``expect`` says the same in words. A case with ``ok=False`` must be refused with an
+# ``ImageError`` whose message contains ``expect``. Cases with ``upload=False`` are not files one can upload (a
+# missing path, a folder). Every refusal holds at the default caps: no per-call override is needed.
+
+RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+
+# Substrings of clipdemo.images' messages, one per kind of refusal.
+NOT_IMAGE, DAMAGED, TRUNCATED, EMPTY = "not an image", "damaged", "truncated", "empty"
+TOO_MANY_PIXELS, TOO_BIG, NOT_FOUND, FOLDER = "too many pixels", "too big", "not found", "folder"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: Path
+    ok: bool
+    expect: str  # ok=False: a substring of the error message; ok=True: what is checked, in words
+    size: tuple[int, int] | None = None  # ok=True: the (width, height) of the loaded image
+    pixel: tuple[int, int, int] | None = None  # ok=True: its top-left RGB ...
+    tolerance: int = 0  # ... within this much per band (lossy formats)
+    upload: bool = True  # False: not a file one could upload (missing path, folder)
+
+
+def image_cases(tmp_dir: Path) -> list[Case]:
+    tmp_dir = Path(tmp_dir)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+
+    def save(name: str, image: Image.Image, **params) -> Path:
+        path = tmp_dir / name
+        image.save(path, **params)
+        return path
+
+    def write(name: str, data: bytes) -> Path:
+        path = tmp_dir / name
+        path.write_bytes(data)
+        return path
+
+    def good(name, path, size, pixel, expect, tolerance=0):
+        cases.append(Case(name, path, True, expect, size, pixel, tolerance))
+
+    def bad(name, path, expect, upload=True):
+        cases.append(Case(name, path, False, expect, upload=upload))
+
+    # --- ordinary files in every allowed format -------------------------------------------------------
+    good("png_rgb", save("rgb.png", _solid("RGB", (32, 24), RED)), (32, 24), RED, "red 32x24")
+    good("jpeg_rgb", save("rgb.jpg", _solid("RGB", (32, 24), BLUE), quality=95), (32, 24), BLUE, "blue", 12)
+    good(
+        "jpeg_progressive",
+        save("progressive.jpg", _solid("RGB", (40, 30), GREEN), progressive=True),
+        (40, 30),
+        GREEN,
+        "green",
+        12,
+    )
+    good("jpeg_grey", save("grey.jpg", _solid("L", (16, 16), 100)), (16, 16), (100, 100, 100), "grey 100", 4)
+    good("bmp", save("image.bmp", _solid("RGB", (10, 7), GREEN)), (10, 7), GREEN, "green")
+    good("gif", save("image.gif", _solid("RGB", (9, 9), BLUE)), (9, 9), BLUE, "blue")
+    good("tiff", save("image.tiff", _solid("RGB", (12, 5), RED), compression="tiff_lzw"), (12, 5), RED, "red")
+    good("webp_lossless", save("lossless.webp", _solid("RGB", (20, 10), BLUE), lossless=True), (20, 10), BLUE, "blue")
+    good("webp_lossy", save("lossy.webp", _solid("RGB", (20, 10), RED), quality=90), (20, 10), RED, "red", 16)
+    good(
+        "mpo_two_pictures",
+        save(
+            "phone.jpg",
+            _solid("RGB", (16, 8), RED),
+            format="MPO",
+            save_all=True,
+            append_images=[_solid("RGB", (16, 8), BLUE)],
+        ),
+        (16, 8),
+        RED,
+        "first: red",
+        12,
+    )
+    good(
+        "jpeg_named_png",
+        save("really_a_jpeg.png", _solid("RGB", (8, 8), GREEN), format="JPEG"),
+        (8, 8),
+        GREEN,
+        "format judged by content",
+        12,
+    )
+    good("unicode_name", save("ünïcødé näme 写真.png", _solid("RGB", (3, 3), BLUE)), (3, 3), BLUE, "blue")
+
+    # --- sizes: tiny and extreme aspect ratios, under the caps -------------------------------------------
+    good("one_pixel", save("1x1.png", _solid("RGB", (1, 1), RED)), (1, 1), RED, "1x1 red")
+    good("wide_10000x1", save("wide.png", _solid("RGB", (10000, 1), GREEN)), (10000, 1), GREEN, "10000x1")
+    good("tall_1x8000", save("tall.png", _solid("RGB", (1, 8000), BLUE)), (1, 8000), BLUE, "1x8000")
+
+    # --- animations and multi-page files: the first frame --------------------------------------------
+    frames = [_solid("RGB", (16, 16), colour) for colour in (RED, GREEN, BLUE)]
+    good(
+        "gif_animated",
+        save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=50, loop=0),
+        (16, 16),
+        RED,
+        "first frame red",
+    )
+    good(
+        "webp_animated",
+        save("animated.webp", frames[1], save_all=True, append_images=[frames[0]], duration=50, lossless=True),
+        (16, 16),
+        GREEN,
+        "first frame green",
+    )
+    good(
+        "png_animated_apng",
+        save("animated.png", frames[2], save_all=True, append_images=frames[:2], duration=50),
+        (16, 16),
+        BLUE,
+        "first frame blue",
+    )
+    good(
+        "tiff_multipage",
+        save("pages.tiff", frames[1], save_all=True, append_images=[frames[0]]),
+        (16, 16),
+        GREEN,
+        "first page green",
+    )
+
+    # --- modes that convert("RGB") gets wrong: transparency onto white, high bit depths scaled ---------
+    good(
+        "png_rgba_transparent",
+        save("transparent.png", _solid("RGBA", (8, 8), (0, 0, 0, 0))),
+        (8, 8),
+        WHITE,
+        "fully transparent -> white",
+    )
+    good(
+        "png_rgba_half",
+        save("half.png", _solid("RGBA", (8, 8), (255, 0, 0, 128))),
+        (8, 8),
+        (255, 127, 127),
+        "50% red over white",
+        1,
+    )
+    good("png_la_transparent", save("la.png", _solid("LA", (8, 8), (0, 0))), (8, 8), WHITE, "LA transparent")
+    good(
+        "png_palette_transparent",
+        save("palette.png", _palette_with_hole(), transparency=0),
+        (8, 8),
+        WHITE,
+        "transparent index -> white; others red",
+    )
+    good(
+        "png_palette_alpha_table",
+        save("palette_alpha.png", _palette_with_hole(), transparency=bytes([128, 255])),
+        (8, 8),
+        (127, 127, 127),
+        "black at alpha 128 over white",
+        1,
+    )
+    good(
+        "png_rgb_colour_key",
+        save("colour_key.png", _rgb_with_key(), transparency=BLACK),
+        (8, 8),
+        WHITE,
+        "tRNS colour key -> white",
+    )
+    good(
+        "gif_transparent",
+        save("transparent.gif", _palette_with_hole(), transparency=0),
+        (8, 8),
+        WHITE,
+        "GIF transparent index -> white",
+    )
+    good(
+        "webp_transparent",
+        save("transparent.webp", _solid("RGBA", (8, 8), (0, 255, 0, 0)), lossless=True),
+        (8, 8),
+        WHITE,
+        "WebP alpha -> white",
+    )
+    good("png_1bit", save("one_bit.png", _one_bit()), (8, 8), BLACK, "1-bit: black top-left, white elsewhere")
+    good(
+        "png_16bit",
+        save("sixteen.png", _high_bit("I;16", 25700, 65535)),
+        (8, 8),
+        (100, 100, 100),
+        "I;16 25700 -> 100 (not clipped to 255); 65535 -> 255",
+    )
+    good(
+        "tiff_16bit_big_endian",
+        save("sixteen_be.tiff", _high_bit("I;16B", 25700, 65535)),
+        (8, 8),
+        (100, 100, 100),
+        "I;16B 25700 -> 100",
+    )
+    good(
+        "tiff_int32",
+        save("int32.tiff", _high_bit("I", 51400, 65535)),
+        (8, 8),
+        (200, 200, 200),
+        "I holding 16-bit data: 51400 -> 200",
+    )
+    good(
+        "tiff_int32_signed",
+        save("int32_signed.tiff", _high_bit("I", -1000, 1000)),
+        (8, 8),
+        BLACK,
+        "I with negatives: stretched, min -> 0",
+    )
+    good(
+        "tiff_float_unit", save("float.tiff", _high_bit("F", 0.25, 1.0)), (8, 8), (64, 64, 64), "F in 0..1: 0.25 -> 64"
+    )
+    good(
+        "tiff_float_wide",
+        save("float_wide.tiff", _high_bit("F", 500.0, 1000.0, 0.0)),
+        (8, 8),
+        (128, 128, 128),
+        "F in 0..1000: stretched, 500 -> 128",
+    )
+    good(
+        "jpeg_cmyk", save("cmyk.jpg", _solid("CMYK", (8, 8), (0, 255, 255, 0)), quality=95), (8, 8), RED, "CMYK red", 12
+    )
+    good("tiff_cmyk", save("cmyk.tiff", _solid("CMYK", (8, 8), (255, 0, 255, 0))), (8, 8), GREEN, "CMYK green")
+
+    # --- EXIF orientation: stored 40x20 (top half red, bottom half blue) ----------------------------
+    good(
+        "jpeg_exif_rotate_6",
+        save("rotated6.jpg", _halves(), exif=_orientation(6), quality=95),
+        (20, 40),
+        BLUE,
+        "orientation 6 (90° clockwise): 20x40, top-left was bottom-left",
+        12,
+    )
+    good(
+        "png_exif_rotate_8",
+        save("rotated8.png", _halves(), exif=_orientation(8)),
+        (20, 40),
+        RED,
+        "orientation 8 (90° anticlockwise): 20x40, top-left was top-right",
+    )
+    good(
+        "jpeg_exif_rotate_3",
+        save("rotated3.jpg", _halves(), exif=_orientation(3), quality=95),
+        (40, 20),
+        BLUE,
+        "orientation 3 (180°): same size, upside down",
+        12,
+    )
+
+    # --- not images, or images in formats we do not decode ----------------------------------------------
+    bad("zero_bytes", write("empty.png", b""), EMPTY)
+    bad("text_renamed_png", write("notes.png", b"just some text, not a picture\n" * 4), NOT_IMAGE)
+    bad("html", write("page.html", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>"), NOT_IMAGE)
+    bad(
+        "svg",
+        write(
+            "drawing.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+            b'<rect width="10" height="10" fill="red"/></svg>',
+        ),
+        NOT_IMAGE,
+    )
+    bad(
+        "svg_renamed_png",
+        write("drawing.png", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'),
+        NOT_IMAGE,
+    )
+    bad("random_bytes", write("noise.jpg", bytes((i * 7919 + 13) % 251 for i in range(4096))), NOT_IMAGE)
+    bad("zip_archive", write("archive.png", _zip_bytes()), NOT_IMAGE)
+    bad("ico", save("icon.ico", _solid("RGB", (16, 16), RED)), NOT_IMAGE)
+    bad("eps", save("image.eps", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
+    bad(
+        "psd_header",
+        write("image.psd", b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 8, 8, 8, 3) + b"\x00" * 64),
+        NOT_IMAGE,
+    )
+    bad("ppm", save("image.ppm", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
+    bad("tga", save("image.tga", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
+    bad("pcx", save("image.pcx", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
+    bad("pdf", save("document.pdf", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
+
+    # --- damaged or incomplete files in allowed formats ------------------------------------------------
+    photo = _noise((64, 48))
+    jpeg, png = encoded(photo, "JPEG", quality=90), encoded(photo, "PNG")
+    bad("jpeg_truncated", write("truncated.jpg", jpeg[: len(jpeg) // 2]), TRUNCATED)
+    bad("png_truncated", write("truncated.png", png[: len(png) // 2]), TRUNCATED)
+    bad("gif_truncated", write("truncated.gif", _cut(encoded(photo, "GIF"))), TRUNCATED)
+    bad("tiff_truncated", write("truncated.tiff", _cut(encoded(photo, "TIFF"))), TRUNCATED)
+    bad("bmp_truncated", write("truncated.bmp", _cut(encoded(photo, "BMP"))), TRUNCATED)
+    bad("webp_truncated", write("truncated.webp", _cut(encoded(photo, "WEBP"))), DAMAGED)
+    bad("png_signature_only", write("signature.png", png[:8]), NOT_IMAGE)
+    bad("png_signature_then_garbage", write("garbage.png", png[:8] + b"\xde\xad\xbe\xef" * 64), NOT_IMAGE)
+    bad("png_corrupt_zlib_stream", write("corrupt_zlib.png", _corrupt_idat(png)), DAMAGED)
+    bad("jpeg_soi_only", write("soi.jpg", b"\xff\xd8\xff"), NOT_IMAGE)
+
+    # --- too big: decompression bombs (refused from the header, before decoding) and huge files -------
+    # Three bands: under Pillow's own guard (89 Mpx), in its warning band, and over its error limit (179 Mpx).
+    bad("bomb_gif_7000x7000", write("bomb.gif", gif_claiming(7000, 7000)), TOO_MANY_PIXELS)
+    bad("bomb_png_10000x10000", write("bomb_100mpx.png", png_claiming(10000, 10000)), TOO_MANY_PIXELS)
+    bad("bomb_png_20000x20000", write("bomb.png", png_claiming(20000, 20000)), TOO_MANY_PIXELS)
+    bad("bomb_png_65535x65535", write("bomb_max.png", png_claiming(65535, 65535)), TOO_MANY_PIXELS)
+    bad("just_over_pixel_cap_8000x5001", write("over_cap.png", png_claiming(8000, 5001)), TOO_MANY_PIXELS)
+    bad("file_over_20_mib", _sparse_file(tmp_dir / "huge.png", png, 20 * 1024 * 1024 + 1), TOO_BIG)
+
+    # --- not files at all -------------------------------------------------------------------------------
+    bad("missing_path", tmp_dir / "no_such_image.png", NOT_FOUND, upload=False)
+    folder = tmp_dir / "folder.png"
+    folder.mkdir(exist_ok=True)
+    bad("folder", folder, FOLDER, upload=False)
+    return cases
+
+
+def _solid(mode: str, size: tuple[int, int], colour) -> Image.Image:
+    return Image.new(mode, size, colour)
+
+
+def _noise(size: tuple[int, int]) -> Image.Image:
+    """Incompressible pixels, so that cutting the file in half really cuts the pixel data."""
+    data = bytes((i * 2654435761 >> 7) & 0xFF for i in range(size[0] * size[1] * 3))
+    return Image.frombytes("RGB", size, data)
+
+
+def encoded(image: Image.Image, format: str, **params) -> bytes:
+    """The bytes of ``image`` saved in ``format`` (Pillow's name: "PNG", "JPEG"...)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format, **params)
+    return buffer.getvalue()
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]
+
+
+def _palette_with_hole() -> Image.Image:
+    """8x8 palette image: index 0 (black) at the top-left, index 1 (red) everywhere else."""
+    image = Image.new("P", (8, 8), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0])
+    image.putpixel((0, 0), 0)
+    return image
+
+
+def _rgb_with_key() -> Image.Image:
+    image = Image.new("RGB", (8, 8), RED)
+    image.putpixel((0, 0), BLACK)
+    return image
+
+
+def _one_bit() -> Image.Image:
+    image = Image.new("1", (8, 8), 1)
+    image.putpixel((0, 0), 0)
+    return image
+
+
+def _high_bit(mode: str, top_left, elsewhere, bottom_right=None) -> Image.Image:
+    image = Image.new(mode, (8, 8), elsewhere)
+    image.putpixel((0, 0), top_left)
+    if bottom_right is not None:
+        image.putpixel((7, 7), bottom_right)
+    return image
+
+
+def _halves() -> Image.Image:
+    """40x20 as stored: top half red, bottom half blue."""
+    image = Image.new("RGB", (40, 20), RED)
+    image.paste(BLUE, (0, 10, 40, 20))
+    return image
+
+
+def _orientation(value: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = value  # Orientation
+    return exif
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A ~70-byte PNG whose header claims width x height: a bomb as far as any size check can tell."""
+    data = encoded(Image.new("1", (1, 1)), "PNG")
+    chunk = data[12:16] + struct.pack(">II", width, height) + data[24:29]  # b"IHDR" + 13 bytes of fields
+    return data[:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
+def gif_claiming(width: int, height: int) -> bytes:
+    """A tiny GIF whose logical screen (bytes 6-9, little-endian) is width x height."""
+    data = encoded(Image.new("P", (1, 1)), "GIF")
+    return data[:6] + struct.pack("<HH", width, height) + data[10:]
+
+
+def _corrupt_idat(png: bytes) -> bytes:
+    """Break the zlib header at the start of the pixel data. (Pillow skips IDAT CRCs when decoding, so a
+    bad checksum alone would still load.)"""
+    at = png.index(b"IDAT") + 4
+    return png[:at] + bytes([png[at] ^ 0xFF]) + png[at + 1 :]
+
+
+def _zip_bytes() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "hello")
+    return buffer.getvalue()
+
+
+def _sparse_file(path: Path, head: bytes, size: int) -> Path:
+    """A real PNG followed by zeros up to ``size`` bytes; truncate() keeps it sparse, so it costs no disk."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path

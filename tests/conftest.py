@@ -1,18 +1,19 @@
-"""Shared fixtures: a tiny CLIP folder built like a Hub model, a launched app, a headless Chromium."""
+"""Shared fixtures: every test's writes kept in temporary folders, a tiny CLIP folder built like a Hub model, a
+headless Chromium, one torch thread. The builders the tests call (images, folders, devkits, models, a served app)
+are in ``clipdemo.testing``."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import socket
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from clipdemo import testing
+from clipdemo.settings import REPO_ROOT
 from clipdemo.testing import make_clip_folder
 
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -21,6 +22,28 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@pytest.fixture(scope="session")
+def shipped_checkpoints(tmp_path_factory) -> Path:
+    """A copy of the repository's checkpoints/ (the shipped scratch CLIP), caches left out: serve from this, so
+    that ONNX exports, feature and text caches and promotions land in a temporary folder, not in the repository."""
+    copy = tmp_path_factory.mktemp("shipped") / "checkpoints"
+    shutil.copytree(REPO_ROOT / "checkpoints", copy, ignore=shutil.ignore_patterns(".cache"))
+    return copy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def writes_stay_in_tmp(shipped_checkpoints, tmp_path_factory):
+    """Whatever reads the environment (``Settings.from_env``, the ONNX export cache, a CLI in a subprocess) gets the
+    copy of the shipped checkpoints, and ``screenshot`` writes to $CLIPDEMO_SCREENSHOTS if set (to keep them), else
+    to pytest's temporary folder. Tests that want a checkpoint folder of their own still set CLIPDEMO_CHECKPOINT_DIR
+    with ``monkeypatch``."""
+    screenshots = os.environ.get("CLIPDEMO_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPDEMO_CHECKPOINT_DIR", str(shipped_checkpoints))
+        mp.setattr(testing, "SCREENSHOTS", Path(screenshots))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -41,43 +64,6 @@ def tiny_clip(tmp_path_factory) -> Path:
     return make_clip_folder(tmp_path_factory.mktemp("tiny-clip"), "tiny")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def launched(blocks, **kwargs):
-    """Serve a Blocks on a free local port for the duration of the block; yields its URL."""
-    blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **kwargs)
-    try:
-        yield blocks.local_url
-    finally:
-        blocks.close()
-
-
-@contextmanager
-def app_served(settings):
-    """The whole app on these settings, served for the duration of the block; yields its URL."""
-    from clipdemo.ui.app import build_app, launch_kwargs
-
-    with launched(build_app(settings), **launch_kwargs(settings)) as url:
-        yield url
-
-
-@contextmanager
-def app_page(browser, url: str, height: int = 1000):
-    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves)."""
-    page = browser.new_page(viewport={"width": 1280, "height": height})
-    try:
-        page.goto(url)
-        page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
-        yield page
-    finally:
-        page.close()
-
-
 @pytest.fixture(scope="session")
 def browser():
     chromium = shutil.which("chromium")
@@ -89,20 +75,3 @@ def browser():
         b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-
-SETTLED = """() => !document.querySelector('.pending, .generating')
-    && !document.getAnimations().some(a => a instanceof CSSTransition && a.playState === 'running')"""
-
-
-def screenshot(page, name: str) -> Path:
-    """Full-page screenshot once no output is pending and Gradio's fade of its loading overlay has ended (else the
-    results come out dimmed); a polling timer may never settle: then after 10 s, as it is."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    try:
-        page.wait_for_function(SETTLED, timeout=10_000)
-    except PlaywrightTimeout:
-        pass
-    page.screenshot(path=str(path), full_page=True)
-    return path

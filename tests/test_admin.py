@@ -26,10 +26,9 @@ from clipdemo.families import FAMILIES
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, Settings
+from clipdemo.testing import colour_folder, fake_trainer, launched, screenshot, tree_digest, wait_for
 from clipdemo.ui import admin_tab
 from clipdemo.ui.app import launch_kwargs
-from tests.conftest import launched, screenshot
-from tests.test_jobs import fake_trainer, make_image_folder, tree_digest, wait_for
 
 TOKEN = "correct horse battery staple 42"
 NO_DELAY = dict(schedule=lambda failures: 0.0)
@@ -145,7 +144,7 @@ def build_admin_app(settings, runner, auth):
 @pytest.fixture
 def setup(tmp_path):
     """Data root with a tiny folder; scratch versions v0 and v1, v1 served with v0 to roll back to."""
-    data = make_image_folder(tmp_path / "data" / "tiny").parent
+    data = colour_folder(tmp_path / "data" / "tiny", per_class={"train": 4, "test": 2}).parent
     ckpt = tmp_path / "checkpoints"
     for v in ("v0", "v1"):
         save_checkpoint(

@@ -1,21 +1,22 @@
 """The whole app in headless Chromium, as a person uses it: each tab's main path and an error path.
 
-Uses the repo's own checkpoint folder, so it also proves the Pokemon tab works out of the box with the shipped
-scratch checkpoint. Screenshots land in tests/screenshots/ for inspection.
+Serves a copy of the repository's checkpoints/ (the ``shipped_checkpoints`` fixture), so it also proves the Pokemon
+tab works out of the box with the shipped scratch checkpoint, while the Admin tab's training writes to the copy.
+Screenshots land in pytest's temporary folder, or in $CLIPDEMO_SCREENSHOTS when set.
 """
 
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from tests.conftest import app_page, app_served, screenshot
+from clipdemo.testing import app_page, app_served, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
 ADMIN_TOKEN = "browser-suite-secret"
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_clip):
-    settings = Settings(model=str(tiny_clip), checkpoint_dir=REPO_ROOT / "checkpoints", admin_token=ADMIN_TOKEN)
+def app_url(tiny_clip, shipped_checkpoints):
+    settings = Settings(model=str(tiny_clip), checkpoint_dir=shipped_checkpoints, admin_token=ADMIN_TOKEN)
     with app_served(settings) as url:
         yield url
 

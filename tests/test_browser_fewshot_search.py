@@ -1,4 +1,4 @@
-"""Your classes and Search in headless Chromium, as a visitor uses them; screenshots in tests/screenshots/.
+"""Your classes and Search in headless Chromium, as a visitor uses them; screenshots in $CLIPDEMO_SCREENSHOTS when set.
 
 Noisy solid colours are what a tiny random CLIP tells apart, so the head has something real to learn: with class
 names it can't read ("apple", "leaf", "sky" mean nothing to random weights), zero-shot is near chance and the
@@ -12,8 +12,7 @@ import re
 import pytest
 
 from clipdemo.settings import Settings
-from tests.colour_images import colour_folder, colour_image
-from tests.conftest import app_page, app_served, screenshot
+from clipdemo.testing import app_page, app_served, colour_folder, colour_image, screenshot
 
 CLASSES = ("apple", "leaf", "sky")
 

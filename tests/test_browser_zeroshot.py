@@ -1,12 +1,11 @@
 """The zero-shot tab's new views in headless Chromium, as a person uses them: two models side by side, the
 image x label matrix, "none of these", a relevancy map, and an input error that is one message, not a badge on
-every panel. Screenshots land in tests/screenshots/ (zero_shot_*.png) and were looked at."""
+every panel. Screenshots (zero_shot_*.png, in $CLIPDEMO_SCREENSHOTS when set) were looked at."""
 
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import make_siglip_folder
-from tests.conftest import app_page, app_served, screenshot
+from clipdemo.testing import app_page, app_served, make_siglip_folder, screenshot
 
 EXAMPLES = REPO_ROOT / "examples"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -15,9 +14,9 @@ OUTPUT_PANELS = ["#zs-label", "#zs-chart", "#zs-status", "#zs-matrix", "#zs-topk
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_clip, tmp_path_factory):
+def app_url(tiny_clip, tmp_path_factory, shipped_checkpoints):
     siglip = make_siglip_folder(tmp_path_factory.mktemp("models") / "tiny-siglip")
-    settings = Settings(model=str(tiny_clip), extra_models=[str(siglip)], checkpoint_dir=REPO_ROOT / "checkpoints")
+    settings = Settings(model=str(tiny_clip), extra_models=[str(siglip)], checkpoint_dir=shipped_checkpoints)
     with app_served(settings) as url:
         yield url
 

@@ -16,11 +16,9 @@ from clipdemo.data.sources import load_source
 from clipdemo.heads import DEFAULT_HEAD
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.testing import make_clip_folder
+from clipdemo.testing import launched, make_clip_folder, screenshot, write_minicars
 from clipdemo.ui import cars_tab
 from clipdemo.ui.common import user_errors
-from tests.conftest import launched, screenshot
-from tests.minicars import write_minicars
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,3 +1,6 @@
+"""The command line (``python -m clipdemo``): zero-shot prints JSON per image, errors are one line without a
+traceback, and train / eval / versions / promote / rollback / demo-data work on tiny local data."""
+
 import json
 import subprocess
 import sys
@@ -6,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from clipdemo.cli import main
+from clipdemo.testing import colour_folder, last_json
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent.parent / "examples").glob("*.jpg"))
 
@@ -59,24 +63,9 @@ def test_module_entry_point(tiny_clip):
 METRIC_KEYS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
 
 
-def last_json(capsys):
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def colour_folder(root: Path) -> Path:
-    from PIL import Image
-
-    for split, n in (("train", 6), ("test", 3)):
-        for colour in ("red", "blue", "green"):
-            (root / split / colour).mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (20 + i, 20), colour).save(root / split / colour / f"{i}.png")
-    return root
-
-
 def test_train_scratch_eval_versions_promote_rollback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
-    data = colour_folder(tmp_path / "data")
+    data = colour_folder(tmp_path / "data", per_class={"train": 6, "test": 3})
     for label in ("a", "b"):  # two versions in the checkpoint dir, as a scripted retrain writes them
         assert main(["train", "scratch", "--data", str(data), "--epochs", "2", "--label", label]) == 0
         trained = last_json(capsys)
@@ -99,7 +88,7 @@ def test_train_with_promote_serves_the_new_version(tmp_path, monkeypatch, capsys
     from clipdemo.checkpoints import served_checkpoint
 
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
-    data = colour_folder(tmp_path / "data")
+    data = colour_folder(tmp_path / "data", per_class={"train": 6, "test": 3})
     assert main(["train", "scratch", "--data", str(data), "--epochs", "1", "--promote"]) == 0
     trained = Path(last_json(capsys)["checkpoint"])
     assert served_checkpoint(tmp_path / "ckpts", "scratch") == trained
@@ -113,7 +102,7 @@ def test_train_with_promote_serves_the_new_version(tmp_path, monkeypatch, capsys
 
 
 def test_train_head_and_eval_on_a_stanford_cars_devkit(tiny_clip, tmp_path, monkeypatch, capsys):
-    from tests.minicars import write_minicars
+    from clipdemo.testing import write_minicars
 
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
     cars = write_minicars(tmp_path / "cars")

@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 
 from clipdemo.checkpoints import list_versions, load_checkpoint, promote, save_checkpoint, served_checkpoint
 from clipdemo.settings import REPO_ROOT
-from tests.conftest import free_port
+from clipdemo.testing import colour_folder, free_port, scratch_checkpoint
 
 SHIPPED = REPO_ROOT / "checkpoints" / "scratch" / "shapes-v1"
 
@@ -126,18 +126,17 @@ def test_sigkill_during_training_then_the_app_starts_on_the_promoted_version(tmp
 
 
 def test_sigkill_during_in_place_rewrites_imports_and_promotes_keeps_the_served_version_loadable(tmp_path):
-    """Issue 15's runs killed at random moments: a run rewriting the served folder itself (``--out`` on it), a
-    ``promote`` copying a folder in, a ``--promote`` run. Whatever is served still loads, every listed version
-    loads, and the killed run's claim is gone with it (the next run into the same folder is not refused)."""
+    """Runs that write checkpoints, killed with SIGKILL at random moments: a run rewriting the served folder itself
+    (``--out`` on it), a ``promote`` copying a folder in, a ``--promote`` run. Whatever is served still loads, every
+    listed version loads, and the killed run's claim is gone with it (the next run into the same folder is not
+    refused)."""
     from clipdemo.checkpoints import claim_output
-    from tests.test_cli import colour_folder
-    from tests.test_lifecycle import scratch_checkpoint
 
     ckpt = tmp_path / "checkpoints"
     served = scratch_checkpoint(ckpt / "scratch" / "served", ["a", "b"])
     promote(ckpt, "scratch", "served")
     scratch_checkpoint(tmp_path / "outside", ["c", "d"])
-    data = colour_folder(tmp_path / "data")
+    data = colour_folder(tmp_path / "data", per_class={"train": 6, "test": 3})
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CLIPDEMO_CHECKPOINT_DIR": str(ckpt), "OMP_NUM_THREADS": "1"}
     train = ["train", "scratch", "--data", str(data), "--epochs", "100000"]
     commands = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import itertools
 import shutil
 import time
 from pathlib import Path
@@ -20,13 +19,7 @@ from clipdemo.data.hub import hub_dataset, split_of
 from clipdemo.data.shapes import HELD_OUT, make_shapes
 from clipdemo.data.sources import SourcePolicy, load_source
 from clipdemo.data.splits import holdout, image_hash, plan_splits, split_hashes, subset, tutorial_split
-
-try:
-    from tests.minicars import annotations as mat_annotations
-    from tests.minicars import class_colour, write_minicars
-except ImportError:  # run as plain `pytest` with tests/ on sys.path
-    from minicars import annotations as mat_annotations
-    from minicars import class_colour, write_minicars
+from clipdemo.testing import class_colour, layout_folder, mat_annotations, write_minicars
 
 
 def png(colour=(255, 0, 0), size=8, seed=None) -> bytes:
@@ -38,25 +31,11 @@ def png(colour=(255, 0, 0), size=8, seed=None) -> bytes:
     return buf.getvalue()
 
 
-_unique = itertools.count(1000)  # seeds that make every written image byte-distinct
-
-
-def write_folder(root: Path, layout: dict[str, dict[str, int]]) -> Path:
-    """layout: {"train": {"cat": 3, "dog": 2}, "test": {...}}; a split named "" means flat."""
-    for split, classes in layout.items():
-        for cls, n in classes.items():
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                (d / f"{i}.png").write_bytes(png((40 * len(cls), 10 * i, 200), seed=next(_unique)))
-    return root
-
-
 # --- image folder -----------------------------------------------------------------------------------------
 
 
 def test_folder_with_splits(tmp_path):
-    root = write_folder(tmp_path, {"train": {"dog": 3, "cat": 2}, "val": {"cat": 1}, "test": {"dog": 1, "cat": 1}})
+    root = layout_folder(tmp_path, {"train": {"dog": 3, "cat": 2}, "val": {"cat": 1}, "test": {"dog": 1, "cat": 1}})
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
     (root / "train" / "cat" / "empty.jpg").write_bytes(b"")
     ds = image_folder(root)
@@ -70,7 +49,7 @@ def test_folder_with_splits(tmp_path):
 
 
 def test_folder_flat_and_fingerprint(tmp_path):
-    root = write_folder(tmp_path, {"": {"b": 2, "a": 1}})
+    root = layout_folder(tmp_path, {"": {"b": 2, "a": 1}})
     ds = image_folder(root)
     assert list(ds.splits) == ["train"] and ds.class_names == ["a", "b"] and ds.splits["train"].labels == [0, 1, 1]
     before = ds.fingerprint
@@ -79,10 +58,10 @@ def test_folder_flat_and_fingerprint(tmp_path):
 
 
 def test_folder_bad_layouts(tmp_path):
-    root = write_folder(tmp_path / "x", {"train": {"cat": 1}, "test": {"cat": 1, "zebra": 1}})
+    root = layout_folder(tmp_path / "x", {"train": {"cat": 1}, "test": {"cat": 1, "zebra": 1}})
     with pytest.raises(DataError, match="zebra"):
         image_folder(root)
-    only_test = write_folder(tmp_path / "y", {"test": {"cat": 1}})
+    only_test = layout_folder(tmp_path / "y", {"test": {"cat": 1}})
     with pytest.raises(DataError, match="no train/"):
         image_folder(only_test)
     with pytest.raises(DataError, match="does not exist"):
@@ -319,8 +298,8 @@ def test_image_hash_is_of_file_bytes(tmp_path):
 
 
 def test_the_plan_counts_a_duplicated_image(tmp_path):
-    root = write_folder(tmp_path, {"train": {"cat": 3, "dog": 2}, "test": {"cat": 2, "dog": 1}})
-    shutil.copy(root / "train" / "dog" / "1.png", root / "test" / "dog" / "copy.png")
+    root = layout_folder(tmp_path, {"train": {"cat": 3, "dog": 2}, "test": {"cat": 2, "dog": 1}})
+    shutil.copy(root / "train" / "dog" / "dog_1.png", root / "test" / "dog" / "copy.png")
     assert plan_splits(image_folder(root)).overlap == 1
 
 
@@ -408,8 +387,8 @@ def test_tutorial_split_matches_the_notebook():
 
 def test_data_root_confinement(tmp_path):
     root = tmp_path / "data"
-    write_folder(root / "pets", {"train": {"cat": 1}})
-    outside = write_folder(tmp_path / "secret", {"train": {"cat": 1}})
+    layout_folder(root / "pets", {"train": {"cat": 1}})
+    outside = layout_folder(tmp_path / "secret", {"train": {"cat": 1}})
     (root / "escape").symlink_to(outside, target_is_directory=True)
     assert load_source("pets", policy=SourcePolicy.confined(root)).class_names == ["cat"]
     assert load_source(str(root / "pets"), policy=SourcePolicy.confined(root)).splits["train"].labels == [0]

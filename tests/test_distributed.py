@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
 
 from clipdemo.scratch.model import ScratchCLIP, contrastive_loss, preset
 
@@ -104,15 +103,9 @@ def test_two_processes_give_the_same_loss_and_update_as_one(tmp_path):
 
 
 def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp_path):
-    data = tmp_path / "data"
-    for split, n in (("train", 6), ("test", 2)):
-        for colour in ["red", "blue", "green"]:
-            folder = data / split / f"{colour} thing"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = Image.new("RGB", (24, 24), colour)
-                image.putpixel((i, 0), (255, 255, 255))  # distinct files: identical ones would be caught as a leak
-                image.save(folder / f"{split}{i}.png")
+    from clipdemo.testing import colour_folder
+
+    data = colour_folder(tmp_path / "data", ["red thing", "blue thing", "green thing"], {"train": 6, "test": 2})
     out = tmp_path / "ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
     run = subprocess.run(
@@ -155,7 +148,7 @@ def test_torchrun_trains_on_two_processes_and_writes_one_loadable_checkpoint(tmp
 def test_torchrun_shards_cars_features_into_the_cache_one_process_writes(tmp_path, tiny_clip):
     from clipdemo.data.sources import load_source
     from clipdemo.features import encode_split, feature_cache_path, load_features
-    from tests.minicars import write_minicars
+    from clipdemo.testing import write_minicars
 
     data = write_minicars(tmp_path / "cars", classes=3, per_class_train=5, per_class_test=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "ckpts")}

@@ -1,3 +1,7 @@
+"""The encoder interface: a HF CLIP folder embeds as transformers does; missing, broken, pickle-only and unreachable
+models are refused in one sentence; one load under concurrency; the precision choice; the shipped checkpoint in
+bf16 agrees with fp32; text batches stay within a token budget."""
+
 import threading
 import time
 from pathlib import Path

@@ -3,15 +3,13 @@ and a banner above the zero-shot results say which model answers, why, and that 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from clipdemo import hub_access
 from clipdemo.serving import Served
-from clipdemo.settings import REPO_ROOT, Settings
+from clipdemo.settings import Settings
+from clipdemo.testing import app_page, app_served, screenshot
 from clipdemo.ui import zeroshot_tab
-from tests.conftest import app_page, app_served, screenshot
 
 UNREACHABLE = "openai/clip-vit-base-patch32"
 
@@ -21,12 +19,10 @@ def offline(monkeypatch):
     monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: False)
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """A copy of the shipped checkpoints (the served scratch CLIP): tests never write into the repository."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    shutil.copytree(REPO_ROOT / "checkpoints" / "scratch", root / "scratch")
-    return root
+@pytest.fixture
+def checkpoints(shipped_checkpoints):
+    """The shipped checkpoints (the served scratch CLIP), copied: tests never write into the repository."""
+    return shipped_checkpoints
 
 
 def test_start_up_log_names_the_stand_in_and_why(offline, checkpoints):

@@ -5,7 +5,6 @@ folder of 3 classes x 4 images (the CLI's few-shot path)."""
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -19,8 +18,8 @@ from clipdemo.fewshot import FewShotError, examples_from_zip, leave_one_out, sav
 from clipdemo.heads import HeadClassifier
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
+from clipdemo.testing import colour_folder, colour_image, encoded
 from clipdemo.ui import fewshot_tab
-from tests.colour_images import colour_folder, colour_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CLASSES = ("apple", "leaf", "sky")
@@ -30,6 +29,15 @@ CLASSES = ("apple", "leaf", "sky")
 def taught(tiny_clip):
     examples = {name: [colour_image(name, 100 * k + i) for i in range(4)] for k, name in enumerate(CLASSES)}
     return teach(load_encoder(str(tiny_clip)), examples)
+
+
+def scored(predictions) -> list[tuple[str, float]]:
+    return [(p.label, p.score) for p in predictions]
+
+
+def approx_scored(predictions):
+    """The same labels in the same order, each score within 1e-4."""
+    return [(label, pytest.approx(score, abs=1e-4)) for label, score in scored(predictions)]
 
 
 def test_head_learns_three_classes_from_four_images_each(taught):
@@ -56,8 +64,11 @@ def test_slider_moves_from_zero_shot_to_the_head(taught):
 def test_downloaded_head_is_a_cars_head_checkpoint_eval_accepts(taught, tiny_clip, tmp_path, capsys, monkeypatch):
     folder = save_head(taught, tmp_path / "fewshot-head")
     clf = HeadClassifier(folder, backbone=str(tiny_clip))
-    head, zeroshot = clf.predict(colour_image("leaf", 777), k=3)
-    assert head[0].label == "leaf" and {p.label for p in zeroshot} == set(CLASSES)
+    image = colour_image("leaf", 777)  # a leaf that zero-shot CLIP calls "sky": the two columns must differ
+    head, zeroshot = clf.predict(image, k=3)
+    _, taught_zeroshot, taught_head = taught.predict(image, weight=1.0, k=3)
+    assert head[0].label == "leaf" and scored(head) == approx_scored(taught_head)  # the head, as taught
+    assert zeroshot[0].label != "leaf" and scored(zeroshot) == approx_scored(taught_zeroshot)  # CLIP's zero-shot
     with zipfile.ZipFile(zip_folder(folder, tmp_path / "head.zip")) as z:
         assert sorted(z.namelist()) == [
             "fewshot-head/card.json",
@@ -122,19 +133,13 @@ def test_junk_files_among_images_are_skipped_and_named(tiny_clip, tmp_path):
     assert taught.counts == [3, 3] and len(taught.skipped) == 1 and taught.skipped[0].startswith("apple/notes.txt")
 
 
-def png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("top", ["", "my-classes/"])
 def test_zip_of_class_folders(tmp_path, top):
     path = tmp_path / "classes.zip"
     with zipfile.ZipFile(path, "w") as z:
         for name in ("apple", "leaf"):
             for i in range(2):
-                z.writestr(f"{top}{name}/{i}.png", png(colour_image(name, i)))
+                z.writestr(f"{top}{name}/{i}.png", encoded(colour_image(name, i), "PNG"))
         z.writestr(f"{top}README.txt" if top else "README.txt", "ignored: not in a class folder")
         z.writestr("__MACOSX/apple/._0.png", "resource fork")
     examples = examples_from_zip(path)
@@ -211,5 +216,8 @@ def test_downloaded_head_promoted_by_admin_is_served_by_the_cars_tab(taught, tin
     head, zeroshot, verdict, card = cars_tab.classify(
         Served(Settings(model=str(tiny_clip), checkpoint_dir=root)), str(image)
     )
-    assert max(head, key=head.get) == "sky" and set(zeroshot) == set(CLASSES) and "Few-shot" not in verdict
+    _, taught_zeroshot, taught_head = taught.predict(image, weight=1.0, k=3)
+    assert head == pytest.approx(dict(scored(taught_head))) and max(head, key=head.get) == "sky"
+    assert zeroshot == pytest.approx(dict(scored(taught_zeroshot)))  # zero-shot CLIP over the head's classes
+    assert verdict.startswith("**They agree**") and "both say **sky**" in verdict  # zero-shot also says sky here
     assert "fewshot-head" in card

@@ -41,8 +41,7 @@ from clipdemo.heads import (
 )
 from clipdemo.pipeline import evaluate
 from clipdemo.scoring import Rule, ZeroShotClassifier
-from clipdemo.testing import make_clip_folder
-from tests.minicars import write_minicars
+from clipdemo.testing import make_clip_folder, write_minicars
 
 METRICS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
 

@@ -1,11 +1,10 @@
 """The job runner without any UI: dataset rules, one job at a time, cancel, failures, and crash-safe checkpoints.
 
-Most tests use a fake trainer that honours the training functions' contract (progress events, ``should_stop``
-polled between steps, an atomic ``save_checkpoint`` into ``out_dir``); the real ``train_scratch`` runs in
-tests/test_admin.py. Each test takes a fraction of a second except the SIGKILL one (a Python subprocess).
+Most tests use ``clipdemo.testing.fake_trainer``, which honours the training functions' contract (progress events,
+``should_stop`` polled between steps, an atomic ``save_checkpoint`` into ``out_dir``); the real ``train_scratch``
+runs in tests/test_admin.py. Each test takes a fraction of a second except the SIGKILL one (a Python subprocess).
 """
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -15,113 +14,27 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from clipdemo import checkpoints
 from clipdemo.checkpoints import list_versions, load_checkpoint, promote, save_checkpoint, served_checkpoint
 from clipdemo.data import DataError
 from clipdemo.data.sources import SourcePolicy, resolve_source
-from clipdemo.evaluate import Scores
 from clipdemo.heads import DEFAULT_HEAD
 from clipdemo.jobs import BusyError, JobError, JobRunner, short_error, version_label
 from clipdemo.pipeline import OptionError, train_options
-from clipdemo.progress import typed
-from clipdemo.results import TrainResult
+from clipdemo.testing import colour_folder, fake_trainer, tree_digest, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-# --- helpers ------------------------------------------------------------------------------------------------
-
-
-def make_image_folder(root: Path, classes=("red", "green", "blue"), train=4, test=2) -> Path:
-    """A tiny train/test image folder of flat colours with a little noise (a few KB)."""
-    colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 210, 30)}
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("test", test)):
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = np.clip(np.array(colours[name]) + rng.normal(0, 12, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-def fake_trainer(
-    steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None
-):
-    """A trainer adapter honouring the contract of train_scratch / train_head."""
-
-    def run(dataset, out_dir, options, progress, should_stop, cache_dir=None):
-        progress = typed(progress)
-        if calls is not None:
-            calls.append((dataset.source, out_dir, options))
-        for step in range(1, steps + 1):
-            if should_stop():
-                break
-            if gate is not None:
-                gate.wait(10)
-            progress(
-                {
-                    "phase": "train",
-                    "epoch": 1,
-                    "epochs": 1,
-                    "step": step,
-                    "total_steps": steps,
-                    "loss": 1.0 / step,
-                    "eta": (steps - step) * delay,
-                }
-            )
-            time.sleep(delay)
-        progress({"phase": "eval", "epoch": 1, "epochs": 1, "step": step, "val_acc": 0.5})
-        if fail is not None:
-            raise fail
-        save_checkpoint(
-            out_dir,
-            {"w": torch.zeros(3)},
-            {"kind": "fake"},
-            {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}},
-        )
-        scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
-        return TrainResult(
-            "scratch",
-            out_dir,
-            list(dataset.class_names),
-            scores,
-            {"protocol": "official"},
-            {},
-            {"stopped": "cancelled" if should_stop() else "finished"},
-        )
-
-    return run
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def wait_for(predicate, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+TRAIN_TEST = {"train": 4, "test": 2}  # images per class in each split of the tiny folders
 
 
 @pytest.fixture
 def env(tmp_path):
     """A data root with a tiny folder, and a checkpoint dir whose 'scratch' family serves version v0."""
     data = tmp_path / "data"
-    make_image_folder(data / "tiny")
+    colour_folder(data / "tiny", per_class=TRAIN_TEST)
     ckpt = tmp_path / "checkpoints"
     save_checkpoint(ckpt / "scratch" / "v0", {"w": torch.ones(3)}, {"kind": "fake"}, {"dataset": "before"})
     promote(ckpt, "scratch", "v0")
@@ -148,14 +61,14 @@ def test_dataset_outside_the_data_root_is_refused_before_starting(env, spec):
 
 def test_a_link_out_of_the_data_root_is_refused(env, tmp_path):
     data, _ = env
-    outside = make_image_folder(tmp_path / "outside")
+    outside = colour_folder(tmp_path / "outside", per_class=TRAIN_TEST)
     (data / "link").symlink_to(outside)
     with pytest.raises(DataError, match="outside the data folder"):
         resolve_source("link", None, SourcePolicy.confined(data))
 
 
 def test_without_a_data_root_only_builtin_and_hub_ids(tmp_path, monkeypatch):
-    make_image_folder(tmp_path / "tiny")
+    colour_folder(tmp_path / "tiny", per_class=TRAIN_TEST)
     monkeypatch.chdir(tmp_path)  # 'tiny' now also exists relative to the working directory
     for spec in ("tiny", "./tiny", str(tmp_path / "tiny")):
         with pytest.raises((JobError, DataError)):
@@ -167,7 +80,7 @@ def test_without_a_data_root_only_builtin_and_hub_ids(tmp_path, monkeypatch):
 
 def test_a_hub_shaped_name_that_is_a_local_folder_outside_the_root_is_refused(env, tmp_path, monkeypatch):
     data, _ = env
-    make_image_folder(tmp_path / "elsewhere")
+    colour_folder(tmp_path / "elsewhere", per_class=TRAIN_TEST)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="outside the data folder"):
         resolve_source("elsewhere", None, SourcePolicy.confined(data))

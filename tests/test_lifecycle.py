@@ -18,26 +18,10 @@ from gradio_client import Client, handle_file
 from clipdemo.checkpoints import claim_output, claim_version, load_checkpoint, save_checkpoint, served_checkpoint
 from clipdemo.cli import StopOnInterrupt, main
 from clipdemo.settings import REPO_ROOT, Settings
-from tests.conftest import launched
-from tests.test_cli import colour_folder, last_json
+from clipdemo.testing import colour_folder, last_json, launched, scratch_checkpoint
 
 SHAPE = REPO_ROOT / "examples" / "shapes" / "red_circle.png"
 GALLERY = [{"image": handle_file(str(SHAPE)), "caption": None}]
-
-
-def scratch_checkpoint(folder: Path, classes: list[str], seed: int = 0) -> Path:
-    """A random (untrained) scratch CLIP checkpoint of the default preset, written as training writes one."""
-    from clipdemo.scratch.model import ScratchCLIP, preset
-
-    config = preset("default")
-    torch.manual_seed(seed)
-    model = ScratchCLIP(config).eval()
-    return save_checkpoint(
-        folder,
-        model.state_dict(),
-        {"kind": "scratch-clip", **config.to_dict()},
-        {"dataset": {"source": "a test"}, "classes": classes, "complete": True},
-    )
 
 
 @pytest.fixture
@@ -45,7 +29,7 @@ def env(tmp_path, monkeypatch):
     """A checkpoint dir of its own, the working directory in tmp_path, a tiny 3-colour image folder."""
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "ckpts"))
     monkeypatch.chdir(tmp_path)
-    colour_folder(tmp_path / "data")
+    colour_folder(tmp_path / "data", per_class={"train": 6, "test": 3})
     return tmp_path
 
 
@@ -275,8 +259,10 @@ def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip
         with pytest.raises(Exception, match="No scratch CLIP is served yet"):
             client.predict(GALLERY, "x, y", "photo", "", 2, "scratch", api_name="/zero_shot")
 
-        # promoted from the CLI while the app runs: the next calls use it, and the model list names it
+        # promoted from the CLI while the app runs: the next calls use it, and the model list names it. Another
+        # version (other classes) sits beside it, so an answer in red/green/blue means the promoted one answered.
         assert main(["train", "scratch", "--data", "data", "--epochs", "1", "--out", "first"]) == 0
+        scratch_checkpoint(env / "ckpts" / "scratch" / "other", ["cyan", "magenta"])
         assert main(["promote", "scratch", "first"]) == 0
         version = Path(last_json(capsys)["served"]).name
         _, _, status = client.predict(GALLERY, "x, y", "photo", "", 2, "scratch", api_name="/zero_shot")
@@ -284,6 +270,10 @@ def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip
         assert top_label(client) in {"red", "green", "blue"}
         _, menu, _, _ = zeroshot_tab.model_status(Served(settings))  # what a page load gets
         assert (f"scratch CLIP (served version {version})", "scratch") in menu["choices"]
+        assert main(["promote", "scratch", "other"]) == 0  # promoting another version switches the answers
+        assert top_label(client) in {"cyan", "magenta"}
+        assert main(["promote", "scratch", version]) == 0
+        assert top_label(client) in {"red", "green", "blue"}
 
         # the served folder rewritten in place (another class list): the next call answers with it
         served = env / "ckpts" / "scratch" / version

@@ -1,3 +1,6 @@
+"""glibc's malloc arena cap: applied in a fresh process, an explicit MALLOC_ARENA_MAX wins, and app.py sets it
+before it launches."""
+
 import platform
 import subprocess
 import sys

@@ -1,5 +1,6 @@
-"""Issue 14's promises, through the CLI: every train and eval path checks for leaks, skips and counts unreadable
-files, and refuses a dataset it can't learn from in one sentence; and the package has no import circles."""
+"""Data a model can't be fairly trained or scored on, through the CLI: every train and eval path checks for leaks,
+skips and counts unreadable files, and refuses a dataset it can't learn from in one sentence; and the package has
+no import circles."""
 
 from __future__ import annotations
 
@@ -8,32 +9,18 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from clipdemo.checkpoints import read_card
 from clipdemo.cli import main
+from clipdemo.testing import colour_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 210, 30)}
+CLASSES = ("red", "green", "blue", "yellow")
 
 
-def write_noisy(path: Path, colour, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-def image_folder(root: Path, classes=tuple(COLOURS), train=8, test=3) -> Path:
-    seed = 0
-    for split, n in (("train", train), ("test", test)):
-        for name in classes:
-            for i in range(n):
-                seed += 1
-                write_noisy(root / split / name / f"{i}.png", COLOURS[name], seed)
-    return root
+def image_folder(root: Path, classes=CLASSES, train=8, test=3) -> Path:
+    return colour_folder(root, classes, {"train": train, "test": test} if test else {"train": train})
 
 
 @pytest.fixture
@@ -56,9 +43,9 @@ def run(capsys, *args) -> tuple[int, dict | None, str]:
 def leaky(env):
     """4 classes: train 8 each; test 3 fresh images each plus 3 copies (new names) of training images each."""
     root = image_folder(env / "leaky")
-    for name in COLOURS:
+    for name in CLASSES:
         for i in range(3):
-            shutil.copy(root / "train" / name / f"{i}.png", root / "test" / name / f"copy-{i}.png")
+            shutil.copy(root / "train" / name / f"{name}_{i}.png", root / "test" / name / f"copy-{i}.png")
     return root
 
 
@@ -94,7 +81,7 @@ def test_train_head_reports_a_leaking_test_split_and_eval_agrees(leaky, tiny_cli
 
 def test_a_test_split_made_of_training_images_is_replaced_by_a_clean_held_out_split(env, capsys):
     root = image_folder(env / "mini", test=0)
-    for name in COLOURS:  # Pokemon mini's case: the test split is the training images again
+    for name in CLASSES:  # Pokemon mini's case: the test split is the training images again
         shutil.copytree(root / "train" / name, root / "test" / name)
     code, result, err = run(capsys, "train", "scratch", "--data", root, "--epochs", "2", "--out", env / "s")
     assert code == 0, err
@@ -118,7 +105,7 @@ def test_eval_on_the_training_split_says_it_is_not_held_out(leaky, capsys):
 @pytest.fixture
 def with_junk(env):
     root = image_folder(env / "junk")
-    good = (root / "train" / "red" / "0.png").read_bytes()
+    good = (root / "train" / "red" / "red_0.png").read_bytes()
     (root / "train" / "red" / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / "train" / "green" / "page.jpg").write_text("<html>not an image</html>")
     (root / "test" / "blue" / "empty.jpg").write_bytes(b"")

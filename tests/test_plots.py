@@ -1,3 +1,7 @@
+"""Charts: labels in any script drawn without missing glyphs, long labels shortened, confusion matrices and training
+curves readable, a font cache written before the fonts were installed repaired, and the image x label matrix
+marking each image's best label and "none of these"."""
+
 import io
 import json
 import warnings

@@ -13,9 +13,8 @@ from clipdemo.data.sources import load_source
 from clipdemo.scoring import SIGMOID, SOFTMAX, Rule, ZeroShotClassifier, blend
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.testing import make_siglip_folder
+from clipdemo.testing import make_siglip_folder, write_minicars
 from clipdemo.ui import cars_tab, fewshot_tab, zeroshot_tab
-from tests.minicars import write_minicars
 
 IMAGES = F.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
 CLASSES = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=-1)

@@ -1,5 +1,6 @@
-"""Search: through the CLI (the issue's done-when), the library (near-duplicates, the 2-D map, limits), the tab's
-handlers (uploads and the Admin-configured folder), and both new tabs through the HTTP API with gradio_client."""
+"""Search: through the CLI (text and image queries, near-duplicates, skipped files), the library (near-duplicates,
+the 2-D map, limits), the tab's handlers (uploads and the Admin-configured folder), and both new tabs through the
+HTTP API with gradio_client."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from clipdemo.encoders import load_encoder
 from clipdemo.search import SearchError, build_index, groups, index_folder, map_2d, near_duplicates, query_embedding
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
+from clipdemo.testing import colour_folder, colour_image, launched
 from clipdemo.ui import search_tab
-from tests.colour_images import colour_folder, colour_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CLASSES = ("apple", "leaf", "sky")
@@ -160,7 +161,6 @@ def test_http_api_teach_classify_download_and_search(tiny_clip, folder, tmp_path
     from gradio_client import Client, handle_file
 
     from clipdemo.ui.app import build_app, launch_kwargs
-    from tests.conftest import launched
 
     settings = Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "ckpts")
     with launched(build_app(settings), **launch_kwargs(settings)) as url:

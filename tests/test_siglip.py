@@ -12,15 +12,15 @@ from PIL import Image
 
 from clipdemo import cli, hub_access
 from clipdemo.encoders import ModelUnavailable, load_encoder
+from clipdemo.images import load_image
 from clipdemo.relevancy import RelevancyError, relevancy
 from clipdemo.serving import Served
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import make_siglip_folder
+from clipdemo.testing import launched, make_siglip_folder
 from clipdemo.ui import zeroshot_tab
 from clipdemo.ui.app import build_app, launch_kwargs
 from clipdemo.ui.common import user_errors
 from clipdemo.zeroshot import TEMPLATE_SETS, zero_shot
-from tests.conftest import launched
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.jpg"))
 SHAPES = sorted((REPO_ROOT / "examples" / "shapes").glob("*.png"))
@@ -97,7 +97,12 @@ def test_cli_open_set_compare_matrix_where_and_notices(tiny_siglip, tiny_clip, t
     captured = capsys.readouterr()
     out = json.loads(captured.out.strip().splitlines()[-1])
     assert out[0]["compare"]["scoring"] == "sigmoid" and out[0]["compare"]["none_of_these"] is True  # native
-    assert out[0]["threshold"] == 0.2 and isinstance(out[0]["none_of_these"], bool)
+    # CLIP's open set: "none of these" exactly where no label's cosine similarity reaches CLIP's threshold, 0.2
+    labels = [label.strip() for label in argv[argv.index("--labels") + 1].split(",")]
+    images = [load_image(path) for path in argv[-2:]]
+    closed = zero_shot(load_encoder(str(tiny_clip)), images, labels, TEMPLATE_SETS["photo"])
+    assert [item["threshold"] for item in out] == [0.2, 0.2]
+    assert [item["none_of_these"] for item in out] == (closed.similarity.max(-1).values < 0.2).tolist()
     assert (tmp_path / "m.png").stat().st_size > 5_000
     assert Image.open(out[1]["relevancy"]).size[0] > 100
     # the SigLIP test model's context is 16 tokens, CLIP's 77: both say the long label was cut, and by how much

@@ -1,3 +1,7 @@
+"""Zero-shot scoring: label parsing and its limits, template sets, prompt ensembling, the text-embedding cache (per
+model, templates and label; thread-safe and bounded), softmax over scaled cosines, each image encoded once, and a
+real tiny CLIP end to end."""
+
 import threading
 
 import pytest

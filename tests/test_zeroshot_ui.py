@@ -9,10 +9,10 @@ from gradio_client import Client, handle_file
 from clipdemo import hub_access
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
+from clipdemo.testing import launched, screenshot
 from clipdemo.ui import zeroshot_tab
 from clipdemo.ui.app import SESSION_CAPACITY, build_app, launch_kwargs
 from clipdemo.ui.common import user_errors
-from tests.conftest import launched, screenshot
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.jpg"))
 
