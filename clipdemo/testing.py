@@ -582,7 +582,24 @@ def image_cases(tmp_dir: Path) -> list[Case]:
     def bad(name, path, expect, upload=True):
         cases.append(Case(name, path, False, expect, upload=upload))
 
-    # --- ordinary files in every allowed format -------------------------------------------------------
+    for section in (
+        _cases_ordinary,
+        _cases_sizes,
+        _cases_animations,
+        _cases_transparency,
+        _cases_bit_depths,
+        _cases_exif,
+        _cases_not_images,
+        _cases_damaged,
+        _cases_too_big,
+        _cases_not_files,
+    ):
+        section(tmp_dir, save, write, good, bad)
+    return cases
+
+
+def _cases_ordinary(tmp_dir: Path, save, write, good, bad) -> None:
+    """Ordinary files in every allowed format."""
     good("png_rgb", save("rgb.png", _solid("RGB", (32, 24), RED)), (32, 24), RED, "red 32x24")
     good("jpeg_rgb", save("rgb.jpg", _solid("RGB", (32, 24), BLUE), quality=95), (32, 24), BLUE, "blue", 12)
     good(
@@ -623,12 +640,16 @@ def image_cases(tmp_dir: Path) -> list[Case]:
     )
     good("unicode_name", save("ünïcødé näme 写真.png", _solid("RGB", (3, 3), BLUE)), (3, 3), BLUE, "blue")
 
-    # --- sizes: tiny and extreme aspect ratios, under the caps -------------------------------------------
+
+def _cases_sizes(tmp_dir: Path, save, write, good, bad) -> None:
+    """Sizes: tiny and extreme aspect ratios, under the caps."""
     good("one_pixel", save("1x1.png", _solid("RGB", (1, 1), RED)), (1, 1), RED, "1x1 red")
     good("wide_10000x1", save("wide.png", _solid("RGB", (10000, 1), GREEN)), (10000, 1), GREEN, "10000x1")
     good("tall_1x8000", save("tall.png", _solid("RGB", (1, 8000), BLUE)), (1, 8000), BLUE, "1x8000")
 
-    # --- animations and multi-page files: the first frame --------------------------------------------
+
+def _cases_animations(tmp_dir: Path, save, write, good, bad) -> None:
+    """Animations and multi-page files: the first frame."""
     frames = [_solid("RGB", (16, 16), colour) for colour in (RED, GREEN, BLUE)]
     good(
         "gif_animated",
@@ -659,7 +680,9 @@ def image_cases(tmp_dir: Path) -> list[Case]:
         "first page green",
     )
 
-    # --- modes that convert("RGB") gets wrong: transparency onto white, high bit depths scaled ---------
+
+def _cases_transparency(tmp_dir: Path, save, write, good, bad) -> None:
+    """Transparency that convert("RGB") gets wrong: composited onto white."""
     good(
         "png_rgba_transparent",
         save("transparent.png", _solid("RGBA", (8, 8), (0, 0, 0, 0))),
@@ -712,6 +735,10 @@ def image_cases(tmp_dir: Path) -> list[Case]:
         WHITE,
         "WebP alpha -> white",
     )
+
+
+def _cases_bit_depths(tmp_dir: Path, save, write, good, bad) -> None:
+    """Bit depths and colour spaces convert("RGB") gets wrong: 1-bit, 16- and 32-bit scaled, CMYK."""
     good("png_1bit", save("one_bit.png", _one_bit()), (8, 8), BLACK, "1-bit: black top-left, white elsewhere")
     good(
         "png_16bit",
@@ -756,7 +783,9 @@ def image_cases(tmp_dir: Path) -> list[Case]:
     )
     good("tiff_cmyk", save("cmyk.tiff", _solid("CMYK", (8, 8), (255, 0, 255, 0))), (8, 8), GREEN, "CMYK green")
 
-    # --- EXIF orientation: stored 40x20 (top half red, bottom half blue) ----------------------------
+
+def _cases_exif(tmp_dir: Path, save, write, good, bad) -> None:
+    """EXIF orientation: stored 40x20 (top half red, bottom half blue)."""
     good(
         "jpeg_exif_rotate_6",
         save("rotated6.jpg", _halves(), exif=_orientation(6), quality=95),
@@ -781,7 +810,9 @@ def image_cases(tmp_dir: Path) -> list[Case]:
         12,
     )
 
-    # --- not images, or images in formats we do not decode ----------------------------------------------
+
+def _cases_not_images(tmp_dir: Path, save, write, good, bad) -> None:
+    """Not images, or images in formats we do not decode."""
     bad("zero_bytes", write("empty.png", b""), EMPTY)
     bad("text_renamed_png", write("notes.png", b"just some text, not a picture\n" * 4), NOT_IMAGE)
     bad("html", write("page.html", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>"), NOT_IMAGE)
@@ -813,7 +844,9 @@ def image_cases(tmp_dir: Path) -> list[Case]:
     bad("pcx", save("image.pcx", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
     bad("pdf", save("document.pdf", _solid("RGB", (8, 8), RED)), NOT_IMAGE)
 
-    # --- damaged or incomplete files in allowed formats ------------------------------------------------
+
+def _cases_damaged(tmp_dir: Path, save, write, good, bad) -> None:
+    """Damaged or incomplete files in allowed formats."""
     photo = _noise((64, 48))
     jpeg, png = encoded(photo, "JPEG", quality=90), encoded(photo, "PNG")
     bad("jpeg_truncated", write("truncated.jpg", jpeg[: len(jpeg) // 2]), TRUNCATED)
@@ -827,21 +860,25 @@ def image_cases(tmp_dir: Path) -> list[Case]:
     bad("png_corrupt_zlib_stream", write("corrupt_zlib.png", _corrupt_idat(png)), DAMAGED)
     bad("jpeg_soi_only", write("soi.jpg", b"\xff\xd8\xff"), NOT_IMAGE)
 
-    # --- too big: decompression bombs (refused from the header, before decoding) and huge files -------
+
+def _cases_too_big(tmp_dir: Path, save, write, good, bad) -> None:
+    """Too big: decompression bombs (refused from the header, before decoding) and huge files."""
     # Three bands: under Pillow's own guard (89 Mpx), in its warning band, and over its error limit (179 Mpx).
     bad("bomb_gif_7000x7000", write("bomb.gif", gif_claiming(7000, 7000)), TOO_MANY_PIXELS)
     bad("bomb_png_10000x10000", write("bomb_100mpx.png", png_claiming(10000, 10000)), TOO_MANY_PIXELS)
     bad("bomb_png_20000x20000", write("bomb.png", png_claiming(20000, 20000)), TOO_MANY_PIXELS)
     bad("bomb_png_65535x65535", write("bomb_max.png", png_claiming(65535, 65535)), TOO_MANY_PIXELS)
     bad("just_over_pixel_cap_8000x5001", write("over_cap.png", png_claiming(8000, 5001)), TOO_MANY_PIXELS)
+    png = encoded(_noise((64, 48)), "PNG")  # a real PNG header, then a sparse 20 MiB
     bad("file_over_20_mib", _sparse_file(tmp_dir / "huge.png", png, 20 * 1024 * 1024 + 1), TOO_BIG)
 
-    # --- not files at all -------------------------------------------------------------------------------
+
+def _cases_not_files(tmp_dir: Path, save, write, good, bad) -> None:
+    """Not files at all."""
     bad("missing_path", tmp_dir / "no_such_image.png", NOT_FOUND, upload=False)
     folder = tmp_dir / "folder.png"
     folder.mkdir(exist_ok=True)
     bad("folder", folder, FOLDER, upload=False)
-    return cases
 
 
 def _solid(mode: str, size: tuple[int, int], colour) -> Image.Image:
