@@ -60,6 +60,14 @@ def pick_engine(device: torch.device, engine: str | None = None, auto_on_cpu: st
     return engine
 
 
+def planned(device: torch.device, precision: str, engine: str | None = None, auto_on_cpu: str = "onnx"):
+    """``(precision, engine)`` a model asked to run at ``precision`` gets when its export works: ONNX Runtime runs
+    fp32 and int8 (bf16 stays in PyTorch), and int8 exists only there (PyTorch runs fp32 instead)."""
+    if pick_engine(device, engine, auto_on_cpu) == "onnx" and precision in ("fp32", "int8"):
+        return precision, "onnx"
+    return ("fp32" if precision == "int8" else precision), "torch"
+
+
 def cache_dir() -> Path:
     return settings.Settings.from_env().cache_dir / "onnx"
 
@@ -151,7 +159,7 @@ def scratch_towers(model, path, device: torch.device, precision: str, engine: st
 
 def _towers(kind: str, spec: str, device: torch.device, precision: str, engine: str | None, towers: dict):
     sessions = None
-    if pick_engine(device, engine) == "onnx" and precision in ("fp32", "int8"):
+    if planned(device, precision, engine)[1] == "onnx":
         sessions = _sessions(kind, spec, precision, towers)
     if sessions is None and precision == "int8":
         log.warning("int8 runs only in the ONNX engine: %s runs in PyTorch fp32", spec)
