@@ -14,7 +14,7 @@ treatment.
   a thread while the model runs), unreadable images skipped and counted, cached under a key built from the
   backbone fingerprint, the precision and engine it runs at (``Backbone.numerics``), the caller's ``key_parts``
   (dataset fingerprint, split name) and ``FEATURES_VERSION`` (bumped when our preprocessing code changes). Cache
-  files are written atomically (temp file + rename).
+  files are written atomically (temp file + rename) and kept under the caches' budget (``clipdemo.caches``).
 - Sharding (for torch.distributed, issue 8): ``encode_split(..., shard=(rank, world))`` encodes only the
   rank's strided share of the split and returns it with its indices; ``merge_shards(parts)`` puts the shares
   back in split order, and ``save_features(feature_cache_path(...), merged)`` writes the very file a single
@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from clipdemo import caches
 from clipdemo.atomic import write_atomic
 from clipdemo.data import ImageDataset, Split
 from clipdemo.data.splits import Part, SplitPlan
@@ -221,7 +222,8 @@ def feature_cache_path(encoder, key_parts: Sequence, cache_dir) -> Path:
 
 
 def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None) -> Path:
-    """Write ``encoded`` (for a split of ``n`` images) atomically (``clipdemo.atomic``)."""
+    """Write ``encoded`` (for a split of ``n`` images) atomically (``clipdemo.atomic``); it is in use while
+    ``encoded.features`` lives, and older cache entries are evicted beyond the budget (``clipdemo.caches``)."""
     tensors = {"features": encoded.features.contiguous(), "labels": encoded.labels.long(), "kept": encoded.kept.long()}
     metadata = {
         "n": str(n),
@@ -230,7 +232,10 @@ def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None)
         "unreadable": json.dumps(list(encoded.unreadable)),
         "meta": json.dumps(meta or {}),
     }
-    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    caches.used(path, encoded.features)
+    caches.enforce_budget(Path(path).parent)
+    return Path(path)
 
 
 def load_features(path, split: Split) -> EncodedSplit | None:
@@ -255,6 +260,7 @@ def load_features(path, split: Split) -> EncodedSplit | None:
         # the key already names the dataset; this catches a split that changed under the same name
         if int(meta["n"]) != len(split) or not torch.equal(labels[encoded.kept], encoded.labels):
             return None
+        caches.used(path, encoded.features)  # the last use, and held while the features live
         return encoded
     except Exception:  # a damaged cache is rebuilt, never trusted
         return None
@@ -544,6 +550,7 @@ def zero_shot_classifier(
         path = _text_path(backbone, names, templates, cache_dir)
         cached = _load_classifier(path, names, templates)
         if cached is not None:
+            caches.used(path, cached)  # the last use, and held while the classifier lives
             return cached
     classes = build_classifier(backbone.encoder, list(names), templates).float()  # batched by length
     classifier = ZeroShotClassifier(classes, Rule.of(backbone), names, templates)
@@ -553,6 +560,8 @@ def zero_shot_classifier(
         meta = {"backbone": backbone.spec, "precision": precision, "engine": engine}
         metadata = {"scoring": json.dumps(classifier.rule.to_config()), "meta": json.dumps(meta)}
         write_atomic(path, lambda tmp: save_file({"classes": classes.contiguous()}, tmp, metadata=metadata))
+        caches.used(path, classifier)
+        caches.enforce_budget(path.parent)
     return classifier
 
 
