@@ -81,7 +81,7 @@ _held_lock = threading.Lock()
 
 def anchor(path) -> Path:
     """The file that stands for an entry: the file itself, or an export folder's ``model.onnx``."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # one key per entry in this process, however the caller named its folder
     return path / "model.onnx" if path.is_dir() else path
 
 
