@@ -6,6 +6,7 @@
     python -m clipdemo train scratch --data shapes --preset default --max-seconds 120 --promote
     python -m clipdemo eval --checkpoint checkpoints/scratch/VERSION --data shapes
     python -m clipdemo versions scratch; python -m clipdemo promote scratch VERSION; python -m clipdemo rollback scratch
+    python -m clipdemo cache list; python -m clipdemo cache prune [--all]
 
 Results go to stdout, the last line being JSON; errors are one line on stderr and exit status 2, checked before
 any work. A run interrupted with Ctrl-C prints what it kept, promotes nothing and exits with status 130.
@@ -348,6 +349,29 @@ def cmd_rollback(args):
     return {"served": str(rollback(Settings.from_env().checkpoint_dir, args.family))}
 
 
+def cmd_cache(args) -> dict:
+    """``cache list``: each cache entry (kind, size, last use, in use) and the total against the budget; ``cache
+    prune``: least recently used first down to the budget, or (``--all``) every entry not in use. Only entries
+    clipdemo wrote are listed or removed (``clipdemo.caches``)."""
+    from clipdemo import caches
+    from clipdemo.settings import cache_max_bytes
+
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else Settings.from_env().checkpoint_dir
+    if not folder.is_dir():
+        given = "--checkpoint-dir" if args.checkpoint_dir else "CLIPDEMO_CHECKPOINT_DIR"
+        raise UserError(f"{given} '{folder}' is not a folder.")
+    root, budget = Settings(checkpoint_dir=folder).cache_dir, cache_max_bytes()
+    removed = caches.prune(root, budget, everything=args.all).removed if args.action == "prune" else []
+    for entry in removed:
+        print(f"removed {entry.kind} {entry.path.relative_to(root)} ({caches.size_text(entry.size)})", file=sys.stderr)
+    found = caches.entries(root)
+    print(caches.table(root, found, budget))
+    out = caches.summary(root, found, budget)
+    if args.action == "prune":
+        out.update(removed=[e.to_json(root) for e in removed], freed_bytes=sum(e.size for e in removed))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipdemo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -357,7 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_eval(sub)
     add_versions(sub)
+    add_cache(sub)
     return parser
+
+
+def add_cache(sub) -> None:
+    cache = sub.add_parser("cache", help="list or prune the on-disk caches (ONNX exports, features, embeddings)")
+    actions = cache.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="each entry: kind, size, last used, in use; the total against the budget")
+    prune = actions.add_parser("prune", help="remove least recently used entries down to CLIPDEMO_CACHE_MAX_GB")
+    prune.add_argument("--all", action="store_true", help="remove every entry not in use, whatever the budget")
+    for p in (listing, prune):
+        p.add_argument("--checkpoint-dir", default=None, help="default: $CLIPDEMO_CHECKPOINT_DIR (caches in .cache/)")
+        p.set_defaults(run=cmd_cache, all=False)
 
 
 def add_zero_shot(sub) -> None:

@@ -12,8 +12,9 @@ treatment.
   keeps its cache) and changes when the weights or the preprocessing config change.
 - ``encode_split(encoder, split, ...)``: embeddings of a ``Split`` in batches (decoding the next batch on
   a thread while the model runs), unreadable images skipped and counted, cached under a key built from the
-  backbone fingerprint, the caller's ``key_parts`` (dataset fingerprint, split name) and ``FEATURES_VERSION``
-  (bumped when our preprocessing code changes). Cache files are written atomically (temp file + rename).
+  backbone fingerprint, the precision and engine it runs at (``Backbone.numerics``), the caller's ``key_parts``
+  (dataset fingerprint, split name) and ``FEATURES_VERSION`` (bumped when our preprocessing code changes). Cache
+  files are written atomically (temp file + rename) and kept under the caches' budget (``clipdemo.caches``).
 - Sharding (for torch.distributed, issue 8): ``encode_split(..., shard=(rank, world))`` encodes only the
   rank's strided share of the split and returns it with its indices; ``merge_shards(parts)`` puts the shares
   back in split order, and ``save_features(feature_cache_path(...), merged)`` writes the very file a single
@@ -33,10 +34,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from clipdemo import caches
 from clipdemo.atomic import write_atomic
 from clipdemo.data import ImageDataset, Split
 from clipdemo.data.splits import Part, SplitPlan
-from clipdemo.fingerprints import backbone_fingerprint, canonical_spec
+from clipdemo.fingerprints import backbone_fingerprint, backbone_folder, canonical_spec
 from clipdemo.images import ImageError, load_image
 from clipdemo.progress import ConsoleProgress, typed
 from clipdemo.scoring import SOFTMAX, Rule, ZeroShotClassifier
@@ -96,6 +98,14 @@ class Backbone:
             self._fingerprint = found or f"name:{self.spec}"  # no files to look at (a test double)
         return self._fingerprint
 
+    @property
+    def numerics(self) -> tuple[str, str]:
+        """``(precision, engine)`` its embeddings are made at: the loaded encoder's, else what loading would give
+        (``planned_numerics``), so a warm cache still needs no model load."""
+        if self._encoder is not None:
+            return getattr(self._encoder, "precision", "fp32"), getattr(self._encoder, "engine", "torch")
+        return planned_numerics(self.spec, self.device_choice, self.precision_choice)
+
     # the Encoder protocol, by delegation
     name = property(lambda self: getattr(self._encoder, "name", None) or self.spec)
     logit_scale = property(lambda self: self.encoder.logit_scale)
@@ -110,6 +120,36 @@ class Backbone:
 
     def describe(self) -> str:
         return self.encoder.describe() if self.loaded else f"{self.spec} (not loaded)"
+
+
+def planned_numerics(spec: str, device: str = "auto", precision: str | None = None) -> tuple[str, str]:
+    """``(precision, engine)`` that ``load_encoder(spec, device, precision)`` runs at, read from the model's files
+    without loading it: the families' rules (``onnx_engine.planned``), PyTorch where ONNX Runtime is missing."""
+    import importlib.util
+
+    from clipdemo.devices import pick_device, pick_precision
+    from clipdemo.encoders import is_scratch_checkpoint
+    from clipdemo.onnx_engine import planned
+    from clipdemo.siglip import SIGLIP_TYPES
+
+    folder, where = backbone_folder(spec), pick_device(device)
+    if folder is not None and is_scratch_checkpoint(folder):
+        asked = pick_precision(where, precision, int8=True)
+        auto = "onnx" if asked == "int8" else "torch"  # onnx_engine.scratch_towers's rule
+    elif folder is None or _model_type(folder) in SIGLIP_TYPES:  # SigLIP: PyTorch only
+        return pick_precision(where, precision), "torch"
+    else:
+        asked, auto = pick_precision(where, precision, int8=True), "onnx"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return planned(where, asked, "torch")
+    return planned(where, asked, auto_on_cpu=auto)
+
+
+def _model_type(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 # --- image features -------------------------------------------------------------------------------------
@@ -152,18 +192,38 @@ class EncodedSplit:
         return sum(int(i) not in kept for i in indices)
 
 
-def feature_key(backbone_fingerprint: str, key_parts: Sequence = ()) -> str:
-    blob = json.dumps({"v": FEATURES_VERSION, "backbone": backbone_fingerprint, "parts": [str(p) for p in key_parts]})
+def feature_key(
+    backbone_fingerprint: str, key_parts: Sequence = (), *, precision: str = "fp32", engine: str = "torch"
+) -> str:
+    """The cache key of what a backbone made of ``key_parts``: its weights, and the precision and engine it ran at
+    (features made at int8 or bf16 are never reused by an fp32 run)."""
+    blob = json.dumps(
+        {
+            "v": FEATURES_VERSION,
+            "backbone": backbone_fingerprint,
+            "precision": precision,
+            "engine": engine,
+            "parts": [str(p) for p in key_parts],
+        }
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def backbone_key(backbone: Backbone, key_parts: Sequence = ()) -> str:
+    """``feature_key`` of ``backbone``'s fingerprint and numerics (``Backbone.numerics``)."""
+    precision, engine = backbone.numerics
+    return feature_key(backbone.fingerprint, key_parts, precision=precision, engine=engine)
+
+
 def feature_cache_path(encoder, key_parts: Sequence, cache_dir) -> Path:
-    """Where ``encode_split`` keeps the embeddings for this backbone and ``key_parts``."""
-    return Path(cache_dir) / f"features-{feature_key(Backbone.of(encoder).fingerprint, key_parts)}.safetensors"
+    """Where ``encode_split`` keeps the embeddings for this backbone (its weights, precision and engine) and
+    ``key_parts``."""
+    return Path(cache_dir) / f"features-{backbone_key(Backbone.of(encoder), key_parts)}.safetensors"
 
 
 def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None) -> Path:
-    """Write ``encoded`` (for a split of ``n`` images) atomically (``clipdemo.atomic``)."""
+    """Write ``encoded`` (for a split of ``n`` images) atomically (``clipdemo.atomic``); it is in use while
+    ``encoded.features`` lives, and older cache entries are evicted beyond the budget (``clipdemo.caches``)."""
     tensors = {"features": encoded.features.contiguous(), "labels": encoded.labels.long(), "kept": encoded.kept.long()}
     metadata = {
         "n": str(n),
@@ -172,7 +232,10 @@ def save_features(path, encoded: EncodedSplit, n: int, meta: dict | None = None)
         "unreadable": json.dumps(list(encoded.unreadable)),
         "meta": json.dumps(meta or {}),
     }
-    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    caches.used(path, encoded.features)
+    caches.enforce_budget(Path(path).parent)
+    return Path(path)
 
 
 def load_features(path, split: Split) -> EncodedSplit | None:
@@ -197,6 +260,7 @@ def load_features(path, split: Split) -> EncodedSplit | None:
         # the key already names the dataset; this catches a split that changed under the same name
         if int(meta["n"]) != len(split) or not torch.equal(labels[encoded.kept], encoded.labels):
             return None
+        caches.used(path, encoded.features)  # the last use, and held while the features live
         return encoded
     except Exception:  # a damaged cache is rebuilt, never trusted
         return None
@@ -280,8 +344,21 @@ def encode_split(
         )
     encoded = _encode(backbone, split, wanted, batch_size, report, name, should_stop or (lambda: False))
     if path is not None and shard is None:
-        save_features(path, encoded, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
+        _save_made(backbone, encoded, len(split), key_parts, path.parent)
     return encoded
+
+
+def _save_made(backbone: Backbone, encoded: EncodedSplit, n: int, key_parts, cache_dir) -> None:
+    """Save what ``backbone`` just made, under its key now that it is loaded: the precision and engine it ran at
+    (a failed ONNX export runs PyTorch instead of the ONNX Runtime the key was first planned with)."""
+    precision, engine = backbone.numerics
+    meta = {
+        "backbone": backbone.spec,
+        "key_parts": [str(p) for p in key_parts],
+        "precision": precision,
+        "engine": engine,
+    }
+    save_features(feature_cache_path(backbone, key_parts, cache_dir), encoded, n, meta)
 
 
 def _world() -> int:
@@ -301,7 +378,7 @@ def _encode_across_ranks(backbone: Backbone, split: Split, path, key_parts, **kw
     dist.all_gather_object(parts, part)
     merged = merge_shards(parts)
     if rank == 0 and path is not None:
-        save_features(path, merged, len(split), {"backbone": backbone.spec, "key_parts": [str(p) for p in key_parts]})
+        _save_made(backbone, merged, len(split), key_parts, Path(path).parent)
     dist.barrier()  # nobody reads the cache before it is complete
     return merged
 
@@ -470,17 +547,27 @@ def zero_shot_classifier(
     names, templates = tuple(class_names), tuple(templates)
     path = None
     if cache_dir is not None:
-        key = feature_key(backbone.fingerprint, ["text-v2", json.dumps([list(templates), list(names)])])
-        path = Path(cache_dir) / f"text-{key}.safetensors"
+        path = _text_path(backbone, names, templates, cache_dir)
         cached = _load_classifier(path, names, templates)
         if cached is not None:
+            caches.used(path, cached)  # the last use, and held while the classifier lives
             return cached
     classes = build_classifier(backbone.encoder, list(names), templates).float()  # batched by length
     classifier = ZeroShotClassifier(classes, Rule.of(backbone), names, templates)
     if path is not None:
-        metadata = {"scoring": json.dumps(classifier.rule.to_config())}
+        path = _text_path(backbone, names, templates, cache_dir)  # loaded now: the numerics it ran at
+        precision, engine = backbone.numerics
+        meta = {"backbone": backbone.spec, "precision": precision, "engine": engine}
+        metadata = {"scoring": json.dumps(classifier.rule.to_config()), "meta": json.dumps(meta)}
         write_atomic(path, lambda tmp: save_file({"classes": classes.contiguous()}, tmp, metadata=metadata))
+        caches.used(path, classifier)
+        caches.enforce_budget(path.parent)
     return classifier
+
+
+def _text_path(backbone: Backbone, names: tuple, templates: tuple, cache_dir) -> Path:
+    key = backbone_key(backbone, ["text-v2", json.dumps([list(templates), list(names)])])
+    return Path(cache_dir) / f"text-{key}.safetensors"
 
 
 def _load_classifier(path: Path, names: tuple, templates: tuple) -> ZeroShotClassifier | None:

@@ -14,7 +14,8 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
   (``clipdemo.fingerprints.backbone_fingerprint``), the tower, the precision and the versions that shape the
   graph. Each export is written into a hidden temporary folder renamed into place when complete, so every
   process after the first (CLI runs, app restarts) loads it, and an export killed midway leaves no model behind. A
-  cached model that no longer loads is exported again.
+  cached model that no longer loads is exported again. Exports count against the caches' budget
+  (``clipdemo.caches``: least recently used evicted first, never one a live session uses).
 Training and anything needing gradients always run in PyTorch.
 """
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from clipdemo import settings
+from clipdemo import caches, settings
 from clipdemo.atomic import remove_stale_partials, write_folder_atomic
 from clipdemo.devices import embedding
 from clipdemo.errors import ConfigError, first_line
@@ -58,6 +59,14 @@ def pick_engine(device: torch.device, engine: str | None = None, auto_on_cpu: st
     if engine == "auto":
         return auto_on_cpu if device.type == "cpu" else "torch"
     return engine
+
+
+def planned(device: torch.device, precision: str, engine: str | None = None, auto_on_cpu: str = "onnx"):
+    """``(precision, engine)`` a model asked to run at ``precision`` gets when its export works: ONNX Runtime runs
+    fp32 and int8 (bf16 stays in PyTorch), and int8 exists only there (PyTorch runs fp32 instead)."""
+    if pick_engine(device, engine, auto_on_cpu) == "onnx" and precision in ("fp32", "int8"):
+        return precision, "onnx"
+    return ("fp32" if precision == "int8" else precision), "torch"
 
 
 def cache_dir() -> Path:
@@ -151,7 +160,7 @@ def scratch_towers(model, path, device: torch.device, precision: str, engine: st
 
 def _towers(kind: str, spec: str, device: torch.device, precision: str, engine: str | None, towers: dict):
     sessions = None
-    if pick_engine(device, engine) == "onnx" and precision in ("fp32", "int8"):
+    if planned(device, precision, engine)[1] == "onnx":
         sessions = _sessions(kind, spec, precision, towers)
     if sessions is None and precision == "int8":
         log.warning("int8 runs only in the ONNX engine: %s runs in PyTorch fp32", spec)
@@ -231,15 +240,25 @@ def cached_session(name: str, fingerprint: str, precision: str, export: Callable
     model = folder / "model.onnx"
     if model.is_file():
         try:
-            return new_session(model)
+            return _in_use(folder, new_session(model))
         except Exception as e:
             log.warning("cached ONNX model %s does not load (%s): exporting it again", folder.name, first_line(e))
             shutil.rmtree(folder, ignore_errors=True)
     with _export_lock:
-        if not model.is_file():
+        exported = not model.is_file()
+        if exported:
             shutil.rmtree(folder, ignore_errors=True)  # a folder without its model (deleted by hand) is no entry
             _export_into(folder, export, precision)
-    return new_session(model)
+    session = _in_use(folder, new_session(model))
+    if exported:  # the caches' budget, now that this export counts and is held (``clipdemo.caches``)
+        caches.enforce_budget(folder.parent.parent)
+    return session
+
+
+def _in_use(folder: Path, session):
+    """The export in ``folder`` is in use (never evicted) while ``session`` lives; its last use is now."""
+    caches.used(folder, session)
+    return session
 
 
 def _export_into(folder: Path, export: Callable[[Path], None], precision: str) -> None:

@@ -22,6 +22,7 @@ PRECISION_ENV = "CLIPDEMO_PRECISION"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # int8: the ONNX engine only (fp32 elsewhere)
 ENGINE_ENV = "CLIPDEMO_ENGINE"
 ENGINES = ("auto", "torch", "onnx")
+CACHE_MAX_GB_ENV, DEFAULT_CACHE_MAX_GB = "CLIPDEMO_CACHE_MAX_GB", 5.0  # fits a Space's smallest persistent storage
 HUB_REPO_ENV, TOKEN_ENV = "CLIPDEMO_HUB_REPO", "HF_TOKEN"
 MAX_PIXELS_ENV, MAX_BYTES_ENV = "CLIPDEMO_MAX_PIXELS", "CLIPDEMO_MAX_BYTES"
 DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES = 40_000_000, 20 * 1024 * 1024
@@ -53,6 +54,23 @@ def image_caps() -> tuple[int, int]:
     return _positive_int(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS), _positive_int(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
 
 
+def cache_max_bytes() -> int:
+    """``CLIPDEMO_CACHE_MAX_GB``: what the caches under the checkpoint dir may hold, in GB (10^9 bytes), ONNX
+    exports and feature and text-embedding caches together (``clipdemo.caches``); 0 keeps only what is in use."""
+    raw = os.environ.get(CACHE_MAX_GB_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_CACHE_MAX_GB * 1e9)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ConfigError(
+            f"{CACHE_MAX_GB_ENV} must be a number of gigabytes, 0 or more (e.g. 5 or 0.5), not {raw[:40]!r}."
+        )
+    return int(value * 1e9)
+
+
 def hub_repo() -> str | None:
     """``CLIPDEMO_HUB_REPO``: the Hub model repo promoted checkpoints are pushed to and pulled from."""
     return os.environ.get(HUB_REPO_ENV, "").strip() or None
@@ -79,6 +97,7 @@ def check_environment() -> None:
     """Read every variable that must parse, so a bad value is one sentence when a command or the app starts,
     not an error minutes into a run."""
     precision()
+    cache_max_bytes()
     engine()
     image_caps()
 
