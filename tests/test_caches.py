@@ -27,7 +27,7 @@ from clipdemo.features import (
     save_features,
     zero_shot_classifier,
 )
-from tests.colour_images import colour_image
+from clipdemo.testing import colour_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
