@@ -24,6 +24,8 @@ ENGINE_ENV = "CLIPDEMO_ENGINE"
 ENGINES = ("auto", "torch", "onnx")
 HUB_REPO_ENV, TOKEN_ENV = "CLIPDEMO_HUB_REPO", "HF_TOKEN"
 MAX_PIXELS_ENV, MAX_BYTES_ENV = "CLIPDEMO_MAX_PIXELS", "CLIPDEMO_MAX_BYTES"
+MCP_ENV = "CLIPDEMO_MCP"
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES = 40_000_000, 20 * 1024 * 1024
 
 
@@ -46,6 +48,16 @@ def engine() -> str:
     if value not in ENGINES:
         raise ConfigError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, not {value[:40]!r}.")
     return value
+
+
+def mcp() -> bool:
+    """``CLIPDEMO_MCP``: serve the app's tools over MCP at ``/gradio_api/mcp/`` too (on unless 0/false/no/off)."""
+    value = os.environ.get(MCP_ENV, "").strip().lower()
+    if not value:
+        return True
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise ConfigError(f"{MCP_ENV} must be 1 or 0 (or true/false, yes/no, on/off), not {value[:40]!r}.")
+    return value in TRUE_WORDS
 
 
 def image_caps() -> tuple[int, int]:
@@ -81,6 +93,7 @@ def check_environment() -> None:
     precision()
     engine()
     image_caps()
+    mcp()
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -106,6 +119,7 @@ class Settings:
     admin_users: tuple[str, ...] = ()  # CLIPDEMO_ADMIN_USERS: HF accounts let in by signing in (on a Space only)
     max_file_size: str = "10mb"  # CLIPDEMO_MAX_FILE_SIZE: Gradio's upload limit
     search_root: Path | None = None  # CLIPDEMO_SEARCH_ROOT: a dataset folder every visitor may search (read-only)
+    mcp: bool = True  # CLIPDEMO_MCP: also serve the tools over MCP (/gradio_api/mcp/); 0 turns it off
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -119,6 +133,7 @@ class Settings:
             admin_users=tuple(u.strip() for u in env.get("CLIPDEMO_ADMIN_USERS", "").split(",") if u.strip()),
             max_file_size=env.get("CLIPDEMO_MAX_FILE_SIZE", "10mb"),
             search_root=Path(env["CLIPDEMO_SEARCH_ROOT"]) if env.get("CLIPDEMO_SEARCH_ROOT") else None,
+            mcp=mcp(),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

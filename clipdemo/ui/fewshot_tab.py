@@ -200,8 +200,30 @@ def build(served: Served) -> None:
             elem_id="fs-download",
         )
 
+    assert SLOTS == 4, "fewshot_teach below names one argument per slot"
+
+    def fewshot_teach(
+        zip_file=None,
+        class_1=None,
+        class_2=None,
+        class_3=None,
+        class_4=None,
+        photos_1=None,
+        photos_2=None,
+        photos_3=None,
+        photos_4=None,
+    ):
+        """Your classes, step 1: teach a head from a zip of class folders, or from class names and their photos.
+        Args:
+            zip_file: a zip of class/photo.jpg folders (2 to 20 classes), instead of the rows below.
+            class_1: the first class's name (and so on up to class_4).
+            photos_1: 1 to 16 photos of class_1 (and so on up to photos_4).
+        """
+        names = [n or "" for n in (class_1, class_2, class_3, class_4)]
+        return teach_handler(served, zip_file, *names, photos_1, photos_2, photos_3, photos_4)
+
     teach_btn.click(
-        user_errors(lambda z, *rows: teach_handler(served, z, *rows)),
+        user_errors(fewshot_teach),
         [zip_file, *names, *files],
         [state, status, loo],
         api_name="fewshot_teach",
