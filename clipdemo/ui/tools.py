@@ -1,7 +1,7 @@
 """The app's tools: what a program or an LLM agent can do in one call, as public endpoints with structured results.
 
-Each is an HTTP API endpoint (``gradio_client``: ``client.predict(images=[...], labels="a cat, a dog",
-api_name="/zero_shot_classify")``) and, with ``CLIPDEMO_MCP`` on (the default), an MCP tool at
+Each is an HTTP API endpoint (``gradio_client``: ``client.predict(image=handle_file(path_or_url), labels="a cat,
+a dog", api_name="/zero_shot_classify")``) and, with ``CLIPDEMO_MCP`` on (the default), an MCP tool at
 ``/gradio_api/mcp/``. Gradio describes a tool from its handler's name, docstring (``Args:``, one line per
 argument) and the inputs' defaults, so each handler here is a named function with one.
 
@@ -52,7 +52,7 @@ def tool_handlers(served: Served):
         open_set: bool = False,
         threshold: float = 0,
         model: str = "default",
-    ) -> list[dict]:
+    ) -> dict:
         """Zero-shot image classification with CLIP or SigLIP: rank your own labels for an image (one image per
         call).
         Args:
