@@ -123,3 +123,13 @@ def test_mcp_off_serves_no_endpoint(tiny_clip, tmp_path):
     with app_served(settings) as url:
         assert httpx.get(url.rstrip("/") + "/gradio_api/mcp/schema").status_code == 404
         assert httpx.get(url).status_code == 200
+
+
+def test_an_image_url_on_a_private_address_is_not_fetched(mcp_url):
+    """Images by URL are fetched by Gradio's SSRF-protected downloader: a loopback address (here the app's own
+    port, which would answer) is refused, so a public Space can't be made to read its own network."""
+    own_file = mcp_url.replace("/gradio_api/mcp/", "/gradio_api/info")
+    arguments = {"image": own_file, "labels": "a cat, a dog"}
+    result = session_call(mcp_url, lambda s: s.call_tool("zero_shot_classify", arguments))
+    # refused before our code runs (safehttpx: "Hostname 127.0.0.1 failed validation", logged), not as "not an image"
+    assert result.isError and "not an image" not in result.content[0].text, result.content
