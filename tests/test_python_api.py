@@ -121,7 +121,13 @@ def test_paths_pil_bytes_and_urls_give_the_same_scores(tiny_clip, served_folder)
         zs(b"not an image at all", LABELS)
 
 
-def test_a_scratch_checkpoint_ranks_its_own_classes():
+def test_a_scratch_checkpoint_ranks_its_own_classes(tmp_path):
+    import shutil
+
+    with pytest.raises(Exception, match="No scratch CLIP is served"):
+        ZeroShot.scratch()
+    shutil.copytree(SCRATCH.parent, tmp_path / "checkpoints" / "scratch")  # CLIPDEMO_CHECKPOINT_DIR (fixture above)
+    assert ZeroShot.scratch().model == str(tmp_path / "checkpoints" / "scratch" / SCRATCH.name)
     zs = ZeroShot(SCRATCH)
     out = zs(RED_CIRCLE, top_k=3)[0]
     assert len(out["predictions"]) == 3 and out["predictions"][0]["label"] == "red circle"
@@ -129,7 +135,7 @@ def test_a_scratch_checkpoint_ranks_its_own_classes():
     assert zs(RED_CIRCLE, ["red circle", "blue star"])[0]["predictions"][0]["label"] == "red circle"
 
 
-def test_a_trained_head(tiny_clip, tmp_path_factory):
+def test_a_trained_head(tiny_clip, tmp_path_factory, monkeypatch):
     from tests.test_http_api import head_checkpoints
 
     root = tmp_path_factory.mktemp("heads")
@@ -141,6 +147,8 @@ def test_a_trained_head(tiny_clip, tmp_path_factory):
     assert out[0]["predictions"] == [{"label": p.label, "score": round(p.score, 6)} for p in expected_head]
     assert out[0]["zero_shot"] == [{"label": p.label, "score": round(p.score, 6)} for p in expected_zs]
     assert out[1]["predictions"] == out[0]["predictions"]
+    monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(root))
+    assert TrainedHead().path == folder  # the served one
 
 
 def test_import_clipdemo_stays_light():

@@ -12,6 +12,8 @@ so Gradio's MCP server doesn't list them; they stay HTTP endpoints as before.
 
 from __future__ import annotations
 
+import warnings
+
 import gradio as gr
 from PIL import Image
 
@@ -25,6 +27,9 @@ from clipdemo.zeroshot import TEMPLATE_SETS, LabelError, parse_labels, resolve_t
 from clipdemo.zeroshot import zero_shot as score
 
 TOOLS = ("zero_shot_classify", "where_in_image", "classify_car", "classify_pokemon")
+# Gradio warns at launch about public endpoints with a gr.State input as if they were tools; ours with one (the tabs'
+# own, teach, search) are not tools (hide_other_endpoints_from_mcp), so the warning would only mislead the log.
+warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
 NOT_A_TOOL = "clipdemo: not an MCP tool"  # see hide_other_endpoints_from_mcp
 TEMPLATES_INFO = f"{', '.join(TEMPLATE_SETS)}, or a custom template with {{}} where the label goes"
 
