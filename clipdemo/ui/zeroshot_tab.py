@@ -410,18 +410,18 @@ def _click_handlers(served: Served):
     """The Classify click's two endpoints, /zero_shot and /zero_shot_matrix."""
 
     # each handler takes the click's inputs, then the decoded uploads (see Uploads); their parameter names and
-    # docstrings are the HTTP API's argument names and descriptions
+    # docstrings are the HTTP API's argument names and descriptions (its defaults are the components' values)
     def classify_handler(
         images,
-        labels: str = "cat, dog, a red sports car",
-        template: str = "photo",
-        custom: str = "",
-        top_k: float = 5,
-        model: str = "default",
-        mode: str = "single",
-        open_set: bool = False,
-        threshold: float = 0.0,
-        compare: str = NO_COMPARE,
+        labels: str,
+        template: str,
+        custom: str,
+        top_k: float,
+        model: str,
+        mode: str,
+        open_set: bool,
+        threshold: float,
+        compare: str,
         uploads=None,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's progress tracker
     ):
@@ -443,15 +443,15 @@ def _click_handlers(served: Served):
 
     def matrix_handler(
         images,
-        labels: str = "cat, dog, a red sports car",
-        template: str = "photo",
-        custom: str = "",
-        top_k: float = 5,
-        model: str = "default",
-        mode: str = "single",
-        open_set: bool = False,
-        threshold: float = 0.0,
-        compare: str = NO_COMPARE,
+        labels: str,
+        template: str,
+        custom: str,
+        top_k: float,
+        model: str,
+        mode: str,
+        open_set: bool,
+        threshold: float,
+        compare: str,
         uploads=None,
     ):
         """The Zero-shot tab's image x label heatmap and top-k table (with two or more images; same arguments as
@@ -491,15 +491,7 @@ def _wire_where(served: Served, ui: Inputs, uploads: gr.State, maps: gr.Gallery)
     """Show where: check and decode -> one relevancy map per image (then the decoded images are let go)."""
     inputs = [ui.images, ui.labels, ui.template, ui.custom, ui.model, ui.where_label]
 
-    def where_handler(
-        images,
-        labels: str = "cat, dog, a red sports car",
-        template: str = "photo",
-        custom: str = "",
-        model: str = "default",
-        label: str = "",
-        uploads=None,
-    ):
+    def where_handler(images, labels: str, template: str, custom: str, model: str, label: str, uploads=None):
         """The Zero-shot tab's Show where: one relevancy map per image, for label (empty: each image's top label).
         Args:
             images: 1 to 16 images (a gallery).
