@@ -41,21 +41,23 @@ class Interrupted(Exception):
 def cmd_zero_shot(args) -> list[dict]:
     """Per image: ranked labels with the model's own scores (softmax for CLIP, independent sigmoid for SigLIP);
     with ``--threshold``/``--open-set`` whether none of the labels applies; with ``--compare`` the second model's
-    answer beside it. Labels the model's context cuts are named on stderr."""
-    from clipdemo.encoders import load_encoder
+    answer beside it. Labels the model's context cuts are named on stderr. The Python API's ``ZeroShot`` does the
+    work, so ``ZeroShot(model)(images, labels)`` returns exactly this."""
+    from clipdemo.api import ZeroShot, entries
     from clipdemo.images import load_image
     from clipdemo.zeroshot import parse_labels, resolve_templates
 
     labels = parse_labels(args.labels)
     templates = resolve_templates(args.templates)
     images = [load_image(path) for path in args.images]  # refuse bad files before loading a model
-    encoder = load_encoder(args.model, device=args.device)
-    result = _zero_shot_result(encoder, images, labels, templates, args)
-    out = [dict(image=path, **entry) for path, entry in zip(args.images, _entries(result, args.top_k))]
+    model = ZeroShot(args.model, device=args.device)
+    result = _zero_shot_result(model, images, labels, templates, args)
+    out = [dict(image=path, **entry) for path, entry in zip(args.images, entries(result, args.top_k))]
     if args.compare:
-        other = _zero_shot_result(load_encoder(args.compare, device=args.device), images, labels, templates, args)
-        for item, entry in zip(out, _entries(other, args.top_k)):
+        other = _zero_shot_result(ZeroShot(args.compare, device=args.device), images, labels, templates, args)
+        for item, entry in zip(out, entries(other, args.top_k)):
             item["compare"] = {"model": args.compare, **entry}
+    encoder = model.encoder
     if args.matrix:
         from clipdemo.plots import score_matrix
 
@@ -81,32 +83,13 @@ def cmd_zero_shot(args) -> list[dict]:
     return out
 
 
-def _zero_shot_result(encoder, images, labels, templates, args):
-    from clipdemo.zeroshot import DEFAULT_THRESHOLD, zero_shot
-
-    threshold = (
-        args.threshold
-        if args.threshold is not None
-        else (DEFAULT_THRESHOLD[encoder.scoring] if args.open_set else None)
+def _zero_shot_result(model, images, labels, templates, args):
+    result = model.result(
+        images, labels, templates, multi_label=args.multi_label, open_set=args.open_set, threshold=args.threshold
     )
-    result = zero_shot(encoder, images, labels, templates, multi_label=args.multi_label, threshold=threshold)
     for notice in result.notices():
         print(f"note: {notice}", file=sys.stderr)
     return result
-
-
-def _entries(result, top_k) -> list[dict]:
-    entries = []
-    for predictions, none in zip(result.ranked(top_k), result.none_of_these()):
-        entry = {
-            "scoring": result.scoring,
-            "independent": result.independent,
-            "predictions": [{"label": p.label, "score": round(p.score, 6)} for p in predictions],
-        }
-        if result.threshold is not None:
-            entry.update(none_of_these=none, threshold=result.threshold)
-        entries.append(entry)
-    return entries
 
 
 def _score_title(result) -> str:
@@ -373,7 +356,8 @@ def cmd_cache(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m clipdemo", description=__doc__.split("\n")[0])
+    prog = "clipdemo" if Path(sys.argv[0]).name == "clipdemo" else "python -m clipdemo"  # the installed command
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_zero_shot(sub)
     add_search(sub)

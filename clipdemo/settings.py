@@ -25,6 +25,8 @@ ENGINES = ("auto", "torch", "onnx")
 CACHE_MAX_GB_ENV, DEFAULT_CACHE_MAX_GB = "CLIPDEMO_CACHE_MAX_GB", 5.0  # fits a Space's smallest persistent storage
 HUB_REPO_ENV, TOKEN_ENV = "CLIPDEMO_HUB_REPO", "HF_TOKEN"
 MAX_PIXELS_ENV, MAX_BYTES_ENV = "CLIPDEMO_MAX_PIXELS", "CLIPDEMO_MAX_BYTES"
+MCP_ENV = "CLIPDEMO_MCP"
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES = 40_000_000, 20 * 1024 * 1024
 
 
@@ -47,6 +49,16 @@ def engine() -> str:
     if value not in ENGINES:
         raise ConfigError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, not {value[:40]!r}.")
     return value
+
+
+def mcp() -> bool:
+    """``CLIPDEMO_MCP``: serve the app's tools over MCP at ``/gradio_api/mcp/`` too (on unless 0/false/no/off)."""
+    value = os.environ.get(MCP_ENV, "").strip().lower()
+    if not value:
+        return True
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise ConfigError(f"{MCP_ENV} must be 1 or 0 (or true/false, yes/no, on/off), not {value[:40]!r}.")
+    return value in TRUE_WORDS
 
 
 def image_caps() -> tuple[int, int]:
@@ -100,6 +112,7 @@ def check_environment() -> None:
     cache_max_bytes()
     engine()
     image_caps()
+    mcp()
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -125,6 +138,7 @@ class Settings:
     admin_users: tuple[str, ...] = ()  # CLIPDEMO_ADMIN_USERS: HF accounts let in by signing in (on a Space only)
     max_file_size: str = "10mb"  # CLIPDEMO_MAX_FILE_SIZE: Gradio's upload limit
     search_root: Path | None = None  # CLIPDEMO_SEARCH_ROOT: a dataset folder every visitor may search (read-only)
+    mcp: bool = True  # CLIPDEMO_MCP: also serve the tools over MCP (/gradio_api/mcp/); 0 turns it off
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -138,6 +152,7 @@ class Settings:
             admin_users=tuple(u.strip() for u in env.get("CLIPDEMO_ADMIN_USERS", "").split(",") if u.strip()),
             max_file_size=env.get("CLIPDEMO_MAX_FILE_SIZE", "10mb"),
             search_root=Path(env["CLIPDEMO_SEARCH_ROOT"]) if env.get("CLIPDEMO_SEARCH_ROOT") else None,
+            mcp=mcp(),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

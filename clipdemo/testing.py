@@ -978,3 +978,24 @@ def _sparse_file(path: Path, head: bytes, size: int) -> Path:
         f.write(head)
         f.truncate(size)
     return path
+
+
+def head_checkpoints(root, backbone, data_dir) -> Path:
+    """``root`` as a checkpoint folder serving the shipped scratch CLIP and a tiny Cars head on ``backbone``,
+    trained on a miniature devkit written under ``data_dir``; returns the head's version folder."""
+    import shutil
+
+    from clipdemo.cars import train_head
+    from clipdemo.checkpoints import claim_version, promote
+    from clipdemo.data.sources import load_source
+    from clipdemo.settings import REPO_ROOT
+
+    root = Path(root)
+    shutil.copytree(REPO_ROOT / "checkpoints" / "scratch", root / "scratch", ignore=shutil.ignore_patterns(".cache"))
+    cars = load_source(str(write_minicars(Path(data_dir) / "cars", classes=3, per_class_train=3, size=64)))
+    with claim_version(root, "cars-head", "api") as claim:
+        train_head(
+            cars, str(backbone), claim.folder, split="official", cache_dir=root / ".cache", progress=lambda i: None
+        )
+    promote(root, "cars-head", claim.folder.name)
+    return claim.folder

@@ -145,9 +145,14 @@ def parse_labels(text: str, max_labels: int = MAX_LABELS) -> list[str]:
         raise LabelError("Type at least one label, e.g. 'cat, dog, a red sports car'.")
     if len(text) > MAX_LABEL_TEXT:
         raise LabelError(f"The labels text is too long (over {MAX_LABEL_TEXT:,} characters).")
+    return clean_labels(re.split(r"[,\n\r]", text), max_labels)
+
+
+def clean_labels(raw_labels, max_labels: int = MAX_LABELS) -> list[str]:
+    """``parse_labels``'s rules for labels already split (a Python list: a label may hold a comma)."""
     labels, seen = [], set()
-    for raw in re.split(r"[,\n\r]", text):
-        label = " ".join(CONTROL_CHARS.sub("", raw).split())[:MAX_LABEL_CHARS]
+    for raw in raw_labels:
+        label = " ".join(CONTROL_CHARS.sub("", str(raw)).split())[:MAX_LABEL_CHARS]
         if label and label.casefold() not in seen:
             seen.add(label.casefold())
             labels.append(label)

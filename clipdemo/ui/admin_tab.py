@@ -421,7 +421,7 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
                 info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
                 + (" (CLIPDEMO_DATA_ROOT)" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
             )
-            config = gr.Textbox(label="HF dataset config (optional)", placeholder="e.g. mini")
+            config = gr.Textbox("", label="HF dataset config (optional)", placeholder="e.g. mini")
         with gr.Row():
             epochs = gr.Number(label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs")
             seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)

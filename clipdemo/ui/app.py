@@ -13,7 +13,7 @@ from clipdemo.auth import AdminAuth
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
-from clipdemo.ui import admin_tab, cars_tab, fewshot_tab, pokemon_tab, search_tab, zeroshot_tab
+from clipdemo.ui import admin_tab, cars_tab, fewshot_tab, pokemon_tab, search_tab, tools, zeroshot_tab
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
 CONCURRENCY = 2  # model calls at once: the machine has 2 cores, more only adds latency
@@ -45,6 +45,8 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
             admin_tab.build(served, runner, AdminAuth.from_settings(settings))
         app.load(lambda: zeroshot_tab.model_status(served), None, zeroshot_outputs, api_visibility="private")
         app.load(lambda: pokemon_tab.card_markdown(served), None, pokemon_card, api_visibility="private")
+        tools.build(served)  # the HTTP API's and MCP's tools, on hidden components
+    tools.hide_other_endpoints_from_mcp(app)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
@@ -58,4 +60,5 @@ def launch_kwargs(settings: Settings) -> dict:
         blocked_paths=blocked,
         state_session_capacity=SESSION_CAPACITY,
         theme=gr.themes.Soft(),
+        mcp_server=settings.mcp,  # CLIPDEMO_MCP: the tools (clipdemo/ui/tools.py) at /gradio_api/mcp/
     )

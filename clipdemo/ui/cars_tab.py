@@ -189,7 +189,15 @@ def build(served: Served):
                 zeroshot = gr.Label(num_top_classes=5, label="Zero-shot CLIP: top 5", elem_id="cars-zs-label")
     card = gr.Markdown(lambda: card_text(served), elem_id="cars-card")
 
-    handler = user_errors(lambda img: classify(served, img))
+    def cars_classify(image):
+        """The Cars tab's Classify: the served head's top 5 and zero-shot CLIP's top 5 for a photo of a car, a
+        verdict (or how to fix the tab) and the head's card.
+        Args:
+            image: a photo of a car.
+        """
+        return classify(served, image)
+
+    handler = user_errors(cars_classify)
     outputs = [head, zeroshot, status, card]
     run.click(handler, [image], outputs, api_name="cars_classify", **MODEL_QUEUE)
     image.upload(handler, [image], outputs, api_visibility="private")

@@ -148,7 +148,28 @@ def download_handler(taught: Taught | None) -> str:
 
 
 def build(served: Served) -> None:
+    """Step 1 teach, step 2 classify with the slider, step 3 download; the taught head lives in the session."""
     state = gr.State(None, time_to_live=STATE_TTL)
+    names, files, zip_file, teach_btn, status, loo = _teach_rows()
+    image, weight, classify_btn, verdict, blended, zeroshot = _classify_rows()
+    download_btn, download = _download_row()
+    _wire_teach(served, teach_btn, [zip_file, *names, *files], [state, status, loo])
+    classify = user_errors(classify_handler)
+    classify_btn.click(
+        classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify", **MODEL_QUEUE
+    )
+    weight.change(
+        user_errors(slide),
+        [state, image, weight],
+        [blended, zeroshot, verdict],
+        api_visibility="private",
+        trigger_mode="always_last",
+        **MODEL_QUEUE,
+    )
+    download_btn.click(user_errors(download_handler), [state], [download], api_name="fewshot_download")
+
+
+def _teach_rows():
     gr.Markdown(
         f"**1. Teach** 2 to {MAX_CLASSES} classes with 1 to {MAX_PER_CLASS} photos each (3+ each for a "
         "leave-one-out score). Your photos stay in this browser session: nothing is saved on the server."
@@ -180,6 +201,10 @@ def build(served: Served) -> None:
     with gr.Row():
         status = gr.Markdown("", elem_id="fs-status")
         loo = gr.Markdown("", elem_id="fs-loo")
+    return names, files, zip_file, teach_btn, status, loo
+
+
+def _classify_rows():
     gr.Markdown("**2. Classify** a new photo; the slider moves from zero-shot CLIP (0) to your head (1).")
     with gr.Row():
         with gr.Column(scale=2):
@@ -191,6 +216,10 @@ def build(served: Served) -> None:
             with gr.Row():
                 blended = gr.Label(num_top_classes=5, label="Blend (at the slider)", elem_id="fs-blend")
                 zeroshot = gr.Label(num_top_classes=5, label="Zero-shot CLIP", elem_id="fs-zeroshot")
+    return image, weight, classify_btn, verdict, blended, zeroshot
+
+
+def _download_row():
     with gr.Row():
         download_btn = gr.Button("3. Download the head (checkpoint zip)", elem_id="fs-download-btn")
         download = gr.File(
@@ -200,23 +229,36 @@ def build(served: Served) -> None:
             elem_id="fs-download",
         )
 
+    return download_btn, download
+
+
+def _wire_teach(served: Served, teach_btn, inputs, outputs) -> None:
+    assert SLOTS == 4, "fewshot_teach below names one argument per slot"
+
+    def fewshot_teach(
+        zip_file=None,
+        class_1=None,
+        class_2=None,
+        class_3=None,
+        class_4=None,
+        photos_1=None,
+        photos_2=None,
+        photos_3=None,
+        photos_4=None,
+    ):
+        """Your classes, step 1: teach a head from a zip of class folders, or from class names and their photos.
+        Args:
+            zip_file: a zip of class/photo.jpg folders (2 to 20 classes), instead of the rows below.
+            class_1: the first class's name (and so on up to class_4).
+            photos_1: 1 to 16 photos of class_1 (and so on up to photos_4).
+        """
+        names = [n or "" for n in (class_1, class_2, class_3, class_4)]
+        return teach_handler(served, zip_file, *names, photos_1, photos_2, photos_3, photos_4)
+
     teach_btn.click(
-        user_errors(lambda z, *rows: teach_handler(served, z, *rows)),
-        [zip_file, *names, *files],
-        [state, status, loo],
+        user_errors(fewshot_teach),
+        inputs,
+        outputs,
         api_name="fewshot_teach",
         **MODEL_QUEUE,
     )
-    classify = user_errors(classify_handler)
-    classify_btn.click(
-        classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify", **MODEL_QUEUE
-    )
-    weight.change(
-        user_errors(slide),
-        [state, image, weight],
-        [blended, zeroshot, verdict],
-        api_visibility="private",
-        trigger_mode="always_last",
-        **MODEL_QUEUE,
-    )
-    download_btn.click(user_errors(download_handler), [state], [download], api_name="fewshot_download")

@@ -61,7 +61,13 @@ def build(served: Served) -> gr.Markdown:
             chart = gr.Plot(label="Top-5", elem_id="pk-chart")
             label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
     card = gr.Markdown(elem_id="pk-card")
-    run.click(
-        user_errors(lambda p: classify_upload(served, p)), image, [chart, label], api_name="pokemon", **MODEL_QUEUE
-    )
+
+    def pokemon(image):
+        """The Pokemon tab's Classify: the served scratch CLIP's top-5 classes as a bar chart and a label list.
+        Args:
+            image: an image.
+        """
+        return classify_upload(served, image)
+
+    run.click(user_errors(pokemon), image, [chart, label], api_name="pokemon", **MODEL_QUEUE)
     return card

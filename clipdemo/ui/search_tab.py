@@ -184,14 +184,34 @@ def build(served: Served) -> None:
             found = gr.Markdown("", elem_id="se-found")
             results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
 
+    def search_index(source=UPLOADS, files=None, threshold=DUPLICATE_THRESHOLD, method="PCA"):
+        """Search, step 1: index your images (or the server's dataset), with near-duplicate pairs and a 2-D map.
+        Args:
+            source: "your uploads" or "the server's dataset" (when the server offers one).
+            files: up to 200 images (with "your uploads").
+            threshold: near-duplicate pairs are listed at this cosine similarity or above.
+            method: the map's projection, PCA or t-SNE.
+        """
+        return index_handler(served, source, files, threshold, method)
+
+    def search_query(index, text=None, image=None, top_k=8, method="PCA"):
+        """Search, step 2: the indexed images most like a text or an image (an image wins over text).
+        Args:
+            text: what to look for, e.g. "a red car at night".
+            image: an example image to search by.
+            top_k: how many results.
+            method: the map's projection, PCA or t-SNE.
+        """
+        return search_handler(index, served, text or "", image, top_k, method)
+
     index_btn.click(
-        user_errors(lambda *a: index_handler(served, *a)),
+        user_errors(search_index),
         [source, files, threshold, method],
         [state, status, duplicates, plot],
         api_name="search_index",
         **MODEL_QUEUE,
     )
-    find = user_errors(lambda idx, *a: search_handler(idx, served, *a))
+    find = user_errors(search_query)
     search_btn.click(
         find, [state, text, image, top_k, method], [results, found, plot], api_name="search_query", **MODEL_QUEUE
     )

@@ -384,7 +384,7 @@ def _inputs(served: Served) -> Inputs:
     with gr.Row():
         template = gr.Dropdown(TEMPLATE_CHOICES, value="photo", label="Prompt template")
         top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
-    custom = gr.Textbox(label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
+    custom = gr.Textbox("", label="Custom template", placeholder="a blurry photo of a {}.", visible=True)
     model = gr.Dropdown(served.model_choices(), value="default", label="Model", elem_id="zs-model")
     with gr.Accordion("Compare two models, open set, multi-label", open=False, elem_id="zs-more"):
         compare = gr.Dropdown(
@@ -404,7 +404,7 @@ def _inputs(served: Served) -> Inputs:
     run = gr.Button("Classify", variant="primary", elem_id="zs-run")
     with gr.Row():
         where_label = gr.Textbox(
-            label="Where in the image is… (a label; empty: each image's top label)", elem_id="zs-where", scale=3
+            "", label="Where in the image is… (a label; empty: each image's top label)", elem_id="zs-where", scale=3
         )
         where_run = gr.Button("Show where", elem_id="zs-where-run", scale=1)
     return Inputs(
@@ -426,16 +426,67 @@ def _examples(inputs: Inputs) -> None:
         gr.Examples(photos + shapes, [inputs.images, inputs.labels])
 
 
+def _click_handlers(served: Served):
+    """The Classify click's two endpoints, /zero_shot and /zero_shot_matrix."""
+
+    # each handler takes the click's inputs, then the decoded uploads (see Uploads); their parameter names and
+    # docstrings are the HTTP API's argument names and descriptions (its defaults are the components' values)
+    def classify_handler(
+        images,
+        labels: str,
+        template: str,
+        custom: str,
+        top_k: float,
+        model: str,
+        mode: str,
+        open_set: bool,
+        threshold: float,
+        compare: str,
+        uploads=None,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's progress tracker
+    ):
+        """The Zero-shot tab's Classify: the first image's ranked labels, its bar chart and a status line.
+        Args:
+            images: 1 to 16 images (a gallery).
+            labels: comma- or newline-separated labels.
+            template: photo, label, imagenet-80, cars-8, or custom (then the custom template is used).
+            custom: a template with {} where the label goes (used when template is custom).
+            top_k: labels to show per image.
+            model: "default", "extra-1", ... or "scratch".
+            mode: single (ranked) or multi (each label on its own).
+            open_set: say "none of these" when no label reaches the threshold.
+            threshold: 0 to 1; 0: the family's default.
+            compare: a second model's key, or "none".
+        """
+        args = (images, labels, template, custom, top_k, model, mode, open_set, threshold, compare)
+        return zero_shot(served, *args, progress, uploads=uploads)
+
+    def matrix_handler(
+        images,
+        labels: str,
+        template: str,
+        custom: str,
+        top_k: float,
+        model: str,
+        mode: str,
+        open_set: bool,
+        threshold: float,
+        compare: str,
+        uploads=None,
+    ):
+        """The Zero-shot tab's image x label heatmap and top-k table (with two or more images; same arguments as
+        /zero_shot)."""
+        args = (images, labels, template, custom, top_k, model, mode, open_set, threshold, compare)
+        return (*matrix(served, *args, uploads=uploads), None)  # the click is done: let go of the images
+
+    return classify_handler, matrix_handler
+
+
 def _wire_classify(served: Served, ui: Inputs, uploads: gr.State, ranked_outputs: list, matrix_outputs: list):
     """Classify (and Enter in the labels): check and decode -> ranked labels -> the matrix, which clears the
     decoded images. Only the button's events are public API endpoints."""
 
-    # each handler takes the click's inputs, then the decoded uploads (see Uploads)
-    def classify_handler(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's progress tracker
-        return zero_shot(served, *args[:-1], progress, uploads=args[-1])
-
-    def matrix_handler(*args):
-        return (*matrix(served, *args[:-1], uploads=args[-1]), None)  # the click is done: let go of the images
+    classify_handler, matrix_handler = _click_handlers(served)
 
     inputs = [
         *(ui.images, ui.labels, ui.template, ui.custom, ui.top_k, ui.model),
@@ -460,8 +511,18 @@ def _wire_where(served: Served, ui: Inputs, uploads: gr.State, maps: gr.Gallery)
     """Show where: check and decode -> one relevancy map per image (then the decoded images are let go)."""
     inputs = [ui.images, ui.labels, ui.template, ui.custom, ui.model, ui.where_label]
 
-    def where_handler(*args):
-        return where(served, *args[:-1], uploads=args[-1]), None  # the click is done: let go of the images
+    def where_handler(images, labels: str, template: str, custom: str, model: str, label: str, uploads=None):
+        """The Zero-shot tab's Show where: one relevancy map per image, for label (empty: each image's top label).
+        Args:
+            images: 1 to 16 images (a gallery).
+            labels: comma- or newline-separated labels.
+            template: photo, label, imagenet-80, cars-8, or custom (then the custom template is used).
+            custom: a template with {} where the label goes (used when template is custom).
+            model: "default", "extra-1", ... (HF CLIP and SigLIP).
+            label: one of the labels, exactly; empty: each image's top label.
+        """
+        maps = where(served, images, labels, template, custom, model, label, uploads=uploads)
+        return maps, None  # the click is done: let go of the images
 
     checked = ui.where_run.click(
         user_errors(check_where), inputs, uploads, show_progress="hidden", api_visibility="private"
