@@ -14,7 +14,7 @@ from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
 from clipdemo.ui import admin_tab, cars_tab, fewshot_tab, pokemon_tab, search_tab, zeroshot_tab
-from clipdemo.ui.theme import theme
+from clipdemo.ui.theme import CSS, theme
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
 CONCURRENCY = 2  # model calls at once: the machine has 2 cores, more only adds latency
@@ -59,4 +59,5 @@ def launch_kwargs(settings: Settings) -> dict:
         blocked_paths=blocked,
         state_session_capacity=SESSION_CAPACITY,
         theme=theme(),
+        css=CSS,
     )

@@ -42,3 +42,12 @@ def theme() -> gr.themes.Base:
         link_text_color_visited_dark="*secondary_300",
         link_text_color_hover_dark="*secondary_200",
     )
+
+
+# Code blocks in Markdown wrap instead of scrolling sideways: a scrolling block that can't take focus is out of
+# reach of the keyboard (axe: scrollable-region-focusable), e.g. the Cars tab's train command on a phone.
+# (Gradio's own rule is `.gradio-container-6-31-0 .md pre`: one more class here to win without !important.)
+CSS = (
+    ".gradio-container .md.prose pre, .gradio-container .md.prose pre code "
+    "{ white-space: pre-wrap; overflow-wrap: anywhere; }"
+)
