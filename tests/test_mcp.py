@@ -8,6 +8,7 @@ import ast
 import asyncio
 import base64
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,9 @@ def session_call(url: str, work):
                 await session.initialize()
                 return await work(session)
 
-    return asyncio.run(run())
+    # on a thread of its own: Playwright's sync API (the browser tests) keeps an event loop running on this one
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def test_tool_list_is_the_four_tools_with_descriptions(mcp_url):

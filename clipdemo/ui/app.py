@@ -14,6 +14,7 @@ from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
 from clipdemo.ui import admin_tab, cars_tab, fewshot_tab, pokemon_tab, search_tab, tools, zeroshot_tab
+from clipdemo.ui.theme import CSS, theme
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
 CONCURRENCY = 2  # model calls at once: the machine has 2 cores, more only adds latency
@@ -59,6 +60,7 @@ def launch_kwargs(settings: Settings) -> dict:
         enable_monitoring=False,
         blocked_paths=blocked,
         state_session_capacity=SESSION_CAPACITY,
-        theme=gr.themes.Soft(),
+        theme=theme(),
+        css=CSS,
         mcp_server=settings.mcp,  # CLIPDEMO_MCP: the tools (clipdemo/ui/tools.py) at /gradio_api/mcp/
     )

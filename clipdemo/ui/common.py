@@ -20,6 +20,7 @@ def image_upload(**kwargs) -> gr.Image:
     """A gr.Image whose upload reaches the handler as an undecoded file path: only ``clipdemo.images`` opens
     it (format allow-list, pixel cap), never Gradio's own PIL call. Patched on the instance: a subclass of a
     Gradio component makes Gradio write a ``.pyi`` stub next to this module at import."""
+    kwargs.setdefault("alt_text", f"Your upload: {kwargs.get('label') or 'an image'}")  # said by screen readers
     image = gr.Image(type="filepath", **kwargs)
     image.preprocess = lambda payload: None if payload is None else payload.path
     return image

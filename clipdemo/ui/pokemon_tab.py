@@ -49,16 +49,23 @@ def classify_upload(served: Served, path: str | None, top_k: int = 5):
     return ranked_bars(ranked, "Top-5 (scratch CLIP)"), {p.label: p.score for p in ranked}
 
 
+def example_label(path: Path) -> str:
+    """``unseen_red_star.png`` -> "red star (never seen in training)"."""
+    name = path.stem.removeprefix("unseen_").replace("_", " ")
+    return f"{name} (never seen in training)" if path.stem.startswith("unseen_") else name
+
+
 def build(served: Served) -> gr.Markdown:
     with gr.Row():
         with gr.Column(scale=1):
-            image = image_upload(label="Image", elem_id="pk-image", height=300)
+            image = image_upload(label="Image to classify", elem_id="pk-image", height=300)
             run = gr.Button("Classify", variant="primary", elem_id="pk-run")
-            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
-            if examples:
-                gr.Examples(examples, [image])
+            examples = sorted(EXAMPLES_DIR.glob("*.png"))
+            if examples:  # named buttons: a thumbnail alone gives a screen reader nothing to say
+                gr.Examples([str(p) for p in examples], [image], example_labels=[example_label(p) for p in examples])
         with gr.Column(scale=1):
-            chart = gr.Plot(label="Top-5", elem_id="pk-chart")
+            # the list below is the chart's text equivalent: the label says so (Gradio's alt text is generic)
+            chart = gr.Plot(label="The top-5 list below as a chart", elem_id="pk-chart")
             label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
     card = gr.Markdown(elem_id="pk-card")
 

@@ -181,7 +181,7 @@ def zero_shot(
     choice, result = runs[0]
     ranked, none = result.ranked(k), result.none_of_these()
     first = NONE_OF_THESE if none[0] else ({p.label: p.score for p in ranked[0]} or "no label reaches the threshold")
-    # a title always: it also keeps the top bar's label clear of Gradio's "Probabilities" badge
+    # a title always: it also keeps the top bar's label clear of Gradio's label badge on the chart
     title = f"top {len(ranked[0])} of {len(label_list)} labels" + (f" — {NONE_OF_THESE}" if none[0] else "")
     if len(runs) > 1:
         panels = [(c.description.split(" on ")[0], r.ranked(k)[0], _axis(r), r.threshold) for c, r in runs]
@@ -346,7 +346,9 @@ def build(served: Served):
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
             label = gr.Label(label="Ranked labels (first image)", elem_id="zs-label")
-            chart = gr.Plot(label="Probabilities", elem_id="zs-chart")
+            # the chart's text equivalent is the list above it: its label says so (Gradio's alt text is generic);
+            # short, so that the label's badge stays clear of the chart's title
+            chart = gr.Plot(label="The list above as a chart", elem_id="zs-chart")
     with gr.Row():
         with gr.Column(scale=3):
             heatmap = gr.Plot(label="Every image × every label", elem_id="zs-matrix", visible=False)
@@ -412,18 +414,34 @@ def _inputs(served: Served) -> Inputs:
     )
 
 
+# what each example image shows: its button's text, which a screen reader says (a thumbnail alone says nothing)
+EXAMPLE_CAPTIONS = {
+    "china.jpg": "A temple",
+    "flower.jpg": "A flower",
+    "grace_hopper.jpg": "Grace Hopper in uniform",
+    "unseen_red_star.png": "A red star, never seen in training",
+    "yellow_star.png": "A yellow star",
+}
+
+
+def example_caption(path: Path, labels: str) -> str:
+    """ "A temple + 4 labels": short enough that Gradio shows it whole (it cuts example labels at 60 characters)."""
+    what = EXAMPLE_CAPTIONS.get(path.name, path.stem.replace("_", " "))
+    return f"{what} + {len(parse_labels(labels))} labels"
+
+
 def _examples(inputs: Inputs) -> None:
-    photos = [
-        [[str(p)], "a woman in uniform, a temple, a flower, a red sports car"]
-        for p in sorted(EXAMPLES_DIR.glob("*.jpg"))
-    ]
+    photo_labels = "a woman in uniform, a temple, a flower, a red sports car"
+    photos = [(p, photo_labels) for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
     # for the built-in scratch model (the offline fallback): shapes, one a combination it never saw
-    shapes = [
-        [[str(p)], "yellow star, red star, red circle, blue triangle, green square"]
-        for p in sorted((EXAMPLES_DIR / "shapes").glob("*.png"))[-2:]
-    ]
+    shape_labels = "yellow star, red star, red circle, blue triangle, green square"
+    shapes = [(p, shape_labels) for p in sorted((EXAMPLES_DIR / "shapes").glob("*.png"))[-2:]]
     if photos or shapes:
-        gr.Examples(photos + shapes, [inputs.images, inputs.labels])
+        gr.Examples(
+            [[[str(p)], labels] for p, labels in photos + shapes],
+            [inputs.images, inputs.labels],
+            example_labels=[example_caption(p, labels) for p, labels in photos + shapes],
+        )
 
 
 def _click_handlers(served: Served):
