@@ -9,10 +9,11 @@
 2. Distances of distinct images: every pair of the real photos plus 48 non-overlapping crops of them (distinct
    pictures with the same statistics: the hard case), and every pair of the 1,980 built-in shapes (a class's
    images are alike by design). Prints the closest pairs by name, and how many pairs the thresholds flag.
-3. Cost on ``--images`` photos (JPEGs of 500 x 375, cut from the real photos with random crops, flips and
-   colour shifts): looking at each once (cold), comparing them all against each other, and a warm re-check
-   (the per-file memo), against encoding them with a randomly initialised ViT-B/32-shaped CLIP (timed on
-   ``--encode`` of them, decoding included, and scaled): the check must stay a small fraction of encoding.
+3. Cost on ``--images`` distinct photo-like JPEGs of 500 x 375 (a random smooth colour field each, textured by a
+   random crop of a real photo; also a false-positive count at scale): looking at each once (cold), comparing
+   them all against each other, and a warm re-check (the per-file memo), against encoding them with a randomly
+   initialised ViT-B/32-shaped CLIP (timed on ``--encode`` of them, decoding included, and scaled): the check
+   must stay a small fraction of encoding.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def crops(photos: dict[str, bytes], per_photo: int) -> dict[str, bytes]:
 
 
 def make_photos(folder: Path, photos: dict[str, bytes], n: int, seed: int = 0) -> list[Path]:
-    """``n`` distinct 500 x 375 JPEGs cut from the real photos (random crop, flip, colour shift)."""
+    """``n`` distinct 500 x 375 JPEGs: a seeded random smooth colour field (its own picture) over which a random
+    crop of a real photo lends its texture (35%); so they decode like photos and no two are the same picture."""
     rng = np.random.default_rng(seed)
     sources = [Image.open(io.BytesIO(d)).convert("RGB") for d in photos.values()]
     paths = []
@@ -151,12 +153,11 @@ def make_photos(folder: Path, photos: dict[str, bytes], n: int, seed: int = 0) -
         w, h = image.size
         cw, ch = int(w * rng.uniform(0.4, 0.9)), int(h * rng.uniform(0.4, 0.9))
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        tile = image.crop((x, y, x + cw, y + ch)).resize((500, 375), Image.BILINEAR)
-        if rng.random() < 0.5:
-            tile = tile.transpose(Image.FLIP_LEFT_RIGHT)
-        shifted = np.clip(np.asarray(tile, np.int16) + rng.integers(-30, 30, 3), 0, 255).astype(np.uint8)
+        texture = np.asarray(image.crop((x, y, x + cw, y + ch)).resize((500, 375), Image.BILINEAR), np.float32)
+        field = Image.fromarray(rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)).resize((500, 375), Image.BICUBIC)
+        pixels = 0.65 * np.asarray(field, np.float32) + 0.35 * texture
         path = folder / f"{i:05d}.jpg"
-        Image.fromarray(shifted).save(path, quality=85)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=85)
         paths.append(path)
     return paths
 
@@ -166,7 +167,7 @@ def cost_section(photos: dict[str, bytes], n: int, n_encode: int) -> None:
     from clipdemo.images import load_image
     from clipdemo.testing import make_clip_folder
 
-    print(f"\n## 3. Cost on {n} images (500 x 375 JPEGs)")
+    print(f"\n## 3. Cost on {n} distinct images (500 x 375 JPEGs)")
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_photos(Path(tmp), photos, n)
         phash._memo.clear()

@@ -142,7 +142,7 @@ def _key(ref) -> tuple | None:
         return None
 
 
-def first_matches(queries: Looks, refs: Looks, *, earlier_only: bool = False, chunk: int = 1024) -> np.ndarray:
+def first_matches(queries: Looks, refs: Looks, *, earlier_only: bool = False) -> np.ndarray:
     """For each query, the index of the first ref that is the same picture (see the module docstring), or -1.
     Unreadable images never match. ``earlier_only``: ``refs`` is ``queries`` itself and a row may match only rows
     before it (repeats within one list)."""
@@ -163,14 +163,15 @@ def first_matches(queries: Looks, refs: Looks, *, earlier_only: bool = False, ch
     if not len(hashed_refs) or not len(todo):
         return found
     ref_hashes, ref_colours = refs.hashes[hashed_refs], refs.colours[hashed_refs].astype(np.int16)
+    chunk = max(1, (1 << 22) // len(hashed_refs))  # queries per step: at most 4M distances (32 MB) at a time
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
         near = np.bitwise_count(queries.hashes[rows, None] ^ ref_hashes[None, :]) <= MAX_DISTANCE
         if earlier_only:
             near &= hashed_refs[None, :] < rows[:, None]
-        for qi, ri in zip(*np.nonzero(near)):  # few candidates: the colour check on those only
-            i, j = rows[qi], hashed_refs[ri]
-            if found[i] < 0 or j < found[i]:
-                if np.abs(queries.colours[i].astype(np.int16) - ref_colours[ri]).mean() <= MAX_COLOUR:
-                    found[i] = j
+        qi, ri = np.nonzero(near)  # candidates, by query then ref: the colour check on those only
+        close = np.abs(queries.colours[rows[qi]].astype(np.int16) - ref_colours[ri]).mean(axis=1) <= MAX_COLOUR
+        qi, ri = qi[close], ri[close]
+        first = np.unique(qi, return_index=True)[1]  # each query's first (lowest) matching ref
+        found[rows[qi[first]]] = hashed_refs[ri[first]]
     return found
