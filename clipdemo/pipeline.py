@@ -244,7 +244,7 @@ def evaluate(
         scores, skipped = head_scores(clf, plan.dataset, part, cache_dir=cache_dir, progress=progress)
     else:
         scores, skipped = _scratch_scores(checkpoint, plan.dataset, part, device, cache_dir, progress)
-    return EvalResult(scores, name, skipped, leak, overlap)
+    return EvalResult(scores, name, skipped, leak, overlap, plan.pairs if overlap else [])
 
 
 def _part(plan: SplitPlan, split: str) -> tuple[Part, str, str, int]:

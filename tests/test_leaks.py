@@ -88,9 +88,11 @@ def test_resaved_copies_are_left_out_of_train_scratch_and_eval(resaved, capsys):
     assert result["n"] == 9  # the 9 fresh test photos only
     card = json.loads((out / "card.json").read_text())
     assert LEAK in card["split_plan"]["leak"] and len(card["split_plan"]["pairs"]) == 6
+    assert sorted(result["copies"]) == sorted(card["split_plan"]["pairs"])
     code, metrics, err = run(capsys, "eval", "--checkpoint", out, "--data", resaved, "--split", "test")
     assert code == 0, err
     assert LEAK in err and metrics["overlap"] == 6 and metrics["n"] == 9 and named_pair(metrics["leak"])
+    assert all([f"test/{n}/copy-1.jpg", f"train/{n}/1.png"] in metrics["copies"] for n in CLASSES)
     assert metrics["acc1"] == pytest.approx(result["acc1"])
 
 
