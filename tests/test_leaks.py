@@ -399,4 +399,30 @@ def test_hostile_zips_through_the_api_are_each_one_sentence_about_the_upload(tin
         )
         status, _ = client.predict(handle_file(str(good)), *no_rows, api_name="/fewshot_teach")
         assert status.startswith("**Taught 2 classes on 4 images**")
+        for message in other_uploads_on_the_tab(client, tmp_path):
+            assert "went wrong" not in message and message.endswith(".") and str(tmp_path) not in message, message
     assert grown < 150, f"RSS grew by {grown:.0f} MB over {len(zips)} hostile zips"
+
+
+def other_uploads_on_the_tab(client, tmp_path: Path) -> list[str]:
+    """The tab's other uploads, each bad: the refusals' messages (each must be a sentence about the file)."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    junk = tmp_path / "page.png"
+    junk.write_text("<!doctype html><html><body>not a photo</body></html>")
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes(77))
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(png_bytes(78)[:300])
+    calls = [
+        ((None, "apple", "leaf", "", "", [handle_file(str(junk))], [handle_file(str(good))], None, None), "teach"),
+        ((handle_file(str(truncated)), 1.0), "classify"),
+        ((handle_file(str(junk)), 0.5), "classify"),
+    ]
+    messages = []
+    for args, endpoint in calls:
+        with pytest.raises(AppError) as refused:
+            client.predict(*args, api_name=f"/fewshot_{endpoint}")
+        messages.append(str(refused.value))
+    return messages
