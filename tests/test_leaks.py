@@ -426,3 +426,16 @@ def other_uploads_on_the_tab(client, tmp_path: Path) -> list[str]:
             client.predict(*args, api_name=f"/fewshot_{endpoint}")
         messages.append(str(refused.value))
     return messages
+
+
+def test_empty_splits_and_empty_lists_look_like_nothing():
+    def png(seed):
+        buf = io.BytesIO()
+        photo("sky", seed, size=40).save(buf, "PNG")
+        return buf.getvalue()
+
+    empty = Looks.of_rows([], [])
+    assert empty.colours.shape == (0, 192) and first_matches(empty, empty).tolist() == []
+    train = Split([png(i) for i in range(6)], [0, 1] * 3)
+    dataset = ImageDataset(["a", "b"], {"train": train, "test": Split([], []), "more": Split([], [])}, "s", "f")
+    assert plan_splits(dataset).leak == ""

@@ -95,7 +95,9 @@ class Looks:
             [r[0] for r in rows],
             np.array([r[1] or 0 for r in rows], dtype=np.uint64),
             np.array([r[1] is not None for r in rows], dtype=bool),
-            np.frombuffer(b"".join(r[2] or colour0 for r in rows), dtype=np.uint8).reshape(len(rows), -1).copy(),
+            np.frombuffer(b"".join(r[2] or colour0 for r in rows), dtype=np.uint8)
+            .reshape(len(rows), len(colour0))
+            .copy(),
             [r[3] for r in rows],
         )
 
