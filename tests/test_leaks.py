@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from clipdemo.cli import main
+from clipdemo.data import ImageDataset, Split
 from clipdemo.data.folder import image_folder
 from clipdemo.data.phash import Looks, first_matches, look
 from clipdemo.data.shapes import shapes_dataset
