@@ -323,11 +323,34 @@ def served_checkpoint(root, family: str) -> Path | None:
     return Path(root) / family / version if version else None
 
 
-def promote(root, family: str, version: str) -> Path:
-    """Serve ``version`` from now on; it must load (a damaged folder is refused, the served one stays)."""
+def check_not_running(folder, mine: Claim | None = None) -> None:
+    """Refuse (``CheckpointError``, one sentence naming the run) when a live run holds ``folder`` (its claim's lock):
+    what it has written so far may be replaced at its next save. ``mine``: the caller's own claim of it."""
+    folder = Path(folder)
+    if mine is not None and mine._fd is not None and mine.folder.resolve() == folder.resolve():
+        return
+    if not _lock_path(folder).exists():
+        return
+    fd = _try_lock(folder)
+    if fd is not None:  # nobody holds it (a killed run's lock: the kernel dropped it)
+        Claim(folder, fd).release()
+        return
+    try:
+        holder = _lock_path(folder).read_text().strip() or "another process"
+    except OSError:
+        holder = "another process"
+    raise CheckpointError(
+        f"'{folder.name}' is still being written by a live run ({holder}); promote it once that run has finished."
+    )
+
+
+def promote(root, family: str, version: str, *, claim: Claim | None = None) -> Path:
+    """Serve ``version`` from now on; it must load (a damaged folder is refused, the served one stays) and no live
+    run may be writing it (``check_not_running``; ``claim``: the caller's own, as a run promoting what it wrote)."""
     folder = Path(root) / family / version
     if Path(version).name != version or version.startswith("."):
         raise CheckpointError(f"'{version}' is not a version name.")
+    check_not_running(folder, claim)
     load_checkpoint(folder)  # refuse what would not load
     state = _served_state(root, family)
     history = [v for v in state.get("history", []) if v != version]
@@ -339,13 +362,14 @@ def promote(root, family: str, version: str) -> Path:
     return folder
 
 
-def import_checkpoint(root, family: str, folder) -> Path:
+def import_checkpoint(root, family: str, folder, *, claim: Claim | None = None) -> Path:
     """Copy the checkpoint ``folder`` (anywhere) into ``<root>/<family>/`` as a new version; return that version.
 
     It must load and be of ``family``'s kind; the copy is written atomically and the original is left as is.
     For the CLI only: the admin tab's clients name versions, never server paths.
     """
     folder = Path(folder)
+    check_not_running(folder, claim)
     state, config, card = load_checkpoint(folder, kind=CHECKPOINT_KIND[family])
     label = "".join(c if c.isalnum() or c in "-_" else "-" for c in folder.resolve().name)[:40].strip("-_") or "import"
     with claim_version(root, family, label) as claim:

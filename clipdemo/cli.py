@@ -150,16 +150,17 @@ def claim_out(args, family: str) -> Claim:
     return claim_version(Settings.from_env().checkpoint_dir, family, args.label)
 
 
-def serve_folder(family: str, folder: Path) -> Path:
+def serve_folder(family: str, folder: Path, claim: Claim | None = None) -> Path:
     """Promote the checkpoint ``folder``: by name when it is a version in the checkpoint dir, else copied in as a
-    new version first (the original stays where it is). Returns the served folder."""
+    new version first (the original stays where it is). Returns the served folder. A folder a live run is writing
+    is refused, unless ``claim`` (the caller's own run) holds it."""
     from clipdemo.checkpoints import import_checkpoint, promote
 
     root = Settings.from_env().checkpoint_dir
     if folder.resolve().parent != (root / family).resolve():
-        original, folder = folder, import_checkpoint(root, family, folder)
+        original, folder = folder, import_checkpoint(root, family, folder, claim=claim)
         print(f"copied {original} into {folder.parent} as version {folder.name}", file=sys.stderr)
-    return promote(root, family, folder.name)
+    return promote(root, family, folder.name, claim=claim)
 
 
 def finish(family: str, claim: Claim, result, promote_it: bool, interrupted: bool) -> dict:
@@ -171,7 +172,7 @@ def finish(family: str, claim: Claim, result, promote_it: bool, interrupted: boo
     folder = claim.commit() if finished else claim.set_aside()
     out = {**result.to_json(), "checkpoint": str(folder)}
     if promote_it and finished:
-        out["served"] = str(serve_folder(family, folder))
+        out["served"] = str(serve_folder(family, folder, claim))
         print(f"promoted {out['served']}", file=sys.stderr)
         return out
     served = served_checkpoint(Settings.from_env().checkpoint_dir, family)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,7 @@ from clipdemo.features import Backbone
 from clipdemo.heads import DEFAULT_HEAD, FitResult, fit_head, predict_logits
 from clipdemo.images import ImageError, load_image
 from clipdemo.scoring import Rule, ZeroShotClassifier
+from clipdemo.settings import image_caps
 from clipdemo.zeroshot import (
     CONTROL_CHARS,
     MAX_LABEL_CHARS,
@@ -46,7 +48,8 @@ MIN_CLASSES, MAX_CLASSES = 2, 20
 MAX_PER_CLASS = 16
 MIN_LOO = 3  # images per class for a leave-one-out score
 MAX_LOO = 24  # images left out in turn (a head fit each, ~0.3 s on 2 cores); more: an even sample across classes
-MAX_ZIP_BYTES = 60 * 1024 * 1024  # uncompressed image bytes read from one zip
+MAX_ZIP_BYTES = 60 * 1024 * 1024  # uncompressed image bytes read from one zip, as its directory declares them
+MAX_ZIP_MEMBERS = 4 * MAX_CLASSES * MAX_PER_CLASS  # directory entries of any kind (folders, hidden files too)
 TEMPLATES = ("a photo of a {}.",)
 FEWSHOT_CACHE = EmbeddingCache(4096)  # ~8 MB at D=512: every visitor's images, encoded once
 
@@ -63,33 +66,107 @@ def clean_name(text) -> str:
 def examples_from_zip(path) -> dict[str, list[bytes]]:
     """``class/image`` members of a zip as ``{class: [encoded bytes]}`` (also ``top/class/image``, as zipping a
     folder of class folders gives; hidden files and ``__MACOSX`` ignored). Nothing is extracted to disk; decoding
-    (and refusing junk) is left to ``teach``."""
+    (and refusing junk images) is left to ``teach``.
+
+    Everything the zip can get wrong is the upload's fault and said so in one ``FewShotError`` sentence naming the
+    member: names that climb out of the folder (``../x``, absolute), encrypted members, zips inside the zip, too
+    many files or classes, too many bytes (a zip bomb), a member that fails its CRC or holds more or less than its
+    header says. Counts and declared sizes are checked from the zip's directory before any member is read, and
+    each read stops at the declared size (``_read_member``)."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise FewShotError("That file is not a zip archive: zip one folder per class, images inside.") from None
     with archive:
-        members = []
-        for info in archive.infolist():
-            parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("", ".")]
-            if not info.is_dir() and not any(p.startswith((".", "__MACOSX")) or p == ".." for p in parts):
-                members.append((parts, info))
-        if members and len({p[0] for p, _ in members}) == 1 and any(len(p) >= 3 for p, _ in members):
-            members = [(p[1:], info) for p, info in members]  # one top folder holding the class folders
+        members = _zip_members(archive.infolist())
         examples: dict[str, list[bytes]] = {}
-        total = 0
         for parts, info in members:
-            if len(parts) < 2:
-                continue  # a file outside any class folder
-            total += info.file_size
-            if total > MAX_ZIP_BYTES:
-                raise FewShotError(
-                    f"The zip holds more than {MAX_ZIP_BYTES // 2**20} MB of files; send fewer or smaller images."
-                )
-            examples.setdefault(parts[0], []).append(archive.read(info))
+            examples.setdefault(parts[0], []).append(_read_member(archive, info))
     if not examples:
         raise FewShotError("The zip has no class folders with files in them (expected class/image.jpg).")
     return examples
+
+
+def _zip_members(infos: list[zipfile.ZipInfo]) -> list[tuple[list[str], zipfile.ZipInfo]]:
+    """The ``(class/…/file parts, info)`` of the images to read, checked from the directory alone."""
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise FewShotError(
+            f"The zip holds {len(infos)} entries; at most {MAX_ZIP_MEMBERS} (up to {MAX_CLASSES} classes of "
+            f"{MAX_PER_CLASS} photos)."
+        )
+    members = []
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        shown = CONTROL_CHARS.sub("", name)[:80]
+        parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+            raise FewShotError(
+                f"The zip holds '{shown}', a name that points outside the zip's folder; zip the class folders "
+                "themselves."
+            )
+        if info.is_dir() or any(p.startswith((".", "__MACOSX")) for p in parts):
+            continue
+        if info.flag_bits & 0x1:
+            raise FewShotError(f"The zip's file '{shown}' is encrypted; zip the photos without a password.")
+        if name.lower().endswith((".zip", ".jar", ".7z", ".rar", ".tar", ".gz")):
+            raise FewShotError(f"The zip holds another archive ('{shown}'); put the photos in class folders directly.")
+        members.append((parts, info))
+    if members and len({p[0] for p, _ in members}) == 1 and any(len(p) >= 3 for p, _ in members):
+        members = [(p[1:], info) for p, info in members]  # one top folder holding the class folders
+    members = [(p, info) for p, info in members if len(p) >= 2]  # a file outside any class folder is ignored
+    per_class: dict[str, int] = {}
+    for parts, _ in members:
+        per_class[parts[0]] = per_class.get(parts[0], 0) + 1
+    if len(per_class) > MAX_CLASSES:
+        raise FewShotError(f"The zip has {len(per_class)} class folders; at most {MAX_CLASSES}.")
+    crowded = next((c for c, n in per_class.items() if n > MAX_PER_CLASS), None)
+    if crowded is not None:
+        shown = CONTROL_CHARS.sub("", crowded)[:60]
+        raise FewShotError(
+            f"Class folder '{shown}' in the zip has {per_class[crowded]} files; at most {MAX_PER_CLASS} per class."
+        )
+    if sum(info.file_size for _, info in members) > MAX_ZIP_BYTES:
+        raise FewShotError(
+            f"The zip holds more than {MAX_ZIP_BYTES // 2**20} MB of files; send fewer or smaller images."
+        )
+    return members
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One member's bytes, read in chunks and never past its declared size (nor the image byte cap: a bigger one
+    is refused by ``teach`` as too big, from its first bytes). A member that fails its CRC, ends early or holds
+    more than declared is one sentence."""
+    shown = CONTROL_CHARS.sub("", info.filename)[:80]
+    cap = min(info.file_size, image_caps()[1] + 1)
+    chunks, total = [], 0
+    try:
+        with archive.open(info) as member:
+            while total < cap:
+                chunk = member.read(min(1 << 20, cap - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total == info.file_size and member.read(1):  # more data than the header declares
+                raise zipfile.BadZipFile("longer than declared")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as e:
+        raise FewShotError(
+            f"The zip's file '{shown}' is damaged ({_zip_damage(e)}); zip the photos again and re-upload."
+        ) from None
+    if total < cap:
+        raise FewShotError(f"The zip's file '{shown}' is damaged (shorter than its header says); zip the photos again.")
+    return b"".join(chunks)
+
+
+def _zip_damage(error: Exception) -> str:
+    text = str(error).lower()
+    if "crc" in text:
+        return "it fails its checksum"
+    if "encrypt" in text or "password" in text:
+        return "it is encrypted"
+    if "compression" in text or isinstance(error, NotImplementedError):
+        return "an unsupported compression method"
+    return "its data does not match its header"
 
 
 @dataclass

@@ -113,7 +113,7 @@ def pull_checkpoint(repo_id: str, dest_root, family: str, token: str | None = No
 
     with claim_version(dest_root, family, "hub") as claim:
         write_folder_atomic(claim.folder, fill)
-        promote(dest_root, family, claim.folder.name)
+        promote(dest_root, family, claim.folder.name, claim=claim)
     return claim.folder
 
 

@@ -163,7 +163,7 @@ def train(
     report = typed(progress)
     for note in dataset.notes:
         report({"phase": "encode", "message": note})
-    plan = plan_splits(dataset, options.protocol if family == CARS_HEAD else "official", options.seed)
+    plan = plan_splits(dataset, options.protocol if family == CARS_HEAD else "official", options.seed, cache_dir)
     if family == SCRATCH:
         from clipdemo.scratch.train import train_scratch
 
@@ -231,7 +231,7 @@ def evaluate(
     protocol = "tutorial" if split == "tutorial" else "official"
     if split == "tutorial" and family != CARS_HEAD:
         raise DataError("The tutorial split is the Cars heads' protocol; use a split of the data.")
-    plan = plan_splits(dataset, protocol, seed)
+    plan = plan_splits(dataset, protocol, seed, cache_dir)
     part, name, leak, overlap = _part(plan, split)
     report = typed(progress)
     if leak:
@@ -244,7 +244,7 @@ def evaluate(
         scores, skipped = head_scores(clf, plan.dataset, part, cache_dir=cache_dir, progress=progress)
     else:
         scores, skipped = _scratch_scores(checkpoint, plan.dataset, part, device, cache_dir, progress)
-    return EvalResult(scores, name, skipped, leak, overlap)
+    return EvalResult(scores, name, skipped, leak, overlap, plan.pairs if overlap else [])
 
 
 def _part(plan: SplitPlan, split: str) -> tuple[Part, str, str, int]:

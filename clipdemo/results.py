@@ -38,6 +38,7 @@ class TrainResult:
             out["zeroshot"] = self.zeroshot.summary()
         out.update(self.run)
         out.update(split=self.split.get("protocol"), leak=self.leak, skipped=dict(self.skipped))
+        out["copies"] = [list(p) for p in self.split.get("pairs", [])]  # (copy, original), the first few
         if self.extra:
             out["extra"] = {name: scores.summary() for name, scores in self.extra.items()}
         return out
@@ -50,6 +51,7 @@ class EvalResult:
     skipped: int  # unreadable images left out
     leak: str = ""  # "WARNING: ..." when the split overlapped training, and what was scored instead
     overlap: int = 0  # images of the asked split that were copies of training images
+    copies: list = field(default_factory=list)  # (copy, original) names of the first few of them
 
     def to_json(self) -> dict:
         return {
@@ -58,4 +60,5 @@ class EvalResult:
             "skipped": self.skipped,
             "leak": self.leak,
             "overlap": self.overlap,
+            "copies": [list(p) for p in self.copies],
         }

@@ -49,7 +49,7 @@ def leaky(env):
     return root
 
 
-LIGHT_LEAK = "WARNING: 12 of 24 'test' images are identical to training or validation images"
+LIGHT_LEAK = "WARNING: 12 of 24 'test' images are copies of training or validation images"
 
 
 def test_train_scratch_reports_a_leaking_test_split_and_scores_the_clean_one(leaky, capsys):

@@ -16,11 +16,14 @@ One hold-out rule carves every split we make (``holdout``): per class, ``round(f
 least one and at most ``n - 1``, so every class with two or more images is both trained on and evaluated;
 seeded; classes of one image stay in train.
 
-The leak check runs on every plan, always. Images are compared by the sha1 of their bytes (exact and cheap;
-a re-encoded copy is not caught). Evaluation images identical to a training or validation image, and
-validation images identical to a training image, are dropped from those parts; when more than half of the
-evaluation images are copies (Pokemon "mini" ships the same 70 files as train, validation and test), every
-split's distinct images are pooled and a seeded held-out split of them is scored instead. Either way
+The leak check runs on every plan, always. Images are compared by their pixels, not their bytes
+(``clipdemo.data.phash``: a perceptual hash and a colour thumbnail, so a training photo re-saved as JPEG or
+resized is still a copy; exact byte copies too), looked at once and cached (``dataset_looks``). Files that don't
+decode are unreadable, never copies: they stay in their part, and the encoders skip, count and name them.
+Evaluation images that are copies of a training or validation image, and validation images that are copies of
+a training image, are dropped from those parts (the pairs are named: ``plan.pairs``, the card's ``pairs``); when
+more than half of the evaluation images are copies (Pokemon "mini" ships the same 70 files as train, validation
+and test), every split's distinct images are pooled and a seeded held-out split of them is scored instead. Either way
 ``plan.leak`` says what was found and done, in a line starting with "WARNING", which the CLI prints, the
 result JSON carries and the checkpoint card records.
 """
@@ -33,7 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DataError, ImageDataset, ImageRef, Split, fingerprint
+from clipdemo.atomic import write_atomic
+
+from . import DataError, ImageDataset, ImageRef, Split, fingerprint, phash
+from .phash import Looks, first_matches
 
 PROTOCOLS = ("official", "tutorial")
 VALIDATION_FRACTION = 0.1  # of each class of train, when the dataset has no validation split
@@ -91,6 +97,7 @@ class SplitPlan:
     extra: dict[str, Part] = field(default_factory=dict)  # more evaluation-only splits (never trained on)
     leak: str = ""  # "WARNING: ..." when overlap was found (and what was done), else ""
     overlap: int = 0  # evaluation images that were copies of training images
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (copy, original) names, the first MAX_PAIRS
 
     @property
     def eval_name(self) -> str:
@@ -106,13 +113,15 @@ class SplitPlan:
             "seed": self.seed,
             "description": self.description,
             "leak": self.leak,
+            "pairs": [list(p) for p in self.pairs],
             "sizes": {name: len(part) for name, part in self.parts().items()},
         }
 
 
-def plan_splits(dataset: ImageDataset, protocol: str = "official", seed: int = 0) -> SplitPlan:
+def plan_splits(dataset: ImageDataset, protocol: str = "official", seed: int = 0, cache_dir=None) -> SplitPlan:
     """The checked split plan of ``dataset`` (see the module docstring). Raises ``DataError`` in one sentence
-    for a dataset that can't train a classifier (no training images, fewer than two classes)."""
+    for a dataset that can't train a classifier (no training images, fewer than two classes). ``cache_dir``: where
+    the leak check keeps what it saw of the images (``dataset_looks``)."""
     if protocol not in PROTOCOLS:
         raise DataError(f"Unknown split protocol '{protocol}': use one of {', '.join(PROTOCOLS)}.")
     train = dataset.splits.get("train")
@@ -123,11 +132,14 @@ def plan_splits(dataset: ImageDataset, protocol: str = "official", seed: int = 0
         only = dataset.class_names[classes[0]] if classes else "none"
         raise DataError(f"{dataset.source} has one class ({only[:60]}): a classifier needs at least two.")
 
-    plan = _plan(dataset, protocol, seed)
-    plan = _drop_copies(plan)
+    looks = dataset_looks(dataset, cache_dir)
+    plan = _drop_copies(_plan(dataset, protocol, seed), looks)
     if plan.overlap * 2 > plan.overlap + len(plan.evaluation):  # most of the evaluation images were copies
-        pooled, note = _resplit(dataset, seed)
-        plan = _drop_copies(_plan(pooled, "official", seed))
+        found = plan.pairs
+        pooled, looks, note = _resplit(dataset, looks, seed)
+        plan = _drop_copies(_plan(pooled, "official", seed), looks)
+        plan.pairs = [*found, *plan.pairs][:MAX_PAIRS]
+        note += f" Copies: {_pairs_text(found)}." if found else ""
         plan.leak = f"{note} {plan.leak}".strip() if plan.leak else note
         plan.protocol = protocol
     for name, part in (("training", plan.train), ("validation", plan.validation), ("evaluation", plan.evaluation)):
@@ -231,47 +243,136 @@ def subset(split: Split, indices) -> Split:
 
 # --- the leak check ----------------------------------------------------------------------------------------
 
-
-def _hashes(plan: SplitPlan, part: Part) -> list[str]:
-    refs = plan.dataset.splits[part.split].images
-    return [image_hash(refs[i]) for i in part.indices]
+MAX_PAIRS = 20  # copy pairs named in the card (all are counted); the warning names the first 3
 
 
-def _without(plan: SplitPlan, part: Part, seen: set[str]) -> tuple[Part, int, set[str]]:
-    """``part`` without rows whose image is in ``seen`` (or repeats an earlier row), how many went, its hashes."""
-    keep, mine = [], set()
-    for i, h in zip(part.indices, _hashes(plan, part)):
-        if h not in seen and h not in mine:
-            keep.append(i)
-            mine.add(h)
-    return Part(part.split, tuple(keep)), len(part) - len(keep), mine
+def dataset_looks(dataset: ImageDataset, cache_dir=None) -> dict[str, Looks]:
+    """What the leak check sees of every image of every split (``clipdemo.data.phash``): each image looked at
+    once per process (per file: path, size, mtime), and with ``cache_dir`` kept on disk under the dataset's
+    fingerprint, so a warm run decodes nothing."""
+    path = Path(cache_dir) / f"looks-v{phash.VERSION}-{dataset.fingerprint}.npz" if cache_dir is not None else None
+    stored = _load_looks(path, dataset) if path is not None else None
+    if stored is not None:
+        return stored
+    looks = {
+        name: Looks.of_rows([_ref_name(r, name, i) for i, r in enumerate(s.images)], [phash.look(r) for r in s.images])
+        for name, s in dataset.splits.items()
+    }
+    if path is not None:
+        _save_looks(path, looks)
+    return looks
 
 
-def _drop_copies(plan: SplitPlan) -> SplitPlan:
-    train_hashes = set(_hashes(plan, plan.train))
-    validation, val_copies, val_hashes = _without(plan, plan.validation, train_hashes)
-    evaluation, copies, _ = _without(plan, plan.evaluation, train_hashes | val_hashes)
-    extra, extra_notes = {}, []
+def _ref_name(ref: ImageRef, split: str, i: int) -> str:
+    """How a copy pair names an image: a file by its last three path parts (``test/cat/3.jpg``), a row by number."""
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        return f"{split} image {i + 1}"
+    return "/".join(Path(ref).parts[-3:])
+
+
+def _save_looks(path: Path, looks: dict[str, Looks]) -> None:
+    arrays = {}
+    for name, lk in looks.items():
+        arrays[f"{name}|digests"] = np.array(lk.digests, dtype=str)
+        arrays[f"{name}|hashes"], arrays[f"{name}|hashed"], arrays[f"{name}|colours"] = lk.hashes, lk.hashed, lk.colours
+        arrays[f"{name}|errors"] = np.array(lk.errors, dtype=str)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: _savez(tmp, arrays))
+    except OSError:
+        pass  # a cache that can't be written costs a re-look next time, nothing else
+
+
+def _savez(tmp: Path, arrays: dict) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, **arrays)
+
+
+def _load_looks(path: Path, dataset: ImageDataset) -> dict[str, Looks] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            looks = {}
+            for name, split in dataset.splits.items():
+                k = f"{name}|"
+                looks[name] = Looks(
+                    [_ref_name(r, name, i) for i, r in enumerate(split.images)],
+                    [str(d) for d in z[k + "digests"]],
+                    z[k + "hashes"].astype(np.uint64),
+                    z[k + "hashed"].astype(bool),
+                    z[k + "colours"].astype(np.uint8),
+                    [str(e) for e in z[k + "errors"]],
+                )
+                if len(looks[name]) != len(split) or len(looks[name].digests) != len(split):
+                    return None
+            return looks
+    except Exception:  # absent or damaged: looked at again, never trusted
+        return None
+
+
+def _part_looks(looks: dict[str, Looks], part: Part) -> Looks:
+    return looks[part.split].take(part.indices)
+
+
+def _without(part: Part, mine: Looks, refs: Looks) -> tuple[Part, int, list[tuple[str, str]], Looks]:
+    """``part`` without rows that are copies of an image in ``refs`` or of an earlier row of the part: (what is
+    left, how many went, (copy, original) name pairs, the looks of what is left). Unreadable rows stay (the
+    encoders skip and count them): a file that can't be read is unreadable, whatever it duplicates."""
+    outside = first_matches(mine, refs)
+    inside = first_matches(mine, mine, earlier_only=True)
+    keep, pairs = [], []
+    for r in range(len(part)):
+        if outside[r] >= 0:
+            pairs.append((mine.names[r], refs.names[outside[r]]))
+        elif inside[r] >= 0:
+            pairs.append((mine.names[r], mine.names[inside[r]]))
+        else:
+            keep.append(r)
+    kept = Part(part.split, tuple(part.indices[r] for r in keep))
+    return kept, len(part) - len(keep), pairs, mine.take(keep)
+
+
+def _pairs_text(pairs: list[tuple[str, str]], k: int = 3) -> str:
+    named = "; ".join(f"{a} is {b}" for a, b in pairs[:k])
+    return named + (f"; and {len(pairs) - k} more" if len(pairs) > k else "")
+
+
+def _drop_copies(plan: SplitPlan, looks: dict[str, Looks]) -> SplitPlan:
+    train = _part_looks(looks, plan.train)
+    validation, val_copies, val_pairs, val_looks = _without(plan.validation, _part_looks(looks, plan.validation), train)
+    refs = Looks.concat([train, val_looks])
+    evaluation, copies, pairs, _ = _without(plan.evaluation, _part_looks(looks, plan.evaluation), refs)
+    extra, extra_notes, extra_pairs = {}, [], []
     for name, part in plan.extra.items():
-        extra[name], n, _ = _without(plan, part, train_hashes)
+        extra[name], n, found, _ = _without(part, _part_looks(looks, part), train)
+        extra_pairs += found
         if n:
-            extra_notes.append(f"{n} of {len(part)} '{name}' images are copies of training images and were removed")
+            extra_notes.append(
+                f"{n} of {len(part)} '{name}' images are copies of training images and were removed "
+                f"({_pairs_text(found)})"
+            )
     notes = []
     if copies:
         notes.append(
-            f"WARNING: {copies} of {len(plan.evaluation)} {_name(plan.evaluation)} images are identical to "
-            f"training or validation images; they were removed, and metrics use the remaining "
-            f"{len(evaluation)}."
+            f"WARNING: {copies} of {len(plan.evaluation)} {_name(plan.evaluation)} images are copies of training or "
+            f"validation images (the same picture, even re-encoded or resized: {_pairs_text(pairs)}); they were "
+            f"removed, and metrics use the remaining {len(evaluation)}."
         )
     if val_copies:
         notes.append(
-            f"{val_copies} of {len(plan.validation)} validation images are copies of training images and were removed."
+            f"{val_copies} of {len(plan.validation)} validation images are copies of training images and were "
+            f"removed ({_pairs_text(val_pairs)})."
         )
     notes += [f"{n}." for n in extra_notes]
     if notes and not notes[0].startswith("WARNING"):
         notes[0] = "WARNING: " + notes[0]
     return replace(
-        plan, validation=validation, evaluation=evaluation, extra=extra, leak=" ".join(notes), overlap=copies
+        plan,
+        validation=validation,
+        evaluation=evaluation,
+        extra=extra,
+        leak=" ".join(notes),
+        overlap=copies,
+        pairs=[*pairs, *val_pairs, *extra_pairs][:MAX_PAIRS],
     )
 
 
@@ -279,31 +380,27 @@ def _name(part: Part) -> str:
     return f"'{part.split}'" if part.split != "train" else "held-out"
 
 
-def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
+def _resplit(dataset: ImageDataset, looks: dict[str, Looks], seed: int) -> tuple[ImageDataset, dict[str, Looks], str]:
     """Every split's distinct images pooled into one train split, a seeded held-out test split carved from it."""
-    first: dict[str, int] = {}
-    images, labels, conflicts = [], [], 0
-    train_hashes = set(split_hashes(dataset.splits["train"]))
+    names = [n for n in _ordered(dataset.splits) if n in STANDARD_ORDER]
+    pool_looks = Looks.concat([looks[n] for n in names])
+    refs = [r for n in names for r in dataset.splits[n].images]
+    all_labels = [y for n in names for y in dataset.splits[n].labels]
     test = dataset.splits.get("test")
-    overlap = sum(h in train_hashes for h in split_hashes(test)) if test is not None else 0
-    for name in _ordered(dataset.splits):
-        if name not in STANDARD_ORDER:
-            continue
-        split = dataset.splits[name]
-        for ref, label, h in zip(split.images, split.labels, split_hashes(split)):
-            if h in first:
-                conflicts += labels[first[h]] != label
-                continue
-            first[h] = len(labels)
-            images.append(ref)
-            labels.append(label)
-    pool = Split(images, labels)
-    kept, held = holdout(range(len(pool)), labels, TEST_FRACTION, seed)
+    overlap = int((first_matches(looks["test"], looks["train"]) >= 0).sum()) if test is not None else 0
+    earlier = first_matches(pool_looks, pool_looks, earlier_only=True)
+    rows = [i for i in range(len(refs)) if earlier[i] < 0]
+    conflicts = sum(all_labels[i] != all_labels[earlier[i]] for i in range(len(refs)) if earlier[i] >= 0)
+    pool = Split([refs[i] for i in rows], [all_labels[i] for i in rows])
+    pool_looks = pool_looks.take(rows)
+    kept, held = holdout(range(len(pool)), pool.labels, TEST_FRACTION, seed)
     splits = {"train": subset(pool, kept), "test": subset(pool, held)}
     splits.update({k: s for k, s in dataset.splits.items() if k not in STANDARD_ORDER})
+    new_looks = {"train": pool_looks.take(kept), "test": pool_looks.take(held)}
+    new_looks.update({k: v for k, v in looks.items() if k not in STANDARD_ORDER})
     tested = len(test) if test is not None else 0
     note = (
-        f"WARNING: the test split overlaps training: {overlap} of {tested} test images are identical to "
+        f"WARNING: the test split overlaps training: {overlap} of {tested} test images are copies of "
         f"training images, so evaluation uses a seeded held-out split of {len(held)} of the {len(pool)} distinct "
         f"images of all splits ({TEST_FRACTION:.0%} per class, seed {seed}) instead; the dataset's own test "
         f"scores are not comparable."
@@ -313,7 +410,7 @@ def _resplit(dataset: ImageDataset, seed: int) -> tuple[ImageDataset, str]:
     pooled = replace(
         dataset, splits=splits, fingerprint=fingerprint(dataset.fingerprint, "resplit", seed), notes=[*dataset.notes]
     )
-    return pooled, note
+    return pooled, new_looks, note
 
 
 def _ordered(names) -> list[str]:
