@@ -7,6 +7,7 @@ the refusal tests use a spy trainer that records any call (there must be none).
 
 import hmac
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -561,3 +562,44 @@ def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
         assert TOKEN not in page.content()  # the password field's value is a property, not in the HTML
         assert screenshot(page, "admin_tab").stat().st_size > 20_000
         page.close()
+
+
+def test_admin_promote_refuses_the_version_its_own_job_is_writing(tmp_path):
+    import gradio as gr
+    import torch
+
+    from clipdemo.checkpoints import save_checkpoint
+    from clipdemo.evaluate import Scores
+    from clipdemo.jobs import JobRunner
+    from clipdemo.results import TrainResult
+    from clipdemo.settings import Settings
+    from clipdemo.testing import colour_folder
+
+    gate, saved = threading.Event(), threading.Event()
+
+    def trainer(dataset, out_dir, options, progress, should_stop, cache_dir=None):
+        save_checkpoint(out_dir, {"w": torch.zeros(2)}, {"kind": "scratch-clip"}, {"classes": dataset.class_names})
+        saved.set()
+        gate.wait(30)  # still training: a later save may replace what is there
+        scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
+        return TrainResult("scratch", out_dir, list(dataset.class_names), scores, {}, {}, {"stopped": "finished"})
+
+    data = colour_folder(tmp_path / "data" / "tiny", per_class={"train": 4, "test": 2}).parent
+    settings = Settings(model="test/backbone", checkpoint_dir=tmp_path / "ck", data_root=data, admin_token=TOKEN)
+    runner = JobRunner.from_settings(settings, trainers={"scratch": trainer})
+    handlers = in_process_handlers(settings, runner)
+    handlers["admin_start"](
+        TOKEN, "scratch", "tiny", "", "default", 1, None, 0, "default", "linear", "tutorial", request=None
+    )
+    assert saved.wait(30)
+    version = runner.snapshot()["version"]
+    with pytest.raises(gr.Error) as refused:
+        handlers["admin_promote"](TOKEN, "scratch", version, request=None)
+    assert f"'{version}' is still being written by a live run (pid" in refused.value.message
+    gate.set()
+    assert runner.wait(30)["state"] == "finished"
+    text = handlers["admin_promote"](TOKEN, "scratch", version, request=None)[0]
+    assert text.startswith(f"Promoted scratch version `{version}`")
+
+
+# --- hostile zips through the HTTP API: one sentence about the upload each, and the server keeps serving ------

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import zipfile
 from pathlib import Path
 
@@ -264,48 +263,6 @@ def test_promote_refuses_a_version_a_live_run_is_writing(live_run, capsys):
     assert json.loads((root / "scratch" / "served.json").read_text())["current"] == version
 
 
-def test_admin_promote_refuses_the_version_its_own_job_is_writing(tmp_path):
-    import gradio as gr
-    import torch
-
-    from clipdemo.checkpoints import save_checkpoint
-    from clipdemo.evaluate import Scores
-    from clipdemo.jobs import JobRunner
-    from clipdemo.results import TrainResult
-    from clipdemo.settings import Settings
-    from tests.test_admin import TOKEN, in_process_handlers
-    from tests.test_jobs import make_image_folder
-
-    gate, saved = threading.Event(), threading.Event()
-
-    def trainer(dataset, out_dir, options, progress, should_stop, cache_dir=None):
-        save_checkpoint(out_dir, {"w": torch.zeros(2)}, {"kind": "scratch-clip"}, {"classes": dataset.class_names})
-        saved.set()
-        gate.wait(30)  # still training: a later save may replace what is there
-        scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
-        return TrainResult("scratch", out_dir, list(dataset.class_names), scores, {}, {}, {"stopped": "finished"})
-
-    data = make_image_folder(tmp_path / "data" / "tiny").parent
-    settings = Settings(model="test/backbone", checkpoint_dir=tmp_path / "ck", data_root=data, admin_token=TOKEN)
-    runner = JobRunner.from_settings(settings, trainers={"scratch": trainer})
-    handlers = in_process_handlers(settings, runner)
-    handlers["admin_start"](
-        TOKEN, "scratch", "tiny", "", "default", 1, None, 0, "default", "linear", "tutorial", request=None
-    )
-    assert saved.wait(30)
-    version = runner.snapshot()["version"]
-    with pytest.raises(gr.Error) as refused:
-        handlers["admin_promote"](TOKEN, "scratch", version, request=None)
-    assert f"'{version}' is still being written by a live run (pid" in refused.value.message
-    gate.set()
-    assert runner.wait(30)["state"] == "finished"
-    text = handlers["admin_promote"](TOKEN, "scratch", version, request=None)[0]
-    assert text.startswith(f"Promoted scratch version `{version}`")
-
-
-# --- hostile zips through the HTTP API: one sentence about the upload each, and the server keeps serving ------
-
-
 def png_bytes(seed: int) -> bytes:
     buf = io.BytesIO()
     photo("apple", seed, size=40).save(buf, "PNG")
@@ -377,8 +334,8 @@ def test_hostile_zips_through_the_api_are_each_one_sentence_about_the_upload(tin
     from gradio_client.exceptions import AppError
 
     from clipdemo.settings import Settings
+    from clipdemo.testing import launched
     from clipdemo.ui.app import build_app, launch_kwargs
-    from tests.conftest import launched
 
     zips = hostile_zips(tmp_path / "zips")
     settings = Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "ck")
