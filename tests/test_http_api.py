@@ -117,3 +117,33 @@ def test_readme_gradio_client_snippet_runs_as_written(app, monkeypatch, capsys):
     exec(compile(snippet, "README.md", "exec"), {"__name__": "__main__"})
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) >= 2 and all(line.strip() for line in printed), printed
+
+
+MALFORMED = {  # what callers send by mistake where a file (or a list of files) is expected
+    "a bare path": str(PHOTO),
+    "a list of bare paths": [str(PHOTO)],
+    "a dict without a file": {"image": {"x": 1}},
+    "a number": 7,
+}
+
+
+def test_malformed_file_inputs_are_one_sentence_and_no_traceback(app, capfd):
+    """On every public endpoint, each input that takes a file, sent each malformed value: the caller gets one
+    sentence about that input (never the generic 'raised an exception' nor 'went wrong on our side'), and the
+    server's log holds no traceback."""
+    client = Client(app, verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    calls, checked = required_data(), 0
+    for name, data in calls.items():
+        for parameter in endpoints[name]["parameters"]:
+            if "filepath" not in str(parameter.get("python_type", {}).get("type", "")):
+                continue
+            for what, value in MALFORMED.items():
+                with pytest.raises(AppError) as answer:
+                    client.predict(**{**data, parameter["parameter_name"]: value}, api_name=name)
+                message = str(answer.value)
+                assert not GENERIC.search(message) and "verbose error reporting" not in message, (name, what, message)
+                assert len(message.splitlines()) == 1, (name, what, message)
+                checked += 1
+    assert checked >= 40  # every file input of every public endpoint
+    assert "Traceback" not in "".join(capfd.readouterr())

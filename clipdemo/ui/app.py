@@ -14,6 +14,7 @@ from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import Settings
 from clipdemo.ui import admin_tab, cars_tab, fewshot_tab, pokemon_tab, search_tab, tools, zeroshot_tab
+from clipdemo.ui.common import guard_api_inputs
 from clipdemo.ui.theme import CSS, theme
 
 QUEUE_SIZE = 64  # waiting events beyond this get an explicit "queue full" answer
@@ -48,6 +49,7 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
         app.load(lambda: pokemon_tab.card_markdown(served), None, pokemon_card, api_visibility="private")
         tools.build(served)  # the HTTP API's and MCP's tools, on hidden components
     tools.hide_other_endpoints_from_mcp(app)
+    guard_api_inputs(app)  # malformed API input: one sentence, no traceback
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 

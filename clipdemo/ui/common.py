@@ -6,6 +6,7 @@ import functools
 import logging
 
 import gradio as gr
+import pydantic
 
 from clipdemo.errors import UserError
 
@@ -47,3 +48,45 @@ def user_errors(handler):
 def gallery_paths(gallery) -> list[str]:
     """File paths from a ``gr.Gallery(type="filepath")`` value: a list of (path, caption) or paths."""
     return [item[0] if isinstance(item, (tuple, list)) else item for item in (gallery or [])]
+
+
+# What a caller must send for each kind of input, said when an API call sends something else (gradio_client).
+SHAPES = {
+    "Gallery": "a list of images, each {'image': handle_file(path or URL)}",
+    "Image": "one image: handle_file(path or URL)",
+    "File": "handle_file(path or URL), or a list of them where several files are taken",
+}
+
+
+def guard_api_inputs(app: gr.Blocks) -> None:
+    """Malformed API input (a bare path where a file is expected, a string for a list, a dict without a file) is
+    one sentence for the caller saying what the input takes, and no traceback in the server's log: each input
+    component's validation and preprocessing raise ``gr.Error`` instead of pydantic's or Gradio's own errors."""
+    for fn in app.fns.values():
+        for block in fn.inputs:
+            if not getattr(block, "_guarded", False) and type(block).__name__ in SHAPES:
+                _guard(block)
+
+
+def _guard(block) -> None:
+    sentence = f"'{block.label or 'input'}' must be {SHAPES[type(block).__name__]} (see the app's 'Use via API' page)."
+    model, preprocess = block.data_model, block.preprocess
+
+    def model_validate(cls, obj, *args, **kwargs):
+        try:
+            return model.model_validate(obj, *args, **kwargs)
+        except pydantic.ValidationError:
+            raise gr.Error(sentence, print_exception=False) from None
+
+    def checked_preprocess(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error as e:  # Gradio's own ("Invalid file type…"): the same words, without a traceback
+            raise gr.Error(str(e.message), print_exception=False) from None
+        except (TypeError, ValueError, AttributeError, KeyError):
+            raise gr.Error(sentence, print_exception=False) from None
+
+    # a subclass named as the model, so the API schema Gradio publishes stays the same
+    attrs = {"__module__": model.__module__, "__qualname__": model.__qualname__, "__doc__": model.__doc__}
+    block.data_model = type(model.__name__, (model,), {**attrs, "model_validate": classmethod(model_validate)})
+    block.preprocess, block._guarded = checked_preprocess, True
