@@ -147,12 +147,18 @@ def test_zero_shot_with_the_keyboard_alone(browser, app_url):
     page = open_page(browser, app_url, "laptop", "light")
     try:
         tab_to(page, "e.matches('#zs-images button.upload-container')")  # "Click to upload or drop files"
-        focused = page.evaluate(FOCUSED)
-        try:  # Space: Enter here opens the chooser only sometimes (see docs/accessibility.md)
-            with page.expect_file_chooser(timeout=15_000) as chooser:
-                page.keyboard.press("Space")
-        except PlaywrightTimeout:
-            pytest.fail(f"Space on {focused} (now {page.evaluate(FOCUSED)}) opened no file chooser")
+        focused, chooser = page.evaluate(FOCUSED), None
+        # Space, then Enter, as a person presses again when nothing opened: after many pages in one browser either
+        # key sometimes opens no chooser on the first press (see docs/accessibility.md)
+        for key in ("Space", "Enter", "Space", "Enter"):
+            try:
+                with page.expect_file_chooser(timeout=8_000) as chooser:
+                    page.keyboard.press(key)
+                break
+            except PlaywrightTimeout:
+                chooser = None
+        if chooser is None:
+            pytest.fail(f"Space and Enter on {focused} (now {page.evaluate(FOCUSED)}) opened no file chooser")
         chooser.value.set_files([str(EXAMPLES / "china.jpg")])
         page.wait_for_selector("#zs-images .thumbnail-item img", timeout=60_000)
 
