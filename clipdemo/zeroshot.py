@@ -332,6 +332,21 @@ class ZeroShotResult:
             return [False] * len(self.scores)
         return (self.gate().max(dim=-1).values < self.threshold).tolist()
 
+    @property
+    def threshold_name(self) -> str:
+        """What the threshold is a value of: a sigmoid family's probability, else a cosine similarity."""
+        return "probability" if self.scoring == SIGMOID else "cosine similarity"
+
+    @property
+    def drawn_threshold(self) -> float | None:
+        """The threshold where a chart of ``scores`` can draw it: on their own axis (independent scores); None for
+        a softmax over the labels, whose "none of these" is decided on the cosine, not on the bars' probability."""
+        return self.threshold if self.independent else None
+
+    def bars(self, top_k: int | None = None) -> list[list[Prediction]]:
+        """Per image, labels by score, none left out: what a chart draws (beside the threshold, if any)."""
+        return rank(self.scores, self.labels, top_k)
+
     def ranked(self, top_k: int | None = None) -> list[list[Prediction]]:
         """Per image, labels by score; in multi-label mode with a threshold only the labels that clear it."""
         ranked = rank(self.scores, self.labels, top_k)

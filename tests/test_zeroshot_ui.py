@@ -137,3 +137,20 @@ def test_browser_upload_type_labels_read_ranking(tiny_clip, tmp_path, browser):
         assert "Model:" in page.inner_text("#zs-status")
         assert screenshot(page, "zero_shot").stat().st_size > 10_000
         page.close()
+
+
+def test_open_set_threshold_is_drawn_only_on_the_axis_it_applies_to(served):
+    """A CLIP model's "none of these" is decided on the cosine: no line on the probability bars, and the title says
+    the cosine that decided it. In several-labels mode the bars are cosines: the line is drawn there, every label
+    stays on the chart (even when none clears it), and the status speaks of cosine similarity, not probability."""
+    photo = [str(EXAMPLES[0])]
+    _, figure, status = zeroshot_tab.zero_shot(served, photo, "a, b, c", "photo", "", 5, open_set=True, threshold=0.99)
+    ax = figure.axes[0]
+    assert not ax.lines and "best cosine" in ax.get_title() and "none of these" in ax.get_title()
+    assert "cosine similarity of 0.99" in status
+    label, figure, status = zeroshot_tab.zero_shot(
+        served, photo, "a, b, c", "photo", "", 5, mode="multi", open_set=True, threshold=0.99
+    )
+    ax = figure.axes[0]
+    assert len(ax.patches) == 3 and len(ax.lines) == 1  # all three labels, and the threshold on their axis
+    assert "cosine similarity of 0.99" in status and "probability of" not in status

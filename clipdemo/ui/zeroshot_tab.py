@@ -130,8 +130,15 @@ def _rule(result: ZeroShotResult) -> str:
 def _threshold_note(result: ZeroShotResult) -> str:
     if result.threshold is None:
         return ""
-    on = "probability" if result.independent else "cosine similarity"
-    return f' "None of these" when no label reaches a {on} of {result.threshold:g}.'
+    return f' "None of these" when no label reaches a {result.threshold_name} of {result.threshold:g}.'
+
+
+def _none_title(result: ZeroShotResult) -> str:
+    """The chart title's verdict; for a softmax family it says the cosine that decided it (not on the bars)."""
+    if result.drawn_threshold is not None:
+        return f" — {NONE_OF_THESE}"
+    best = float(result.similarity[0].max())
+    return f" — {NONE_OF_THESE} (best cosine {best:.2f} < {result.threshold:g})"
 
 
 def _image_line(i: int, result: ZeroShotResult, predictions, none: bool) -> str:
@@ -182,13 +189,14 @@ def zero_shot(
     ranked, none = result.ranked(k), result.none_of_these()
     first = NONE_OF_THESE if none[0] else ({p.label: p.score for p in ranked[0]} or "no label reaches the threshold")
     # a title always: it also keeps the top bar's label clear of Gradio's label badge on the chart
-    title = f"top {len(ranked[0])} of {len(label_list)} labels" + (f" — {NONE_OF_THESE}" if none[0] else "")
+    bars = result.bars(k)  # the chart shows every label, the threshold drawn on its own axis only
+    title = f"top {len(bars[0])} of {len(label_list)} labels" + (_none_title(result) if none[0] else "")
     if len(runs) > 1:
-        panels = [(c.description.split(" on ")[0], r.ranked(k)[0], _axis(r), r.threshold) for c, r in runs]
+        panels = [(c.description.split(" on ")[0], r.bars(k)[0], _axis(r), r.drawn_threshold) for c, r in runs]
         figure = compare_bars(panels, f"image 1 of {len(paths)}: the same labels and templates, two models")
     else:
-        title = f"image 1 of {len(ranked)}: {title}" if len(ranked) > 1 else title
-        figure = ranked_bars(ranked[0], title, xlabel=_axis(result), threshold=result.threshold)
+        title = f"image 1 of {len(bars)}: {title}" if len(bars) > 1 else title
+        figure = ranked_bars(bars[0], title, xlabel=_axis(result), threshold=result.drawn_threshold)
     lines = [
         f"Model: {choice.description}; {len(templates)} template(s) per label. Scores: {_rule(result)}."
         + _threshold_note(result)
