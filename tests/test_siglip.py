@@ -190,7 +190,8 @@ def test_first_use_says_loading(tiny_clip, tmp_path):
     served = Served(Settings(model=str(fresh), checkpoint_dir=tmp_path / "ck"))
     calls = []
     zeroshot_tab.zero_shot(served, [str(SHAPES[0])], "a, b", "photo", "", 5, progress=lambda *a, **k: calls.append(k))
-    assert len(calls) == 1 and "Loading" in calls[0]["desc"] and "downloads" in calls[0]["desc"]
+    assert len(calls) == 1 and "Loading" in calls[0]["desc"]
+    assert "downloads" not in calls[0]["desc"]  # a local folder is read from disk, never downloaded
     zeroshot_tab.zero_shot(served, [str(SHAPES[0])], "a, b", "photo", "", 5, progress=lambda *a, **k: calls.append(k))
     assert len(calls) == 1  # in memory now: no message
 

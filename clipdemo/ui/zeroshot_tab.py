@@ -14,6 +14,7 @@ import gradio as gr
 from PIL import Image
 
 from clipdemo.images import load_image
+from clipdemo.names import is_local
 from clipdemo.plots import compare_bars, ranked_bars, score_matrix
 from clipdemo.relevancy import relevancy
 from clipdemo.serving import Served
@@ -102,8 +103,13 @@ def _where_label(label: str | None, labels: list[str]) -> str:
 def _model(served: Served, key: str | None, progress=None):
     """The chosen model; says "loading…" (with the Hub download's own progress) when it isn't in memory yet."""
     if progress is not None and not served.loaded(key):
-        name = served.models().get(key or "default", ("the model",))[0]
-        progress(0, desc=f"Loading {name}: the first use downloads it, this can take a minute…")
+        name, spec = served.models().get(key or "default", ("the model", ""))
+        # only a Hub model is downloaded on first use; a local folder is read from disk
+        progress(
+            0,
+            desc=f"Loading {name}"
+            + ("…" if is_local(spec) else ": the first use downloads it, this can take a minute…"),
+        )
     return served.zero_shot(key)
 
 
