@@ -37,7 +37,21 @@ def card_markdown(served: Served) -> str:
     card = encoder.card
     warnings = [n for n in card.get("notes", []) if "WARNING" in n or "overlap" in n.lower()]
     clean = "⚠️ " + " ".join(warnings) if warnings else "Held-out split is clean (no image shared with training)."
-    return f"**Served model:** {encoder.describe()}\n\n**Split:** {card.get('split', 'unknown')}\n\n{clean}"
+    return (
+        f"{knows(encoder.class_names)}\n\n**Served model:** {encoder.describe()}\n\n"
+        f"**Split:** {card.get('split', 'unknown')}\n\n{clean}"
+    )
+
+
+def knows(class_names: list[str], shown: int = 8) -> str:
+    """What the served model can answer, said before anyone uploads: it ranks its own classes for any image."""
+    names = ", ".join(class_names[:shown]) + (
+        f", … ({len(class_names) - shown} more)" if len(class_names) > shown else ""
+    )
+    return (
+        f"**This model knows {len(class_names)} classes** ({names}) and answers with one of them for any image: "
+        "a photo of something else still gets its closest class."
+    )
 
 
 def classify_upload(served: Served, path: str | None, top_k: int = 5):
