@@ -56,10 +56,12 @@ def test_pip_install_e_gives_a_working_clipdemo_command(tmp_path, tiny_clip):
         return done.stdout
 
     assert clipdemo("--help").startswith("usage: clipdemo")
+    versions = json.loads(clipdemo("versions", "scratch").splitlines()[-1])  # the checkout's checkpoints/, via settings
+    assert any(v["version"] == "shapes-v1" and v["served"] for v in versions), versions
+    env["CLIPDEMO_CHECKPOINT_DIR"] = str(tmp_path / "checkpoints")  # the ONNX export it makes: not in the checkout
     image = REPO_ROOT / "examples" / "shapes" / "red_circle.png"
     out = json.loads(
         clipdemo("zero-shot", "--model", str(tiny_clip), "--labels", "a circle, a star", str(image)).splitlines()[-1]
     )
     assert [p["label"] for p in out[0]["predictions"]] and out[0]["image"] == str(image)
-    versions = json.loads(clipdemo("versions", "scratch").splitlines()[-1])  # the checkout's checkpoints/, via settings
-    assert any(v["version"] == "shapes-v1" and v["served"] for v in versions), versions
+    assert (tmp_path / "checkpoints" / ".cache" / "onnx").is_dir()  # the settings' folder, wherever it runs
