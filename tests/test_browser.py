@@ -54,12 +54,23 @@ def test_pokemon_tab_classifies_with_the_shipped_checkpoint(page):
 
 
 def test_pokemon_tab_refuses_a_corrupt_upload(page, tmp_path):
+    """A truncated upload after a good one: one toast saying so, no "Error" badge on the chart or the list, and the
+    last good result stays on the page."""
     bad = tmp_path / "broken.png"
     bad.write_bytes((EXAMPLES / "shapes" / "red_circle.png").read_bytes()[:200])  # a truncated PNG
     open_tab(page, "Pokemon (scratch CLIP)")
+    page.set_input_files("#pk-image input[type=file]", [str(EXAMPLES / "shapes" / "red_circle.png")])
+    page.click("#pk-run")
+    page.wait_for_function("() => document.querySelector('#pk-label')?.innerText.includes('%')", timeout=60_000)
     page.set_input_files("#pk-image input[type=file]", [str(bad)])
     page.click("#pk-run")
     page.get_by_text("truncated").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)  # let any badge that was coming be drawn
+    badges = page.evaluate(
+        """() => ['#pk-chart', '#pk-label'].flatMap(p => [...document.querySelectorAll(p + ' .error')])
+        .filter(e => e.offsetParent !== null).length"""
+    )
+    assert badges == 0 and "red circle" in page.inner_text("#pk-label")
     screenshot(page, "pokemon_error")
 
 

@@ -54,10 +54,16 @@ def knows(class_names: list[str], shown: int = 8) -> str:
     )
 
 
-def classify_upload(served: Served, path: str | None, top_k: int = 5):
+def check_upload(path: str | None):
+    """Run first, with no outputs: a missing or unreadable image is one toast, no "Error" badge on the chart and
+    the list, and the last result stays. Returns the decoded image for the classify step."""
     if not path:
         raise CheckpointError("Upload an image first.")
-    image = load_image(path)
+    return load_image(path)
+
+
+def classify_upload(served: Served, path: str | None, top_k: int = 5, image=None):
+    image = image if image is not None else check_upload(path)
     encoder = scratch_encoder(served)
     ranked = classify(encoder, [image], encoder.class_names, encoder.templates, top_k=top_k)[0]
     return ranked_bars(ranked, "Top-5 (scratch CLIP)"), {p.label: p.score for p in ranked}
@@ -83,12 +89,14 @@ def build(served: Served) -> gr.Markdown:
             label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
     card = gr.Markdown(elem_id="pk-card")
 
-    def pokemon(image):
+    def pokemon(image, decoded=None):
         """The Pokemon tab's Classify: the served scratch CLIP's top-5 classes as a bar chart and a label list.
         Args:
             image: an image.
         """
-        return classify_upload(served, image)
+        return classify_upload(served, image, image=decoded)
 
-    run.click(user_errors(pokemon), image, [chart, label], api_name="pokemon", **MODEL_QUEUE)
+    decoded = gr.State(None, time_to_live=60)  # the checked upload, decoded once for the classify step
+    checked = run.click(user_errors(check_upload), image, decoded, show_progress="hidden", api_visibility="private")
+    checked.success(user_errors(pokemon), [image, decoded], [chart, label], api_name="pokemon", **MODEL_QUEUE)
     return card
