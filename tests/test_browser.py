@@ -94,6 +94,12 @@ def test_admin_tab_refuses_a_wrong_token(page):
     page.fill("#admin-token input", "not-the-token")
     page.click("#admin-unlock")
     page.get_by_text("Admin access refused").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)  # let any badge that was coming be drawn
+    badges = page.evaluate(  # status trackers' "Error" badges on panels; the toast itself is not one
+        """() => [...document.querySelectorAll('.error')].filter(e => e.offsetParent !== null
+            && !e.closest('.toast-wrap, .toast-body')).length"""
+    )
+    assert badges == 0, "a wrong token is one toast, not a badge per panel"
     assert "Unlocked" not in page.inner_text("#admin-lock")
     assert ADMIN_TOKEN not in page.content()
     screenshot(page, "admin_refused")

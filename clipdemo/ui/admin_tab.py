@@ -232,6 +232,10 @@ class AdminHandlers:
         self.check(token, request, profile)
         return self.status(seen)
 
+    def admin_unlock_check(self, token, request: gr.Request, profile: gr.OAuthProfile | None = None) -> None:
+        """Unlock's first step, with no outputs: a refusal is one toast, not an "Error" badge on every panel."""
+        self.check(token, request, profile)
+
     def admin_poll(self, token, seen, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """The timer's tick: refused like the others, but quietly (no toast every second; the timer stops)."""
         try:
@@ -484,14 +488,17 @@ def versions_panel() -> Shelf:
 def status_events(h: AdminHandlers, unlock: Unlock, watch: Watch, shelf: Shelf, timer: gr.Timer, seen) -> None:
     """Unlock shows the job and lists the versions; the timer's tick keeps the job's panel current."""
     outputs = [unlock.status, *watch, timer, seen]
-    unlocked = gr.on(
+    checked = gr.on(  # a refusal: one toast from this output-less step, no badge per panel
         [unlock.button.click, unlock.token.submit],
-        user_errors(h.admin_status),
-        [unlock.token, seen],
-        outputs,
-        api_name="admin_status",
+        user_errors(h.admin_unlock_check),
+        [unlock.token],
+        None,
+        api_visibility="private",
         show_progress="hidden",
-    )  # a refusal: one toast, no badge per panel
+    )
+    unlocked = checked.success(
+        user_errors(h.admin_status), [unlock.token, seen], outputs, api_name="admin_status", show_progress="hidden"
+    )
     unlocked.success(
         user_errors(h.admin_versions),
         [unlock.token, shelf.family],
