@@ -603,3 +603,26 @@ def test_admin_promote_refuses_the_version_its_own_job_is_writing(tmp_path):
 
 
 # --- hostile zips through the HTTP API: one sentence about the upload each, and the server keeps serving ------
+
+
+def test_a_finished_job_reads_100_percent_whatever_step_it_stopped_at():
+    """A head's search can finish before its planned step count (8 of 14): the progress line then says done, with
+    a full bar and no ETA, instead of staying at "step 8/14"."""
+    from clipdemo.ui.admin_tab import progress_text
+
+    snap = {
+        "id": 3,
+        "family": "cars-head",
+        "dataset": "tiny",
+        "version": "v",
+        "phase": "eval",
+        "step": 8,
+        "total_steps": 14,
+        "elapsed_s": 2.0,
+        "eta_s": 1.5,
+    }
+    running = progress_text({**snap, "state": "running"})
+    assert "step 8/14" in running and "ETA" in running
+    finished = progress_text({**snap, "state": "finished"})
+    assert "▓" * 20 in finished and "done in 8 steps" in finished
+    assert "step 8/14" not in finished and "ETA" not in finished

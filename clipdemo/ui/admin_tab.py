@@ -75,7 +75,9 @@ def progress_text(snap: dict) -> str:
         )
     elif snap.get("epoch") is not None:
         parts.append(f"epoch {snap['epoch']}/{snap.get('epochs') or '?'}")
-    if snap.get("step") is not None and snap.get("phase") != "encode":
+    if snap["state"] == "finished":  # a head's search may end before its planned step count: done is 100%
+        parts.append(f"{_bar(1.0)} done in {snap.get('step') or '?'} steps")
+    elif snap.get("step") is not None and snap.get("phase") != "encode":
         total = snap.get("total_steps")
         bar = _bar(snap["step"] / total) + " " if total else ""
         parts.append(f"{bar}step {snap['step']}/{total or '?'}")
@@ -84,7 +86,7 @@ def progress_text(snap: dict) -> str:
     if isinstance(snap.get("val_acc"), (int, float)):
         parts.append(f"val acc {_pct(snap['val_acc'])}")
     parts.append(f"elapsed {_duration(snap.get('elapsed_s'))}")
-    if snap.get("eta_s") is not None:
+    if snap.get("eta_s") is not None and snap["state"] == "running":
         parts.append(f"ETA {_duration(snap['eta_s'])}")
     text = head + "\n\n" + " · ".join(parts)
     if snap.get("error"):
