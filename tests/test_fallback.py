@@ -37,12 +37,13 @@ def test_start_up_log_names_the_model_when_it_loads(tiny_clip, checkpoints):
 
 
 def test_banner_shows_only_while_a_stand_in_answers(offline, checkpoints, tiny_clip):
-    *_, banner = zeroshot_tab.model_status(Served(Settings(model=UNREACHABLE, checkpoint_dir=checkpoints)))
+    *_, banner, where = zeroshot_tab.model_status(Served(Settings(model=UNREACHABLE, checkpoint_dir=checkpoints)))
     assert banner["visible"] and "answering in place of" in banner["value"]
+    assert where["interactive"] is False  # the scratch stand-in has no relevancy map: said before any click
     assert "never seen a photo" in banner["value"] and "30 classes" in banner["value"]
     assert str(checkpoints) not in banner["value"]  # visitors never see the server's paths
-    *_, banner = zeroshot_tab.model_status(Served(Settings(model=str(tiny_clip), checkpoint_dir=checkpoints)))
-    assert not banner["visible"]
+    *_, banner, where = zeroshot_tab.model_status(Served(Settings(model=str(tiny_clip), checkpoint_dir=checkpoints)))
+    assert not banner["visible"] and where["interactive"] is True
 
 
 def test_browser_reads_the_banner_before_any_score(offline, checkpoints, browser):
@@ -55,4 +56,5 @@ def test_browser_reads_the_banner_before_any_score(offline, checkpoints, browser
         assert "never seen a photo" in text
         label_top = page.locator("#zs-label").bounding_box()["y"]
         assert banner.bounding_box()["y"] < label_top  # above the results, read first
+        assert page.locator("#zs-where-run").is_disabled()  # no relevancy map from this model: said before a click
         screenshot(page, "zero_shot_fallback_banner")

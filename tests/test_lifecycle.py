@@ -268,7 +268,7 @@ def test_the_running_app_follows_promotions_and_in_place_rewrites(env, tiny_clip
         _, _, status = client.predict(GALLERY, "x, y", "photo", "", 2, "scratch", api_name="/zero_shot")
         assert "Scratch CLIP" in status
         assert top_label(client) in {"red", "green", "blue"}
-        _, menu, _, _ = zeroshot_tab.model_status(Served(settings))  # what a page load gets
+        _, menu, _, _, _ = zeroshot_tab.model_status(Served(settings))  # what a page load gets
         assert (f"scratch CLIP (served version {version})", "scratch") in menu["choices"]
         assert main(["promote", "scratch", "other"]) == 0  # promoting another version switches the answers
         assert top_label(client) in {"cyan", "magenta"}

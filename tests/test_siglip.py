@@ -199,7 +199,7 @@ def test_first_use_says_loading(tiny_clip, tmp_path):
 def test_offline_dropdown_names_the_model_that_answers(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_access, "hub_reachable", lambda timeout=2.0: False)
     served = Served(Settings(model="openai/clip-vit-base-patch32", checkpoint_dir=REPO_ROOT / "checkpoints"))
-    text, menu, compare, banner = zeroshot_tab.model_status(served)
+    text, menu, compare, banner, _ = zeroshot_tab.model_status(served)
     default = dict((key, name) for name, key in menu["choices"])["default"]
     assert default.startswith("scratch CLIP (served version") and "in place of openai/clip-vit-base-patch32" in default
     assert ("none", "none") in compare["choices"] and text.startswith("Model: Scratch CLIP")

@@ -314,7 +314,7 @@ def model_status(served: Served):
         text = f"Model: {choice.description}" + (f"\n\n⚠️ {notice}" if notice else "")
     choices = model_choices(served, choice)
     menus = gr.update(choices=choices), gr.update(choices=[("none", NO_COMPARE)] + choices)
-    return text, *menus, fallback_banner(choice)
+    return text, *menus, fallback_banner(choice), where_button(choice)
 
 
 def fallback_banner(choice) -> dict:
@@ -323,12 +323,19 @@ def fallback_banner(choice) -> dict:
     return gr.update(value=f"⚠️ {banner}" if banner else "", visible=bool(banner))
 
 
+def where_button(choice) -> dict:
+    """ "Show where" is offered only for a model with relevancy maps (HF CLIP, SigLIP): said before the click."""
+    can = choice is not None and hasattr(choice.encoder, "encode_patches")
+    return gr.update(interactive=can, value="Show where" if can else "Show where: not with this model")
+
+
 def banner_for(served: Served, key: str | None):
-    """The banner for the model picked in the menu (a stand-in only when that model can't be had)."""
+    """The banner and "Show where" for the model picked in the menu (a stand-in only when it can't be had)."""
     try:
-        return fallback_banner(served.zero_shot(key))
+        choice = served.zero_shot(key)
     except Exception:  # the pick itself fails: its requests say why, one sentence each
-        return fallback_banner(None)
+        choice = None
+    return fallback_banner(choice), where_button(choice)
 
 
 @dataclass
@@ -380,8 +387,9 @@ def build(served: Served):
     uploads = gr.State(None, time_to_live=UPLOADS_TTL)  # one click's decoded images (see Uploads)
     _wire_classify(served, inputs, uploads, [label, chart, status], [heatmap, top_table])
     _wire_where(served, inputs, uploads, maps)
-    inputs.model.change(lambda key: banner_for(served, key), inputs.model, banner, api_visibility="private")
-    return [status, inputs.model, inputs.compare, banner]
+    picked = [banner, inputs.where_run]
+    inputs.model.change(lambda key: banner_for(served, key), inputs.model, picked, api_visibility="private")
+    return [status, inputs.model, inputs.compare, *picked]
 
 
 def _inputs(served: Served) -> Inputs:
