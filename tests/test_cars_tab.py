@@ -58,6 +58,7 @@ def test_without_a_served_head_the_tab_says_how_to_get_one(tiny_clip, tmp_path, 
     nothing = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path))
     status = cars_tab.tab_status(nothing)
     assert "No Cars head is served yet" in status and "python -m clipdemo train head --data" in status
+    assert "make, model and year" in status and "Zero-shot" in status  # what it would show, and what works now
     assert "promote" in status
     head, zeroshot, message, card = cars_tab.classify(nothing, cars.splits["test"].images[0])
     assert head is None and zeroshot is None and message == status and card == ""

@@ -30,7 +30,12 @@ TRAIN_HINT = (
     "```\npython -m clipdemo train head --data … --backbone … --promote\n```\n\n"
     "(or promote a version later: `python -m clipdemo promote cars-head VERSION_OR_FOLDER`), then reload this page."
 )
-NO_HEAD = "**No Cars head is served yet.** " + TRAIN_HINT
+NO_HEAD = (
+    "**No Cars head is served yet.** Once one is, this tab names a car's make, model and year (one of the 196 "
+    "Stanford Cars classes) from a photo, beside what zero-shot CLIP says, and whether the two agree. Until then the "
+    "**Zero-shot** tab classifies your photo with labels you type (try `a sedan, a pickup truck, a sports car`).\n\n"
+    "For the operator: " + TRAIN_HINT
+)
 
 log = logging.getLogger("clipdemo.ui")
 _lock = threading.Lock()
