@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from clipdemo.api import threshold_for
 from clipdemo.images import load_image
 from clipdemo.names import is_local
 from clipdemo.plots import compare_bars, ranked_bars, score_matrix
@@ -114,9 +115,8 @@ def _model(served: Served, key: str | None, progress=None):
 
 
 def _threshold(scoring: str, open_set: bool, threshold: float) -> float | None:
-    if not open_set:
-        return None
-    return float(threshold) if threshold else DEFAULT_THRESHOLD[scoring]
+    """The slider's reading of ``api.threshold_for``: off unless open set is ticked, and 0 means the default."""
+    return threshold_for(scoring, open_set, float(threshold) if open_set and threshold else None)
 
 
 def _axis(result: ZeroShotResult) -> str:
@@ -194,8 +194,8 @@ def zero_shot(
     choice, result = runs[0]
     ranked, none = result.ranked(k), result.none_of_these()
     first = NONE_OF_THESE if none[0] else ({p.label: p.score for p in ranked[0]} or "no label reaches the threshold")
-    # a title always: it also keeps the top bar's label clear of Gradio's label badge on the chart
     bars = result.bars(k)  # the chart shows every label, the threshold drawn on its own axis only
+    # a title always: it also keeps the top bar's label clear of Gradio's label badge on the chart
     title = f"top {len(bars[0])} of {len(label_list)} labels" + (_none_title(result) if none[0] else "")
     if len(runs) > 1:
         panels = [(c.description.split(" on ")[0], r.bars(k)[0], _axis(r), r.drawn_threshold) for c, r in runs]
