@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipdemo.checkpoints import read_card, served_checkpoint
+from clipdemo.checkpoints import served_checkpoint
 from clipdemo.encoders import Encoder, is_loaded, load_encoder
 from clipdemo.errors import ModelUnavailable
 from clipdemo.names import hide_path, model_name
@@ -73,7 +73,7 @@ class Served:
                 raise ModelUnavailable(why) from None
             encoder = load_encoder(str(fallback))
             described, stand_in = encoder.describe(), f"scratch CLIP (served version {fallback.name})"
-            trained_on = read_card(fallback).get("trained_on") or "a small dataset"
+            trained_on = encoder.card.get("trained_on") or "a small dataset"  # read with the checkpoint
             banner = (
                 f"**{stand_in} is answering in place of {name}**, which can't be loaded here: {why} "
                 f"The stand-in was trained from scratch on {hide_path(trained_on, str(fallback), fallback.name)} "
