@@ -217,6 +217,14 @@ def _lock_path(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}.lock")
 
 
+def _holder(folder: Path) -> str:
+    """Who holds ``folder``'s claim, as its lock file says (pid, host, since when)."""
+    try:
+        return _lock_path(folder).read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
 def _try_lock(folder: Path) -> int | None:
     """An fd holding the exclusive lock of ``folder``, or None when another run holds it."""
     path = _lock_path(folder)
@@ -270,12 +278,8 @@ def claim_output(folder, family: str) -> Claim:
     except OSError as e:
         raise CheckpointError(f"Can't write to '{folder}': {e.strerror or e}.") from None
     if fd is None:
-        try:
-            holder = _lock_path(folder).read_text().strip() or "another process"
-        except OSError:
-            holder = "another process"
         raise CheckpointError(
-            f"Another run is writing '{folder}' ({holder}); wait for it to finish or give another --out."
+            f"Another run is writing '{folder}' ({_holder(folder)}); wait for it to finish or give another --out."
         )
     try:
         check_replaceable(folder, kind)  # again, now that no other run can change it
@@ -335,12 +339,9 @@ def check_not_running(folder, mine: Claim | None = None) -> None:
     if fd is not None:  # nobody holds it (a killed run's lock: the kernel dropped it)
         Claim(folder, fd).release()
         return
-    try:
-        holder = _lock_path(folder).read_text().strip() or "another process"
-    except OSError:
-        holder = "another process"
     raise CheckpointError(
-        f"'{folder.name}' is still being written by a live run ({holder}); promote it once that run has finished."
+        f"'{folder.name}' is still being written by a live run ({_holder(folder)}); promote it once that run has "
+        "finished."
     )
 
 
