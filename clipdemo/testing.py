@@ -13,7 +13,7 @@ Everything here writes only where it is told (a ``tmp_path``); nothing needs the
 - ``scratch_checkpoint(folder, classes)``: an untrained scratch CLIP checkpoint, written as training writes one.
 - ``image_cases(tmp_dir)``: every kind of image file a user might upload, good and bad, with what must happen;
   ``encoded(image, format)`` and ``png_claiming(width, height)`` for bytes of your own.
-- ``fake_trainer(...)``, ``tree_digest``, ``wait_for``, ``last_json``: for the job runner and the CLI.
+- ``fake_trainer(...)``, ``tree_digest``, ``wait_for``, ``last_json``, ``run_cli``: for the job runner and the CLI.
 - ``free_port``, ``launched``, ``app_served``, ``app_page``, ``screenshot``: a served app and a browser page on it.
 """
 
@@ -466,6 +466,16 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 def last_json(capsys):
     """The JSON on the last line a CLI command printed (pytest's ``capsys``)."""
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def run_cli(capsys, *args) -> tuple[int, dict | None, str]:
+    """``python -m clipdemo ARGS`` in process: (exit code, the last line's JSON when it succeeded, stderr)."""
+    from clipdemo.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    return code, (json.loads(lines[-1]) if code == 0 and lines else None), captured.err
 
 
 # --- a served app and a browser page on it ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from clipdemo.data.phash import Looks, first_matches, look
 from clipdemo.data.shapes import shapes_dataset
 from clipdemo.data.splits import dataset_looks, plan_splits
 from clipdemo.settings import REPO_ROOT
+from clipdemo.testing import run_cli
 
 CLASSES = ("apple", "leaf", "sky")
 TINTS = {"apple": (60, -20, -20), "leaf": (-20, 50, -20), "sky": (-20, -10, 60)}
@@ -44,13 +45,6 @@ def photo_folder(root: Path, train: int = 6, test: int = 3) -> Path:
                 seed += 1
                 photo(name, seed).save(root / split / name / f"{i}.png")
     return root
-
-
-def run(capsys, *args) -> tuple[int, dict | None, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    lines = captured.out.strip().splitlines()
-    return code, (json.loads(lines[-1]) if code == 0 and lines else None), captured.err
 
 
 @pytest.fixture
@@ -82,14 +76,14 @@ def named_pair(text: str) -> bool:
 
 def test_resaved_copies_are_left_out_of_train_scratch_and_eval(resaved, capsys):
     out = resaved.parent / "s"
-    code, result, err = run(capsys, "train", "scratch", "--data", resaved, "--epochs", "1", "--out", out)
+    code, result, err = run_cli(capsys, "train", "scratch", "--data", resaved, "--epochs", "1", "--out", out)
     assert code == 0, err
     assert LEAK in err and LEAK in result["leak"] and named_pair(result["leak"])
     assert result["n"] == 9  # the 9 fresh test photos only
     card = json.loads((out / "card.json").read_text())
     assert LEAK in card["split_plan"]["leak"] and len(card["split_plan"]["pairs"]) == 6
     assert sorted(result["copies"]) == sorted(card["split_plan"]["pairs"])
-    code, metrics, err = run(capsys, "eval", "--checkpoint", out, "--data", resaved, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", out, "--data", resaved, "--split", "test")
     assert code == 0, err
     assert LEAK in err and metrics["overlap"] == 6 and metrics["n"] == 9 and named_pair(metrics["leak"])
     assert all([f"test/{n}/copy-1.jpg", f"train/{n}/1.png"] in metrics["copies"] for n in CLASSES)
@@ -98,12 +92,12 @@ def test_resaved_copies_are_left_out_of_train_scratch_and_eval(resaved, capsys):
 
 def test_resaved_copies_are_left_out_of_train_head_and_eval(resaved, tiny_clip, capsys):
     out = resaved.parent / "h"
-    code, result, err = run(
+    code, result, err = run_cli(
         capsys, "train", "head", "--data", resaved, "--backbone", tiny_clip, "--split", "official", "--out", out
     )
     assert code == 0, err
     assert LEAK in err and named_pair(result["leak"]) and result["n"] == result["zeroshot"]["n"] == 9
-    code, metrics, err = run(capsys, "eval", "--checkpoint", out, "--data", resaved, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", out, "--data", resaved, "--split", "test")
     assert code == 0, err
     assert LEAK in err and metrics["n"] == 9 and metrics["overlap"] == 6
     assert metrics["acc1"] == pytest.approx(result["acc1"])
@@ -205,12 +199,12 @@ def test_broken_files_duplicated_across_classes_are_all_skipped_never_copies(env
     for name, folders in places.items():
         for folder in folders:
             (root / folder / name).write_bytes(broken[name])
-    code, result, err = run(capsys, "train", "scratch", "--data", root, "--epochs", "1", "--out", env / "s")
+    code, result, err = run_cli(capsys, "train", "scratch", "--data", root, "--epochs", "1", "--out", env / "s")
     assert code == 0, err
     assert sum(result["skipped"].values()) == 8 and result["skipped"]["evaluation"] == 4
     assert result["leak"] == "" and "copies" not in err and result["n"] == 9
     assert "empty.png" in err and "page.png" in err and "truncated.jpg" in err  # named as unreadable
-    code, metrics, err = run(capsys, "eval", "--checkpoint", env / "s", "--data", root, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", env / "s", "--data", root, "--split", "test")
     assert code == 0, err
     assert metrics["skipped"] == 4 and metrics["overlap"] == 0 and metrics["n"] == 9
 

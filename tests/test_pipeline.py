@@ -5,15 +5,13 @@ no import circles."""
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from clipdemo.checkpoints import read_card
-from clipdemo.cli import main
-from clipdemo.testing import colour_folder
+from clipdemo.testing import colour_folder, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("red", "green", "blue", "yellow")
@@ -27,13 +25,6 @@ def image_folder(root: Path, classes=CLASSES, train=8, test=3) -> Path:
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPDEMO_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     return tmp_path
-
-
-def run(capsys, *args) -> tuple[int, dict | None, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    lines = captured.out.strip().splitlines()
-    return code, (json.loads(lines[-1]) if code == 0 and lines else None), captured.err
 
 
 # --- a test split holding copies of training images ------------------------------------------------------------
@@ -53,13 +44,15 @@ LIGHT_LEAK = "WARNING: 12 of 24 'test' images are copies of training or validati
 
 
 def test_train_scratch_reports_a_leaking_test_split_and_scores_the_clean_one(leaky, capsys):
-    code, result, err = run(capsys, "train", "scratch", "--data", leaky, "--epochs", "2", "--out", leaky.parent / "s")
+    code, result, err = run_cli(
+        capsys, "train", "scratch", "--data", leaky, "--epochs", "2", "--out", leaky.parent / "s"
+    )
     assert code == 0, err
     assert LIGHT_LEAK in err and LIGHT_LEAK in result["leak"]
     assert result["n"] == 12  # the 12 fresh test images, never a copy of a training image
     card = read_card(leaky.parent / "s")
     assert LIGHT_LEAK in card["split_plan"]["leak"] and any(LIGHT_LEAK in note for note in card["notes"])
-    code, metrics, err = run(capsys, "eval", "--checkpoint", leaky.parent / "s", "--data", leaky, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", leaky.parent / "s", "--data", leaky, "--split", "test")
     assert code == 0, err
     assert LIGHT_LEAK in err and metrics["overlap"] == 12 and metrics["n"] == 12
     assert metrics["acc1"] == pytest.approx(result["acc1"])  # the same clean images training scored
@@ -67,14 +60,14 @@ def test_train_scratch_reports_a_leaking_test_split_and_scores_the_clean_one(lea
 
 def test_train_head_reports_a_leaking_test_split_and_eval_agrees(leaky, tiny_clip, capsys):
     out = leaky.parent / "h"
-    code, result, err = run(
+    code, result, err = run_cli(
         capsys, "train", "head", "--data", leaky, "--backbone", tiny_clip, "--split", "official", "--out", out
     )
     assert code == 0, err
     assert LIGHT_LEAK in err and LIGHT_LEAK in result["leak"]
     assert result["n"] == result["zeroshot"]["n"] == 12
     assert LIGHT_LEAK in read_card(out)["split_plan"]["leak"]
-    code, metrics, err = run(capsys, "eval", "--checkpoint", out, "--data", leaky, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", out, "--data", leaky, "--split", "test")
     assert code == 0, err
     assert LIGHT_LEAK in err and metrics["n"] == 12 and metrics["acc1"] == pytest.approx(result["acc1"])
 
@@ -83,19 +76,21 @@ def test_a_test_split_made_of_training_images_is_replaced_by_a_clean_held_out_sp
     root = image_folder(env / "mini", test=0)
     for name in CLASSES:  # Pokemon mini's case: the test split is the training images again
         shutil.copytree(root / "train" / name, root / "test" / name)
-    code, result, err = run(capsys, "train", "scratch", "--data", root, "--epochs", "2", "--out", env / "s")
+    code, result, err = run_cli(capsys, "train", "scratch", "--data", root, "--epochs", "2", "--out", env / "s")
     assert code == 0, err
     assert "WARNING: the test split overlaps training: 32 of 32 test images" in err
     assert "held-out split" in result["leak"] and 0 < result["n"] < 32
-    code, metrics, err = run(capsys, "eval", "--checkpoint", env / "s", "--data", root, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", env / "s", "--data", root, "--split", "test")
     assert code == 0 and "WARNING: the test split overlaps training" in err
     assert metrics["n"] == result["n"] and metrics["acc1"] == pytest.approx(result["acc1"])
 
 
 def test_eval_on_the_training_split_says_it_is_not_held_out(leaky, capsys):
-    code, _, err = run(capsys, "train", "scratch", "--data", leaky, "--epochs", "1", "--out", leaky.parent / "s")
+    code, _, err = run_cli(capsys, "train", "scratch", "--data", leaky, "--epochs", "1", "--out", leaky.parent / "s")
     assert code == 0, err
-    code, metrics, err = run(capsys, "eval", "--checkpoint", leaky.parent / "s", "--data", leaky, "--split", "train")
+    code, metrics, err = run_cli(
+        capsys, "eval", "--checkpoint", leaky.parent / "s", "--data", leaky, "--split", "train"
+    )
     assert code == 0 and "not held-out" in err and "not held-out" in metrics["leak"]
 
 
@@ -113,7 +108,7 @@ def with_junk(env):
 
 
 def test_train_scratch_skips_counts_and_names_unreadable_files(with_junk, capsys):
-    code, result, err = run(
+    code, result, err = run_cli(
         capsys, "train", "scratch", "--data", with_junk, "--epochs", "1", "--out", with_junk.parent / "s"
     )
     assert code == 0, err
@@ -125,14 +120,14 @@ def test_train_scratch_skips_counts_and_names_unreadable_files(with_junk, capsys
 
 def test_train_head_skips_counts_and_names_unreadable_files(with_junk, tiny_clip, capsys):
     out = with_junk.parent / "h"
-    code, result, err = run(
+    code, result, err = run_cli(
         capsys, "train", "head", "--data", with_junk, "--backbone", tiny_clip, "--split", "official", "--out", out
     )
     assert code == 0, err
     assert sum(result["skipped"].values()) == 3 and result["skipped"]["evaluation"] == 1
     assert all(name in err for name in ("truncated.png", "page.jpg", "empty.jpg"))
     assert read_card(out)["skipped"] == result["skipped"]
-    code, metrics, err = run(capsys, "eval", "--checkpoint", out, "--data", with_junk, "--split", "test")
+    code, metrics, err = run_cli(capsys, "eval", "--checkpoint", out, "--data", with_junk, "--split", "test")
     assert code == 0 and metrics["skipped"] == 1 and metrics["n"] == 12
 
 
@@ -143,7 +138,7 @@ def test_train_head_skips_counts_and_names_unreadable_files(with_junk, tiny_clip
 def test_a_one_class_folder_is_refused_in_one_sentence(env, tiny_clip, capsys, family):
     root = image_folder(env / "one", classes=("red",))
     extra = ["--backbone", tiny_clip] if family == "head" else []
-    code, _, err = run(capsys, "train", family, "--data", root, *extra, "--out", env / "out")
+    code, _, err = run_cli(capsys, "train", family, "--data", root, *extra, "--out", env / "out")
     assert code == 2 and "one class (red): a classifier needs at least two." in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and not (env / "out").exists()
 
@@ -154,7 +149,7 @@ def test_a_folder_with_nothing_readable_is_refused_in_one_sentence(env, capsys):
         for i in range(4):
             (root / "train" / name).mkdir(parents=True, exist_ok=True)
             (root / "train" / name / f"{i}.jpg").write_text(f"not an image {name}{i}")
-    code, _, err = run(capsys, "train", "scratch", "--data", root, "--epochs", "1", "--out", env / "out")
+    code, _, err = run_cli(capsys, "train", "scratch", "--data", root, "--epochs", "1", "--out", env / "out")
     assert code == 2 and "could be read" in err.strip().splitlines()[-1] and "Traceback" not in err
 
 
