@@ -62,10 +62,14 @@ def check_upload(path: str | None):
     return load_image(path)
 
 
-def classify_upload(served: Served, path: str | None, top_k: int = 5, image=None):
-    image = image if image is not None else check_upload(path)
+def top_classes(served: Served, image, top_k: int = 5):
+    """The served scratch CLIP's ``top_k`` classes for a decoded image (the tab and the MCP tool)."""
     encoder = scratch_encoder(served)
-    ranked = classify(encoder, [image], encoder.class_names, encoder.templates, top_k=top_k)[0]
+    return classify(encoder, [image], encoder.class_names, encoder.templates, top_k=top_k)[0]
+
+
+def classify_upload(served: Served, path: str | None, top_k: int = 5, image=None):
+    ranked = top_classes(served, image if image is not None else check_upload(path), top_k)
     return ranked_bars(ranked, "Top-5 (scratch CLIP)"), {p.label: p.score for p in ranked}
 
 

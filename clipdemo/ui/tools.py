@@ -108,9 +108,9 @@ class ToolHandlers:
         """
         path = _path(image)
         label_list, template_tuple = parse_labels(labels), resolve_templates(templates)
-        label = (label or "").strip()
-        if label and label not in label_list:
-            raise LabelError(f"'{label[:40]}' is not one of the labels: type one of them exactly.")
+        from clipdemo.ui.zeroshot_tab import where_label
+
+        label = where_label(label, label_list)
         photo = load_image(path)
         encoder = self.served.zero_shot(model or "default").encoder
         chosen = label or score(encoder, [photo], label_list, template_tuple).ranked(1)[0][0].label
@@ -152,13 +152,9 @@ class ToolHandlers:
         Returns:
             [{"label", "score" from 0 to 1}, ...] best first.
         """
-        from clipdemo.ui.pokemon_tab import scratch_encoder
-        from clipdemo.zeroshot import classify
+        from clipdemo.ui.pokemon_tab import top_classes
 
-        photo = load_image(_path(image))
-        encoder = scratch_encoder(self.served)
-        k = max(1, int(top_k or 5))
-        return _ranked(classify(encoder, [photo], encoder.class_names, encoder.templates, top_k=k)[0])
+        return _ranked(top_classes(self.served, load_image(_path(image)), max(1, int(top_k or 5))))
 
 
 def tool_handlers(served: Served):

@@ -90,11 +90,12 @@ def check(images, labels, template, custom, *_) -> Uploads:
 
 def check_where(images, labels, template, custom, model, label) -> Uploads:
     paths, label_list, _, images = checked_inputs(images, labels, template, custom)
-    _where_label(label, label_list)
+    where_label(label, label_list)
     return Uploads(tuple(paths), tuple(images))
 
 
-def _where_label(label: str | None, labels: list[str]) -> str:
+def where_label(label: str | None, labels: list[str]) -> str:
+    """The label to locate, one of ``labels`` exactly; empty: each image's top label."""
     label = (label or "").strip()
     if label and label not in labels:
         raise LabelError(f"'{label[:40]}' is not one of the labels: type one of them exactly.")
@@ -277,7 +278,7 @@ def where(
 ):
     """A relevancy map per image for ``label`` (empty: each image's top label), laid over the photo."""
     paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
-    label = _where_label(label, label_list)
+    label = where_label(label, label_list)
     encoder = served.zero_shot(model).encoder
     tops = [r[0].label for r in score(encoder, loaded, label_list, templates).ranked(1)] if not label else []
     maps = []
