@@ -225,16 +225,19 @@ def confusion_figure(matrix, class_names, title: str = "Confusion matrix (held-o
 
 
 def training_curves(history: list[dict], title: str = "Training") -> Figure:
-    """Loss per step and validation accuracy per epoch, from a job's progress events."""
+    """Loss per step and validation accuracy per epoch, from a job's progress events. Events with no epoch (a
+    head's search scores a candidate per fit) plot their accuracy per step; with no loss reported, that alone."""
     fig = Figure(figsize=(7, 3.2), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
     steps = [h for h in history if "loss" in h and "step" in h]
-    loss_ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], color="#4c72b0")
-    loss_ax.set_xlabel("step")
-    loss_ax.set_ylabel("training loss")
+    loss_ax, acc_ax = fig.subplots(1, 2) if steps else (None, fig.subplots(1, 1))
+    if loss_ax is not None:
+        loss_ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], color="#4c72b0")
+        loss_ax.set_xlabel("step")
+        loss_ax.set_ylabel("training loss")
     evals = [h for h in history if h.get("val_acc") is not None]
-    acc_ax.plot([h["epoch"] for h in evals], [100 * h["val_acc"] for h in evals], marker="o", color="#dd8452")
-    acc_ax.set_xlabel("epoch")
+    x = "epoch" if all(h.get("epoch") is not None for h in evals) else "step"
+    acc_ax.plot([h.get(x) for h in evals], [100 * h["val_acc"] for h in evals], marker="o", color="#dd8452")
+    acc_ax.set_xlabel(x)
     acc_ax.set_ylabel("validation accuracy (%)")
     acc_ax.set_ylim(0, 100)
     fig.suptitle(title, fontsize=11)

@@ -81,6 +81,24 @@ def resolve_source(spec: str, config: str | None = None, policy: SourcePolicy = 
     return lambda: hub_dataset(spec, config=config, hub_only=True)  # a same-named folder in the cwd is not it
 
 
+def allowed_sources(policy: SourcePolicy) -> list[str]:
+    """What a picker may offer under ``policy``: ``shapes``, then each folder (and ``.parquet`` file) directly in
+    the data root by its name, which ``resolve_source`` reads as a path relative to the root. Hidden names and
+    links that resolve outside the root are left out; Hub ids can't be listed, the picker lets one be typed."""
+    root = policy.data_root.expanduser().resolve() if policy.local and policy.data_root else None
+    if root is None or not root.is_dir():
+        return [BUILTIN]
+    names = [
+        p.name
+        for p in sorted(root.iterdir())
+        if not p.name.startswith(".")
+        and (p.is_dir() or p.suffix == ".parquet")
+        and p.resolve().is_relative_to(root)
+        and p.name != BUILTIN
+    ]
+    return [BUILTIN, *names]
+
+
 def _looks_local(spec: str) -> bool:
     return Path(spec).is_absolute() or spec.startswith(("~", ".", "/")) or "\\" in spec or not _HUB_ID.match(spec)
 

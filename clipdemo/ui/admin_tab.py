@@ -18,6 +18,7 @@ import gradio as gr
 from clipdemo import hub_sync
 from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
 from clipdemo.checkpoints import list_versions, promote, read_card, rollback, served_checkpoint
+from clipdemo.data.sources import SourcePolicy, allowed_sources
 from clipdemo.encoders import forget_encoder
 from clipdemo.families import FAMILIES
 from clipdemo.hub_sync import HubSyncError
@@ -35,6 +36,7 @@ API_NAMES = (
     "admin_versions",
     "admin_card",
     "admin_promote",
+    "admin_promote_anyway",
     "admin_rollback",
     "admin_push",
     "admin_pull",
@@ -45,10 +47,22 @@ METRICS = (
     ("mean_per_class_recall", "mean per-class recall"),
     ("weighted_f1", "weighted F1"),
 )
-INTRO = (
-    "Retrain the scratch CLIP or a Cars head, watch it train, then promote the new version to serve it. "
-    "Every action here needs the admin token."
-)
+INTRO = "Train a new version of a model on a dataset, watch it learn, and choose which version visitors see."
+DETAILS = """**Details.** Everything below needs the admin token; the training form and the versions appear once it is
+accepted, and the token is checked again on every action.
+
+- **Job kind**: *scratch* is the small CLIP the Pokemon tab serves, trained from nothing; *cars-head* is a small
+  classifier fitted on top of a frozen CLIP model's image features for the Cars tab (*head*: that classifier;
+  *backbone*: the frozen model).
+- **Dataset**: `shapes` is built in; the other choices are the folders in the server's data folder
+  (`CLIPDEMO_DATA_ROOT`); a Hugging Face dataset id (`owner/name`) can be typed too.
+- **Epochs**: passes over the training images; **seed**: the number that fixes the random choices, so a run can be
+  repeated; **preset**: the scratch model's size.
+- **Held-out results**: scores on images kept out of training. *Top-1 accuracy*: how often the first guess is
+  right; *top-5*: the right class among the first five; *mean per-class recall*: the accuracy of each class,
+  averaged; *weighted F1*: a balance of missed and wrong answers, weighted by class size.
+- **Promote** serves a version to visitors at once; it asks first when that version scores lower than the served
+  one or its run did not finish. **Roll back** serves the previously served version again."""
 UNLOCKED = "**Unlocked.** Actions below use this token (or your sign-in); it is checked again on every one."
 VERSION_COLUMNS = ["version", "served", "created", "trained on", "held-out acc1", "status"]
 
@@ -120,41 +134,82 @@ def result_text(snap: dict) -> str:
 
 def curve_events(history: list[dict]) -> list[dict]:
     """Loss from training steps, validation accuracy from evaluation events only (training events repeat the
-    last validation accuracy, which would plot it at the wrong epoch)."""
+    last validation accuracy, which would plot it at the wrong epoch). A head's search reports no loss and no
+    epoch: its evaluations (one per candidate fit) are plotted by step."""
     out = []
     for e in history:
         phase = e.get("phase")
-        if phase == "train" and "loss" in e and "step" in e:
+        if phase == "train" and e.get("loss") is not None and "step" in e:
             out.append({"step": e["step"], "loss": e["loss"]})
         elif phase == "eval" and e.get("val_acc") is not None and e.get("epoch") is not None:
             out.append({"epoch": e["epoch"], "val_acc": e["val_acc"]})
+        elif phase == "eval" and e.get("val_acc") is not None and e.get("step") is not None:
+            out.append({"step": e["step"], "val_acc": e["val_acc"]})
         elif phase is None:
             out.append(e)
     return out
 
 
 def version_rows(root, family: str) -> list[list]:
-    rows = []
-    for v in list_versions(root, family):
-        card = v["card"]
-        acc = (card.get("metrics") or {}).get("acc1")
-        dataset = card.get("dataset")
-        dataset = dataset.get("source") if isinstance(dataset, dict) else dataset
-        status = v["error"] or ("complete" if card.get("complete", True) else "incomplete")
-        stopped = (card.get("run") or {}).get("stopped")
-        if stopped and stopped != "finished":
-            status += f" ({stopped})"
-        rows.append(
-            [
-                v["version"],
-                "✓" if v["served"] else "",
-                card.get("created", ""),
-                dataset or "",
-                _pct(acc, missing=""),
-                status,
-            ]
-        )
-    return rows
+    return [
+        [
+            v["version"],
+            "✓" if v["served"] else "",
+            v["card"].get("created", ""),
+            _trained_on(v["card"]),
+            _pct(_metric(v, "acc1"), missing=""),
+            version_status(v),
+        ]
+        for v in list_versions(root, family)
+    ]
+
+
+def version_status(v: dict) -> str:
+    """'complete', 'incomplete' or the card's error, with how its run stopped when it did not finish."""
+    card = v["card"]
+    status = v["error"] or ("complete" if card.get("complete", True) else "incomplete")
+    stopped = (card.get("run") or {}).get("stopped")
+    return status + (f" ({stopped})" if stopped and stopped != "finished" else "")
+
+
+def promote_review(root, family: str, version: str) -> tuple[bool, str]:
+    """Whether serving ``version`` needs a second click, and the comparison shown either way: its card's status and
+    held-out metrics beside the served version's. It asks when the run did not finish (cancelled, incomplete,
+    damaged) or when its held-out top-1 accuracy is lower than the served one's (or unknown while that is known)."""
+    versions = {v["version"]: v for v in list_versions(root, family)}
+    candidate = versions.get(version)
+    if candidate is None:
+        raise JobError(f"There is no {family} version '{version}'; list the versions and choose one.")
+    served = next((v for v in versions.values() if v["served"]), None)
+    if served is None or served is candidate:
+        return False, _comparison([candidate], ["to serve" if served is None else "served now"])
+    reasons = [] if version_status(candidate) == "complete" else [f"its run is {version_status(candidate)}"]
+    mine, theirs = _metric(candidate, "acc1"), _metric(served, "acc1")
+    if theirs is not None and (mine is None or mine < theirs):
+        reasons.append(f"its held-out top-1 accuracy ({_pct(mine)}) is below the served version's ({_pct(theirs)})")
+    table = _comparison([candidate, served], ["to serve", "served now"])
+    return bool(reasons), (f"**Check before serving:** {' and '.join(reasons)}.\n\n" if reasons else "") + table
+
+
+def _comparison(versions: list[dict], roles: list[str]) -> str:
+    head = "| | " + " | ".join(f"`{v['version']}` ({role})" for v, role in zip(versions, roles)) + " |"
+    rows = [
+        ("status", [version_status(v) for v in versions]),
+        ("trained on", [_trained_on(v["card"]) or "–" for v in versions]),
+        *((label, [_pct(_metric(v, key)) for v in versions]) for key, label in METRICS),
+    ]
+    lines = [head, "|---" * (len(versions) + 1) + "|"] + [f"| {k} | " + " | ".join(c) + " |" for k, c in rows]
+    return "\n".join(lines)
+
+
+def _metric(v: dict, key: str):
+    value = (v["card"].get("metrics") or {}).get(key)
+    return value if isinstance(value, (int, float)) else None
+
+
+def _trained_on(card: dict) -> str:
+    dataset = card.get("dataset")
+    return str((dataset.get("source") if isinstance(dataset, dict) else dataset) or "")
 
 
 def _pct(value, missing: str = "–") -> str:
@@ -282,13 +337,35 @@ class AdminHandlers:
         self.check(token, request, profile)
         return read_card(self.version_folder(family, version)) if version else None
 
+    def admin_unlock_form(self, token, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Unlock's last step: the panels shown, the dataset picker filled with what the server allows."""
+        self.check(token, request, profile)
+        allowed = allowed_sources(SourcePolicy.confined(self.served.settings.data_root))
+        return gr.Column(visible=True), gr.Dropdown(choices=allowed)
+
     def admin_promote(self, token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Serve ``version`` at once when it is no worse than the served one; else show the comparison and offer
+        the "serve it anyway" button (``admin_promote_anyway``), serving nothing yet."""
         self.check(token, request, profile)
         folder = self.version_folder(family, version)
+        ask, comparison = promote_review(self.root, family, folder.name)
+        if not ask:
+            return self.serve(family, folder, comparison)
+        asked = f"{comparison}\n\nNothing was changed: `{folder.name}` is served only if you press *Serve it anyway*."
+        anyway = gr.Button(f"Serve {folder.name} anyway", visible=True)
+        return asked, gr.skip(), gr.skip(), anyway, family, folder.name
+
+    def admin_promote_anyway(self, token, family, version, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """The second click: serve ``version`` whatever the comparison said (the page sends the version it showed)."""
+        self.check(token, request, profile)
+        folder = self.version_folder(family, version)
+        return self.serve(family, folder, promote_review(self.root, family, folder.name)[1])
+
+    def serve(self, family: str, folder: Path, comparison: str) -> tuple:
         before = served_checkpoint(self.root, family)
         forget(before, promote(self.root, family, folder.name))
-        served = f"Promoted {family} version `{version}`: it is served from now on (no restart needed)."
-        return served, *self.versions_update(family)
+        served = f"Promoted {family} version `{folder.name}`: it is served from now on (no restart needed).\n\n"
+        return served + comparison, *self.versions_update(family), gr.Button(visible=False), None, None
 
     def admin_rollback(self, token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
         self.check(token, request, profile)
@@ -333,7 +410,7 @@ def job_views(snap: dict) -> tuple:
         if result.get("confusion") and result.get("class_names")
         else None
     )
-    return curve, "\n".join(snap.get("log", [])), result_text(snap), confusion
+    return curve, "\n".join(reversed(snap.get("log", []))), result_text(snap), confusion  # newest line on top
 
 
 def forget(*folders) -> None:
@@ -383,23 +460,28 @@ class Shelf(NamedTuple):
     status: gr.Markdown
     table: gr.Dataframe
     card: gr.JSON
+    anyway: gr.Button  # promote's second click, shown only when it asks
+    pending: tuple  # (family, version) States: what "Serve it anyway" serves, the version the comparison showed
 
 
 def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
     """The Admin tab. Every event's handler checks the token first; see the module docstring."""
     handlers = AdminHandlers(served, runner, auth)
+    gr.Markdown(INTRO, elem_id="admin-intro")
     if not auth.enabled:
         gr.Markdown(f"### Admin is disabled\n\n{disabled_note(served.settings)}", elem_id="admin-disabled")
     with gr.Column(visible=auth.enabled):
-        gr.Markdown(INTRO)
+        with gr.Accordion("Details", open=False):
+            gr.Markdown(DETAILS)
         unlock = unlock_panel(auth)
-        form = train_panel(served.settings, handlers.backbone_specs())
-        watch = watch_panel()
-        shelf = versions_panel()
+        with gr.Column(visible=False, elem_id="admin-unlocked") as panels:  # shown by a successful unlock
+            form = train_panel(served.settings, handlers.backbone_specs())
+            watch = watch_panel()
+            shelf = versions_panel()
     timer = gr.Timer(1.0, active=False)
     seen = gr.State(None)
-    # each handler checks the token itself; hiding the tab would protect nothing
-    status_events(handlers, unlock, watch, shelf, timer, seen)
+    # each handler checks the token itself; hiding the panels is for people and protects nothing
+    status_events(handlers, unlock, watch, shelf, timer, seen, [panels, form.fields[1]])
     train_events(handlers, unlock.token, form, timer)
     version_events(handlers, unlock.token, shelf)
 
@@ -420,12 +502,13 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
         gr.Markdown("#### Train")
         with gr.Row():
             kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind")
-            dataset = gr.Textbox(
-                label="Dataset",
+            dataset = gr.Dropdown(
+                ["shapes"],  # the data folder's entries are filled in by a successful unlock
                 value="shapes",
+                label="Dataset",
+                allow_custom_value=True,
                 elem_id="admin-dataset",
-                info="'shapes' (built in), a Hugging Face dataset id, or a folder under the data root"
-                + (" (CLIPDEMO_DATA_ROOT)" if settings.data_root else " (CLIPDEMO_DATA_ROOT is not set)"),
+                info=dataset_hint(settings),
             )
             config = gr.Textbox("", label="HF dataset config (optional)", placeholder="e.g. mini")
         with gr.Row():
@@ -452,11 +535,21 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
     return TrainForm(fields, start, cancel, job_status)
 
 
+def dataset_hint(settings) -> str:
+    """Where the picker's folders come from, naming the data folder by its name only (no server path in the page)."""
+    if settings.data_root is None:
+        return "'shapes' (built in) or a Hugging Face dataset id; set CLIPDEMO_DATA_ROOT to train on folders."
+    return (
+        f"'shapes' (built in), a folder in the server's data folder `{Path(settings.data_root).name}/` "
+        "(CLIPDEMO_DATA_ROOT), or type a Hugging Face dataset id"
+    )
+
+
 def watch_panel() -> Watch:
     progress = gr.Markdown(elem_id="admin-progress")
     with gr.Row():
         curve = gr.Plot(label="Training curves", elem_id="admin-curve")
-        log_tail = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, autoscroll=True, elem_id="admin-log")
+        log_tail = gr.Textbox(label="Log (newest line first)", lines=12, max_lines=12, elem_id="admin-log")
     with gr.Row():
         results = gr.Markdown(elem_id="admin-results")
         confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion")
@@ -476,6 +569,7 @@ def versions_panel() -> Shelf:
             push = gr.Button("Push to Hub")
             pull = gr.Button("Pull from Hub")
         version_status = gr.Markdown(elem_id="admin-version-status")
+        anyway = gr.Button("Serve it anyway", variant="stop", visible=False, elem_id="admin-promote-anyway")
         table = gr.Dataframe(
             headers=VERSION_COLUMNS,
             interactive=False,
@@ -484,22 +578,43 @@ def versions_panel() -> Shelf:
             column_widths=["22%", "8%", "18%", "32%", "10%", "10%"],
         )
         card = gr.JSON(label="Card of the chosen version")
-    return Shelf(family, version, refresh, promote_btn, rollback_btn, push, pull, version_status, table, card)
+    pending = (gr.State(None), gr.State(None))
+    return Shelf(
+        family, version, refresh, promote_btn, rollback_btn, push, pull, version_status, table, card, anyway, pending
+    )
 
 
-def status_events(h: AdminHandlers, unlock: Unlock, watch: Watch, shelf: Shelf, timer: gr.Timer, seen) -> None:
-    """Unlock shows the job and lists the versions; the timer's tick keeps the job's panel current."""
-    outputs = [unlock.status, *watch, timer, seen]
-    checked = gr.on(  # a refusal: one toast from this output-less step, no badge per panel
-        [unlock.button.click, unlock.token.submit],
+def guarded(h: AdminHandlers, triggers, handler, inputs: list, outputs, **kwargs):
+    """``handler`` after a token check with no outputs: a refused token is one toast, never an "Error" badge on
+    each output, and the outputs keep what they showed. ``handler`` checks the token again (API callers skip the
+    first step)."""
+    checked = gr.on(
+        triggers,
         user_errors(h.admin_unlock_check),
-        [unlock.token],
+        inputs[:1],
         None,
         api_visibility="private",
         show_progress="hidden",
     )
-    unlocked = checked.success(
-        user_errors(h.admin_status), [unlock.token, seen], outputs, api_name="admin_status", show_progress="hidden"
+    return checked.success(user_errors(handler), inputs, outputs, **kwargs)
+
+
+def status_events(
+    h: AdminHandlers, unlock: Unlock, watch: Watch, shelf: Shelf, timer: gr.Timer, seen, form: list
+) -> None:
+    """Unlock shows the panels, the job and the versions; the timer's tick keeps the job's panel current."""
+    outputs = [unlock.status, *watch, timer, seen]
+    unlocked = guarded(
+        h,
+        [unlock.button.click, unlock.token.submit],
+        h.admin_status,
+        [unlock.token, seen],
+        outputs,
+        api_name="admin_status",
+        show_progress="hidden",
+    )
+    unlocked = unlocked.success(
+        user_errors(h.admin_unlock_form), [unlock.token], form, api_visibility="private", show_progress="hidden"
     )
     unlocked.success(
         user_errors(h.admin_versions),
@@ -519,27 +634,42 @@ def status_events(h: AdminHandlers, unlock: Unlock, watch: Watch, shelf: Shelf, 
 
 
 def train_events(h: AdminHandlers, token: gr.Textbox, form: TrainForm, timer: gr.Timer) -> None:
-    form.start.click(user_errors(h.admin_start), [token, *form.fields], [form.status, timer], api_name="admin_start")
-    form.cancel.click(user_errors(h.admin_cancel), [token], form.status, api_name="admin_cancel")
+    guarded(h, [form.start.click], h.admin_start, [token, *form.fields], [form.status, timer], api_name="admin_start")
+    guarded(h, [form.cancel.click], h.admin_cancel, [token], form.status, api_name="admin_cancel")
 
 
 def version_events(h: AdminHandlers, token: gr.Textbox, shelf: Shelf) -> None:
     listed = [shelf.table, shelf.version]
-    gr.on(
+    guarded(
+        h,
         [shelf.refresh.click, shelf.family.change],
-        user_errors(h.admin_versions),
+        h.admin_versions,
         [token, shelf.family],
         listed,
         api_name="admin_versions",
     )
     chosen = [token, shelf.family, shelf.version]
-    shelf.version.change(user_errors(h.admin_card), chosen, shelf.card, api_name="admin_card")
-    shelf.promote.click(user_errors(h.admin_promote), chosen, [shelf.status, *listed], api_name="admin_promote")
-    shelf.rollback.click(
-        user_errors(h.admin_rollback), [token, shelf.family], [shelf.status, *listed], api_name="admin_rollback"
+    guarded(h, [shelf.version.change], h.admin_card, chosen, shelf.card, api_name="admin_card")
+    promoted = [shelf.status, *listed, shelf.anyway, *shelf.pending]
+    guarded(h, [shelf.promote.click], h.admin_promote, chosen, promoted, api_name="admin_promote")
+    guarded(
+        h,
+        [shelf.anyway.click],
+        h.admin_promote_anyway,
+        [token, *shelf.pending],
+        promoted,
+        api_name="admin_promote_anyway",
     )
-    shelf.push.click(user_errors(h.admin_push), chosen, shelf.status, api_name="admin_push")
-    shelf.pull.click(user_errors(h.admin_pull), [token, shelf.family], [shelf.status, *listed], api_name="admin_pull")
+    guarded(
+        h,
+        [shelf.rollback.click],
+        h.admin_rollback,
+        [token, shelf.family],
+        [shelf.status, *listed],
+        api_name="admin_rollback",
+    )
+    guarded(h, [shelf.push.click], h.admin_push, chosen, shelf.status, api_name="admin_push")
+    guarded(h, [shelf.pull.click], h.admin_pull, [token, shelf.family], [shelf.status, *listed], api_name="admin_pull")
 
 
 def disabled_note(settings) -> str:
