@@ -443,6 +443,37 @@ def fake_trainer(
     return run
 
 
+def fake_head_trainer(dataset, out_dir, options, progress, should_stop, cache_dir=None):
+    """A Cars-head trainer double that reports as ``heads.fit_head`` and ``cars.train_head`` do: "train" ticks with no
+    loss and no epoch, an "eval" per scored candidate by step, a search that ends at step 8 of the 14 planned, then
+    "done"; it saves a checkpoint whose card holds its metrics (top-1 60%)."""
+    import torch
+
+    from clipdemo.checkpoints import save_checkpoint
+    from clipdemo.evaluate import Scores
+    from clipdemo.progress import typed
+    from clipdemo.results import TrainResult
+
+    report = typed(progress)
+    for step in range(1, 9):
+        if should_stop():
+            break
+        report({"phase": "train", "step": step, "total_steps": 14, "eta": 0.01 * (14 - step)})
+        if step % 2 == 0:
+            report(
+                {"phase": "eval", "val_acc": 0.1 * step, "best_val_acc": 0.1 * step, "step": step, "total_steps": 14}
+            )
+        time.sleep(0.01)
+    report({"phase": "done", "val_acc": 0.8, "best_val_acc": 0.8, "test_acc": 0.6})
+    metrics = {"acc1": 0.6, "acc5": 1.0}
+    save_checkpoint(
+        out_dir, {"w": torch.zeros(3)}, {"kind": "fake"}, {"classes": dataset.class_names, "metrics": metrics}
+    )
+    scores = Scores(0.6, 1.0, 0.6, 0.6, 5, [[2, 0, 0], [0, 1, 1], [0, 0, 1]])
+    stopped = "cancelled" if should_stop() else "finished"
+    return TrainResult("cars-head", out_dir, list(dataset.class_names), scores, {}, {}, {"stopped": stopped}, scores)
+
+
 def tree_digest(root) -> dict[str, str]:
     """Every file under ``root`` and the SHA-256 of its bytes: equal digests mean nothing was written."""
     root = Path(root)
@@ -511,9 +542,10 @@ def app_served(settings):
 
 
 @contextmanager
-def app_page(browser, url: str, height: int = 1000):
-    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves)."""
-    page = browser.new_page(viewport={"width": 1280, "height": height})
+def app_page(browser, url: str, height: int = 1000, width: int = 1280):
+    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves); a
+    ``width`` of 390 (and ``height`` 844) is a phone."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     try:
         page.goto(url)
         page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)

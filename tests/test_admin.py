@@ -183,6 +183,7 @@ def admin_calls(token):
         "/admin_versions": (token, "scratch"),
         "/admin_card": (token, "scratch", "v0"),
         "/admin_promote": (token, "scratch", "v0"),
+        "/admin_promote_anyway": (token, "scratch", "v0"),
         "/admin_rollback": (token, "scratch"),
         "/admin_push": (token, "scratch", "v1"),
         "/admin_pull": (token, "scratch"),
@@ -383,7 +384,10 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         assert new in [row[0] for row in table["data"]]
         card = client.predict(TOKEN, "scratch", new, api_name="/admin_card")
         assert card["complete"] is True and card["classes"] == ["blue", "green", "red"]
-        text, _, _ = client.predict(TOKEN, "scratch", new, api_name="/admin_promote")
+        text, *_ = client.predict(TOKEN, "scratch", new, api_name="/admin_promote")
+        if "Check before serving" in text:  # it scored below v1's 50% on its 6 held-out images: asked, not served
+            assert "is below the served version's (50.0%)" in text and served_version(root, "scratch") == "v1"
+            text, *_ = client.predict(TOKEN, "scratch", new, api_name="/admin_promote_anyway")
         assert "Promoted" in text and served.checkpoint("scratch").name == new  # picked up without a restart
         encoder = load_encoder(str(served.checkpoint("scratch")))
         assert encoder.encode_texts(["a photo of a red."]).shape[0] == 1
@@ -396,7 +400,9 @@ def test_a_job_start_to_promote_and_rollback_through_the_api(setup):
         assert snap["state"] == "cancelled" and time.monotonic() - t0 < 30
         assert served_version(root, "scratch") == new  # a cancelled run replaces nothing
         if snap["kept"]:
-            client.predict(TOKEN, "scratch", snap["version"], api_name="/admin_promote")
+            text, *_ = client.predict(TOKEN, "scratch", snap["version"], api_name="/admin_promote")
+            assert "its run is complete (cancelled)" in text and served_version(root, "scratch") == new
+            client.predict(TOKEN, "scratch", snap["version"], api_name="/admin_promote_anyway")
             assert served_version(root, "scratch") == snap["version"]
         text, _, _ = client.predict(TOKEN, "scratch", api_name="/admin_rollback")
         expected = new if snap["kept"] else "v1"
@@ -534,7 +540,8 @@ def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
         page.wait_for_function(
             "() => document.querySelector('#admin-lock')?.innerText.includes('Unlocked')", timeout=30_000
         )
-        page.fill("#admin-dataset textarea, #admin-dataset input", "tiny")
+        page.fill("#admin-dataset input", "tiny")
+        page.keyboard.press("Enter")
         page.fill("#admin-epochs input", "2")
         page.wait_for_timeout(300)
         page.click("#admin-start")
@@ -556,8 +563,14 @@ def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
         page.wait_for_timeout(300)
         page.click("#admin-promote")
         page.wait_for_function(
-            "() => document.querySelector('#admin-version-status')?.innerText.includes('Promoted')", timeout=30_000
+            "() => /Promoted|Check before serving/.test(document.querySelector('#admin-version-status')?.innerText)",
+            timeout=30_000,
         )
+        if "Check before serving" in page.inner_text("#admin-version-status"):  # below v1's 50%: asked first
+            page.click("#admin-promote-anyway")
+            page.wait_for_function(
+                "() => document.querySelector('#admin-version-status')?.innerText.includes('Promoted')", timeout=30_000
+            )
         assert served.checkpoint("scratch").name == new
         assert TOKEN not in page.content()  # the password field's value is a property, not in the HTML
         assert screenshot(page, "admin_tab").stat().st_size > 20_000
@@ -626,3 +639,78 @@ def test_a_finished_job_reads_100_percent_whatever_step_it_stopped_at():
     finished = progress_text({**snap, "state": "finished"})
     assert "▓" * 20 in finished and "done in 8 steps" in finished
     assert "step 8/14" not in finished and "ETA" not in finished
+
+
+# --- Admin for people: promote asks, the dataset picker, a head's curve and the newest log line ---------------------
+
+
+def test_promote_shows_the_comparison_and_asks_before_a_worse_or_cancelled_version(setup):
+    """Served: v1 (top-1 50%). A better complete version is served at the first click, beside the comparison; a
+    worse one, or a cancelled one even when it scores higher, is only compared, with a "Serve it anyway" button that
+    serves exactly the version compared."""
+    settings, _ = setup
+    root = settings.checkpoint_dir
+    for version, acc1, stopped in (("v2-worse", 0.45, "finished"), ("v3-cancelled", 0.9, "cancelled")):
+        card = {"dataset": "tiny", "metrics": {"acc1": acc1}, "run": {"stopped": stopped}}
+        save_checkpoint(root / "scratch" / version, {"w": torch.ones(2)}, {"kind": "fake"}, card)
+    save_checkpoint(root / "scratch" / "v4-better", {"w": torch.ones(2)}, {"kind": "fake"}, {"metrics": {"acc1": 0.8}})
+    handlers = in_process_handlers(settings, JobRunner.from_settings(settings))
+    promote_, anyway = handlers["admin_promote"], handlers["admin_promote_anyway"]
+
+    text, table, version, button, family, pending = promote_(TOKEN, "scratch", "v2-worse", request=None)
+    assert "Check before serving" in text and "45.0% | 50.0%" in text and "Nothing was changed" in text
+    assert (family, pending) == ("scratch", "v2-worse") and button.visible and button.value == "Serve v2-worse anyway"
+    assert served_version(root, "scratch") == "v1"
+    text = promote_(TOKEN, "scratch", "v3-cancelled", request=None)[0]
+    assert "its run is complete (cancelled)" in text and "90.0% | 50.0%" in text
+    assert served_version(root, "scratch") == "v1"
+
+    text, table, _, button, *pending = anyway(TOKEN, "scratch", "v2-worse", request=None)
+    assert text.startswith("Promoted scratch version `v2-worse`") and served_version(root, "scratch") == "v2-worse"
+    assert not button.visible and pending == [None, None]
+    assert [r for r in table if r[0] == "v2-worse"][0][1] == "✓"
+
+    text = promote_(TOKEN, "scratch", "v4-better", request=None)[0]  # 80% over 45%, complete: one click
+    assert text.startswith("Promoted scratch version `v4-better`") and "80.0% | 45.0%" in text
+    assert served_version(root, "scratch") == "v4-better"
+    with pytest.raises(gr.Error, match="no scratch version 'v9'"):
+        promote_(TOKEN, "scratch", "v9", request=None)
+
+
+def test_the_dataset_picker_offers_the_folders_the_server_allows(setup, tmp_path):
+    """After unlock the picker lists 'shapes' and the data folder's entries by name (what the runner reads); hidden
+    names and links leading out are left out; the page names the data folder by its name, never its path."""
+    from clipdemo.data.sources import SourcePolicy, allowed_sources
+
+    settings, _ = setup
+    (settings.data_root / ".hidden").mkdir()
+    (settings.data_root / "escape").symlink_to(tmp_path, target_is_directory=True)
+    handlers = in_process_handlers(settings, JobRunner.from_settings(settings))
+    panels, picker = handlers["admin_unlock_form"](TOKEN, request=None)
+    assert panels.visible and picker.choices == [("shapes", "shapes"), ("tiny", "tiny")]
+    with pytest.raises(gr.Error, match="refused"):
+        handlers["admin_unlock_form"]("wrong", request=None)
+    assert allowed_sources(SourcePolicy.confined(None)) == ["shapes"]
+    assert "`data/` (CLIPDEMO_DATA_ROOT)" in admin_tab.dataset_hint(settings)
+    assert str(settings.data_root) not in admin_tab.dataset_hint(settings)
+
+
+def test_a_cars_head_job_ends_at_100_percent_with_its_curve_and_the_newest_log_line_first(setup):
+    """A head's search reports no loss and no epoch, and ends at step 8 of 14: the finished job reads done with a full
+    bar, its curve plots the validation accuracy per step, and the log's first line is its last (finished)."""
+    from clipdemo.testing import fake_head_trainer
+
+    settings, _ = setup
+    runner = JobRunner.from_settings(settings, trainers={"cars-head": fake_head_trainer})
+    start = in_process_handlers(settings, runner)["admin_start"]
+    start(*start_args(TOKEN, kind="cars-head"), request=None)
+    snap = runner.wait(30)
+    assert snap["state"] == "finished", snap
+    progress = admin_tab.progress_text(snap)
+    assert "▓" * 20 in progress and "done in 8 steps" in progress and "step 8/14" not in progress
+    curve, log_tail, results, _ = admin_tab.job_views(snap)
+    assert curve is not None and [ax.get_xlabel() for ax in curve.axes] == ["step"]
+    assert len(curve.axes[0].lines[0].get_xdata()) == 4  # the four candidates scored
+    lines = log_tail.splitlines()
+    assert "finished" in lines[0] and "started cars-head training" in lines[-1]
+    assert "Held-out results" in results and "60.0%" in results
