@@ -172,23 +172,23 @@ def version_status(v: dict) -> str:
     return status + (f" ({stopped})" if stopped and stopped != "finished" else "")
 
 
-def promote_review(root, family: str, version: str) -> tuple[bool, str]:
-    """Whether serving ``version`` needs a second click, and the comparison shown either way: its card's status and
-    held-out metrics beside the served version's. It asks when the run did not finish (cancelled, incomplete,
-    damaged) or when its held-out top-1 accuracy is lower than the served one's (or unknown while that is known)."""
+def promote_review(root, family: str, version: str, roles=("to serve", "served now")) -> tuple[list[str], str]:
+    """Why serving ``version`` needs a second click (no reason: it doesn't), and the comparison shown either way:
+    its card's status and held-out metrics beside the served version's (``roles`` head their columns). It asks when
+    the run did not finish (cancelled, incomplete, damaged) or when its held-out top-1 accuracy is lower than the
+    served one's (or unknown while that is known)."""
     versions = {v["version"]: v for v in list_versions(root, family)}
     candidate = versions.get(version)
     if candidate is None:
         raise JobError(f"There is no {family} version '{version}'; list the versions and choose one.")
     served = next((v for v in versions.values() if v["served"]), None)
     if served is None or served is candidate:
-        return False, _comparison([candidate], ["to serve" if served is None else "served now"])
+        return [], _comparison([candidate], [roles[0] if served is None else roles[1]])
     reasons = [] if version_status(candidate) == "complete" else [f"its run is {version_status(candidate)}"]
     mine, theirs = _metric(candidate, "acc1"), _metric(served, "acc1")
     if theirs is not None and (mine is None or mine < theirs):
         reasons.append(f"its held-out top-1 accuracy ({_pct(mine)}) is below the served version's ({_pct(theirs)})")
-    table = _comparison([candidate, served], ["to serve", "served now"])
-    return bool(reasons), (f"**Check before serving:** {' and '.join(reasons)}.\n\n" if reasons else "") + table
+    return reasons, _comparison([candidate, served], list(roles))
 
 
 def _comparison(versions: list[dict], roles: list[str]) -> str:
@@ -348,10 +348,13 @@ class AdminHandlers:
         the "serve it anyway" button (``admin_promote_anyway``), serving nothing yet."""
         self.check(token, request, profile)
         folder = self.version_folder(family, version)
-        ask, comparison = promote_review(self.root, family, folder.name)
-        if not ask:
-            return self.serve(family, folder, comparison)
-        asked = f"{comparison}\n\nNothing was changed: `{folder.name}` is served only if you press *Serve it anyway*."
+        reasons, comparison = promote_review(self.root, family, folder.name)
+        if not reasons:
+            return self.serve(family, folder)
+        asked = (
+            f"**Check before serving:** {' and '.join(reasons)}.\n\n{comparison}\n\n"
+            f"Nothing was changed: `{folder.name}` is served only if you press *Serve {folder.name} anyway*."
+        )
         anyway = gr.Button(f"Serve {folder.name} anyway", visible=True)
         return asked, gr.skip(), gr.skip(), anyway, family, folder.name
 
@@ -359,9 +362,11 @@ class AdminHandlers:
         """The second click: serve ``version`` whatever the comparison said (the page sends the version it showed)."""
         self.check(token, request, profile)
         folder = self.version_folder(family, version)
-        return self.serve(family, folder, promote_review(self.root, family, folder.name)[1])
+        return self.serve(family, folder)
 
-    def serve(self, family: str, folder: Path, comparison: str) -> tuple:
+    def serve(self, family: str, folder: Path) -> tuple:
+        """Promote ``folder`` and say so beside the comparison with the version it replaces."""
+        comparison = promote_review(self.root, family, folder.name, ("served now", "served before"))[1]
         before = served_checkpoint(self.root, family)
         forget(before, promote(self.root, family, folder.name))
         served = f"Promoted {family} version `{folder.name}`: it is served from now on (no restart needed).\n\n"
