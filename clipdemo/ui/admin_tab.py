@@ -506,7 +506,8 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
     with gr.Group():
         gr.Markdown("#### Train")
         with gr.Row():
-            kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind")
+            # min_width: on a phone each field takes its own line instead of a squeezed column
+            kind = gr.Radio(list(FAMILIES), value="scratch", label="Job kind", elem_id="admin-kind", min_width=200)
             dataset = gr.Dropdown(
                 ["shapes"],  # the data folder's entries are filled in by a successful unlock
                 value="shapes",
@@ -514,8 +515,9 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
                 allow_custom_value=True,
                 elem_id="admin-dataset",
                 info=dataset_hint(settings),
+                min_width=320,
             )
-            config = gr.Textbox("", label="HF dataset config (optional)", placeholder="e.g. mini")
+            config = gr.Textbox("", label="HF dataset config (optional)", placeholder="e.g. mini", min_width=240)
         with gr.Row():
             epochs = gr.Number(label="Epochs (0: the default)", value=0, precision=0, minimum=0, elem_id="admin-epochs")
             seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
@@ -553,11 +555,13 @@ def dataset_hint(settings) -> str:
 def watch_panel() -> Watch:
     progress = gr.Markdown(elem_id="admin-progress")
     with gr.Row():
-        curve = gr.Plot(label="Training curves", elem_id="admin-curve")
-        log_tail = gr.Textbox(label="Log (newest line first)", lines=12, max_lines=12, elem_id="admin-log")
+        curve = gr.Plot(label="Training curves", elem_id="admin-curve", min_width=340)
+        log_tail = gr.Textbox(
+            label="Log (newest line first)", lines=12, max_lines=12, elem_id="admin-log", min_width=320
+        )
     with gr.Row():
-        results = gr.Markdown(elem_id="admin-results")
-        confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion")
+        results = gr.Markdown(elem_id="admin-results", min_width=320)
+        confusion = gr.Plot(label="Confusion matrix", elem_id="admin-confusion", min_width=320)
     return Watch(progress, curve, log_tail, results, confusion)
 
 
@@ -580,7 +584,7 @@ def versions_panel() -> Shelf:
             interactive=False,
             wrap=True,
             elem_id="admin-versions",
-            column_widths=["22%", "8%", "18%", "32%", "10%", "10%"],
+            column_widths=["200px", "70px", "180px", "260px", "90px", "160px"],  # a phone scrolls it sideways
         )
         card = gr.JSON(label="Card of the chosen version")
     pending = (gr.State(None), gr.State(None))
