@@ -667,7 +667,7 @@ def test_promote_shows_the_comparison_and_asks_before_a_worse_or_cancelled_versi
 
     text, table, _, button, *pending = anyway(TOKEN, "scratch", "v2-worse", request=None)
     assert text.startswith("Promoted scratch version `v2-worse`") and served_version(root, "scratch") == "v2-worse"
-    assert not button.visible and pending == [None, None]
+    assert not button.visible and pending[1] == ""
     assert [r for r in table if r[0] == "v2-worse"][0][1] == "✓"
 
     text = promote_(TOKEN, "scratch", "v4-better", request=None)[0]  # 80% over 45%, complete: one click
@@ -714,3 +714,20 @@ def test_a_cars_head_job_ends_at_100_percent_with_its_curve_and_the_newest_log_l
     lines = log_tail.splitlines()
     assert "finished" in lines[0] and "started cars-head training" in lines[-1]
     assert "Held-out results" in results and "60.0%" in results
+
+
+def test_promote_asks_through_the_api_too_and_serve_anyway_takes_the_version(setup):
+    """The API's callers meet the same question: /admin_promote compares and serves nothing for a worse version;
+    /admin_promote_anyway(token, family, version) serves it."""
+    settings, _ = setup
+    root = settings.checkpoint_dir
+    save_checkpoint(root / "scratch" / "v2-worse", {"w": torch.ones(2)}, {"kind": "fake"}, {"metrics": {"acc1": 0.2}})
+    app, served = build_admin_app(settings, JobRunner.from_settings(settings), AdminAuth(TOKEN, **NO_DELAY))
+    with launched(app, **launch_kwargs(settings)) as url:
+        client = Client(url, verbose=False)
+        text, *_ = client.predict(TOKEN, "scratch", "v2-worse", api_name="/admin_promote")
+        assert "below the served version's (50.0%)" in text and served_version(root, "scratch") == "v1"
+        text, *_ = client.predict(TOKEN, "scratch", "v2-worse", api_name="/admin_promote_anyway")
+        assert (
+            text.startswith("Promoted scratch version `v2-worse`") and served.checkpoint("scratch").name == "v2-worse"
+        )

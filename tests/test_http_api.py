@@ -51,6 +51,7 @@ def required_data():
         "/admin_versions": dict(token=TOKEN),
         "/admin_card": dict(token=TOKEN, version="shapes-v1"),
         "/admin_promote": dict(token=TOKEN, version="shapes-v1"),
+        "/admin_promote_anyway": dict(token=TOKEN, version="shapes-v1"),
         "/admin_rollback": dict(token=TOKEN),
         "/admin_push": dict(token=TOKEN, version="shapes-v1"),
         "/admin_pull": dict(token=TOKEN),

@@ -370,7 +370,7 @@ class AdminHandlers:
         before = served_checkpoint(self.root, family)
         forget(before, promote(self.root, family, folder.name))
         served = f"Promoted {family} version `{folder.name}`: it is served from now on (no restart needed).\n\n"
-        return served + comparison, *self.versions_update(family), gr.Button(visible=False), None, None
+        return served + comparison, *self.versions_update(family), gr.Button(visible=False), gr.skip(), ""
 
     def admin_rollback(self, token, family, request: gr.Request, profile: gr.OAuthProfile | None = None):
         self.check(token, request, profile)
@@ -466,7 +466,7 @@ class Shelf(NamedTuple):
     table: gr.Dataframe
     card: gr.JSON
     anyway: gr.Button  # promote's second click, shown only when it asks
-    pending: tuple  # (family, version) States: what "Serve it anyway" serves, the version the comparison showed
+    pending: tuple  # (family, version): what "Serve it anyway" serves, the version the comparison showed
 
 
 def build(served: Served, runner: JobRunner, auth: AdminAuth) -> None:
@@ -587,7 +587,8 @@ def versions_panel() -> Shelf:
             column_widths=["200px", "70px", "180px", "260px", "90px", "160px"],  # a phone scrolls it sideways
         )
         card = gr.JSON(label="Card of the chosen version")
-    pending = (gr.State(None), gr.State(None))
+    # hidden fields, not States: the API's callers send them too (a State is no API parameter)
+    pending = (gr.Textbox("scratch", visible=False, label="family"), gr.Textbox("", visible=False, label="version"))
     return Shelf(
         family, version, refresh, promote_btn, rollback_btn, push, pull, version_status, table, card, anyway, pending
     )
