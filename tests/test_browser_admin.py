@@ -124,3 +124,12 @@ def test_admin_for_people(page):
         "() => document.querySelector('#admin-version-status')?.innerText.includes('Promoted')", timeout=30_000
     )
     assert served_version(root, "scratch") == "v2-cancelled" and not anyway.is_visible()
+
+    # a token changed after unlocking: Roll back (three outputs) is refused in one toast; the panels keep what they had
+    page.fill("#admin-token input", "changed-my-mind")
+    page.click("#admin-rollback")
+    page.get_by_text("Admin access refused").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate(BADGES) == 0 and "Promoted" in text_of(page, "#admin-version-status")
+    assert "v1-838" in text_of(page, "#admin-versions") and served_version(root, "scratch") == "v2-cancelled"
+    screenshot(page, f"admin_token_changed_{name}")
