@@ -17,7 +17,6 @@ from clipdemo.testing import (
     app_page,
     colour_folder,
     fake_head_trainer,
-    fake_trainer,
     launched,
     scratch_checkpoint,
     screenshot,
@@ -41,7 +40,7 @@ def admin_app(tiny_clip, tmp_path_factory):
         card.update(metrics={"acc1": acc1}, run={"stopped": stopped})
         (folder / "card.json").write_text(json.dumps(card))
     settings = Settings(model=str(tiny_clip), checkpoint_dir=root, data_root=data, admin_token=TOKEN)
-    runner = JobRunner.from_settings(settings, trainers={"cars-head": fake_head_trainer, "scratch": fake_trainer()})
+    runner = JobRunner.from_settings(settings, trainers={"cars-head": fake_head_trainer})  # only a head is trained
     with launched(build_app(settings, runner), **launch_kwargs(settings)) as url:
         yield url, root
 
