@@ -7,7 +7,9 @@ configured token (or, on a Space, an allow-list of Hugging Face accounts) every 
 is never part of an output, a log line or an error.
 
 Handlers are a few lines over ``clipdemo.jobs``, ``clipdemo.checkpoints`` and ``clipdemo.hub_sync``; the
-``api_name`` of each event is listed in ``API_NAMES``.
+``api_name`` of each event is listed in ``API_NAMES``. On the page each event runs after a token check with no
+outputs (``guarded``), so a refused token is one toast and no panel loses what it showed. Promote asks before
+serving a worse or unfinished version (``promote_review``; the second click is ``admin_promote_anyway``).
 """
 
 from pathlib import Path
