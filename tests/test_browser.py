@@ -74,21 +74,6 @@ def test_pokemon_tab_refuses_a_corrupt_upload(page, tmp_path):
     screenshot(page, "pokemon_error")
 
 
-def test_cars_tab_without_a_head_says_how_to_train_one(page):
-    """The repo serves no Cars head: the tab says so on load, and a classify answers with the fix, not a crash."""
-    open_tab(page, "Cars")
-    page.wait_for_function(
-        "() => document.querySelector('#cars-status')?.innerText.includes('No Cars head')", timeout=60_000
-    )
-    page.set_input_files("#cars-image input[type=file]", [str(EXAMPLES / "china.jpg")])
-    page.click("#cars-run")
-    page.wait_for_function(
-        "() => document.querySelector('#cars-status')?.innerText.includes('train head')", timeout=60_000
-    )  # the how-to-fix command
-    assert "No Cars head" in page.inner_text("#cars-status")
-    screenshot(page, "cars_no_head")
-
-
 def test_admin_tab_refuses_a_wrong_token(page):
     open_tab(page, "Admin")
     page.fill("#admin-token input", "not-the-token")
