@@ -45,6 +45,12 @@ def user_errors(handler):
     return wrapper
 
 
+def check_first(trigger, check, inputs):
+    """Input mistakes as one toast, with no "Error" badge on any output and the last result kept: ``check`` (cheap,
+    no model) runs first with no outputs; chain the work on the returned event with ``.success``."""
+    return trigger(user_errors(check), inputs, None, show_progress="hidden", api_visibility="private")
+
+
 def gallery_paths(gallery) -> list[str]:
     """File paths from a ``gr.Gallery(type="filepath")`` value: a list of (path, caption) or paths."""
     return [item[0] if isinstance(item, (tuple, list)) else item for item in (gallery or [])]
