@@ -139,15 +139,18 @@ def test_handlers_uploads_then_text_and_image_search(tiny_clip, folder, tmp_path
         "Indexed 13 image(s)" in status and "Skipped 3 unreadable" in status and "1 near-duplicate pair" in duplicates
     )
     points = rows(figure)  # the map: one point per image, named (shown on hover), by look-alike cluster
-    assert figure.color == "cluster" and sorted(p["image"] for p in points) == sorted(index.names)
+    assert figure.color == "cluster" and sorted(p["image"] for p in points[:-1]) == sorted(index.names)
+    assert points[-1]["cluster"] == search_tab.QUERY and points[-1]["x"] is None  # no query yet: off the axes
     assert "image" in figure.tooltip and "differ most" in figure.x_title  # axes said in words
     gallery, found, figure = search_tab.search_handler(index, served, "", str(folder / "leaf" / "leaf_3.png"), 4, "PCA")
     assert len(gallery) == 4 and gallery[0][1].startswith("1. leaf_3.png · 1.000") and "your image" in found
-    assert rows(figure)[-1]["cluster"] == "★ query (image)"  # the query marked on the same map
+    assert (
+        rows(figure)[-1]["cluster"] == "★ query" and rows(figure)[-1]["image"] == "query (image)"
+    )  # the query marked on the same map
     # the duplicate slider and the map choice act on the index already built, without re-indexing
     assert "1 near-duplicate pair" in search_tab.rethreshold(index, 0.99999)
     assert "1 near-duplicate pair" not in search_tab.rethreshold(index, 0.99) and search_tab.rethreshold(None, 0.9)
-    assert len(search_tab.redraw(index, "t-SNE").value["data"]) == len(index)
+    assert len(search_tab.redraw(index, "t-SNE").value["data"]) == len(index) + 1
     for mistake, message in (
         (lambda: search_tab.check_index(search_tab.UPLOADS, []), "Add at least one image"),
         (lambda: search_tab.check_query(None, "x", None), "Index some images first"),

@@ -24,7 +24,7 @@ from clipdemo.heads import HeadClassifier
 from clipdemo.images import ImageError, load_image
 from clipdemo.names import looks_like_path, model_name, source_name
 from clipdemo.serving import Served
-from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
+from clipdemo.ui.common import BLEND_WORDS, MODEL_QUEUE, image_upload, user_errors
 from clipdemo.zeroshot import CARS_TEMPLATES
 from clipdemo.zeroshot import classify as zero_shot_classify
 
@@ -123,12 +123,9 @@ def _pct(metrics: dict, key: str) -> str:
 
 
 GLOSSARY = (
-    "*What the words mean*: the head is a small classifier trained on top of CLIP's picture features. **C** says how "
-    "simple it is kept (smaller: simpler, less fitted to the training photos). The **blend weight** (α) is how much "
-    "the head counts against zero-shot CLIP: 0 is zero-shot alone, 1 the head alone; mixing the two this way is "
-    "known as **WiSE-FT**. A blend can beat both ends: the two make different mistakes, and where the head is unsure, "
-    "zero-shot's knowledge of the names tips it the right way. **random_state** is the seed of the random split "
-    "(the same seed, the same held-out photos)."
+    "*What the words mean*: the head is a small classifier trained on top of CLIP's picture features. "
+    + BLEND_WORDS
+    + " **random_state** is the seed of the random split (the same seed, the same held-out photos)."
 )
 
 

@@ -12,6 +12,14 @@ from clipdemo.errors import UserError
 
 log = logging.getLogger("clipdemo.ui")
 
+# Said wherever a head is blended with zero-shot CLIP (the Cars card, Your classes): for a curious visitor.
+BLEND_WORDS = (
+    "The **blend weight** (α) is how much the trained head counts against zero-shot CLIP: 0 is zero-shot alone, 1 "
+    "the head alone; mixing the two this way is known as **WiSE-FT**. A blend can beat both ends: the two make "
+    "different mistakes, and where the head is unsure, zero-shot's knowledge of the names tips it the right way. "
+    "**C** says how simple the head is kept (smaller: simpler, less fitted to the training photos)."
+)
+
 # Events that run the model share one queue slot group (2 at once: the machine's cores), whichever tab they are on.
 MODEL_QUEUE = dict(concurrency_id="model", concurrency_limit=2)
 STATE_TTL = 3600  # seconds a visitor's taught head or search set lives after its last update (then dropped)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from clipdemo.atomic import write_atomic
 from clipdemo.images import load_image
@@ -134,22 +135,33 @@ MAP_AXES = {
 MAP_CAPTION = (
     "Each dot is an image, placed so that images CLIP finds alike sit close together; hover a dot for its name. "
     "Colours are look-alike groups found from the images alone (k-means clusters), or the class folders when the "
-    "dataset has them; the star is your query."
+    "dataset has them; the “★ query” dot is what you searched for."
 )
 
 
+QUERY = "★ query"
+
+
 def map_points(index: SearchIndex, query, method: str, query_label: str = "query"):
-    """The map as a table for ``gr.ScatterPlot``: x, y, the image's name (shown on hover) and its group."""
+    """The map as a table for ``gr.ScatterPlot``: x, y, the image's name (shown on hover) and its group. The query's
+    row is there even before a search (off the axes): the plot fixes its colours at the first draw and would drop
+    a group that appears later."""
     import pandas as pd
 
     xy, query_xy = map_2d(index, query, "tsne" if method == "t-SNE" else "pca")
     names, what = groups(index)
     rows = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "image": index.names, what: names})
-    if query_xy is not None:
-        rows.loc[len(rows)] = [query_xy[0], query_xy[1], query_label, f"★ {query_label}"]
+    rows.loc[len(rows)] = [*(query_xy if query_xy is not None else (np.nan, np.nan)), query_label, QUERY]
     x_title, y_title = MAP_AXES[method]
     return gr.ScatterPlot(
-        rows, x="x", y="y", color=what, tooltip=["image", what], x_title=x_title, y_title=y_title, color_title=what
+        rows,
+        x="x",
+        y="y",
+        color=what,
+        tooltip=["image", what],
+        x_title=x_title,
+        y_title=y_title,
+        color_title=what,
     )
 
 
@@ -216,9 +228,8 @@ def build(served: Served) -> None:
             status = gr.Markdown("", elem_id="se-status")
             duplicates = gr.Markdown("", elem_id="se-duplicates")
         with gr.Column(scale=3):
-            plot = gr.ScatterPlot(
-                label="Map of the set", x="x", y="y", caption=MAP_CAPTION, height=420, elem_id="se-map"
-            )
+            plot = gr.ScatterPlot(label="Map of the set", x="x", y="y", elem_id="se-map")
+            gr.Markdown(MAP_CAPTION, elem_id="se-map-help")
     with gr.Row():
         with gr.Column(scale=2):
             text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
