@@ -126,3 +126,14 @@ def test_your_classes_counts_photos_and_downloads_in_one_click(page, tmp_path):
     )
     assert cells and all(c == ["normal", "normal"] for c in cells), cells  # the table wraps between words only
     screenshot(page, f"your_classes_{viewport(page)}")
+
+
+def test_pokemon_says_what_it_knows_and_runs_its_examples(page):
+    open_tab(page, "Pokemon (scratch CLIP)")
+    page.wait_for_function("() => document.querySelector('#pk-card')?.innerText.includes('not Pokemon')")
+    page.get_by_role("button", name="red circle", exact=True).click()  # an example, offered by name
+    page.click("#pk-run")
+    page.wait_for_function("() => document.querySelector('#pk-label')?.innerText.includes('%')", timeout=60_000)
+    chart = page.locator("#pk-chart img").bounding_box()
+    assert chart["width"] <= page.viewport_size["width"]  # drawn at a phone's width, not shrunk from a wider one
+    screenshot(page, f"pokemon_{viewport(page)}")

@@ -104,9 +104,10 @@ def build(served: Served) -> gr.Markdown:
             if examples:  # named buttons: a thumbnail alone gives a screen reader nothing to say
                 gr.Examples([str(p) for p in examples], [image], example_labels=[example_label(p) for p in examples])
         with gr.Column(scale=1):
-            # the list below is the chart's text equivalent: the label says so (Gradio's alt text is generic)
-            chart = gr.Plot(label="The top-5 list below as a chart", elem_id="pk-chart")
-            label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
+            # no label badge on the chart: on a phone it covers the chart's title. The list below is the chart's
+            # text equivalent, and its label says so (Gradio's alt text for a chart is generic)
+            chart = gr.Plot(label="Top-5 chart", show_label=False, elem_id="pk-chart")
+            label = gr.Label(num_top_classes=5, label="Top-5 (the chart's figures)", elem_id="pk-label")
     card = gr.Markdown(elem_id="pk-card")
 
     def pokemon(image, decoded=None):
