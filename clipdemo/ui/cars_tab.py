@@ -42,9 +42,10 @@ def for_the_operator(text: str) -> str:
 
 
 NO_HEAD = (
-    "**Zero-shot CLIP ranks the 196 car names for your photo** (right column). No head trained on Stanford Cars' "
-    "photos is served here yet: one would add a second opinion in the left column, usually right about the exact "
-    "model and year far more often, and say whether the two agree.\n\n" + for_the_operator(TRAIN_HINT)
+    "**Zero-shot CLIP ranks the 196 car names for your photo** (the “Zero-shot CLIP” list). No head trained on "
+    "Stanford Cars' photos is served here yet: one would add a second opinion in the “Trained head” list, usually "
+    "right about the exact model and year far more often, and say whether the two agree.\n\n"
+    + for_the_operator(TRAIN_HINT)
 )
 
 log = logging.getLogger("clipdemo.ui")

@@ -230,20 +230,7 @@ def build(served: Served) -> None:
         with gr.Column(scale=3):
             plot = gr.ScatterPlot(label="Map of the set", x="x", y="y", elem_id="se-map")
             gr.Markdown(MAP_CAPTION, elem_id="se-map-help")
-    with gr.Row():
-        with gr.Column(scale=2):
-            text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
-            image = image_upload(
-                label="…or by example (an image wins over text)",
-                sources=["upload", "clipboard"],
-                height=200,
-                elem_id="se-image",
-            )
-            top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results")
-            search_btn = gr.Button("Search", variant="primary", elem_id="se-search")
-        with gr.Column(scale=3):
-            found = gr.Markdown("", elem_id="se-found")
-            results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
+    text, image, top_k, search_btn, found, results = _query_rows()
 
     def search_index(source=UPLOADS, files=None, threshold=DUPLICATE_THRESHOLD, method="PCA"):
         """Search, step 1: index your images (or the server's dataset), with near-duplicate pairs and a 2-D map.
@@ -282,3 +269,22 @@ def build(served: Served) -> None:
     # the slider and the map choice act on the index already built: no re-indexing
     threshold.release(rethreshold, [state, threshold], [duplicates], api_visibility="private")
     method.change(user_errors(redraw), [state, method], [plot], api_visibility="private", **MODEL_QUEUE)
+
+
+def _query_rows():
+    """Step 2's controls and results."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
+            image = image_upload(
+                label="…or by example (an image wins over text)",
+                sources=["upload", "clipboard"],
+                height=200,
+                elem_id="se-image",
+            )
+            top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results")
+            search_btn = gr.Button("Search", variant="primary", elem_id="se-search")
+        with gr.Column(scale=3):
+            found = gr.Markdown("", elem_id="se-found")
+            results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
+    return text, image, top_k, search_btn, found, results
