@@ -152,9 +152,9 @@ def download_handler(taught: Taught | None) -> str:
         return str(zip_folder(folder, DOWNLOADS / f"fewshot-head-{uuid.uuid4().hex[:8]}.zip"))
 
 
-def fewshot_download(taught: Taught | None = None):
+def fewshot_download(taught: Taught | None = None) -> str:
     """Your classes, step 3: the taught head as a checkpoint zip (written right after each teach)."""
-    return gr.DownloadButton(value=download_handler(taught), interactive=True)
+    return download_handler(taught)
 
 
 def build(served: Served) -> None:
@@ -167,7 +167,7 @@ def build(served: Served) -> None:
     # the zip is written as soon as a head is taught: the button then downloads it in one click
     taught.success(
         user_errors(fewshot_download), [state], [download_btn], api_name="fewshot_download", show_progress="hidden"
-    )
+    ).success(lambda: gr.DownloadButton(interactive=True), None, download_btn, api_visibility="private")
     classify = user_errors(classify_handler)
     classify_btn.click(
         classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify", **MODEL_QUEUE
@@ -211,7 +211,12 @@ def _teach_rows():
                     )
                 )
                 files[-1].change(
-                    lambda f, i=i: photo_count(f, i), files[-1], files[-1], show_progress="hidden", queue=False
+                    lambda f, i=i: photo_count(f, i),
+                    files[-1],
+                    files[-1],
+                    show_progress="hidden",
+                    queue=False,
+                    api_visibility="private",
                 )
     with gr.Row():
         zip_file = gr.File(
