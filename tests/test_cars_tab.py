@@ -12,6 +12,7 @@ import torch
 from clipdemo import encoders
 from clipdemo.cars import train_head
 from clipdemo.checkpoints import claim_version, promote
+from clipdemo.data.cars_names import CLASS_NAMES
 from clipdemo.data.sources import load_source
 from clipdemo.heads import DEFAULT_HEAD
 from clipdemo.serving import Served
@@ -54,14 +55,19 @@ def served(cars, tiny_clip, tmp_path_factory):
     return Served(Settings(model=str(tiny_clip), checkpoint_dir=root))
 
 
-def test_without_a_served_head_the_tab_says_how_to_get_one(tiny_clip, tmp_path, cars):
+def test_without_a_served_head_the_tab_still_ranks_the_196_cars_zero_shot(tiny_clip, tmp_path, cars):
+    """No head (the default offline state): zero-shot over the shipped class names, what a head would add in a
+    visitor's words, and the operator's commands folded in a Details."""
     nothing = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path))
     status = cars_tab.tab_status(nothing)
-    assert "No Cars head is served yet" in status and "python -m clipdemo train head --data" in status
-    assert "make, model and year" in status and "Zero-shot" in status  # what it would show, and what works now
-    assert "promote" in status
+    assert "196 car names" in status and "second opinion" in status  # what works now, and what a head would add
+    visitor, operator = status.split("<details>")
+    assert "python" not in visitor and "python -m clipdemo train head --data" in operator and "promote" in operator
     head, zeroshot, message, card = cars_tab.classify(nothing, cars.splits["test"].images[0])
-    assert head is None and zeroshot is None and message == status and card == ""
+    assert head is None and message == status and card == ""
+    assert len(zeroshot) == 5 and set(zeroshot) <= set(CLASS_NAMES) and len(CLASS_NAMES) == 196
+    scores = list(zeroshot.values())
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) < 1  # the best 5 of 196 probabilities
 
 
 def test_served_head_ranks_beside_zero_shot(served, cars):

@@ -176,7 +176,7 @@ def test_handlers_teach_classify_download_and_write_nothing_to_checkpoints(serve
     colour_image("sky", 4242).save(image)
     blend, zeroshot, verdict = fewshot_tab.classify_handler(state, str(image), 1.0)
     assert max(blend, key=blend.get) == "sky" and "the head says **sky**" in verdict
-    archive = Path(fewshot_tab.download_handler(state))
+    archive = Path(fewshot_tab.download_handler(state))  # the zip the download button holds after a teach
     with zipfile.ZipFile(archive) as z:
         assert json.loads(z.read("fewshot-head/config.json"))["kind"] == "clip-head"
     assert not any(served.settings.checkpoint_dir.iterdir())  # the public tab wrote nothing there

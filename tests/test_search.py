@@ -126,6 +126,11 @@ def test_near_duplicates_groups_and_map(tiny_clip, folder):
 # --- the tab's handlers --------------------------------------------------------------------------------------
 
 
+def rows(plot) -> list[dict]:
+    """A ``gr.ScatterPlot``'s points as dicts."""
+    return [dict(zip(plot.value["columns"], row)) for row in plot.value["data"]]
+
+
 def test_handlers_uploads_then_text_and_image_search(tiny_clip, folder, tmp_path):
     served = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "ckpts"))
     uploads = sorted(str(p) for p in folder.rglob("*") if p.is_file())
@@ -133,9 +138,26 @@ def test_handlers_uploads_then_text_and_image_search(tiny_clip, folder, tmp_path
     assert (
         "Indexed 13 image(s)" in status and "Skipped 3 unreadable" in status and "1 near-duplicate pair" in duplicates
     )
-    assert figure.axes[0].get_title().endswith("coloured by cluster")  # uploads have no class folders
+    points = rows(figure)  # the map: one point per image, named (shown on hover), by look-alike cluster
+    assert figure.color == "cluster" and sorted(p["image"] for p in points[:-1]) == sorted(index.names)
+    assert points[-1]["cluster"] == search_tab.QUERY and points[-1]["x"] is None  # no query yet: off the axes
+    assert "image" in figure.tooltip and "differ most" in figure.x_title  # axes said in words
     gallery, found, figure = search_tab.search_handler(index, served, "", str(folder / "leaf" / "leaf_3.png"), 4, "PCA")
     assert len(gallery) == 4 and gallery[0][1].startswith("1. leaf_3.png · 1.000") and "your image" in found
+    assert (
+        rows(figure)[-1]["cluster"] == "★ query" and rows(figure)[-1]["image"] == "query (image)"
+    )  # the query marked on the same map
+    # the duplicate slider and the map choice act on the index already built, without re-indexing
+    assert "1 near-duplicate pair" in search_tab.rethreshold(index, 0.99999)
+    assert "1 near-duplicate pair" not in search_tab.rethreshold(index, 0.99) and search_tab.rethreshold(None, 0.9)
+    assert len(search_tab.redraw(index, "t-SNE").value["data"]) == len(index) + 1
+    for mistake, message in (
+        (lambda: search_tab.check_index(search_tab.UPLOADS, []), "Add at least one image"),
+        (lambda: search_tab.check_query(None, "x", None), "Index some images first"),
+        (lambda: search_tab.check_query(index, "  ", None), "Type what to look for"),
+    ):
+        with pytest.raises(SearchError, match=message):
+            mistake()
     gallery, found, _ = search_tab.search_handler(index, served, "green leaf", None, 50, "t-SNE")
     assert len(gallery) == 13 and "“green leaf”" in found
     with pytest.raises(SearchError, match="Index some images first"):
@@ -145,7 +167,7 @@ def test_handlers_uploads_then_text_and_image_search(tiny_clip, folder, tmp_path
 def test_configured_dataset_folder_is_searchable_without_showing_server_paths(tiny_clip, folder, tmp_path):
     served = Served(Settings(model=str(tiny_clip), checkpoint_dir=tmp_path / "ckpts", search_root=folder))
     index, status, _, figure = search_tab.index_handler(served, search_tab.DATASET, None, 0.95, "PCA")
-    assert "Indexed 13 image(s)" in status and figure.axes[0].get_title().endswith("coloured by label")
+    assert "Indexed 13 image(s)" in status and figure.color == "label"
     assert any((tmp_path / "ckpts" / ".cache").glob("features-*.safetensors"))  # embeddings cached on disk
     gallery, found, _ = search_tab.search_handler(index, served, "sky", None, 13, "PCA")
     assert all(str(tmp_path) not in caption for _, caption in gallery)

@@ -33,18 +33,20 @@ def build_app(settings: Settings | None = None, runner: JobRunner | None = None)
             "# clipdemo\nShow, use and retrain CLIP: zero-shot on your own labels, Stanford Cars, "
             "and a CLIP trained from scratch."
         )
-        with gr.Tab("Zero-shot", id="zero-shot"):
-            zeroshot_outputs = zeroshot_tab.build(served)
-        with gr.Tab("Cars", id="cars"):
-            cars_tab.build(served)
-        with gr.Tab("Your classes", id="your-classes"):
-            fewshot_tab.build(served)
-        with gr.Tab("Search", id="search"):
-            search_tab.build(served)
-        with gr.Tab("Pokemon (scratch CLIP)", id="pokemon"):
-            pokemon_card = pokemon_tab.build(served)
-        with gr.Tab("Admin", id="admin"):
-            admin_tab.build(served, runner, AdminAuth.from_settings(settings))
+        # "wrap": on a narrow screen the tab names go onto a second line instead of behind an unlabelled "•••"
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
+            with gr.Tab("Zero-shot", id="zero-shot"):
+                zeroshot_outputs = zeroshot_tab.build(served)
+            with gr.Tab("Cars", id="cars"):
+                cars_tab.build(served)
+            with gr.Tab("Your classes", id="your-classes"):
+                fewshot_tab.build(served)
+            with gr.Tab("Search", id="search"):
+                search_tab.build(served)
+            with gr.Tab("Pokemon (scratch CLIP)", id="pokemon"):
+                pokemon_card = pokemon_tab.build(served)
+            with gr.Tab("Admin", id="admin"):
+                admin_tab.build(served, runner, AdminAuth.from_settings(settings))
         app.load(lambda: zeroshot_tab.model_status(served), None, zeroshot_outputs, api_visibility="private")
         app.load(lambda: pokemon_tab.card_markdown(served), None, pokemon_card, api_visibility="private")
         tools.build(served)  # the HTTP API's and MCP's tools, on hidden components

@@ -16,25 +16,36 @@ import gradio as gr
 
 from clipdemo import hub_access
 from clipdemo.checkpoints import CheckpointError, folder_stamp, read_card
+from clipdemo.data.cars_names import CLASS_NAMES
 from clipdemo.errors import ModelUnavailable
 from clipdemo.families import CARS_HEAD
 from clipdemo.fingerprints import backbone_folder
 from clipdemo.heads import HeadClassifier
-from clipdemo.images import ImageError
+from clipdemo.images import ImageError, load_image
 from clipdemo.names import looks_like_path, model_name, source_name
 from clipdemo.serving import Served
-from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
+from clipdemo.ui.common import BLEND_WORDS, MODEL_QUEUE, image_upload, user_errors
+from clipdemo.zeroshot import CARS_TEMPLATES
+from clipdemo.zeroshot import classify as zero_shot_classify
 
+INTRO = "**Name a car's make, model and year from a photo** (one of the 196 Stanford Cars models, 2012 or older)."
 TRAIN_HINT = (
     "Train a head from the admin tab, or from the command line:\n\n"
     "```\npython -m clipdemo train head --data … --backbone … --promote\n```\n\n"
     "(or promote a version later: `python -m clipdemo promote cars-head VERSION_OR_FOLDER`), then reload this page."
 )
+
+
+def for_the_operator(text: str) -> str:
+    """Commands and fixes meant for whoever runs the server, folded away under the visitor's sentence."""
+    return f"<details><summary>For the operator</summary>\n\n{text}\n\n</details>"
+
+
 NO_HEAD = (
-    "**No Cars head is served yet.** Once one is, this tab names a car's make, model and year (one of the 196 "
-    "Stanford Cars classes) from a photo, beside what zero-shot CLIP says, and whether the two agree. Until then the "
-    "**Zero-shot** tab classifies your photo with labels you type (try `a sedan, a pickup truck, a sports car`).\n\n"
-    "For the operator: " + TRAIN_HINT
+    "**Zero-shot CLIP ranks the 196 car names for your photo** (the “Zero-shot CLIP” list). No head trained on "
+    "Stanford Cars' photos is served here yet: one would add a second opinion in the “Trained head” list, usually "
+    "right about the exact model and year far more often, and say whether the two agree.\n\n"
+    + for_the_operator(TRAIN_HINT)
 )
 
 log = logging.getLogger("clipdemo.ui")
@@ -67,7 +78,7 @@ def backbone_problem(spec: str) -> str:
         f"**The served Cars head can't run: its backbone {model_name(spec)} can't be loaded** (it is neither a "
         "folder on this server nor in its Hugging Face cache, and can't be downloaded now).\n\n"
         "Fix: make that model available on this machine (download it into the Hugging Face cache, or restore "
-        "its folder), or train and promote a head on a backbone you have. " + TRAIN_HINT
+        "its folder), or train and promote a head on a backbone you have. " + for_the_operator(TRAIN_HINT)
     )
 
 
@@ -75,7 +86,7 @@ def tab_status(served: Served) -> str:
     """What the tab can do right now, cheaply (no model is loaded here): shown on every page load."""
     folder = served.checkpoint(CARS_HEAD)
     if folder is None:
-        return NO_HEAD
+        return no_head_status(served) if served.loaded() else NO_HEAD  # a banner only once it costs no model load
     try:
         card = read_card(folder)
     except CheckpointError:
@@ -91,7 +102,7 @@ def tab_status(served: Served) -> str:
 def unusable(folder: Path) -> str:
     return (
         f"**The served Cars head (version {folder.name}) can't be used**: it is damaged, or its backbone "
-        f"changed since it was trained (the server log says which).\n\n{TRAIN_HINT}"
+        f"changed since it was trained (the server log says which).\n\n{for_the_operator(TRAIN_HINT)}"
     )
 
 
@@ -112,8 +123,15 @@ def _pct(metrics: dict, key: str) -> str:
     return f"{100 * metrics[key]:.1f}%" if isinstance(metrics.get(key), (int, float)) else "–"
 
 
+GLOSSARY = (
+    "*What the words mean*: the head is a small classifier trained on top of CLIP's picture features. "
+    + BLEND_WORDS
+    + " **random_state** is the seed of the random split (the same seed, the same held-out photos)."
+)
+
+
 def describe_card(card: dict, version: str = "") -> str:
-    """The head's card as Markdown: what it is, what it was trained on, and head vs zero-shot accuracy."""
+    """The head's card as Markdown: a sentence, head vs zero-shot accuracy, and the jargon folded in a Details."""
     head, zs = card.get("metrics") or {}, card.get("zeroshot_metrics") or {}
     data = card.get("dataset")
     source = data.get("source") if isinstance(data, dict) else data
@@ -125,18 +143,33 @@ def describe_card(card: dict, version: str = "") -> str:
             for name, m in ((f"head ({card.get('head', '?')})", head), ("zero-shot CLIP (8 templates)", zs))
         ),
     ]
+    details = [
+        f"- **Head**: `{card.get('head', '?')}`: {card.get('head_description', '')}",
+        f"- **Backbone**: {model_name(str(card.get('backbone', '?')))}",
+        f"- **Trained on**: {source_name(source or 'unknown data')}, {len(card.get('classes') or [])} classes, seed "
+        f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
+        f"- **Split**: {card.get('split', '?')}",
+        *([f"- **Chosen**: {card['selection']}"] if card.get("selection") else []),
+    ]
+    summary = (
+        f"A classifier trained on photos of {len(card.get('classes') or [])} car models, on top of "
+        f"{model_name(str(card.get('backbone', '?')))}: on {head.get('n', '?')} photos it never saw, it names the "
+        f"right model {_pct(head, 'acc1')} of the time; zero-shot CLIP alone {_pct(zs, 'acc1')}."
+    )
     return "\n".join(
         [
             f"### Served head {version}".rstrip(),
-            f"- **Head**: `{card.get('head', '?')}`: {card.get('head_description', '')}",
-            f"- **Backbone**: {model_name(str(card.get('backbone', '?')))}",
-            f"- **Trained on**: {source_name(source or 'unknown data')}, "
-            f"{len(card.get('classes') or [])} classes, seed "
-            f"{card.get('seed', '?')}, {str(card.get('created', ''))[:19].replace('T', ' ')} UTC",
-            f"- **Split**: {card.get('split', '?')}",
-            *([f"- **Chosen**: {card['selection']}"] if card.get("selection") else []),
+            summary,
             "",
             *rows,
+            "",
+            "<details><summary>Details: how it was trained, and what the words mean</summary>",
+            "",
+            *details,
+            "",
+            GLOSSARY,
+            "",
+            "</details>",
         ]
     )
 
@@ -158,6 +191,21 @@ def verdict(head, zeroshot) -> str:
     )
 
 
+def zeroshot_cars(served: Served, image, k: int = 5):
+    """The zero-shot model's top ``k`` of the 196 Stanford Cars names (OpenAI's eight car templates) for an image."""
+    encoder = served.zero_shot().encoder
+    return zero_shot_classify(encoder, [load_image(image)], list(CLASS_NAMES), CARS_TEMPLATES, top_k=k)[0]
+
+
+def no_head_status(served: Served) -> str:
+    """NO_HEAD, after the banner that says a stand-in model answers when the configured one can't be loaded."""
+    try:
+        banner = served.zero_shot().banner
+    except ModelUnavailable:
+        banner = None
+    return f"⚠️ {banner}\n\n{NO_HEAD}" if banner else NO_HEAD
+
+
 def classify(served: Served, image):
     """Handler: (head top-5, zero-shot top-5, verdict or how-to-fix, card) for one uploaded image path."""
     if image is None:
@@ -172,8 +220,8 @@ def classify(served: Served, image):
         folder = served.checkpoint(CARS_HEAD)
         log.exception("served Cars head %s", folder)
         return None, None, unusable(folder), card_text(served)
-    if classifier is None:
-        return None, None, NO_HEAD, ""
+    if classifier is None:  # zero-shot alone, over the shipped class names
+        return None, _labels(zeroshot_cars(served, image)), no_head_status(served), ""
     head, zeroshot = classifier.predict(image, k=5)
     card = describe_card(classifier.card, classifier.path.name)
     return _labels(head), _labels(zeroshot), verdict(head, zeroshot), card
@@ -181,6 +229,7 @@ def classify(served: Served, image):
 
 def build(served: Served):
     """The tab's components and events; returns the status Markdown (refreshed on every page load)."""
+    gr.Markdown(INTRO, elem_id="cars-intro")
     with gr.Row():
         with gr.Column(scale=2):
             image = image_upload(

@@ -12,6 +12,14 @@ from clipdemo.errors import UserError
 
 log = logging.getLogger("clipdemo.ui")
 
+# Said wherever a head is blended with zero-shot CLIP (the Cars card, Your classes): for a curious visitor.
+BLEND_WORDS = (
+    "The **blend weight** (α) is how much the trained head counts against zero-shot CLIP: 0 is zero-shot alone, 1 "
+    "the head alone; mixing the two this way is known as **WiSE-FT**. A blend can beat both ends: the two make "
+    "different mistakes, and where the head is unsure, zero-shot's knowledge of the names tips it the right way. "
+    "**C** says how simple the head is kept (smaller: simpler, less fitted to the training photos)."
+)
+
 # Events that run the model share one queue slot group (2 at once: the machine's cores), whichever tab they are on.
 MODEL_QUEUE = dict(concurrency_id="model", concurrency_limit=2)
 STATE_TTL = 3600  # seconds a visitor's taught head or search set lives after its last update (then dropped)
@@ -43,6 +51,12 @@ def user_errors(handler):
             raise gr.Error("Something went wrong on our side; the error was logged.", print_exception=False) from None
 
     return wrapper
+
+
+def check_first(trigger, check, inputs):
+    """Input mistakes as one toast, with no "Error" badge on any output and the last result kept: ``check`` (cheap,
+    no model) runs first with no outputs; chain the work on the returned event with ``.success``."""
+    return trigger(user_errors(check), inputs, None, show_progress="hidden", api_visibility="private")
 
 
 def gallery_paths(gallery) -> list[str]:

@@ -31,9 +31,13 @@ from clipdemo.fewshot import (
 from clipdemo.images import ImageError
 from clipdemo.names import model_name
 from clipdemo.serving import Served
-from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, gallery_paths, image_upload, user_errors
+from clipdemo.ui.common import BLEND_WORDS, MODEL_QUEUE, STATE_TTL, gallery_paths, image_upload, user_errors
 
 SLOTS = 4  # class rows on the page; a zip brings up to MAX_CLASSES
+INTRO = (
+    f"**Teach CLIP your own classes from a few photos**: 2 to {SLOTS} classes in the rows below (up to {MAX_CLASSES} "
+    "from a zip), then classify new photos with what you taught and download it."
+)
 DOWNLOADS = Path(tempfile.gettempdir()) / "clipdemo-fewshot-downloads"
 MAX_DOWNLOADS = 64  # zips kept for Gradio to serve; older ones are deleted
 
@@ -96,9 +100,10 @@ def teach_handler(served: Served, zip_file, *rows):
     status = (
         f"**Taught {len(taught.class_names)} classes on {len(taught.labels)} images** "
         f"({', '.join(f'{n}: {c}' for n, c in zip(taught.class_names, taught.counts))}) in "
-        f"{time.perf_counter() - t0:.1f} s with {model_name(taught.backbone.spec)}.\n\n"
-        f"Head `{fit.name}`, starting at zero-shot on the class names; chosen by {fit.protocol}: "
-        f"{_hp(fit.hyperparameters)}.{skipped}"
+        f"{time.perf_counter() - t0:.1f} s with {model_name(taught.backbone.spec)}.{skipped}\n\n"
+        "<details><summary>Details: what was trained</summary>\n\n"
+        f"A small head `{fit.name}` on CLIP's picture features, starting from zero-shot on your class names; its "
+        f"settings chosen by {fit.protocol}: {_hp(fit.hyperparameters)}.\n\n{BLEND_WORDS}\n\n</details>"
     )
     return taught.slim(), status, loo_text(loo, taught.counts)
 
@@ -106,7 +111,7 @@ def teach_handler(served: Served, zip_file, *rows):
 def _hp(hp: dict) -> str:
     words = []
     if "alpha" in hp:
-        words.append(f"head weight {hp['alpha']:g} against zero-shot")
+        words.append(f"blend weight α = {hp['alpha']:g}")
     if "C" in hp:
         words.append(f"C={hp['C']:g}")
     return ", ".join(words) or ", ".join(f"{k}={v}" for k, v in hp.items())
@@ -147,13 +152,22 @@ def download_handler(taught: Taught | None) -> str:
         return str(zip_folder(folder, DOWNLOADS / f"fewshot-head-{uuid.uuid4().hex[:8]}.zip"))
 
 
+def fewshot_download(taught: Taught | None = None) -> str:
+    """Your classes, step 3: the taught head as a checkpoint zip (written right after each teach)."""
+    return download_handler(taught)
+
+
 def build(served: Served) -> None:
     """Step 1 teach, step 2 classify with the slider, step 3 download; the taught head lives in the session."""
     state = gr.State(None, time_to_live=STATE_TTL)
     names, files, zip_file, teach_btn, status, loo = _teach_rows()
     image, weight, classify_btn, verdict, blended, zeroshot = _classify_rows()
-    download_btn, download = _download_row()
-    _wire_teach(served, teach_btn, [zip_file, *names, *files], [state, status, loo])
+    download_btn = _download_row()
+    taught = _wire_teach(served, teach_btn, [zip_file, *names, *files], [state, status, loo])
+    # the zip is written as soon as a head is taught: the button then downloads it in one click
+    taught.success(
+        user_errors(fewshot_download), [state], [download_btn], api_name="fewshot_download", show_progress="hidden"
+    ).success(lambda: gr.DownloadButton(interactive=True), None, download_btn, api_visibility="private")
     classify = user_errors(classify_handler)
     classify_btn.click(
         classify, [state, image, weight], [blended, zeroshot, verdict], api_name="fewshot_classify", **MODEL_QUEUE
@@ -166,13 +180,20 @@ def build(served: Served) -> None:
         trigger_mode="always_last",
         **MODEL_QUEUE,
     )
-    download_btn.click(user_errors(download_handler), [state], [download], api_name="fewshot_download")
+
+
+def photo_count(files, row: int):
+    """The photo box's label with how many photos it holds (the box shows two at a time)."""
+    n = len(gallery_paths(files))
+    return gr.File(label=f"Photos of class {row + 1}" + (f": {n} photo{'s' * (n != 1)}" if n else ""))
 
 
 def _teach_rows():
+    gr.Markdown(INTRO, elem_id="fs-intro")
     gr.Markdown(
-        f"**1. Teach** 2 to {MAX_CLASSES} classes with 1 to {MAX_PER_CLASS} photos each (3+ each for a "
-        "leave-one-out score). Your photos stay in this browser session: nothing is saved on the server."
+        f"**1. Teach** 2 to {SLOTS} classes with 1 to {MAX_PER_CLASS} photos each (3+ each for a leave-one-out "
+        f"score), or up to {MAX_CLASSES} from a zip. Your photos stay in this browser session: nothing is saved on "
+        "the server."
     )
     names, files = [], []
     with gr.Row():
@@ -185,22 +206,29 @@ def _teach_rows():
                         file_count="multiple",
                         file_types=["image"],
                         type="filepath",
-                        height=140,
+                        height=140,  # two files at a time: the label counts them
                         elem_id=f"fs-files-{i}",
                     )
                 )
+                files[-1].change(
+                    lambda f, i=i: photo_count(f, i),
+                    files[-1],
+                    files[-1],
+                    show_progress="hidden",
+                    queue=False,
+                    api_visibility="private",
+                )
     with gr.Row():
         zip_file = gr.File(
-            label=f"…or a zip of class folders (class/photo.jpg, up to {MAX_CLASSES} classes)",
+            label=f"…or a zip of class folders (up to {MAX_CLASSES})",
             file_types=[".zip"],
             type="filepath",
             height=120,
             elem_id="fs-zip",
         )
         teach_btn = gr.Button("Teach", variant="primary", elem_id="fs-teach")
-    with gr.Row():
-        status = gr.Markdown("", elem_id="fs-status")
-        loo = gr.Markdown("", elem_id="fs-loo")
+    status = gr.Markdown("", elem_id="fs-status")
+    loo = gr.Markdown("", elem_id="fs-loo")
     return names, files, zip_file, teach_btn, status, loo
 
 
@@ -220,19 +248,20 @@ def _classify_rows():
 
 
 def _download_row():
-    with gr.Row():
-        download_btn = gr.Button("3. Download the head (checkpoint zip)", elem_id="fs-download-btn")
-        download = gr.File(
-            label="Head checkpoint: unzip, then `python -m clipdemo eval --checkpoint fewshot-head …`",
-            interactive=False,
-            height=90,
-            elem_id="fs-download",
-        )
+    gr.Markdown("**3. Download** what you taught, to use it outside this page.")
+    download_btn = gr.DownloadButton(
+        "Download the head (a zip)", interactive=False, elem_id="fs-download-btn", variant="secondary"
+    )
+    gr.Markdown(
+        "<details><summary>Details: what is in the zip</summary>\n\n"
+        "A checkpoint folder `fewshot-head/` (the head's weights, its class names and a card). Unzip it, then e.g. "
+        "`python -m clipdemo eval --checkpoint fewshot-head --data YOUR_FOLDER`.\n\n</details>",
+        elem_id="fs-download-help",
+    )
+    return download_btn
 
-    return download_btn, download
 
-
-def _wire_teach(served: Served, teach_btn, inputs, outputs) -> None:
+def _wire_teach(served: Served, teach_btn, inputs, outputs):
     assert SLOTS == 4, "fewshot_teach below names one argument per slot"
 
     def fewshot_teach(
@@ -255,7 +284,7 @@ def _wire_teach(served: Served, teach_btn, inputs, outputs) -> None:
         names = [n or "" for n in (class_1, class_2, class_3, class_4)]
         return teach_handler(served, zip_file, *names, photos_1, photos_2, photos_3, photos_4)
 
-    teach_btn.click(
+    return teach_btn.click(
         user_errors(fewshot_teach),
         inputs,
         outputs,

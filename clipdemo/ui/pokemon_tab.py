@@ -15,6 +15,10 @@ from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, image_upload, user_errors
 from clipdemo.zeroshot import classify
 
+INTRO = (
+    "**A CLIP trained from scratch on this server**: it names, for any image, the closest of the classes it was "
+    "trained on (what it knows is said below); try the examples."
+)
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "shapes"
 NO_CHECKPOINT = (
     "No scratch CLIP is served yet. Train and serve one with `python -m clipdemo train scratch --data shapes "
@@ -37,20 +41,22 @@ def card_markdown(served: Served) -> str:
     card = encoder.card
     warnings = [n for n in card.get("notes", []) if "WARNING" in n or "overlap" in n.lower()]
     clean = "⚠️ " + " ".join(warnings) if warnings else "Held-out split is clean (no image shared with training)."
+    source = str((card.get("dataset") or {}).get("source", ""))
     return (
-        f"{knows(encoder.class_names)}\n\n**Served model:** {encoder.describe()}\n\n"
+        f"{knows(encoder.class_names, source)}\n\n**Served model:** {encoder.describe()}\n\n"
         f"**Split:** {card.get('split', 'unknown')}\n\n{clean}"
     )
 
 
-def knows(class_names: list[str], shown: int = 8) -> str:
+def knows(class_names: list[str], source: str = "", shown: int = 8) -> str:
     """What the served model can answer, said before anyone uploads: it ranks its own classes for any image."""
+    kind = ", all of them coloured shapes, not Pokemon" if "shapes" in source else ""
     names = ", ".join(class_names[:shown]) + (
         f", … ({len(class_names) - shown} more)" if len(class_names) > shown else ""
     )
     return (
-        f"**This model knows {len(class_names)} classes** ({names}) and answers with one of them for any image: "
-        "a photo of something else still gets its closest class."
+        f"**This model knows {len(class_names)} classes** ({names}){kind}. It answers with one of them for any "
+        "image: a photo of something else still gets its closest class."
     )
 
 
@@ -70,7 +76,16 @@ def top_classes(served: Served, image, top_k: int = 5):
 
 def classify_upload(served: Served, path: str | None, top_k: int = 5, image=None):
     ranked = top_classes(served, image if image is not None else check_upload(path), top_k)
-    return ranked_bars(ranked, "Top-5 (scratch CLIP)"), {p.label: p.score for p in ranked}
+    return top_chart(ranked), {p.label: p.score for p in ranked}
+
+
+def top_chart(ranked):
+    """The ranked bars drawn at about a phone's width, so their 9 to 11 pt text stays legible there (a wider
+    figure is shrunk to fit a phone, text and all); the title on the right, clear of Gradio's label badge."""
+    fig = ranked_bars(ranked)
+    fig.set_size_inches(4.2, fig.get_figheight())
+    fig.axes[0].set_title("Top-5 (scratch CLIP)", loc="right", fontsize=11)
+    return fig
 
 
 def example_label(path: Path) -> str:
@@ -80,6 +95,7 @@ def example_label(path: Path) -> str:
 
 
 def build(served: Served) -> gr.Markdown:
+    gr.Markdown(INTRO, elem_id="pk-intro")
     with gr.Row():
         with gr.Column(scale=1):
             image = image_upload(label="Image to classify", elem_id="pk-image", height=300)
@@ -88,9 +104,10 @@ def build(served: Served) -> gr.Markdown:
             if examples:  # named buttons: a thumbnail alone gives a screen reader nothing to say
                 gr.Examples([str(p) for p in examples], [image], example_labels=[example_label(p) for p in examples])
         with gr.Column(scale=1):
-            # the list below is the chart's text equivalent: the label says so (Gradio's alt text is generic)
-            chart = gr.Plot(label="The top-5 list below as a chart", elem_id="pk-chart")
-            label = gr.Label(num_top_classes=5, label="Top-5", elem_id="pk-label")
+            # no label badge on the chart: on a phone it covers the chart's title. The list below is the chart's
+            # text equivalent, and its label says so (Gradio's alt text for a chart is generic)
+            chart = gr.Plot(label="Top-5 chart", show_label=False, elem_id="pk-chart")
+            label = gr.Label(num_top_classes=5, label="Top-5 (the chart's figures)", elem_id="pk-label")
     card = gr.Markdown(elem_id="pk-card")
 
     def pokemon(image, decoded=None):

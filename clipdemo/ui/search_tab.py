@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from clipdemo.atomic import write_atomic
 from clipdemo.images import load_image
-from clipdemo.plots import embedding_map
 from clipdemo.search import (
     DUPLICATE_THRESHOLD,
     MAX_PAIRS,
@@ -35,8 +35,12 @@ from clipdemo.search import (
     search,
 )
 from clipdemo.serving import Served
-from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, gallery_paths, image_upload, user_errors
+from clipdemo.ui.common import MODEL_QUEUE, STATE_TTL, check_first, gallery_paths, image_upload, user_errors
 
+INTRO = (
+    "**Find images by what they show**: index a set of images, then search it with words or with an example image; "
+    "look-alike pairs and a map of the set come with it."
+)
 UPLOADS, DATASET = "your uploads", "the server's dataset"
 THUMB = 256
 THUMBS = Path(tempfile.gettempdir()) / "clipdemo-search-thumbnails"
@@ -79,7 +83,32 @@ def index_handler(served: Served, source: str, files, threshold: float, method: 
         else ""
     )
     status = f"**Indexed {len(index)} image(s)** from {source}.{skipped} Now search by text or by example."
-    return index, status, duplicates_text(index, threshold), map_figure(index, None, method)
+    return index, status, duplicates_text(index, threshold), map_points(index, None, method)
+
+
+def check_index(source: str, files) -> None:
+    """The index's input mistakes, said before any model runs (see ``check_first``)."""
+    if source != DATASET and not gallery_paths(files):
+        raise SearchError("Add at least one image to search over, then press Index.")
+    if source != DATASET and len(gallery_paths(files)) > MAX_UPLOADS:
+        raise SearchError(f"Too many images: {len(gallery_paths(files))} given, at most {MAX_UPLOADS}.")
+
+
+def check_query(index: SearchIndex | None, text: str, image) -> None:
+    if index is None:
+        raise SearchError("Index some images first (step 1), then search them.")
+    if image is None and not (text or "").strip():
+        raise SearchError("Type what to look for (e.g. 'a red car'), or give an image to search by example.")
+
+
+def rethreshold(index: SearchIndex | None, threshold: float):
+    """The near-duplicate list at a new threshold, from the index already built (no model runs)."""
+    return gr.skip() if index is None else duplicates_text(index, threshold)
+
+
+def redraw(index: SearchIndex | None, method: str):
+    """The map in the other projection, from the index already built (the query star comes back with a search)."""
+    return gr.skip() if index is None else map_points(index, None, method)
 
 
 def duplicates_text(index: SearchIndex, threshold: float) -> str:
@@ -99,11 +128,41 @@ def duplicates_text(index: SearchIndex, threshold: float) -> str:
     )
 
 
-def map_figure(index: SearchIndex, query, method: str, query_label: str = "query"):
+MAP_AXES = {
+    "PCA": ("the direction the images differ most", "the next one, at a right angle"),
+    "t-SNE": ("t-SNE 1 (only closeness counts)", "t-SNE 2"),
+}
+MAP_CAPTION = (
+    "Each dot is an image, placed so that images CLIP finds alike sit close together; hover a dot for its name. "
+    "Colours are look-alike groups found from the images alone (k-means clusters), or the class folders when the "
+    "dataset has them; the “★ query” dot is what you searched for."
+)
+
+
+QUERY = "★ query"
+
+
+def map_points(index: SearchIndex, query, method: str, query_label: str = "query"):
+    """The map as a table for ``gr.ScatterPlot``: x, y, the image's name (shown on hover) and its group. The query's
+    row is there even before a search (off the axes): the plot fixes its colours at the first draw and would drop
+    a group that appears later."""
+    import pandas as pd
+
     xy, query_xy = map_2d(index, query, "tsne" if method == "t-SNE" else "pca")
     names, what = groups(index)
-    title = f"{len(index)} images, {method} of their embeddings, coloured by {what}"
-    return embedding_map(xy, names, query_xy, title, query_label)
+    rows = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "image": index.names, what: names})
+    rows.loc[len(rows)] = [*(query_xy if query_xy is not None else (np.nan, np.nan)), query_label, QUERY]
+    x_title, y_title = MAP_AXES[method]
+    return gr.ScatterPlot(
+        rows,
+        x="x",
+        y="y",
+        color=what,
+        tooltip=["image", what],
+        x_title=x_title,
+        y_title=y_title,
+        color_title=what,
+    )
 
 
 def thumbnail(path: str) -> str:
@@ -137,12 +196,13 @@ def search_handler(index: SearchIndex | None, served: Served, text: str, image, 
     asked = "your image" if kind == "image" else f"“{' '.join(text.split())[:80]}”"
     status = f"Top {len(hits)} of {len(index)} images for {asked} (cosine similarity)."
     label = "query (image)" if kind == "image" else f"query: {' '.join(text.split())[:30]}"
-    return gallery, status, map_figure(index, query, method, label)
+    return gallery, status, map_points(index, query, method, label)
 
 
 def build(served: Served) -> None:
     state = gr.State(None, time_to_live=STATE_TTL)
     sources = [UPLOADS] + ([DATASET] if served.settings.search_root else [])
+    gr.Markdown(INTRO, elem_id="se-intro")
     gr.Markdown(
         f"**1. Index** up to {MAX_UPLOADS} of your images"
         + (" or the server's dataset" if served.settings.search_root else "")
@@ -168,21 +228,9 @@ def build(served: Served) -> None:
             status = gr.Markdown("", elem_id="se-status")
             duplicates = gr.Markdown("", elem_id="se-duplicates")
         with gr.Column(scale=3):
-            plot = gr.Plot(label="Map of the set", show_label=False, elem_id="se-map")
-    with gr.Row():
-        with gr.Column(scale=2):
-            text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
-            image = image_upload(
-                label="…or by example (an image wins over text)",
-                sources=["upload", "clipboard"],
-                height=200,
-                elem_id="se-image",
-            )
-            top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results")
-            search_btn = gr.Button("Search", variant="primary", elem_id="se-search")
-        with gr.Column(scale=3):
-            found = gr.Markdown("", elem_id="se-found")
-            results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
+            plot = gr.ScatterPlot(label="Map of the set", x="x", y="y", elem_id="se-map")
+            gr.Markdown(MAP_CAPTION, elem_id="se-map-help")
+    text, image, top_k, search_btn, found, results = _query_rows()
 
     def search_index(source=UPLOADS, files=None, threshold=DUPLICATE_THRESHOLD, method="PCA"):
         """Search, step 1: index your images (or the server's dataset), with near-duplicate pairs and a 2-D map.
@@ -204,17 +252,39 @@ def build(served: Served) -> None:
         """
         return search_handler(index, served, text or "", image, top_k, method)
 
-    index_btn.click(
+    check_first(index_btn.click, check_index, [source, files]).success(
         user_errors(search_index),
         [source, files, threshold, method],
         [state, status, duplicates, plot],
         api_name="search_index",
         **MODEL_QUEUE,
     )
-    find = user_errors(search_query)
-    search_btn.click(
-        find, [state, text, image, top_k, method], [results, found, plot], api_name="search_query", **MODEL_QUEUE
+    find, query_inputs = user_errors(search_query), [state, text, image, top_k, method]
+    check_first(search_btn.click, check_query, [state, text, image]).success(
+        find, query_inputs, [results, found, plot], api_name="search_query", **MODEL_QUEUE
     )
-    text.submit(
-        find, [state, text, image, top_k, method], [results, found, plot], api_visibility="private", **MODEL_QUEUE
+    check_first(text.submit, check_query, [state, text, image]).success(
+        find, query_inputs, [results, found, plot], api_visibility="private", **MODEL_QUEUE
     )
+    # the slider and the map choice act on the index already built: no re-indexing
+    threshold.release(rethreshold, [state, threshold], [duplicates], api_visibility="private")
+    method.change(user_errors(redraw), [state, method], [plot], api_visibility="private", **MODEL_QUEUE)
+
+
+def _query_rows():
+    """Step 2's controls and results."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="Search by text", placeholder="a red car at night", elem_id="se-text")
+            image = image_upload(
+                label="…or by example (an image wins over text)",
+                sources=["upload", "clipboard"],
+                height=200,
+                elem_id="se-image",
+            )
+            top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results")
+            search_btn = gr.Button("Search", variant="primary", elem_id="se-search")
+        with gr.Column(scale=3):
+            found = gr.Markdown("", elem_id="se-found")
+            results = gr.Gallery(label="Results", columns=4, height=420, elem_id="se-results")
+    return text, image, top_k, search_btn, found, results

@@ -50,4 +50,10 @@ def theme() -> gr.themes.Base:
 CSS = (
     ".gradio-container .md.prose pre, .gradio-container .md.prose pre code "
     "{ white-space: pre-wrap; overflow-wrap: anywhere; }"
+    # Search results: the caption (rank, name, score) wraps instead of being cut to "0…." in a narrow thumbnail
+    " #se-results .caption-label { white-space: normal; overflow-wrap: anywhere; }"
+    # Tables of short figures (Your classes' leave-one-out): cells wrap between words, never inside one
+    " .gradio-container .md.prose td, .gradio-container .md.prose th { overflow-wrap: normal; word-break: normal; }"
+    # "Details" lines written for a curious visitor: the summary reads as a link to open
+    " .gradio-container .md.prose summary { cursor: pointer; color: var(--link-text-color); }"
 )
