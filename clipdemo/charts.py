@@ -14,12 +14,12 @@ from clipdemo.zeroshot import SIGMOID, ZeroShotResult, shorten
 PERCENT, COSINE = "%", "cosine"
 # per model: (bars that reach the threshold or no threshold, bars below it); colour-blind-safe blue and orange
 COLOURS = (("#4c72b0", "#b3c6e6"), ("#dd8452", "#f5cfb3"))
-ZERO_WIDTH = "\u200b"  # keeps two models' bars of one label apart on the axis (the plot would stack them)
+ZERO_WIDTH = "\u200b"  # an invisible axis category: two models' bars of one label side by side, not stacked
 NONE_OF_THESE = "none of these"
-KINDS = {  # (scoring, unit): the score's name in short, for a compare chart's axis
-    ("softmax", PERCENT): "softmax probability (%)",
-    ("sigmoid", PERCENT): "sigmoid probability (%)",
-    ("softmax", COSINE): "cosine similarity",
+KINDS = {  # (scoring, unit): the score's name in short, for a chart's axis (whose title is cut beyond ~35 characters)
+    ("softmax", PERCENT): "softmax %",
+    ("sigmoid", PERCENT): "sigmoid %",
+    ("softmax", COSINE): "cosine",
 }
 
 
@@ -62,19 +62,22 @@ def verdict(result: ZeroShotResult, image: int = 0, short: bool = False) -> str:
 @dataclass(frozen=True)
 class BarChart:
     """A native bar plot's value and settings: ``table`` has the columns label (x), score (y), series (colour),
-    full label and score text (tooltip)."""
+    full label and score text (tooltip); ``caption`` (under the chart) says what it shows and the verdict."""
 
     table: object  # pandas.DataFrame
-    title: str
+    caption: str
     y_title: str
     y_lim: list[float]
     order: list[str]  # the x categories, left to right
     colours: dict[str, str]
     legend: bool
+    legend_title: str
 
 
 def _series(name: str, result: ZeroShotResult, index: int, score: float, compare: bool) -> tuple[str, str]:
-    """(series name, colour) of a bar: the model in compare mode, and which side of a drawn threshold it is on."""
+    """(series name, colour) of a bar: the model (and its kind of score) in compare mode, and which side of a drawn
+    threshold it is on."""
+    name = f"{shorten(name, 28)} ({KINDS[(result.scoring, unit(result))]})"
     prefix = f"{name}: " if compare else ""
     strong, pale = COLOURS[index % len(COLOURS)]
     if result.drawn_threshold is None:
@@ -99,7 +102,8 @@ def bar_chart(panels: list[tuple[str, ZeroShotResult]], top_k: int | None, image
             score = float(result.shown[image, result.labels.index(label)])
             series, colour = _series(name, result, index, score, compare)
             colours[series] = colour
-            category = names[label] + ZERO_WIDTH * index
+            # the second model's bar sits beside the first's with no text of its own (its tooltip names it)
+            category = names[label] if index == 0 else ZERO_WIDTH * (len(order) + 1)
             order.append(category)
             value = round(score * (scale if unit(result) == COSINE else 100), 3)
             rows.append((category, value, series, label, shown(result, score)))
@@ -109,8 +113,9 @@ def bar_chart(panels: list[tuple[str, ZeroShotResult]], top_k: int | None, image
     low = 0.0 if min(values) >= 0 else round(min(values) - margin, 2)
     y_lim = [low, round(max(values) + margin, 2) if units == {COSINE} else 100.0]
     legend = compare or any(r.drawn_threshold is not None for _, r in panels)  # it names the threshold
-    title = _title(panels, top_k, image)
-    return BarChart(table, title, _y_title(panels, scale), y_lim, order, colours, legend)
+    caption = _caption(panels, top_k, image)
+    legend_title = "model" if compare else "threshold"
+    return BarChart(table, caption, _y_title(panels, scale), y_lim, order, colours, legend, legend_title)
 
 
 def _categories(labels: list[str], width: int = 28) -> dict[str, str]:
@@ -129,26 +134,40 @@ def _drawn(result: ZeroShotResult, scale: float) -> float:
     return result.drawn_threshold * (scale if unit(result) == COSINE else 100)
 
 
+def _kind(result: ZeroShotResult, scale: float) -> str:
+    return KINDS[(result.scoring, unit(result))] + (" ×100" if unit(result) == COSINE and scale != 1 else "")
+
+
 def _y_title(panels, scale: float) -> str:
-    """The axis in the score it shows, with the threshold where it is drawn on it; in compare mode each model's
-    scale in short (the legend and the status line say which model has which)."""
+    """The axis in the score it shows (short: the chart cuts a long one), with the threshold where it is drawn on
+    it; in compare mode each model's kind of score (the legend says which model has which)."""
     if len(panels) == 1:
         result = panels[0][1]
-        threshold = f"; threshold {threshold_words(result)}" if result.drawn_threshold is not None else ""
-        return axis(result) + threshold
-    kinds = [KINDS[(r.scoring, unit(r))] + (" ×100" if unit(r) == COSINE and scale != 1 else "") for _, r in panels]
-    return " / ".join(dict.fromkeys(kinds))
+        name = {PERCENT: "probability (%)", COSINE: "cosine similarity"}[unit(result)]
+        name += f" · {result.scoring}" if unit(result) == PERCENT else ""
+        return name + (f" · threshold {_threshold_value(result)}" if result.drawn_threshold is not None else "")
+    return "score: " + " / ".join(dict.fromkeys(_kind(r, scale) for _, r in panels))
 
 
-def _title(panels, top_k: int | None, image: int) -> str:
+def _threshold_value(result: ZeroShotResult) -> str:
+    return threshold_words(result).split(" ", 1)[1]  # "10%", "0.20": the axis already names the score
+
+
+def _caption(panels, top_k: int | None, image: int) -> str:
     first = panels[0][1]
     n_images, n_labels = len(first.scores), len(first.labels)
     shown_k = len(first.bars(top_k)[image])
     head = f"image {image + 1} of {n_images}: " if n_images > 1 else ""
     if len(panels) > 1:
-        return head + " vs ".join(shorten(name, 24) for name, _ in panels) + f": top {shown_k} of {n_labels} labels"
-    words = verdict(first, image, short=True)
-    return head + f"top {shown_k} of {n_labels} labels" + (f" — {words}" if words else "")
+        text = head + " vs ".join(shorten(name, 24) for name, _ in panels) + f": top {shown_k} of {n_labels} labels"
+        verdicts = [f"{shorten(name, 24)}: {verdict(r, image, short=True)}" for name, r in panels if verdict(r, image)]
+        text += "".join(f"; {v}" for v in verdicts) + ". Each model on its own scale."
+    else:
+        words = verdict(first, image, short=True)
+        text = head + f"top {shown_k} of {n_labels} labels" + (f" — {words}" if words else "") + "."
+    if any(r.drawn_threshold is not None for _, r in panels):
+        text += " Pale bars: below the threshold."
+    return text
 
 
 # --- HTML tables -----------------------------------------------------------------------------------------------

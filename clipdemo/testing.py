@@ -511,9 +511,10 @@ def app_served(settings):
 
 
 @contextmanager
-def app_page(browser, url: str, height: int = 1000):
-    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves)."""
-    page = browser.new_page(viewport={"width": 1280, "height": height})
+def app_page(browser, url: str, height: int = 1000, width: int = 1280):
+    """A browser page on the app, once its zero-shot upload is attached (Gradio renders before it serves); a
+    phone is ``width=390, height=844``."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     try:
         page.goto(url)
         page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)

@@ -26,11 +26,11 @@ def test_handler_ranks_labels_and_draws_a_chart(served):
     label, chart, status = zeroshot_tab.zero_shot(served, [(str(EXAMPLES[0]), None)], "a, b, c", "imagenet-80", "", 2)
     assert len(label) == 2 and set(label) <= {"a", "b", "c"}
     assert chart["y_title"].startswith("probability (%)") and chart["y_lim"] == [0.0, 100.0]
-    assert chart["title"] == "top 2 of 3 labels" and list(chart["value"]["full label"]) == list(label)
+    assert chart["caption"] == "top 2 of 3 labels." and list(chart["value"]["full label"]) == list(label)
     assert list(chart["value"]["score"]) == pytest.approx([100 * v for v in label.values()], abs=1e-3)
     assert "80 template(s)" in status and "cpu" in status and "✂️" not in status
     _, chart, status = zeroshot_tab.zero_shot(served, [str(EXAMPLES[0]), str(EXAMPLES[1])], "a, b, c", "photo", "", 5)
-    assert chart["title"] == "image 1 of 2: top 3 of 3 labels" and "- image 2: **" in status
+    assert chart["caption"] == "image 1 of 2: top 3 of 3 labels." and "- image 2: **" in status
 
 
 def test_handler_custom_template_and_errors(served):
@@ -146,14 +146,14 @@ def test_open_set_threshold_is_drawn_only_on_the_axis_it_applies_to(served):
     stays on the chart (even when none clears it), and the status speaks of cosine similarity, not probability."""
     photo = [str(EXAMPLES[0])]
     _, chart, status = zeroshot_tab.zero_shot(served, photo, "a, b, c", "photo", "", 5, open_set=True, threshold=0.99)
-    assert "threshold" not in chart["y_title"] and chart["y_title"].startswith("probability (%)")
-    assert "none of these: best cosine" in chart["title"] and "< 0.99" in chart["title"]
+    assert chart["y_title"] == "probability (%) · softmax"  # no threshold on this axis
+    assert "none of these: best cosine" in chart["caption"] and "< 0.99" in chart["caption"]
     assert "no label reaches cosine 0.99" in status and len(chart["value"]) == 3  # the scores are still drawn
     label, chart, status = zeroshot_tab.zero_shot(
         served, photo, "a, b, c", "photo", "", 5, mode="multi", open_set=True, threshold=0.99
     )
     bars = chart["value"]
     assert len(bars) == 3 and set(bars["series"]) == {"below cosine 0.99"}  # all three labels, below the line
-    assert chart["y_title"] == "cosine similarity, each label on its own; threshold cosine 0.99"
-    assert "no label reaches cosine 0.99" in chart["title"] and chart["colors_in_legend"] is None  # legend shown
+    assert chart["y_title"] == "cosine similarity · threshold 0.99"
+    assert "no label reaches cosine 0.99" in chart["caption"] and chart["colors_in_legend"] is None  # legend shown
     assert "reaches cosine 0.99" in status and "%" not in status and label == "none of these"  # no percentages

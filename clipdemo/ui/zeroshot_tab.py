@@ -154,8 +154,9 @@ def _threshold_note(result: ZeroShotResult) -> str:
 
 
 def _short(choice) -> str:
-    """A model's name without where it runs ("local model 'x'", not "... on cpu (fp32, ONNX Runtime)")."""
-    return choice.description.split(" on ")[0]
+    """A model's name without where it runs ("tiny-clip", not "local model 'tiny-clip' on cpu (fp32, ONNX …)")."""
+    name = choice.description.split(" on ")[0]
+    return name.removeprefix("local model '").removesuffix("'") if name.startswith("local model '") else name
 
 
 def _image_line(i: int, panels, top_k: int | None) -> str:
@@ -193,12 +194,13 @@ def _ranked_value(result: ZeroShotResult, top_k: int | None):
 def _chart_update(chart: charts.BarChart) -> dict:
     return gr.update(
         value=chart.table,
-        title=chart.title,
+        caption=chart.caption,  # a caption, not a title: Gradio's plot block clips a title's top
         y_title=chart.y_title,
         y_lim=chart.y_lim,
         sort=chart.order,
         color_map=chart.colours,
         colors_in_legend=None if chart.legend else [],
+        color_title=chart.legend_title,
     )
 
 
@@ -404,7 +406,6 @@ def build(served: Served):
                 tooltip=["full label", "score (text)"],
                 x_title="label",
                 x_label_angle=-30,
-                height=340,
                 show_label=False,
                 elem_id="zs-chart",
             )
