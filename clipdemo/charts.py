@@ -14,6 +14,7 @@ from clipdemo.zeroshot import SIGMOID, ZeroShotResult, shorten
 PERCENT, COSINE = "%", "cosine"
 # per model: (bars that reach the threshold or no threshold, bars below it); colour-blind-safe blue and orange
 COLOURS = (("#4c72b0", "#b3c6e6"), ("#dd8452", "#f5cfb3"))
+THRESHOLD_COLOURS = ("#c44e52", "#8c1c1f")
 ZERO_WIDTH = "\u200b"  # an invisible axis category: two models' bars of one label side by side, not stacked
 NONE_OF_THESE = "none of these"
 KINDS = {  # (scoring, unit): the score's name in short, for a chart's axis (whose title is cut beyond ~35 characters)
@@ -107,6 +108,7 @@ def bar_chart(panels: list[tuple[str, ZeroShotResult]], top_k: int | None, image
             order.append(category)
             value = round(score * (scale if unit(result) == COSINE else 100), 3)
             rows.append((category, value, series, label, shown(result, score)))
+    rows += _threshold_bars(panels, scale, order, colours)
     table = pd.DataFrame(rows, columns=["label", "score", "series", "full label", "score (text)"])
     values = list(table["score"]) + [_drawn(r, scale) for _, r in panels if r.drawn_threshold is not None]
     margin = 0.05 if units == {COSINE} else 5.0  # room under a negative cosine, above the highest one
@@ -116,6 +118,21 @@ def bar_chart(panels: list[tuple[str, ZeroShotResult]], top_k: int | None, image
     caption = _caption(panels, top_k, image)
     legend_title = "model" if compare else "threshold"
     return BarChart(table, caption, _y_title(panels, scale), y_lim, order, colours, legend, legend_title)
+
+
+def _threshold_bars(panels, scale: float, order: list[str], colours: dict[str, str]) -> list[tuple]:
+    """A native plot draws no rule line: each drawn threshold is a red bar of its own, last, on the same axis."""
+    rows = []
+    for index, (name, result) in enumerate(panels):
+        if result.drawn_threshold is None:
+            continue
+        category = "threshold" if not order or "threshold" not in order else ZERO_WIDTH * (len(order) + 1)
+        series = (f"{shorten(name, 28)}: " if len(panels) > 1 else "") + f"threshold {_threshold_value(result)}"
+        colours[series] = THRESHOLD_COLOURS[index % len(THRESHOLD_COLOURS)]
+        order.append(category)
+        words = f'the threshold: "{NONE_OF_THESE}" when no label reaches it'
+        rows.append((category, round(_drawn(result, scale), 3), series, words, threshold_words(result)))
+    return rows
 
 
 def _categories(labels: list[str], width: int = 28) -> dict[str, str]:
@@ -166,7 +183,7 @@ def _caption(panels, top_k: int | None, image: int) -> str:
         words = verdict(first, image, short=True)
         text = head + f"top {shown_k} of {n_labels} labels" + (f" — {words}" if words else "") + "."
     if any(r.drawn_threshold is not None for _, r in panels):
-        text += " Pale bars: below the threshold."
+        text += " Pale bars: below the threshold (red)."
     return text
 
 

@@ -229,7 +229,8 @@ def test_open_set_with_no_label_over_the_threshold_still_draws_every_score(sized
     assert "cosine similarity · threshold 0.99" in text  # the threshold on the axis it applies to
     assert "top 3 of 3 labels — none of these: no label reaches cosine 0.99" in text  # never an empty chart
     assert all(label in text for label in ("a temple", "a flower", "a red sports car"))
-    assert "below cosine 0.99" in text and "%" not in text  # the legend: pale bars below the line; no percentages
+    assert "| below cosine 0.99 |" in text and "| threshold 0.99 |" in text  # the legend: pale bars, the red one
+    assert "%" not in text  # no percentages anywhere on a cosine chart
     assert "no label reaches cosine 0.99" in page.inner_text("#zs-status")
     screenshot(page, f"zero_shot_open_set_cosine_{width(page)}")
 
