@@ -396,7 +396,7 @@ def build(served: Served):
             inputs = _inputs(served)
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
-            label = gr.Label(label="Ranked labels (first image)", elem_id="zs-label")
+            label = gr.Label(label="Ranked labels (first image, first model)", elem_id="zs-label")
             # drawn by the browser from a small table (nothing drawn on the server per request); no label badge
             # over the title; the list above is its text equivalent, the tooltip has each full label and score
             chart = gr.BarPlot(
