@@ -170,7 +170,11 @@ def test_tab_handlers_compare_matrix_where_and_progress(served):
     label, chart, status = zeroshot_tab.zero_shot(
         served, paths, "a cat, a dog", "photo", "", 5, "default", "single", True, 0.0, "extra-1"
     )
-    assert len(chart["value"]) == 4 and len({s.split(":")[0] for s in chart["value"]["series"]}) == 2  # both models
+    bars = chart["value"]
+    assert (
+        len({s.split(":")[0] for s in bars["series"][:4]}) == 2 and len(bars) == 5
+    )  # both models' bars, 2 labels each
+    assert list(bars["score (text)"])[-1] == "probability 10%"  # and SigLIP's threshold, on the sigmoid axis
     assert "Compared with" in status and "sigmoid" in status and "Per image" in status
     heatmap, table = zeroshot_tab.matrix(served, paths, "a cat, a dog", "photo", "", 5, "extra-1")
     assert heatmap["visible"] and "2: " in table["value"]
