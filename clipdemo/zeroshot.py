@@ -287,21 +287,56 @@ DEFAULT_THRESHOLD = {SIGMOID: 0.1, SOFTMAX: 0.2}
 @dataclass(frozen=True)
 class Truncation:
     label: str
-    tokens: int  # what its longest prompt needs
+    tokens: int  # what its prompt needs, in the template that leaves it the most room
     kept: int  # the model's context
 
     def sentence(self) -> str:
-        shown = self.label if len(self.label) <= 40 else self.label[:39] + "…"
         return (
-            f"'{shown}' was cut to the model's {self.kept} tokens ({self.tokens - self.kept} of {self.tokens} dropped)"
+            f"'{shorten(self.label, 40)}' was cut to the model's {self.kept} tokens "
+            f"({self.tokens - self.kept} of {self.tokens} dropped)"
         )
 
 
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis (a heading or a note; the full text is shown elsewhere)."""
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _label_end(template: str, label: str) -> str:
+    """The prompt up to the label's end: if this fits the context, only template words after the label are cut."""
+    return template.split("{}", 1)[0] + label
+
+
+def _roomiest(templates: tuple[str, ...]) -> str:
+    return min(templates, key=lambda t: len(_label_end(t, "")))
+
+
+def _fits(encoder: Encoder, template: str, labels: list[str]) -> list[bool]:
+    """Per label: does it keep all its tokens in ``template``?"""
+    need = encoder.token_lengths([_label_end(template, label) for label in labels])
+    return [n <= encoder.context_length for n in need]
+
+
 def truncated_labels(encoder: Encoder, labels: list[str], templates: tuple[str, ...]) -> list[Truncation]:
-    """Labels whose longest prompt is longer than the model's text context, and by how much."""
-    longest = max(templates, key=len)  # the longest template makes the longest prompt
-    need = encoder.token_lengths([fill(longest, label) for label in labels])
-    return [Truncation(lab, n, encoder.context_length) for lab, n in zip(labels, need) if n > encoder.context_length]
+    """Labels that lose tokens of their own in every template (the label itself is too long for the model), and by
+    how much. A template's words after the label being cut is not a label cut (see ``cutting_templates``)."""
+    roomiest = _roomiest(templates)
+    cut = [label for label, fits in zip(labels, _fits(encoder, roomiest, labels)) if not fits]
+    full = encoder.token_lengths([fill(roomiest, label) for label in cut])
+    return [Truncation(label, n, encoder.context_length) for label, n in zip(cut, full)]
+
+
+def cutting_templates(encoder: Encoder, labels: list[str], templates: tuple[str, ...]) -> tuple[str, ...]:
+    """Templates so long, for this model's text context, that some label that fits elsewhere loses tokens in them
+    (a 32-token scratch model with the 80 ImageNet templates: "a black and white photo of the {}." leaves no
+    room). Checks the longest template first, so the usual case costs one tokenizer call per label."""
+    if len(templates) < 2:
+        return ()
+    longest = max(templates, key=lambda t: len(_label_end(t, "")))
+    if all(_fits(encoder, longest, labels)):
+        return ()
+    whole = [label for label, fits in zip(labels, _fits(encoder, _roomiest(templates), labels)) if fits]
+    return tuple(t for t in templates if whole and not all(_fits(encoder, t, whole)))
 
 
 @dataclass
@@ -313,6 +348,7 @@ class ZeroShotResult:
     multi_label: bool
     threshold: float | None  # "none of these" below it (open set); None: closed set
     truncated: list[Truncation]
+    cut_templates: tuple[str, ...] = ()  # templates too long for the model's text context (``cutting_templates``)
 
     @property
     def independent(self) -> bool:
@@ -322,6 +358,13 @@ class ZeroShotResult:
     @property
     def score_name(self) -> str:
         return "cosine similarity" if self.scoring == SOFTMAX and self.multi_label else "probability"
+
+    @property
+    def shown(self) -> torch.Tensor:
+        """[N, L] what a display shows and ranks by: the signed cosine in CLIP's several-labels mode (the score there
+        is the cosine clipped at 0, which would show every unrelated label as 0 and rank them arbitrarily), else
+        the scores."""
+        return self.similarity if self.score_name == "cosine similarity" else self.scores
 
     def gate(self) -> torch.Tensor:
         """What the threshold is compared with: the independent score, else the cosine similarity."""
@@ -345,17 +388,25 @@ class ZeroShotResult:
 
     def bars(self, top_k: int | None = None) -> list[list[Prediction]]:
         """Per image, labels by score, none left out: what a chart draws (beside the threshold, if any)."""
-        return rank(self.scores, self.labels, top_k)
+        return rank(self.shown, self.labels, top_k)
 
     def ranked(self, top_k: int | None = None) -> list[list[Prediction]]:
         """Per image, labels by score; in multi-label mode with a threshold only the labels that clear it."""
-        ranked = rank(self.scores, self.labels, top_k)
+        ranked = rank(self.shown, self.labels, top_k)
         if self.multi_label and self.threshold is not None:
             return [[p for p in row if p.score >= self.threshold] for row in ranked]
         return ranked
 
     def notices(self) -> list[str]:
-        return [t.sentence() + "." for t in self.truncated]
+        """What was cut: labels too long for the model, then templates too long for it (one sentence for all)."""
+        notes = [t.sentence() + "." for t in self.truncated]
+        if self.cut_templates:
+            n, example = len(self.cut_templates), shorten(max(self.cut_templates, key=len), 50)
+            notes.append(
+                f"{n} of the templates (e.g. '{example}') are too long for this model's text context: in them the "
+                "labels lose their end; a shorter template avoids it."
+            )
+        return notes
 
 
 def zero_shot(
@@ -383,6 +434,7 @@ def zero_shot(
         multi_label=multi_label,
         threshold=threshold,
         truncated=truncated_labels(encoder, labels, templates),
+        cut_templates=cutting_templates(encoder, labels, templates),
     )
 
 

@@ -1,6 +1,7 @@
 """The zero-shot tab's new views in headless Chromium, as a person uses them: two models side by side, the
 image x label matrix, "none of these", a relevancy map, and an input error that is one message, not a badge on
-every panel. Screenshots (zero_shot_*.png, in $CLIPDEMO_SCREENSHOTS when set) were looked at."""
+every panel; on a laptop (1280x900) and a phone (390x844). Screenshots (zero_shot_*.png, in $CLIPDEMO_SCREENSHOTS
+when set) were looked at."""
 
 import pytest
 
@@ -21,13 +22,50 @@ def app_url(tiny_clip, tmp_path_factory, shipped_checkpoints):
         yield url
 
 
+LAPTOP, PHONE = (1280, 900), (390, 844)
+
+
+@pytest.fixture(params=[LAPTOP, PHONE], ids=["laptop", "phone"])
+def sized(request, browser, app_url):
+    """A page at a laptop's and at a phone's size."""
+    with app_page(browser, app_url, request.param[1], request.param[0]) as page:
+        ready(page)
+        yield page
+
+
 @pytest.fixture
 def page(browser, app_url):
     with app_page(browser, app_url, 1000) as page:
-        page.wait_for_function(
-            "() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000
-        )
+        ready(page)
         yield page
+
+
+def ready(page):
+    page.wait_for_function("() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000)
+
+
+def width(page) -> int:
+    return page.viewport_size["width"]
+
+
+def chart_text(page) -> str:
+    """What the bar chart says: its SVG's texts (axis titles, labels, legend) and its caption."""
+    page.wait_for_selector("#zs-chart svg", timeout=60_000)
+    return page.evaluate(
+        "() => [...document.querySelectorAll('#zs-chart svg text, #zs-chart .caption')].map(t => t.textContent)"
+        ".join(' | ')"
+    )
+
+
+def one_line(page, selector: str) -> list[str]:
+    """The texts of the elements at ``selector`` that wrap onto a second line (none, when all is well)."""
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel)].filter(e => {
+            const r = document.createRange(); r.selectNodeContents(e.firstChild || e);
+            return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size > 1;
+        }).map(e => e.innerText)""",
+        selector,
+    )
 
 
 def choose(page, dropdown: str, option: str):
@@ -79,8 +117,10 @@ def test_two_models_side_by_side(page):
     choose(page, "#zs-compare", "local model 'tiny-siglip'")
     page.click("#zs-run")
     wait_text(page, "#zs-status", "Compared with")
-    page.wait_for_selector("#zs-chart img", timeout=60_000)
     assert "sigmoid" in page.inner_text("#zs-status") and "softmax" in page.inner_text("#zs-status")
+    text = chart_text(page)
+    assert "(softmax %)" in text and "tiny-siglip (sigmoid %)" in text  # the legend names both models
+    assert "score: softmax % / sigmoid %" in text and "top 4 of 4 labels" in text
     assert screenshot(page, "zero_shot_compare").stat().st_size > 20_000
 
 
@@ -88,7 +128,7 @@ def test_matrix_of_six_images_and_five_labels(page):
     page.set_input_files("#zs-images input[type=file]", [str(p) for p in PHOTOS[:3] + SHAPES[:3]])
     page.fill("#zs-labels textarea", "a temple, a flower, a woman in uniform, a red circle, a blue triangle")
     page.click("#zs-run")
-    page.wait_for_selector("#zs-matrix img", timeout=90_000)
+    page.wait_for_selector("#zs-matrix table", timeout=90_000)
     wait_text(page, "#zs-topk", "6: ")
     rows = [line for line in page.inner_text("#zs-topk").splitlines() if line.strip()]
     assert len(rows) >= 7  # header + 6 images
@@ -128,7 +168,81 @@ def test_one_click_decodes_each_image_once(page, monkeypatch):
     page.set_input_files("#zs-images input[type=file]", [str(PHOTOS[0]), str(PHOTOS[1])])
     page.fill("#zs-labels textarea", "a temple, a flower")
     page.click("#zs-run")
-    page.wait_for_selector("#zs-matrix img", timeout=90_000)
+    page.wait_for_selector("#zs-matrix table", timeout=90_000)
     wait_text(page, "#zs-topk", "2: ")
     wait_text(page, "#zs-label", "%")
     assert len(decoded) == 2, decoded
+
+
+def test_classify_is_above_the_fold_on_a_laptop(browser, app_url):
+    with app_page(browser, app_url, LAPTOP[1], LAPTOP[0]) as page:
+        ready(page)
+        box = page.locator("#zs-run").bounding_box()
+        assert box["y"] + box["height"] <= LAPTOP[1], box
+        assert "Which of your labels fits each picture?" in page.inner_text("#zs-intro")
+        screenshot(page, "zero_shot_first_view_laptop")
+
+
+def test_compare_mode_shows_both_models_everywhere(sized):
+    """Upload one image, then three: the three replace it. Compare with SigLIP: the chart's legend, the per-image
+    list, the matrix (a table per model) and the top-k table all name both models; file names never wrap."""
+    page, shots = sized, f"zero_shot_compare_matrix_{width(sized)}"
+    page.set_input_files("#zs-images input[type=file]", [str(PHOTOS[0])])
+    page.wait_for_function("() => document.querySelectorAll('#zs-images .thumbnail-item').length === 1")
+    page.set_input_files("#zs-images input[type=file]", [str(p) for p in PHOTOS[:3]])
+    page.wait_for_timeout(1000)  # the upload's replacement comes back from the server
+    page.wait_for_function("() => document.querySelectorAll('#zs-images .thumbnail-item').length === 3")
+    page.fill("#zs-labels textarea", "a temple, a flower, a woman in uniform, a red sports car")
+    open_more(page)
+    choose(page, "#zs-compare", "local model 'tiny-siglip'")
+    page.click("#zs-run")
+    wait_text(page, "#zs-topk", "3: grace_hopper.jpg")
+    assert page.locator("#zs-images .thumbnail-item").count() == 3  # replaced, not 1 + 3
+    text = chart_text(page)
+    assert "(softmax %)" in text and "tiny-siglip (sigmoid %)" in text
+    per_image = [line for line in page.inner_text("#zs-status").splitlines() if line.startswith("image ")]
+    assert len(per_image) == 3 and all("tiny-clip" in line and "tiny-siglip:" in line for line in per_image)
+    captions = page.locator("#zs-matrix caption").all_inner_texts()
+    assert len(captions) == 2 and captions[0].startswith("tiny-clip") and captions[1].startswith("tiny-siglip:")
+    heads = page.locator("#zs-topk th").all_inner_texts()
+    assert heads[1].startswith("tiny-clip") and heads[1].endswith(": top 3") and "tiny-siglip: top 3" in heads
+    names = page.locator("#zs-matrix tr > th:first-child, #zs-topk tr > th:first-child").all_inner_texts()
+    assert names.count("1: china.jpg") == 3 and names.count("3: grace_hopper.jpg") == 3  # whole names, 2 matrices
+    assert one_line(page, "#zs-matrix tr > th:first-child, #zs-topk tr > th:first-child") == []
+    screenshot(page, shots)
+
+
+def test_open_set_with_no_label_over_the_threshold_still_draws_every_score(sized):
+    """CLIP, several labels per image, a threshold no cosine reaches: the bars are signed cosines on a cosine axis
+    that carries the threshold, all three are drawn, and the caption and status say "none of these" in words."""
+    page = sized
+    page.set_input_files("#zs-images input[type=file]", [str(PHOTOS[0])])
+    page.fill("#zs-labels textarea", "a temple, a flower, a red sports car")
+    open_more(page)
+    page.get_by_label("several labels per image (independent scores)").check()
+    page.check("#zs-open input")
+    page.fill("#zs-threshold input[type=number]", "0.99")
+    page.press("#zs-threshold input[type=number]", "Enter")
+    page.click("#zs-run")
+    wait_text(page, "#zs-label", "none of these")
+    text = chart_text(page)
+    assert "cosine similarity · threshold 0.99" in text  # the threshold on the axis it applies to
+    assert "top 3 of 3 labels — none of these: no label reaches cosine 0.99" in text  # never an empty chart
+    assert all(label in text for label in ("a temple", "a flower", "a red sports car"))
+    assert "| below cosine 0.99 |" in text and "| threshold 0.99 |" in text  # the legend: pale bars, the red one
+    assert "%" not in text  # no percentages anywhere on a cosine chart
+    assert "no label reaches cosine 0.99" in page.inner_text("#zs-status")
+    screenshot(page, f"zero_shot_open_set_cosine_{width(page)}")
+
+
+def test_a_long_label_is_shortened_in_the_heading(page):
+    long_label = "a very long label " * 17  # 306 characters
+    page.set_input_files("#zs-images input[type=file]", [str(PHOTOS[0])])
+    page.fill("#zs-labels textarea", f"{long_label}, a flower")
+    page.click("#zs-run")
+    wait_text(page, "#zs-label", "%")
+    heading = page.locator("#zs-label h2").first.inner_text().strip()
+    assert heading == "a flower" or (len(heading) <= 60 and heading.endswith("…")), heading
+    labels = page.locator("#zs-label").inner_text()
+    assert long_label.strip() not in labels and "a very long label a very long label" in labels
+    screenshot(page, "zero_shot_long_label")

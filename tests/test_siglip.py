@@ -167,12 +167,17 @@ def served(tiny_clip, tiny_siglip, tmp_path):
 
 def test_tab_handlers_compare_matrix_where_and_progress(served):
     paths = [str(p) for p in EXAMPLES[:2]]
-    label, figure, status = zeroshot_tab.zero_shot(
+    label, chart, status = zeroshot_tab.zero_shot(
         served, paths, "a cat, a dog", "photo", "", 5, "default", "single", True, 0.0, "extra-1"
     )
-    assert len(figure.axes) == 2 and "Compared with" in status and "sigmoid" in status and "Per image" in status
+    bars = chart["value"]
+    assert (
+        len({s.split(":")[0] for s in bars["series"][:4]}) == 2 and len(bars) == 5
+    )  # both models' bars, 2 labels each
+    assert list(bars["score (text)"])[-1] == "probability 10%"  # and SigLIP's threshold, on the sigmoid axis
+    assert "Compared with" in status and "sigmoid" in status and "Per image" in status
     heatmap, table = zeroshot_tab.matrix(served, paths, "a cat, a dog", "photo", "", 5, "extra-1")
-    assert heatmap["visible"] and "| 2: " in table["value"]
+    assert heatmap["visible"] and "2: " in table["value"]
     single, _ = zeroshot_tab.matrix(served, paths[:1], "a cat", "photo", "", 5)
     assert single["visible"] is False
     maps = zeroshot_tab.where(served, paths, "a cat, a dog", "photo", "", "extra-1", "")
@@ -230,7 +235,7 @@ def test_api_compare_matrix_and_relevancy(tiny_clip, tiny_siglip, tmp_path):
         heatmap, table = client.predict(
             gallery, "a cat, a dog", "photo", "", 3, "default", api_name="/zero_shot_matrix"
         )
-        assert heatmap["visible"] and heatmap["value"]["type"] == "matplotlib" and "| 2: flower.jpg |" in table["value"]
+        assert heatmap["visible"] and "<table" in heatmap["value"] and "2: flower.jpg</th>" in table["value"]
         maps = client.predict(gallery, "a cat, a dog", "photo", "", "extra-1", "a dog", api_name="/relevancy")
         assert len(maps) == 2 and "where 'a dog'" in maps[0]["caption"]
         # the old six-argument call still works through gradio_client (the new inputs have defaults)

@@ -23,13 +23,14 @@ def served(tiny_clip, tmp_path):
 
 
 def test_handler_ranks_labels_and_draws_a_chart(served):
-    label, figure, status = zeroshot_tab.zero_shot(served, [(str(EXAMPLES[0]), None)], "a, b, c", "imagenet-80", "", 2)
+    label, chart, status = zeroshot_tab.zero_shot(served, [(str(EXAMPLES[0]), None)], "a, b, c", "imagenet-80", "", 2)
     assert len(label) == 2 and set(label) <= {"a", "b", "c"}
-    assert figure.axes[0].get_xlabel().startswith("probability (%)")
-    assert figure.axes[0].get_title() == "top 2 of 3 labels"
-    assert "80 template(s)" in status and "cpu" in status
-    _, figure, status = zeroshot_tab.zero_shot(served, [str(EXAMPLES[0]), str(EXAMPLES[1])], "a, b, c", "photo", "", 5)
-    assert figure.axes[0].get_title() == "image 1 of 2: top 3 of 3 labels" and "- image 2: **" in status
+    assert chart["y_title"].startswith("probability (%)") and chart["y_lim"] == [0.0, 100.0]
+    assert chart["caption"] == "top 2 of 3 labels." and list(chart["value"]["full label"]) == list(label)
+    assert list(chart["value"]["score"]) == pytest.approx([100 * v for v in label.values()], abs=1e-3)
+    assert "80 template(s)" in status and "cpu" in status and "✂️" not in status
+    _, chart, status = zeroshot_tab.zero_shot(served, [str(EXAMPLES[0]), str(EXAMPLES[1])], "a, b, c", "photo", "", 5)
+    assert chart["caption"] == "image 1 of 2: top 3 of 3 labels." and "- image 2: **" in status
 
 
 def test_handler_custom_template_and_errors(served):
@@ -144,13 +145,75 @@ def test_open_set_threshold_is_drawn_only_on_the_axis_it_applies_to(served):
     the cosine that decided it. In several-labels mode the bars are cosines: the line is drawn there, every label
     stays on the chart (even when none clears it), and the status speaks of cosine similarity, not probability."""
     photo = [str(EXAMPLES[0])]
-    _, figure, status = zeroshot_tab.zero_shot(served, photo, "a, b, c", "photo", "", 5, open_set=True, threshold=0.99)
-    ax = figure.axes[0]
-    assert not ax.lines and "best cosine" in ax.get_title() and "none of these" in ax.get_title()
-    assert "cosine similarity of 0.99" in status
-    label, figure, status = zeroshot_tab.zero_shot(
+    _, chart, status = zeroshot_tab.zero_shot(served, photo, "a, b, c", "photo", "", 5, open_set=True, threshold=0.99)
+    assert chart["y_title"] == "probability (%) · softmax"  # no threshold on this axis
+    assert "none of these: best cosine" in chart["caption"] and "< 0.99" in chart["caption"]
+    assert "no label reaches cosine 0.99" in status and len(chart["value"]) == 3  # the scores are still drawn
+    label, chart, status = zeroshot_tab.zero_shot(
         served, photo, "a, b, c", "photo", "", 5, mode="multi", open_set=True, threshold=0.99
     )
-    ax = figure.axes[0]
-    assert len(ax.patches) == 3 and len(ax.lines) == 1  # all three labels, and the threshold on their axis
-    assert "cosine similarity of 0.99" in status and "probability of" not in status
+    bars = chart["value"]
+    assert list(bars["series"]) == ["below cosine 0.99"] * 3 + ["threshold 0.99"]  # all three labels, the line
+    assert list(bars["score"])[-1] == 0.99 and list(bars["label"])[-1] == "threshold"  # on the cosine axis
+    assert chart["y_title"] == "cosine similarity · threshold 0.99"
+    assert "no label reaches cosine 0.99" in chart["caption"] and chart["colors_in_legend"] is None  # legend shown
+    assert "reaches cosine 0.99" in status and "%" not in status and label == "none of these"  # no percentages
+
+
+def test_several_labels_mode_shows_signed_cosines_ranked_by_them():
+    """CLIP's several-labels score is the cosine clipped at 0: shown and ranked as the signed cosine instead, on a
+    cosine axis that goes below 0, never as 0.0%."""
+    import torch
+
+    from clipdemo import charts
+    from clipdemo.zeroshot import SOFTMAX, ZeroShotResult
+
+    cos = torch.tensor([[-0.30, 0.10, -0.05]])
+    result = ZeroShotResult(["a", "b", "c"], cos.clamp(min=0), cos, SOFTMAX, True, None, [])
+    assert [(p.label, round(p.score, 2)) for p in result.bars()[0]] == [("b", 0.1), ("c", -0.05), ("a", -0.3)]
+    chart = charts.bar_chart([("m", result)], None)
+    assert list(chart.table["score"]) == [0.1, -0.05, -0.3] and chart.y_lim[0] < -0.3 < 0.1 < chart.y_lim[1]
+    assert chart.y_title == "cosine similarity" and list(chart.table["score (text)"]) == ["+0.10", "−0.05", "−0.30"]
+    assert zeroshot_tab._ranked_value(result, None) == "b (cosine +0.10)"  # the list widget speaks only in %
+    html = charts.matrix_html([("m", result)], ["1: x.jpg"])
+    assert "−0.30" in html and "0.0%" not in html
+
+
+def test_label_cut_notes_only_when_the_label_itself_is_cut():
+    """A byte-level model with a 32-token context (the shipped scratch CLIP): with the 80 templates an ordinary
+    label is not "cut" (one sentence names the templates that are too long); a label too long for any template
+    is, with how much."""
+    from clipdemo.zeroshot import IMAGENET_TEMPLATES, TEMPLATE_SETS, cutting_templates, truncated_labels
+
+    class Bytes:
+        context_length = 32
+
+        def token_lengths(self, texts):
+            return [len(t.encode()) + 2 for t in texts]
+
+    labels = ["cat", "a red car"]
+    assert truncated_labels(Bytes(), labels, IMAGENET_TEMPLATES) == []
+    too_long = cutting_templates(Bytes(), labels, IMAGENET_TEMPLATES)
+    assert "a black and white photo of the {}." in too_long and "a photo of a {}." not in too_long
+    assert cutting_templates(Bytes(), labels, TEMPLATE_SETS["photo"]) == ()  # one template: nothing to compare
+    (cut,) = truncated_labels(Bytes(), ["cat", "a very long label about a red sports car"], TEMPLATE_SETS["photo"])
+    assert cut.label.startswith("a very long") and cut.sentence().endswith("(24 of 56 dropped)")
+
+
+def test_tables_escape_what_visitors_type_and_keep_file_names_whole():
+    import torch
+
+    from clipdemo import charts
+    from clipdemo.zeroshot import SIGMOID, ZeroShotResult
+
+    scores = torch.tensor([[0.9, 0.2]])
+    result = ZeroShotResult(["<img src=x onerror=alert(1)>", "b" * 300], scores, scores, SIGMOID, False, None, [])
+    html = charts.matrix_html([("m", result)], ["1: <x>.jpg"]) + charts.top_table_html([("m", result)], ["1"], 2)
+    assert "<img" not in html and "&lt;img src=x" in html and "1: &lt;x&gt;.jpg" in html
+    assert "white-space:nowrap" in html and "b" * 300 in html and ">" + "b" * 23 + "…<" in html  # full text on hover
+
+
+def test_a_new_upload_replaces_the_gallery():
+    """Gradio's gallery appends an upload to what it shows and sends the new files alone with its upload event."""
+    event = gr.EventData(None, [{"image": {"path": "/tmp/b.png"}, "caption": None}, {"image": {"path": "/tmp/c.png"}}])
+    assert zeroshot_tab.uploaded_only(event) == ["/tmp/b.png", "/tmp/c.png"]

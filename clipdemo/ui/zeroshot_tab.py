@@ -13,10 +13,10 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from clipdemo import charts
 from clipdemo.api import threshold_for
 from clipdemo.images import load_image
 from clipdemo.names import is_local
-from clipdemo.plots import compare_bars, ranked_bars, score_matrix
 from clipdemo.relevancy import relevancy
 from clipdemo.serving import Served
 from clipdemo.ui.common import MODEL_QUEUE, gallery_paths, user_errors
@@ -29,6 +29,7 @@ from clipdemo.zeroshot import (
     ZeroShotResult,
     parse_labels,
     resolve_templates,
+    shorten,
 )
 from clipdemo.zeroshot import (
     zero_shot as score,
@@ -49,6 +50,19 @@ THRESHOLD_INFO = (
     f"0: the family's default (SigLIP: probability {DEFAULT_THRESHOLD[SIGMOID]:g}; "
     f"CLIP: cosine {DEFAULT_THRESHOLD[SOFTMAX]:g})"
 )
+INTRO = (
+    "**Which of your labels fits each picture?** Add images, type a few labels, press Classify: the model compares "
+    "each picture with each label's text, no training needed."
+)
+DETAILS = """- **Templates**: each label is put into a sentence ("a photo of a {label}."), which is what the model was
+  trained on; with several templates the label's sentences are averaged (**ensembling**), usually a bit better.
+- **Scores**: CLIP models compare the labels with each other (**softmax**: the scores sum to 100%, so some label
+  always wins); SigLIP models score each label on its own (**sigmoid**: each 0–100%, none has to win). In CLIP's
+  *several labels* mode the score is the **cosine similarity** between picture and text (−1 to 1; matching pairs
+  sit around 0.25–0.35).
+- **Threshold** (open set): below it no label is given and the answer is "none of these". It is a probability for
+  SigLIP and a cosine similarity for CLIP, and each chart says which.
+- **Compare**: the same images, labels and templates through a second model, each on its own scale."""
 UPLOADS_TTL = 300  # seconds decoded uploads may wait in a visitor's session (after a click that failed part-way)
 
 
@@ -59,6 +73,11 @@ class Uploads:
 
     paths: tuple[str, ...]
     images: tuple[Image.Image, ...]
+
+
+def uploaded_only(event: gr.EventData):
+    """The files of this upload alone (the gallery's upload event carries them), which then replace the gallery."""
+    return [item["image"]["path"] if isinstance(item, dict) and "image" in item else item for item in event._data]
 
 
 def decoded(paths: list[str], uploads: Uploads | None = None) -> list[Image.Image]:
@@ -120,44 +139,89 @@ def _threshold(scoring: str, open_set: bool, threshold: float) -> float | None:
     return threshold_for(scoring, open_set, float(threshold) if open_set and threshold else None)
 
 
-def _axis(result: ZeroShotResult) -> str:
-    if result.scoring == "sigmoid":
-        return "independent probability (%), sigmoid"
-    return "cosine similarity (×100)" if result.multi_label else "probability (%), softmax over the labels"
-
-
 def _rule(result: ZeroShotResult) -> str:
     if result.scoring == "sigmoid":
         return "each label scored on its own (sigmoid with the model's scale and bias, as SigLIP was trained)"
     if result.multi_label:
-        return "each label scored on its own by its cosine similarity (CLIP has no per-label probability)"
+        return "each label scored on its own by its cosine similarity, −1 to 1 (CLIP has no per-label probability)"
     return "softmax over the labels (as CLIP was trained): the scores sum to 100%"
 
 
 def _threshold_note(result: ZeroShotResult) -> str:
     if result.threshold is None:
         return ""
-    return f' "None of these" when no label reaches a {result.threshold_name} of {result.threshold:g}.'
+    return f' "None of these" when no label reaches {charts.threshold_words(result)}.'
 
 
-def _none_title(result: ZeroShotResult) -> str:
-    """The chart title's verdict; for a softmax family it says the cosine that decided it (not on the bars)."""
-    if result.drawn_threshold is not None:
-        return f" — {NONE_OF_THESE}"
-    best = float(result.similarity[0].max())
-    return f" — {NONE_OF_THESE} (best cosine {best:.2f} < {result.threshold:g})"
+def _short(choice) -> str:
+    """A model's name without where it runs ("tiny-clip", not "local model 'tiny-clip' on cpu (fp32, ONNX …)")."""
+    name = choice.description.split(" on ")[0]
+    return name.removeprefix("local model '").removesuffix("'") if name.startswith("local model '") else name
 
 
-def _image_line(i: int, result: ZeroShotResult, predictions, none: bool) -> str:
-    if none:
-        return (
-            f"- image {i + 1}: **{NONE_OF_THESE}** (best: {predictions[0].label}, {100 * predictions[0].score:.1f}%)"
-            if predictions
-            else f"- image {i + 1}: **{NONE_OF_THESE}**"
+def _image_line(i: int, panels, top_k: int | None) -> str:
+    """One image's verdict, for each model: its top three, or "none of these" and why."""
+    parts = []
+    for name, result in panels:
+        predictions = result.ranked(top_k)[i]
+        words = charts.verdict(result, i)
+        if words:
+            best = result.bars(1)[i][0]
+            text = f"**{words}** (best: {shorten(best.label, 60)}, {charts.shown(result, best.score)})"
+        elif not predictions:
+            text = f"no label reaches {charts.threshold_words(result)}"
+        else:
+            text = ", ".join(f"**{shorten(p.label, 60)}** ({charts.shown(result, p.score)})" for p in predictions[:3])
+        parts.append(f"{name}: {text}" if len(panels) > 1 else text)
+    return f"- image {i + 1}: " + "; ".join(parts)
+
+
+def _ranked_value(result: ZeroShotResult, top_k: int | None):
+    """The ranked-labels panel for the first image. It speaks in percent only, so a cosine (CLIP's several-labels
+    mode) is said in words, with the chart's signed values beside it; long labels are shortened for the heading."""
+    words = charts.verdict(result)
+    if words:
+        return NONE_OF_THESE
+    ranked = result.ranked(top_k)[0]
+    if not ranked:
+        return f"no label reaches {charts.threshold_words(result)}"
+    if charts.unit(result) == charts.COSINE:
+        return f"{shorten(ranked[0].label, 60)} (cosine {charts.shown(result, ranked[0].score)})"
+    names = charts._categories([p.label for p in ranked], 60)
+    return {names[p.label]: p.score for p in ranked}
+
+
+def _chart_update(chart: charts.BarChart) -> dict:
+    return gr.update(
+        value=chart.table,
+        caption=chart.caption,  # a caption, not a title: Gradio's plot block clips a title's top
+        y_title=chart.y_title,
+        y_lim=chart.y_lim,
+        sort=chart.order,
+        color_map=chart.colours,
+        colors_in_legend=None if chart.legend else [],
+        color_title=chart.legend_title,
+    )
+
+
+def _scored(served, images, labels, template, custom, model, mode, open_set, threshold, compare, progress, uploads):
+    """The checked inputs and (model name, result) for the model and, in compare mode, the second one."""
+    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
+    if mode not in ("single", "multi"):
+        raise LabelError("Mode must be 'single' or 'multi'.")
+    runs = []
+    for key in [model] + ([compare] if compare and compare != NO_COMPARE else []):
+        choice = _model(served, key, progress)
+        result = score(
+            choice.encoder,
+            loaded,
+            label_list,
+            templates,
+            multi_label=mode == "multi",
+            threshold=_threshold(choice.encoder.scoring, open_set, threshold),
         )
-    if not predictions:
-        return f"- image {i + 1}: no label reaches the threshold"
-    return f"- image {i + 1}: " + ", ".join(f"**{p.label}** ({100 * p.score:.1f}%)" for p in predictions[:3])
+        runs.append((choice, result))
+    return paths, templates, runs
 
 
 def zero_shot(
@@ -175,35 +239,13 @@ def zero_shot(
     progress=None,
     uploads: Uploads | None = None,
 ):
-    """Returns the first image's labels, a chart (its bars, or both models' side by side) and a status line."""
-    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
-    if mode not in ("single", "multi"):
-        raise LabelError("Mode must be 'single' or 'multi'.")
+    """The first image's labels, its bar chart (both models' bars side by side in compare mode, drawn by the
+    browser) and a status line with every image's verdict for each model."""
+    args = (model, mode, open_set, threshold, compare, progress, uploads)
+    paths, templates, runs = _scored(served, images, labels, template, custom, *args)
     k = int(top_k) or None
-    runs = []
-    for key in [model] + ([compare] if compare and compare != NO_COMPARE else []):
-        choice = _model(served, key, progress)
-        result = score(
-            choice.encoder,
-            loaded,
-            label_list,
-            templates,
-            multi_label=mode == "multi",
-            threshold=_threshold(choice.encoder.scoring, open_set, threshold),
-        )
-        runs.append((choice, result))
+    panels = [(_short(c), r) for c, r in runs]
     choice, result = runs[0]
-    ranked, none = result.ranked(k), result.none_of_these()
-    first = NONE_OF_THESE if none[0] else ({p.label: p.score for p in ranked[0]} or "no label reaches the threshold")
-    bars = result.bars(k)  # the chart shows every label, the threshold drawn on its own axis only
-    # a title always: it also keeps the top bar's label clear of Gradio's label badge on the chart
-    title = f"top {len(bars[0])} of {len(label_list)} labels" + (_none_title(result) if none[0] else "")
-    if len(runs) > 1:
-        panels = [(c.description.split(" on ")[0], r.bars(k)[0], _axis(r), r.drawn_threshold) for c, r in runs]
-        figure = compare_bars(panels, f"image 1 of {len(paths)}: the same labels and templates, two models")
-    else:
-        title = f"image 1 of {len(bars)}: {title}" if len(bars) > 1 else title
-        figure = ranked_bars(bars[0], title, xlabel=_axis(result), threshold=result.drawn_threshold)
     lines = [
         f"Model: {choice.description}; {len(templates)} template(s) per label. Scores: {_rule(result)}."
         + _threshold_note(result)
@@ -212,14 +254,12 @@ def zero_shot(
         lines.append(f"⚠️ {choice.notice}")
     for c, r in runs[1:]:
         lines.append(f"Compared with: {c.description}. Scores: {_rule(r)}." + _threshold_note(r))
-    truncated = {t.sentence() for _, r in runs for t in r.truncated}
-    if truncated:
-        lines.append("✂️ Longer than the model's text context: " + "; ".join(sorted(truncated)) + ".")
-    if len(paths) > 1 or none[0]:
-        lines.append(
-            "Per image:\n" + "\n".join(_image_line(i, result, r, n) for i, (r, n) in enumerate(zip(ranked, none)))
-        )
-    return first, figure, "\n\n".join(lines)
+    notes = list(dict.fromkeys(n for _, r in runs for n in r.notices()))
+    if notes:
+        lines.append("✂️ Longer than the model's text context: " + " ".join(notes))
+    if len(paths) > 1 or len(runs) > 1 or any(charts.verdict(r) for _, r in runs):
+        lines.append("Per image:\n" + "\n".join(_image_line(i, panels, k) for i in range(len(paths))))
+    return _ranked_value(result, k), _chart_update(charts.bar_chart(panels, k)), "\n\n".join(lines)
 
 
 def matrix(
@@ -236,34 +276,20 @@ def matrix(
     compare: str | None = NO_COMPARE,
     uploads: Uploads | None = None,
 ):
-    """With several images: the image x label heatmap (each image's top-k outlined) and the top-k as a table."""
-    paths, label_list, templates, loaded = checked_inputs(images, labels, template, custom, uploads)
+    """With several images: every image x every label (a table per model, each image's best in bold) and each
+    image's top-k, one column per model."""
+    paths = gallery_paths(images)
     if len(paths) < 2:
-        return gr.update(value=None, visible=False), gr.update(value="", visible=False)
-    choice = served.zero_shot(model)
-    result = score(
-        choice.encoder,
-        loaded,
-        label_list,
-        templates,
-        multi_label=mode == "multi",
-        threshold=_threshold(choice.encoder.scoring, open_set, threshold),
-    )
-    k = max(1, min(int(top_k) or 1, len(label_list), 3))
+        return gr.update(value="", visible=False), gr.update(value="", visible=False)
+    args = (model, mode, open_set, threshold, compare, None, uploads)
+    paths, _, runs = _scored(served, images, labels, template, custom, *args)
+    panels = [(_short(c), r) for c, r in runs]
+    k = max(1, min(int(top_k) or 1, len(runs[0][1].labels), 3))
     names = [f"{i + 1}: {Path(p).name}" for i, p in enumerate(paths)]
-    figure = score_matrix(
-        result.scores,
-        names,
-        label_list,
-        f"{_axis(result).split(',')[0]}; outlined: each image's best",
-        result.none_of_these(),
-        top_k=1,
+    return (
+        gr.update(value=charts.matrix_html(panels, names), visible=True),
+        gr.update(value=charts.top_table_html(panels, names, k), visible=True),
     )
-    rows = ["| image | top " + str(k) + " |", "| --- | --- |"]
-    for name, predictions, none in zip(names, result.ranked(k), result.none_of_these()):
-        text = ", ".join(f"{p.label} ({100 * p.score:.1f}%)" for p in predictions)
-        rows.append(f"| {name} | {('**' + NONE_OF_THESE + '** · ') if none else ''}{text} |")
-    return gr.update(value=figure, visible=True), gr.update(value="\n".join(rows), visible=True)
 
 
 def where(
@@ -361,21 +387,30 @@ class Inputs:
 def build(served: Served):
     """The tab: a fallback banner on top, inputs on the left, ranked labels on the right, the matrix and relevancy
     maps below. Returns what the page load refreshes (``model_status``'s outputs)."""
+    gr.Markdown(INTRO, elem_id="zs-intro")
+    with gr.Accordion("Details", open=False, elem_id="zs-details"):
+        gr.Markdown(DETAILS)
     banner = gr.Markdown(visible=False, elem_id="zs-fallback", elem_classes=["fallback-banner"])
     with gr.Row():
         with gr.Column(scale=1):
             inputs = _inputs(served)
         with gr.Column(scale=1):
             status = gr.Markdown("Loading model…", elem_id="zs-status")
-            label = gr.Label(label="Ranked labels (first image)", elem_id="zs-label")
-            # the chart's text equivalent is the list above it: its label says so (Gradio's alt text is generic);
-            # short, so that the label's badge stays clear of the chart's title
-            chart = gr.Plot(label="The list above as a chart", elem_id="zs-chart")
-    with gr.Row():
-        with gr.Column(scale=3):
-            heatmap = gr.Plot(label="Every image × every label", elem_id="zs-matrix", visible=False)
-        with gr.Column(scale=2):
-            top_table = gr.Markdown(elem_id="zs-topk", visible=False)
+            label = gr.Label(label="Ranked labels (first image, first model)", elem_id="zs-label")
+            # drawn by the browser from a small table (nothing drawn on the server per request); no label badge
+            # over the title; the list above is its text equivalent, the tooltip has each full label and score
+            chart = gr.BarPlot(
+                x="label",
+                y="score",
+                color="series",
+                tooltip=["full label", "score (text)"],
+                x_title="label",
+                x_label_angle=-30,
+                show_label=False,
+                elem_id="zs-chart",
+            )
+    heatmap = gr.HTML(elem_id="zs-matrix", visible=False)  # a table per model: every image x every label
+    top_table = gr.HTML(elem_id="zs-topk", visible=False)
     maps = gr.Gallery(
         label="Where in the image (red: matches the label most, blue: least)",
         elem_id="zs-maps",
@@ -394,18 +429,22 @@ def build(served: Served):
 
 
 def _inputs(served: Served) -> Inputs:
+    # the Classify button right under the images and labels: visible without scrolling on a laptop
     images = gr.Gallery(
         label=f"Images (up to {MAX_IMAGES})",
         type="filepath",
         file_types=["image"],
         interactive=True,
         columns=4,
-        height=260,
+        height=200,
         elem_id="zs-images",
     )
+    # a new upload replaces the images shown (Gradio's gallery adds to them)
+    images.upload(uploaded_only, None, images, show_progress="hidden", api_visibility="private")
     labels = gr.Textbox(
         label="Labels (comma- or newline-separated)", value="cat, dog, a red sports car", lines=2, elem_id="zs-labels"
     )
+    run = gr.Button("Classify", variant="primary", elem_id="zs-run")
     with gr.Row():
         template = gr.Dropdown(TEMPLATE_CHOICES, value="photo", label="Prompt template")
         top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
@@ -426,7 +465,6 @@ def _inputs(served: Served) -> Inputs:
             threshold = gr.Slider(
                 0, 1, value=0, step=0.01, elem_id="zs-threshold", label="Threshold", info=THRESHOLD_INFO
             )
-    run = gr.Button("Classify", variant="primary", elem_id="zs-run")
     with gr.Row():
         where_label = gr.Textbox(
             "", label="Where in the image is… (a label; empty: each image's top label)", elem_id="zs-where", scale=3
