@@ -189,7 +189,7 @@ def _sessions(kind: str, spec: str, precision: str, towers: dict) -> dict | None
 HF_CLIP = "hf-clip"
 
 
-def cached_towers(kind: str, spec: str, precision: str) -> OnnxTowers | None:
+def cached_towers(kind: str, spec: str, precision: str, root: Path | None = None) -> OnnxTowers | None:
     """Both towers' sessions straight from the export cache, without building the PyTorch model (a lean process:
     no transformers model classes, no dynamo); None when either is not cached or does not load (the caller then
     loads the model, and ``cached_session`` exports again what needs it)."""
@@ -200,7 +200,8 @@ def cached_towers(kind: str, spec: str, precision: str) -> OnnxTowers | None:
     except ImportError:
         return None
     fingerprint = backbone_fingerprint(spec)
-    folders = [export_folder(f"{kind}-{t}", fingerprint, precision) for t in ("image", "text")] if fingerprint else []
+    names = [f"{kind}-{tower}" for tower in ("image", "text")]
+    folders = [export_folder(name, fingerprint, precision, root) for name in names] if fingerprint else []
     if not folders or not all((f / "model.onnx").is_file() for f in folders):
         return None
     try:
@@ -225,9 +226,10 @@ def export_in_background(kind: str, spec: str, precision: str, done: Callable[[O
     import subprocess
     import sys
 
-    root = str(Path(__file__).resolve().parents[1])  # clipdemo importable in the child, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    package = str(Path(__file__).resolve().parents[1])  # clipdemo importable in the child, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
     code = "from clipdemo.onnx_engine import _export_main; _export_main()"
+    root = cache_dir()  # where the child writes: it gets this environment
     child = subprocess.Popen([sys.executable, "-c", code, kind, spec, precision], env=env, stdin=subprocess.DEVNULL)
     with _children_lock:
         _children.add(child)
@@ -238,7 +240,7 @@ def export_in_background(kind: str, spec: str, precision: str, done: Callable[[O
         code = child.wait()
         with _children_lock:
             _children.discard(child)
-        towers = cached_towers(kind, spec, precision) if code == 0 else None
+        towers = cached_towers(kind, spec, precision, root) if code == 0 else None
         if towers is None:
             log.warning("background ONNX export of %s ended with code %s: it stays in PyTorch", spec, code)
         else:
@@ -353,8 +355,8 @@ def _version(package: str) -> str:
         return getattr(__import__(package), "__version__", "?")
 
 
-def export_folder(name: str, fingerprint: str, precision: str) -> Path:
-    return cache_dir() / f"{name}-{cache_key(name, fingerprint, precision)}"
+def export_folder(name: str, fingerprint: str, precision: str, root: Path | None = None) -> Path:
+    return (root or cache_dir()) / f"{name}-{cache_key(name, fingerprint, precision)}"
 
 
 _export_lock = threading.Lock()  # one export at a time in a process (two threads loading the same model)
