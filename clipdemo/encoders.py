@@ -62,8 +62,8 @@ class ImageTransform:
 
     def __init__(self, size: int, crop: int, mean, std):
         self.size, self.crop = size, crop
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+        self.mean = np.asarray(mean, dtype=np.float32) * 255  # per channel, last axis (height, width, channel)
+        self.std = np.asarray(std, dtype=np.float32) * 255
 
     MAX_ASPECT = 4  # beyond this the centre crop never sees the ends: trim them before resizing (10000x1 images)
 
@@ -89,11 +89,12 @@ class ImageTransform:
         image = image.resize(new, Image.BICUBIC)
         left, top = (new[0] - self.crop) // 2, (new[1] - self.crop) // 2
         image = image.crop((left, top, left + self.crop, top + self.crop))
-        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-        return (x - self.mean) / self.std
+        # In numpy, single-threaded: torch's thread pool would wake for these 150k values and then spin on the
+        # cores ONNX Runtime is about to run the tower on (the same float32 arithmetic, so the same pixels).
+        return ((np.asarray(image, dtype=np.float32) - self.mean) / self.std).transpose(2, 0, 1)
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.one(im) for im in images])
+        return torch.from_numpy(np.ascontiguousarray(np.stack([self.one(im) for im in images])))
 
 
 class HFCLIPEncoder:
@@ -182,12 +183,12 @@ class HFCLIPEncoder:
 
     def _switch(self, towers) -> None:
         """The background export ended: ONNX Runtime answers from now on, and the PyTorch model goes."""
-        from clipdemo import onnx_engine
+        from clipdemo.memory import release_freed_memory
 
         if towers is not None:
             with self._lock:
                 self.onnx, self.precision, self._model = towers, self._asked, None
-            onnx_engine.release_memory()  # requests still running in PyTorch free the rest when they end
+            release_freed_memory()  # requests still running in PyTorch free the rest when they end
         self.exporting = False
 
     def _logit_scale(self) -> float:
