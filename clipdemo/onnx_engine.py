@@ -16,6 +16,10 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
   process after the first (CLI runs, app restarts) loads it, and an export killed midway leaves no model behind. A
   cached model that no longer loads is exported again. Exports count against the caches' budget
   (``clipdemo.caches``: least recently used evicted first, never one a live session uses).
+- ``cached_towers(kind, spec, precision)``: both towers straight from the cache, without the PyTorch model (what
+  ``clipdemo.encoders.HFCLIPEncoder`` loads first); the key needs no model (the fingerprint, package versions).
+- ``export_in_background(...)``: the server's first start exports in a low-priority child process while PyTorch
+  answers, then hands the sessions to a callback (the encoder switches and drops its PyTorch model).
 Training and anything needing gradients always run in PyTorch.
 """
 
@@ -226,11 +230,11 @@ def export_in_background(kind: str, spec: str, precision: str, done: Callable[[O
     import subprocess
     import sys
 
-    package = str(Path(__file__).resolve().parents[1])  # clipdemo importable in the child, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
     code = "from clipdemo.onnx_engine import _export_main; _export_main()"
     root = cache_dir()  # where the child writes: it gets this environment
-    child = subprocess.Popen([sys.executable, "-c", code, kind, spec, precision], env=env, stdin=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, kind, spec, precision], env=settings.child_environment(), stdin=subprocess.DEVNULL
+    )
     with _children_lock:
         _children.add(child)
     log.info("exporting %s to ONNX in the background (pid %d): PyTorch answers until it is done", spec, child.pid)
@@ -274,7 +278,7 @@ def _export_main() -> None:
     import sys
 
     _die_with_parent()
-    os.nice(10)  # requests first: the export takes the cores they leave idle
+    os.nice(19)  # requests first: the export takes the cores they leave idle
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     kind, spec, precision = sys.argv[1:4]
     if kind != HF_CLIP:

@@ -111,7 +111,7 @@ def test_scratch_checkpoint_stays_in_pytorch_unless_asked(cache):
 def test_export_cache_is_reused_by_the_next_process(tiny_clip, tmp_path, cache):
     """Exported here, loaded by the CLI in another process (the engine is its default): of the two towers it
     exports only the one whose model was removed from the cache."""
-    HFCLIPEncoder(str(tiny_clip))
+    assert HFCLIPEncoder(str(tiny_clip))._model is None  # exported, then the PyTorch model was dropped
     image_model, text_model = (cache / name / "model.onnx" for name in models_in(cache))
     assert image_model.parent.name.startswith("hf-clip-image") and text_model.parent.name.startswith("hf-clip-text")
     exported = image_model.stat().st_mtime_ns
