@@ -438,7 +438,7 @@ def _weights_apart(model: Path) -> None:
     onnx.save_model(graph, str(model), save_as_external_data=True, location=f"{model.name}.data", size_threshold=1024)
 
 
-def new_session(model: Path):
+def new_session(model: Path, spinning: bool = False):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -447,7 +447,8 @@ def new_session(model: Path):
     options.inter_op_num_threads = 1
     # No spinning: ORT's workers otherwise busy-wait after each run on the cores that the request's next steps
     # (decode, preprocessing, scoring, Gradio) need. On the ViT-B/32-shaped image tower with 2 cores, a new-image
-    # call took 132 ms with spinning off vs 207 ms on (load 5; the issue 25 notes measured 77 vs 101-115 ms idle).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # call took 132 ms with spinning off vs 207 ms on (load 5; the issue 25 notes measured 77 vs 101-115 ms idle);
+    # bench/zero_shot_latency.py interleaves both (``spinning=True`` is there for it).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # errors only
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
