@@ -153,8 +153,8 @@ class HFCLIPEncoder:
         elif self.onnx is None:
             self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, asked, engine)
         self.logit_scale = self._logit_scale()
-        if self.onnx and self._model is not None:  # exported here: ONNX Runtime answers, the model can go
-            self._switch(self.onnx)
+        if self.onnx:  # exported here: ONNX Runtime answers, the model can go (no gc pass: the CLI runs without)
+            self._model = None
 
     @property
     def engine(self) -> str:
