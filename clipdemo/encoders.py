@@ -62,8 +62,8 @@ class ImageTransform:
 
     def __init__(self, size: int, crop: int, mean, std):
         self.size, self.crop = size, crop
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+        self.mean = np.asarray(mean, dtype=np.float32) * 255  # per channel, last axis (height, width, channel)
+        self.std = np.asarray(std, dtype=np.float32) * 255
 
     MAX_ASPECT = 4  # beyond this the centre crop never sees the ends: trim them before resizing (10000x1 images)
 
@@ -89,15 +89,23 @@ class ImageTransform:
         image = image.resize(new, Image.BICUBIC)
         left, top = (new[0] - self.crop) // 2, (new[1] - self.crop) // 2
         image = image.crop((left, top, left + self.crop, top + self.crop))
-        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-        return (x - self.mean) / self.std
+        # In numpy, single-threaded: torch's thread pool would wake for these 150k values and then spin on the
+        # cores ONNX Runtime is about to run the tower on (the same float32 arithmetic, so the same pixels).
+        return ((np.asarray(image, dtype=np.float32) - self.mean) / self.std).transpose(2, 0, 1)
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.one(im) for im in images])
+        return torch.from_numpy(np.ascontiguousarray(np.stack([self.one(im) for im in images])))
 
 
 class HFCLIPEncoder:
-    """A transformers ``CLIPModel`` from the Hub or a local folder."""
+    """A transformers CLIP from the Hub or a local folder.
+
+    With both towers' ONNX exports cached (every start after the first), it holds the tokenizer, the preprocessing
+    config and two ONNX Runtime sessions only: the PyTorch ``CLIPModel`` (and transformers' model classes) is loaded
+    when something needs it (``encode_patches``, the torch engine, GPUs). With ``background_export`` (the server),
+    an export not cached yet runs in a child process while PyTorch answers; the encoder then switches to ONNX
+    Runtime and drops the PyTorch model (``exporting`` says it is still running).
+    """
 
     scoring, logit_bias = "softmax", 0.0
 
@@ -108,9 +116,9 @@ class HFCLIPEncoder:
         precision: str | None = None,
         batch_size: int = 32,
         engine: str | None = None,
+        background_export: bool = False,
     ):
-        from transformers import CLIPModel, CLIPTokenizerFast
-        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as CLIPImageProcessor
+        from transformers import CLIPConfig, CLIPTokenizerFast
         from transformers.utils import logging as hf_logging
 
         from clipdemo import onnx_engine
@@ -119,39 +127,91 @@ class HFCLIPEncoder:
 
         self.name = spec
         self.device = pick_device(device)
-        self.precision = pick_precision(self.device, precision, int8=True)
         self.batch_size = batch_size
-        path = _hf_local_or_hub(spec)
+        self._path, self._hub_kwargs = _hf_local_or_hub(spec), _hub_kwargs(spec)
+        self._model, self._lock, self.exporting = None, threading.Lock(), False
         try:
-            # safetensors only: a repo with just pickled weights is refused, never unpickled
-            self.model = (
-                CLIPModel.from_pretrained(path, use_safetensors=True, **_hub_kwargs(spec)).eval().to(self.device)
-            )
-            self.tokenizer = CLIPTokenizerFast.from_pretrained(path, **_hub_kwargs(spec))
-            processor = CLIPImageProcessor.from_pretrained(path, **_hub_kwargs(spec))
+            config = CLIPConfig.from_pretrained(self._path, **self._hub_kwargs)
+            self.tokenizer = CLIPTokenizerFast.from_pretrained(self._path, **self._hub_kwargs)
+            self.transform = _clip_transform(spec, self._path, self._hub_kwargs)
         except (OSError, ValueError, KeyError) as e:
             raise ModelUnavailable(_unavailable_message(spec, e)) from e
-        self.model.requires_grad_(False)
-        self.context_length = self.model.config.text_config.max_position_embeddings
-        self.logit_scale = float(self.model.logit_scale.exp())
-        self.transform = ImageTransform(
-            processor.size["shortest_edge"], processor.crop_size["height"], processor.image_mean, processor.image_std
-        )
+        self.context_length = config.text_config.max_position_embeddings
+        self.projection_dim = config.projection_dim
+        self._asked = asked = pick_precision(self.device, precision, int8=True)
         # The towers in ONNX Runtime (CPUs, by default) or None: PyTorch runs them; projection and normalisation
         # below are the same either way.
-        self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, self.precision, engine)
-        self.engine = "onnx" if self.onnx else "torch"
+        wanted = onnx_engine.planned(self.device, asked, engine)[1] == "onnx"
+        self.onnx, self.precision = (
+            (onnx_engine.cached_towers(onnx_engine.HF_CLIP, spec, asked) if wanted else None),
+            asked,
+        )
+        if self.onnx is None and wanted and background_export and _exportable(spec):
+            self.precision, self.exporting = ("fp32" if asked == "int8" else asked), True
+            self._load_model()  # PyTorch answers now, and the export is not waited for
+            onnx_engine.export_in_background(onnx_engine.HF_CLIP, spec, asked, self._switch)
+        elif self.onnx is None:
+            self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, asked, engine)
+        self.logit_scale = self._logit_scale()
+        if self.onnx:  # exported here: ONNX Runtime answers, the model can go (no gc pass: the CLI runs without)
+            self._model = None
+
+    @property
+    def engine(self) -> str:
+        return "onnx" if self.onnx else "torch"
+
+    @property
+    def model(self):
+        """The PyTorch ``CLIPModel``, loaded on first use (relevancy maps, the torch engine, training)."""
+        with self._lock:
+            return self._load_model()
+
+    def _load_model(self):
+        if self._model is None:
+            from transformers import CLIPModel
+
+            try:  # safetensors only: a repo with just pickled weights is refused, never unpickled
+                model = CLIPModel.from_pretrained(self._path, use_safetensors=True, **self._hub_kwargs)
+            except (OSError, ValueError, KeyError) as e:
+                raise ModelUnavailable(_unavailable_message(self.name, e)) from e
+            self._model = model.eval().requires_grad_(False).to(self.device)
+        return self._model
+
+    def _runner(self):
+        """``(onnx towers, None, precision)`` or ``(None, PyTorch model, precision)``, read together: a request keeps
+        the engine it started with while a background export switches the encoder."""
+        with self._lock:
+            return (self.onnx, None, self.precision) if self.onnx else (None, self._load_model(), self.precision)
+
+    def _switch(self, towers) -> None:
+        """The background export ended: ONNX Runtime answers from now on, and the PyTorch model goes."""
+        from clipdemo.memory import release_freed_memory
+
+        if towers is not None:
+            with self._lock:
+                self.onnx, self.precision, self._model = towers, self._asked, None
+            release_freed_memory()  # requests still running in PyTorch free the rest when they end
+        self.exporting = False
+
+    def _logit_scale(self) -> float:
+        """The model's temperature: from the weights file (one tensor) when the model is not loaded."""
+        if self._model is None:
+            scale = _safetensors_tensor(self.name, "logit_scale")
+            if scale is not None:
+                return float(scale.exp())
+        return float(self.model.logit_scale.exp())
 
     @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        onnx, model, precision = self._runner()
         out = []
         for i in range(0, len(images), self.batch_size):
             pixels = self.transform(images[i : i + self.batch_size]).to(self.device)
-            if self.onnx:
-                out.append(self.onnx.image(pixels))
+            if onnx:
+                out.append(onnx.image(pixels))
                 continue
-            with autocast(self.device, self.precision):
-                out.append(embedding(self.model.get_image_features(pixel_values=pixels)))
+            with autocast(self.device, precision):
+                out.append(embedding(model.get_image_features(pixel_values=pixels)))
         return l2_normalize(torch.cat(out)).cpu()
 
     @torch.inference_mode()
@@ -162,18 +222,19 @@ class HFCLIPEncoder:
         texts = list(texts)
         ids = self.tokenizer(texts, truncation=True, max_length=self.context_length)["input_ids"] if texts else []
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = torch.empty(len(ids), self.model.config.projection_dim)
+        onnx, model, precision = self._runner() if ids else (None, None, self.precision)
+        out = torch.empty(len(ids), self.projection_dim)
         for rows in _token_batches(order, [len(x) for x in ids], max_tokens):
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
-            if self.onnx:
-                out[rows] = self.onnx.text(batch["input_ids"], batch["attention_mask"])
+            if onnx:
+                out[rows] = onnx.text(batch["input_ids"], batch["attention_mask"])
                 continue
-            with autocast(self.device, self.precision):
-                out[rows] = embedding(self.model.get_text_features(**batch)).float().cpu()
+            with autocast(self.device, precision):
+                out[rows] = embedding(model.get_text_features(**batch)).float().cpu()
         return l2_normalize(out)
 
     def describe(self) -> str:
-        engine = "ONNX Runtime" if self.onnx else "PyTorch"
+        engine = "ONNX Runtime" if self.onnx else ("PyTorch, ONNX export running" if self.exporting else "PyTorch")
         return f"{self.name} on {self.device.type} ({self.precision}, {engine})"
 
     def token_lengths(self, texts: list[str]) -> list[int]:
@@ -186,12 +247,61 @@ class HFCLIPEncoder:
     def encode_patches(self, image: Image.Image) -> torch.Tensor:
         """[h, w, D] L2-normalised patch tokens projected into the joint space (the last layer's tokens through
         the same post-layernorm and projection as the class token)."""
-        pixels = self.transform([image]).to(self.device)
-        with autocast(self.device, self.precision):
-            hidden = self.model.vision_model(pixel_values=pixels).last_hidden_state[0, 1:]
-            tokens = self.model.visual_projection(self.model.vision_model.post_layernorm(hidden))
+        pixels, model = self.transform([image]).to(self.device), self.model  # loaded now on a lean encoder
+        with autocast(self.device, "fp32" if self.precision == "int8" else self.precision):
+            hidden = model.vision_model(pixel_values=pixels).last_hidden_state[0, 1:]
+            tokens = model.visual_projection(model.vision_model.post_layernorm(hidden))
         side = int(round(tokens.shape[0] ** 0.5))
         return l2_normalize(tokens.float().cpu()).view(side, side, -1)
+
+
+def _exportable(spec: str) -> bool:
+    """Whether a background export can work: ONNX Runtime installed and the weights on disk to key the cache by."""
+    import importlib.util
+
+    from clipdemo.fingerprints import backbone_folder
+
+    return importlib.util.find_spec("onnxruntime") is not None and backbone_folder(spec) is not None
+
+
+def _clip_transform(spec: str, path: str, hub_kwargs: dict) -> ImageTransform:
+    """The model's preprocessing from its processor config file, read as JSON: transformers' image processor class
+    imports its modeling stack (and dynamo), which a process running the ONNX towers does without."""
+    from clipdemo.fingerprints import backbone_folder
+
+    folder = backbone_folder(spec)
+    for name, inner in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        file = folder / name if folder is not None else None
+        if file is not None and file.is_file():
+            config = json.loads(file.read_text())
+            config = config.get(inner, {}) if inner else config
+            if "image_mean" in config:
+                size, crop = config.get("size", 224), config.get("crop_size", 224)
+                size = size.get("shortest_edge", size.get("height")) if isinstance(size, dict) else size
+                crop = crop["height"] if isinstance(crop, dict) else crop
+                return ImageTransform(size, crop, config["image_mean"], config["image_std"])
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    p = CLIPImageProcessorPil.from_pretrained(path, **hub_kwargs)  # not on disk yet: transformers fetches it
+    return ImageTransform(p.size["shortest_edge"], p.crop_size["height"], p.image_mean, p.image_std)
+
+
+def _safetensors_tensor(spec: str, name: str) -> torch.Tensor | None:
+    """One tensor of ``spec``'s safetensors weights (a single file or shards with an index), or None."""
+    from safetensors import safe_open
+
+    from clipdemo.fingerprints import backbone_folder
+
+    folder = backbone_folder(spec)
+    if folder is None:
+        return None
+    try:
+        index = folder / "model.safetensors.index.json"
+        file = folder / (json.loads(index.read_text())["weight_map"][name] if index.is_file() else "model.safetensors")
+        with safe_open(str(file), framework="numpy") as f:
+            return torch.from_numpy(f.get_tensor(name))
+    except Exception:  # unreadable or laid out otherwise: the caller loads the model instead
+        return None
 
 
 def _token_batches(order: list[int], lengths: list[int], max_tokens: int):
@@ -263,10 +373,17 @@ _registry_lock = threading.Lock()
 
 
 def load_encoder(
-    spec: str | None = None, device: str = "auto", precision: str | None = None, engine: str | None = None
+    spec: str | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    engine: str | None = None,
+    background_export: bool = False,
 ) -> Encoder:
     """Load (once per spec, thread-safe) a HF CLIP by Hub id or folder, or a clipdemo scratch checkpoint.
     ``engine``: ``auto`` (``CLIPDEMO_ENGINE``'s default), ``torch`` or ``onnx``, see ``clipdemo.onnx_engine``.
+    ``background_export`` (the server's choice): a HF CLIP whose ONNX export is not cached answers in PyTorch at
+    once and switches when a child process has exported it; otherwise the export is waited for (the CLI: a one-shot
+    process would lose a background export, and every later run loads the cached one).
 
     A local folder is loaded again once its files change on disk (replaced by a new save, or rewritten in
     place); the previous load is dropped.
@@ -282,7 +399,7 @@ def load_encoder(
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # a second caller waits for the first load instead of starting its own
         if key not in _cache:
-            encoder = _build(spec, device, precision, engine)
+            encoder = _build(spec, device, precision, engine, background_export)
             with _registry_lock:
                 for old in [k for k in _cache if k[:4] == key[:4]]:  # the folder's previous contents
                     del _cache[old]
@@ -294,7 +411,7 @@ def load_encoder(
 SUPPORTED_TYPES = ("clip", *SIGLIP_TYPES)  # transformers' model_type of the families we run
 
 
-def _build(spec: str, device: str, precision: str | None, engine: str | None) -> Encoder:
+def _build(spec: str, device: str, precision: str | None, engine: str | None, background_export: bool) -> Encoder:
     path = Path(spec).expanduser()
     if path.is_dir() and is_scratch_checkpoint(path):
         from clipdemo.scratch.encoder import ScratchEncoder
@@ -309,7 +426,7 @@ def _build(spec: str, device: str, precision: str | None, engine: str | None) ->
             return SiglipEncoder(spec, _hf_local_or_hub(spec), _hub_kwargs(spec), device=device, precision=precision)
         except (OSError, ValueError, KeyError) as e:
             raise ModelUnavailable(_unavailable_message(spec, e)) from e
-    return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine)
+    return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine, background_export=background_export)
 
 
 def _model_type(spec: str) -> str:

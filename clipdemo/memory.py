@@ -28,3 +28,16 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand the heap pages it freed back to the system (``malloc_trim``): glibc keeps them
+    otherwise, so dropping a model (the PyTorch one, after a background ONNX export) would not lower RSS."""
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # no glibc
+            pass

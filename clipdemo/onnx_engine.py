@@ -16,11 +16,16 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
   process after the first (CLI runs, app restarts) loads it, and an export killed midway leaves no model behind. A
   cached model that no longer loads is exported again. Exports count against the caches' budget
   (``clipdemo.caches``: least recently used evicted first, never one a live session uses).
+- ``cached_towers(kind, spec, precision)``: both towers straight from the cache, without the PyTorch model (what
+  ``clipdemo.encoders.HFCLIPEncoder`` loads first); the key needs no model (the fingerprint, package versions).
+- ``export_in_background(...)``: the server's first start exports in a low-priority child process while PyTorch
+  answers, then hands the sessions to a callback (the encoder switches and drops its PyTorch model).
 Training and anything needing gradients always run in PyTorch.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -185,6 +190,115 @@ def _sessions(kind: str, spec: str, precision: str, towers: dict) -> dict | None
         return None
 
 
+HF_CLIP = "hf-clip"
+
+
+def cached_towers(kind: str, spec: str, precision: str, root: Path | None = None) -> OnnxTowers | None:
+    """Both towers' sessions straight from the export cache, without building the PyTorch model (a lean process:
+    no transformers model classes, no dynamo); None when either is not cached or does not load (the caller then
+    loads the model, and ``cached_session`` exports again what needs it)."""
+    from clipdemo.fingerprints import backbone_fingerprint
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    fingerprint = backbone_fingerprint(spec)
+    names = [f"{kind}-{tower}" for tower in ("image", "text")]
+    folders = [export_folder(name, fingerprint, precision, root) for name in names] if fingerprint else []
+    if not folders or not all((f / "model.onnx").is_file() for f in folders):
+        return None
+    try:
+        return OnnxTowers(*(_in_use(f, new_session(f / "model.onnx")) for f in folders))
+    except Exception as e:
+        log.warning("cached ONNX model for %s does not load (%s): exporting it again", spec, first_line(e))
+        return None
+
+
+# --- exports in the background ----------------------------------------------------------------------------
+# A server answers its first requests in PyTorch while a child process exports the towers: at low priority (the
+# requests keep the cores) and in its own memory, which goes back to the system when it exits (an export in the
+# server's own process left it ~500 MB larger for good). The child dies with its parent.
+
+_children: set = set()
+_children_lock = threading.Lock()
+
+
+def export_in_background(kind: str, spec: str, precision: str, done: Callable[[OnnxTowers | None], None]):
+    """Start the export of ``spec``'s towers in a child process; ``done(towers or None)`` runs in a watcher
+    thread when it ends (None: it failed or was stopped; the log says why)."""
+    import subprocess
+    import sys
+
+    code = "from clipdemo.onnx_engine import _export_main; _export_main()"
+    root = cache_dir()  # where the child writes: it gets this environment
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, kind, spec, precision], env=settings.child_environment(), stdin=subprocess.DEVNULL
+    )
+    with _children_lock:
+        _children.add(child)
+    log.info("exporting %s to ONNX in the background (pid %d): PyTorch answers until it is done", spec, child.pid)
+    start = time.monotonic()
+
+    def watch() -> None:
+        code = child.wait()
+        with _children_lock:
+            _children.discard(child)
+        towers = cached_towers(kind, spec, precision, root) if code == 0 else None
+        if towers is None:
+            log.warning("background ONNX export of %s ended with code %s: it stays in PyTorch", spec, code)
+        else:
+            log.info("background ONNX export of %s done in %.1f s", spec, time.monotonic() - start)
+        done(towers)
+
+    threading.Thread(target=watch, name=f"onnx-export-{child.pid}", daemon=True).start()
+    return child
+
+
+def background_exports() -> list:
+    """The export child processes still running."""
+    with _children_lock:
+        return list(_children)
+
+
+def stop_background_exports(timeout: float = 10.0) -> None:
+    """End every export child (at exit, and in tests): an export stopped midway leaves no model behind."""
+    for child in background_exports():
+        child.terminate()
+    for child in background_exports():
+        with contextlib.suppress(Exception):
+            child.wait(timeout)
+
+
+atexit.register(stop_background_exports)
+
+
+def _export_main() -> None:
+    """The export child: ``kind spec precision`` on the command line; exit code 0 when both towers are cached."""
+    import sys
+
+    _die_with_parent()
+    os.nice(19)  # requests first: the export takes the cores they leave idle
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    kind, spec, precision = sys.argv[1:4]
+    if kind != HF_CLIP:
+        sys.exit(f"unknown model kind {kind!r}")
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(spec, use_safetensors=True, local_files_only=True).eval().requires_grad_(False)
+    towers, got = hf_clip_towers(model, spec, torch.device("cpu"), precision, "onnx")
+    sys.exit(0 if towers is not None and got == precision else 1)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to end this process when its parent dies (a killed server leaves no export running)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _exporter(module: torch.nn.Module, args: tuple, axes: dict) -> Callable[[Path], None]:
     def export(path: Path) -> None:
         names = list(axes)
@@ -210,9 +324,6 @@ def _exporter(module: torch.nn.Module, args: tuple, axes: dict) -> Callable[[Pat
 
 
 def cache_key(name: str, fingerprint: str, precision: str) -> str:
-    import onnxruntime
-    import transformers
-
     blob = json.dumps(
         {
             "v": EXPORT_VERSION,
@@ -220,12 +331,26 @@ def cache_key(name: str, fingerprint: str, precision: str) -> str:
             "weights": fingerprint,
             "precision": precision,
             "opset": OPSET,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__,
+            # from the installed packages' metadata: a cached start imports neither transformers' models nor more
+            "torch": _version("torch"),
+            "transformers": _version("transformers"),
+            "onnxruntime": _version("onnxruntime"),
         }
     )
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # onnxruntime-gpu and the like install the module under another name
+        return getattr(__import__(package), "__version__", "?")
+
+
+def export_folder(name: str, fingerprint: str, precision: str, root: Path | None = None) -> Path:
+    return (root or cache_dir()) / f"{name}-{cache_key(name, fingerprint, precision)}"
 
 
 _export_lock = threading.Lock()  # one export at a time in a process (two threads loading the same model)
@@ -236,7 +361,7 @@ def cached_session(name: str, fingerprint: str, precision: str, export: Callable
     quantized when ``precision`` is int8) and cached; a cached model that doesn't load is exported again."""
     import onnxruntime  # noqa: F401  (missing: fail before spending seconds on an export)
 
-    folder = cache_dir() / f"{name}-{cache_key(name, fingerprint, precision)}"
+    folder = export_folder(name, fingerprint, precision)
     model = folder / "model.onnx"
     if model.is_file():
         try:
@@ -313,12 +438,17 @@ def _weights_apart(model: Path) -> None:
     onnx.save_model(graph, str(model), save_as_external_data=True, location=f"{model.name}.data", size_threshold=1024)
 
 
-def new_session(model: Path):
+def new_session(model: Path, spinning: bool = False):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()  # the cores PyTorch would use (OMP_NUM_THREADS)
     options.inter_op_num_threads = 1
+    # No spinning: ORT's workers otherwise busy-wait after each run on the cores that the request's next steps
+    # (decode, preprocessing, scoring, Gradio) need. On the ViT-B/32-shaped image tower with 2 cores, a new-image
+    # call took 132 ms with spinning off vs 207 ms on (load 5; the issue 25 notes measured 77 vs 101-115 ms idle);
+    # bench/zero_shot_latency.py interleaves both (``spinning=True`` is there for it).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # errors only
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])

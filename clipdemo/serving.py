@@ -64,7 +64,7 @@ class Served:
             raise ModelUnavailable("That model is not one of this app's models.")
         name, spec = models[key or "default"]
         try:
-            encoder = load_encoder(spec)
+            encoder = load_encoder(spec, background_export=True)  # a first start answers before its ONNX export
             return ZeroShotModel(encoder, None, hide_path(encoder.describe(), spec, name))
         except ModelUnavailable as e:
             why = hide_path(str(e), spec, Path(spec).name)  # visitors read it: the server's paths stay out

@@ -105,6 +105,13 @@ def space_with_oauth(env=None) -> bool:
     return env.get("SYSTEM") == "spaces" and bool(env.get("SPACE_ID")) and bool(env.get("OAUTH_CLIENT_SECRET"))
 
 
+def child_environment() -> dict[str, str]:
+    """The environment for a clipdemo child process: this one, with the folder holding ``clipdemo`` first on
+    ``PYTHONPATH`` (importable whether it is installed or run from a checkout)."""
+    package = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
+
+
 def check_environment() -> None:
     """Read every variable that must parse, so a bad value is one sentence when a command or the app starts,
     not an error minutes into a run."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clipdemo import testing
+from clipdemo import onnx_engine, testing
 from clipdemo.settings import REPO_ROOT
 from clipdemo.testing import make_clip_folder
 
@@ -44,6 +44,7 @@ def writes_stay_in_tmp(shipped_checkpoints, tmp_path_factory):
         mp.setenv("CLIPDEMO_CHECKPOINT_DIR", str(shipped_checkpoints))
         mp.setattr(testing, "SCREENSHOTS", Path(screenshots))
         yield
+    onnx_engine.stop_background_exports()  # a server's export child (``clipdemo.serving``) outlives no test run
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ falling back to PyTorch with one log line."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -11,14 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from clipdemo import onnx_engine
-from clipdemo.encoders import HFCLIPEncoder, load_encoder
+from clipdemo.encoders import HFCLIPEncoder, forget_encoder, load_encoder
+from clipdemo.relevancy import relevancy
 from clipdemo.scratch.encoder import ScratchEncoder
-from clipdemo.zeroshot import model_key
+from clipdemo.zeroshot import EmbeddingCache, model_key
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "scratch" / "shapes-v1"
@@ -108,7 +111,7 @@ def test_scratch_checkpoint_stays_in_pytorch_unless_asked(cache):
 def test_export_cache_is_reused_by_the_next_process(tiny_clip, tmp_path, cache):
     """Exported here, loaded by the CLI in another process (the engine is its default): of the two towers it
     exports only the one whose model was removed from the cache."""
-    HFCLIPEncoder(str(tiny_clip))
+    assert HFCLIPEncoder(str(tiny_clip))._model is None  # exported, then the PyTorch model was dropped
     image_model, text_model = (cache / name / "model.onnx" for name in models_in(cache))
     assert image_model.parent.name.startswith("hf-clip-image") and text_model.parent.name.startswith("hf-clip-text")
     exported = image_model.stat().st_mtime_ns
@@ -204,3 +207,92 @@ def test_cache_key_separates_weights_precision_and_tower():
         key("hf-clip-text", "w1", "fp32"),
     }
     assert len(keys) == 4 and key("hf-clip-image", "w1", "fp32") == key("hf-clip-image", "w1", "fp32")
+
+
+# --- a lean process, and the switch after a background export ---------------------------------------------------
+
+LEAN_LOAD = """
+import sys, json
+from PIL import Image
+from clipdemo.encoders import load_encoder
+
+encoder = load_encoder(sys.argv[1])
+images = [Image.effect_noise((64, 48), 40).convert("RGB"), Image.new("RGB", (30, 50), "orange")]
+print(json.dumps({
+    "engine": encoder.engine,
+    "model_built": encoder._model is not None,
+    "modules": [m for m in ("transformers.models.clip.modeling_clip", "torch._dynamo") if m in sys.modules],
+    "images": encoder.encode_images(images).tolist(),
+    "texts": encoder.encode_texts(["a photo of a cat", "dog"]).tolist(),
+    "logit_scale": encoder.logit_scale,
+}))
+"""
+
+
+@pytest.fixture
+def no_exports_left():
+    """Each test ends with no export child running (a failing assertion included)."""
+    yield
+    onnx_engine.stop_background_exports()
+    assert onnx_engine.background_exports() == []
+
+
+def test_a_cached_export_loads_without_the_pytorch_model(tiny_clip, cache):
+    """Another process with the export cached: the tokenizer, the preprocessing config and the two sessions only,
+    never transformers' CLIP model classes nor dynamo; the same embeddings and temperature as PyTorch."""
+    reference = HFCLIPEncoder(str(tiny_clip), engine="torch")
+    HFCLIPEncoder(str(tiny_clip))  # exports both towers
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", LEAN_LOAD, str(tiny_clip)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    lean = json.loads(run.stdout.splitlines()[-1])
+    assert (lean["engine"], lean["model_built"], lean["modules"]) == ("onnx", False, [])
+    assert lean["logit_scale"] == reference.logit_scale
+    assert cosines(torch.tensor(lean["images"]), reference.encode_images(IMAGES[:2])).min() >= 0.99999
+    assert cosines(torch.tensor(lean["texts"]), reference.encode_texts(["a photo of a cat", "dog"])).min() >= 0.99999
+
+
+def test_relevancy_maps_on_a_lean_encoder(tiny_clip, cache):
+    """A lean encoder loads the PyTorch model the first time a map needs patch tokens, and gives the same map."""
+    HFCLIPEncoder(str(tiny_clip))
+    lean, reference = HFCLIPEncoder(str(tiny_clip)), HFCLIPEncoder(str(tiny_clip), engine="torch")
+    assert lean.engine == "onnx" and lean._model is None
+    maps = [
+        relevancy(e, IMAGES[0], ["cat", "dog"], ("a photo of {}",), "dog", EmbeddingCache(8)) for e in (lean, reference)
+    ]
+    assert lean._model is not None and lean.engine == "onnx"  # still answering in ONNX Runtime
+    assert maps[0].heat.shape == (4, 4) and np.allclose(maps[0].heat, maps[1].heat, atol=1e-4)
+
+
+def wait_for_switch(encoder, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while encoder.exporting and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not encoder.exporting, "the background export did not end"
+
+
+def test_background_export_answers_in_pytorch_then_switches_with_the_same_scores(
+    tiny_clip, cache, caplog, no_exports_left
+):
+    caplog.set_level(logging.INFO, logger="clipdemo.onnx_engine")
+    reference = HFCLIPEncoder(str(tiny_clip), engine="torch")
+    forget_encoder(str(tiny_clip))  # loaded by an earlier test with the export cache of its own
+    encoder = load_encoder(str(tiny_clip), background_export=True)
+    assert encoder.engine == "torch" and encoder.exporting and onnx_engine.background_exports()
+    assert encoder.describe().endswith("(fp32, PyTorch, ONNX export running)")
+    before = encoder.encode_images(IMAGES)  # answered now, while the export runs
+    assert cosines(before, reference.encode_images(IMAGES)).min() >= 0.99999
+    wait_for_switch(encoder)
+    assert encoder.engine == "onnx" and encoder._model is None and encoder.describe().endswith("(fp32, ONNX Runtime)")
+    assert len(models_in(cache)) == 2 and onnx_engine.background_exports() == []
+    assert cosines(encoder.encode_images(IMAGES), before).min() >= 0.99999
+    assert cosines(encoder.encode_texts(TEXTS), reference.encode_texts(TEXTS)).min() >= 0.99999
+    assert any("in the background" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stopped_background_export_leaves_pytorch_answering(tiny_clip, cache, caplog, no_exports_left):
+    encoder = HFCLIPEncoder(str(tiny_clip), background_export=True)
+    onnx_engine.stop_background_exports()
+    wait_for_switch(encoder)
+    assert encoder.engine == "torch" and encoder.encode_texts(["dog"]).shape[0] == 1 and models_in(cache) == []
+    assert any("stays in PyTorch" in m for m in engine_logs(caplog))
