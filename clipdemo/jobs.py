@@ -425,10 +425,13 @@ def _clock(ts: float) -> str:
 
 
 def train_threads() -> int:
-    """Torch threads for a training child: every core this process may use. Measured on 2 cores with
-    bench/train_while_serving.py: at nice +10 the scheduler hands a request its core at once, so a thread per core
-    keeps requests near their idle speed while the training takes whatever they leave."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Torch threads for a training child: one core left to the server's requests, the rest to training.
+
+    Measured on 2 shared cores (bench/train_while_serving.py, load average 5): at nice +10, two threads trained at
+    0.6 steps/s, one at 11.7, because a team of spinning OpenMP threads stalls whenever the scheduler lets one of
+    them wait; requests were no slower with one thread (the child at nice +10 yields to them either way)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def _child(conn, trainer, spec, config, data_root, out_dir, options, cache_dir, stop, threads) -> None:
