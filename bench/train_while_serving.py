@@ -95,7 +95,7 @@ def control():
                 child = mode != "in-thread"
                 jobs._SPAWN, jobs.NICE = (SPAWN, 10) if child else (InThread(), 0)
                 if not child:  # the job's log records would go round: the server's own log is left quiet here
-                    jobs._PipeHandler = lambda conn: logging.NullHandler()
+                    jobs._PipeHandler = lambda send: logging.NullHandler()
                 import torch
                 cores = len(os.sched_getaffinity(0))
                 runner.threads = cores if mode == "child-all" else train_threads() if child else torch.get_num_threads()

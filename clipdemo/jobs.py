@@ -116,6 +116,7 @@ class Job:
     thread: threading.Thread | None = None  # the server's thread that watches the child
     process: object = None  # the child process (multiprocessing spawn)
     cancelled_at: float | None = None
+    terminated: bool = False  # sent SIGTERM after the grace period (SIGKILL follows 5 s later)
     last_log: float = 0.0
 
 
@@ -280,7 +281,7 @@ class JobRunner:
         """Record what the child sends until it ends, then settle the job's state; never raises."""
         outcome = None
         try:
-            while outcome is None or job.process.is_alive():
+            while outcome is None:  # its result or error is its last word: settled at once, not after its exit
                 self._stop_overdue(job)
                 if not conn.poll(0.25):
                     if not job.process.is_alive():
@@ -302,20 +303,26 @@ class JobRunner:
             job.process.kill()
         finally:
             conn.close()
-        job.process.join(10)
+        if outcome is None:
+            job.process.join(10)  # its exit code, for the log
+        self._settle(job, outcome)
+        job.process.join(30)
         if job.process.is_alive():  # said its last word but does not exit
+            log.warning("job %d: its process did not exit after its result; killed", job.id)
             job.process.kill()
             job.process.join()
-        self._settle(job, outcome)
 
     def _stop_overdue(self, job: Job) -> None:
         """A cancelled child that has not stopped after the grace period: terminate it, then kill it."""
         if job.cancelled_at is None:
             return
         late = time.monotonic() - job.cancelled_at - self.cancel_grace_s
-        if late >= 0:
+        if late >= 5:
+            job.process.kill()
+        elif late >= 0 and not job.terminated:
             log.warning("job %d did not stop %.0f s after cancel; ending its process", job.id, self.cancel_grace_s)
-            (job.process.kill if late >= 5 else job.process.terminate)()
+            job.process.terminate()
+            job.terminated = True
 
     def _settle(self, job: Job, outcome: tuple | None) -> None:
         kind = outcome[0] if outcome else None
@@ -440,9 +447,14 @@ def _child(conn, trainer, spec, config, data_root, out_dir, options, cache_dir, 
     import torch
 
     torch.set_num_threads(threads)
+    lock = threading.Lock()  # log records may come from the trainer's other threads
+
+    def send(message: tuple) -> None:
+        with lock:
+            conn.send(message)
+
     root = logging.getLogger()
-    root.handlers[:], root.level = [_PipeHandler(conn)], logging.INFO
-    send = conn.send
+    root.handlers[:], root.level = [_PipeHandler(send)], logging.INFO
     try:
         send(("log", "loading the dataset"))
         dataset = resolve_source(spec, config, SourcePolicy.confined(data_root))()
@@ -468,12 +480,12 @@ def _child(conn, trainer, spec, config, data_root, out_dir, options, cache_dir, 
 class _PipeHandler(logging.Handler):
     """The child's log records, sent to the server's log under their own logger names."""
 
-    def __init__(self, conn):
+    def __init__(self, send: Callable[[tuple], None]):
         super().__init__()
-        self.conn = conn
+        self.send = send
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.conn.send(("record", record.name, record.levelno, self.format(record)))
+            self.send(("record", record.name, record.levelno, self.format(record)))
         except Exception:  # the server is gone: nothing left to tell
             pass

@@ -24,6 +24,7 @@ import colorsys
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import socket
@@ -440,6 +441,7 @@ class FakeTrainer:
         if self.fail is not None:
             raise self.fail
         self._save(dataset, out_dir)
+        logging.getLogger(__name__).info("fake trainer saved after %d steps", step)  # reaches the server's log
         return self._result(dataset, out_dir, "cancelled" if should_stop() else "finished")
 
     def _save(self, dataset, out_dir):

@@ -6,6 +6,7 @@ runs in tests/test_admin.py. Every job runs in the runner's child process, as in
 child's start (importing torch), a second or two.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -146,7 +147,8 @@ def test_a_failure_is_kept_as_one_short_sentence():
 # --- a job's life ----------------------------------------------------------------------------------------------
 
 
-def test_job_runs_in_the_background_and_writes_a_new_version(env, tmp_path):
+def test_job_runs_in_the_background_and_writes_a_new_version(env, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     data, ckpt = env
     calls = tmp_path / "calls"
     runner = runner_for(env, scratch=fake_trainer(calls=calls))
@@ -164,6 +166,7 @@ def test_job_runs_in_the_background_and_writes_a_new_version(env, tmp_path):
     # trained in a child process, below the server's priority, on the runner's threads
     assert where["pid"] != os.getpid() and where["nice"] == os.nice(0) + NICE
     assert where["threads"] == runner.threads == train_threads()
+    assert "fake trainer saved after 5 steps" in caplog.text  # the child's log records, in the server's log
 
 
 def test_a_trainer_that_does_not_stop_is_ended_after_the_grace_period_keeping_its_checkpoint(env, caplog):
