@@ -6,14 +6,17 @@ Configuration is read from the environment; see the README's "Configuration" sec
 import logging
 import sys
 
-from clipdemo.errors import ConfigError
-from clipdemo.hub_sync import pull_at_startup
-from clipdemo.memory import limit_malloc_arenas
-from clipdemo.serving import Served
-from clipdemo.settings import Settings, check_environment
-from clipdemo.ui.app import build_app, launch_kwargs
 
-if __name__ == "__main__":
+def main() -> None:
+    # Imported here, not at the top: an Admin training runs in a spawned child process, which re-imports this file
+    # (as ``__mp_main__``) and should not load Gradio and the UI for nothing.
+    from clipdemo.errors import ConfigError
+    from clipdemo.hub_sync import pull_at_startup
+    from clipdemo.memory import limit_malloc_arenas
+    from clipdemo.serving import Served
+    from clipdemo.settings import Settings, check_environment
+    from clipdemo.ui.app import build_app, launch_kwargs
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         check_environment()  # a bad setting is one sentence now, not an error on the first request
@@ -25,3 +28,7 @@ if __name__ == "__main__":
     log.info(pull_at_startup(settings))
     log.info(Served(settings).startup_line())  # which model answers, and why when it is a stand-in
     build_app(settings).launch(**launch_kwargs(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,10 +19,9 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from clipdemo.atomic import fsync_dir, write_folder_atomic, write_json_atomic
 from clipdemo.errors import UserError
@@ -32,6 +31,9 @@ from clipdemo.families import (  # noqa: F401 - FAMILIES re-exported for the UI
     FAMILY_OF_KIND,
     canonical_kind,
 )
+
+if TYPE_CHECKING:  # tensors are read and written through safetensors, imported when they are
+    import torch
 
 WEIGHTS, CONFIG, CARD = "weights.safetensors", "config.json", "card.json"
 
@@ -66,6 +68,20 @@ def check_replaceable(folder, kind: str) -> None:
         if found != kind:
             found = FAMILY_OF_KIND.get(found, found or "non-clipdemo")
             raise CheckpointError(f"'{folder}' holds a {found} checkpoint, not a {family} one; give a new folder.")
+
+
+def save_file(tensors: dict, path, metadata: dict | None = None) -> None:
+    """safetensors' writer, imported on first use: listing or promoting versions never pays for torch."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, path, metadata=metadata)
+
+
+def load_file(path) -> dict:
+    """safetensors' reader (never pickle), imported on first use."""
+    from safetensors.torch import load_file
+
+    return load_file(path)
 
 
 def _remove_ours(folder: Path) -> None:

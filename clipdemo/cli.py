@@ -20,12 +20,15 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipdemo.checkpoints import Claim
 from clipdemo.errors import UserError
 from clipdemo.families import CARS_HEAD, FAMILIES, SCRATCH
-from clipdemo.settings import Settings, check_environment, default_model
-from clipdemo.zeroshot import TEMPLATE_SETS
+from clipdemo.settings import DEVICES, Settings, check_environment, default_model
+from clipdemo.templates import TEMPLATE_SETS
+
+if TYPE_CHECKING:  # a command imports what it needs when it runs: --help, versions or cache never load torch
+    from clipdemo.checkpoints import Claim
 
 FINISHED = ("finished", "time budget")  # a run's "stopped" values that mean it ran as asked: promotable
 
@@ -356,18 +359,29 @@ def cmd_cache(args) -> dict:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command with its help; only the command in ``argv`` gets its arguments (``train``'s choices come from
+    modules that import torch: a listing, ``--help`` or a mistyped command does not pay for them)."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     prog = "clipdemo" if Path(sys.argv[0]).name == "clipdemo" else "python -m clipdemo"  # the installed command
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    add_zero_shot(sub)
-    add_search(sub)
-    add_demo_data(sub)
-    add_train(sub)
-    add_eval(sub)
-    add_versions(sub)
-    add_cache(sub)
+    for adder in (add_zero_shot, add_search, add_demo_data, add_train, add_eval, add_versions, add_cache):
+        adder(_Only(sub, chosen))
     return parser
+
+
+class _Only:
+    """The subcommands action, passing on only the chosen command's arguments: the others are listed with their
+    help and get a parser that goes nowhere."""
+
+    def __init__(self, sub, chosen: str | None):
+        self.sub, self.chosen = sub, chosen
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        real = self.sub.add_parser(name, **kwargs)
+        return real if name == self.chosen else argparse.ArgumentParser(add_help=False)
 
 
 def add_cache(sub) -> None:
@@ -429,13 +443,14 @@ def add_demo_data(sub) -> None:
 
 def add_train(sub) -> None:
     """``train scratch`` and ``train head``: their choices are the ones ``pipeline.train_options`` accepts."""
+    train = sub.add_parser("train", help="train a scratch CLIP or a Cars head")
+    if sub.chosen != "train":
+        return
     from clipdemo.heads import DEFAULT_HEAD, HEADS
     from clipdemo.pipeline import SPLITS
     from clipdemo.scratch.model import PRESETS
 
-    train = sub.add_parser("train", help="train a scratch CLIP or a Cars head").add_subparsers(
-        dest="what", required=True
-    )
+    train = train.add_subparsers(dest="what", required=True)
     scratch = train.add_parser("scratch", help="a CLIP from scratch (ViT + byte-level text transformer)")
     scratch.add_argument("--data", required=True, help="'shapes', an image folder, or a HF dataset id")
     scratch.add_argument("--config", default=None, help="HF dataset config, e.g. mini or full for Pokemon")
@@ -492,8 +507,6 @@ def add_model(p: argparse.ArgumentParser) -> None:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    from clipdemo.pipeline import DEVICES
-
     p.add_argument("--device", default="auto", choices=list(DEVICES))
 
 
@@ -533,7 +546,7 @@ def _unit_float(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         check_environment()

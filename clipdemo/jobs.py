@@ -1,13 +1,19 @@
 """Background training jobs for the admin tab: one at a time, cancellable, each into a new version folder.
 
-``JobRunner(checkpoint_dir, data_root=...)`` runs a training function (the scratch CLIP or a Cars head) on a
-background thread, so the app's other tabs keep answering. It records what the UI needs to show (progress
-events, a bounded log tail, ETA, state, final metrics) and ``snapshot()`` hands all of it over, so a reloaded
-page picks the running job back up.
+``JobRunner(checkpoint_dir, data_root=...)`` runs a training function (the scratch CLIP or a Cars head) in a
+child process (``multiprocessing`` spawn) at lower priority (``os.nice(+10)``) with a bounded number of torch
+threads, so the server's requests keep their cores and its GIL while the training still uses what is idle. The
+child streams progress events, log lines, its log records and the result back over a pipe; a thread in the server
+records what the UI needs to show (progress events, a bounded log tail, ETA, state, final metrics) and
+``snapshot()`` hands all of it over, so a reloaded page picks the running job back up. A trainer must therefore
+be importable by name (``pipeline.train`` for a family, or a module-level test double such as
+``clipdemo.testing.fake_trainer``).
 
 Safety rules, in one place:
 
 - one job at a time: a second ``start`` raises ``BusyError``;
+- cancel sets a flag the trainer polls between steps, so it stops cleanly and keeps the checkpoint it finished; a
+  child that has not stopped ``cancel_grace_s`` seconds later is terminated, then killed (its saves are atomic);
 - the options are checked once, by ``pipeline.train_options`` (the CLI's checker, so the same sentence for the same
   mistake), and a Cars head only on ``allowed_backbones`` (the app's own models); the trainer trusts them;
 - the dataset spec is checked before anything starts: the built-in ``shapes``, a Hugging Face dataset id, or a
@@ -16,7 +22,8 @@ Safety rules, in one place:
   training function writes atomically; nothing is ever promoted here (promotion is a separate, explicit
   action), so a failed or cancelled run leaves what is served, and every other version, untouched. A failed
   run's half-written folder is removed; a cancelled run keeps the checkpoint it had finished, listed but not served;
-- a failure is kept as one short sentence; the traceback goes to the server log only.
+- a failure is kept as one short sentence; the traceback goes to the server log only (a child that dies without
+  a word, killed for memory for example, is one too).
 
 Nothing here imports gradio: the CLI can drive the same runner.
 """
@@ -25,10 +32,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
+import os
 import re
 import shutil
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +59,9 @@ log = logging.getLogger(__name__)
 MAX_HISTORY = 20_000  # progress events kept for the curves
 LOG_LINES = 200  # the log tail a job keeps
 LOG_EVERY_S = 2.0  # at most one "train" log line per this many seconds (eval/done/messages always)
+NICE = 10  # the training child's niceness: a request always runs before it, idle cores still go to it
+CANCEL_GRACE_S = 30.0  # after a cancel, how long a trainer gets to reach its next step before it is terminated
+_SPAWN = multiprocessing.get_context("spawn")  # no fork of a server holding threads, sockets and models
 
 # A trainer: (dataset, out_dir, options, progress=, should_stop=, cache_dir=) -> TrainResult; by default
 # ``clipdemo.pipeline.train`` for the job's family (tests put doubles in its place).
@@ -99,13 +112,16 @@ class Job:
     error: str | None = None
     kept: bool = False  # a cancelled run's checkpoint was kept (never served)
     claim: Claim | None = None  # no other run may write out_dir while this job runs
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
+    stop: object = field(default_factory=_SPAWN.Event)  # set by cancel; the child's trainer polls it
+    thread: threading.Thread | None = None  # the server's thread that watches the child
+    process: object = None  # the child process (multiprocessing spawn)
+    cancelled_at: float | None = None
+    terminated: bool = False  # sent SIGTERM after the grace period (SIGKILL follows 5 s later)
     last_log: float = 0.0
 
 
 class JobRunner:
-    """Runs at most one training job at a time on a background thread; see the module docstring."""
+    """Runs at most one training job at a time in a child process; see the module docstring."""
 
     def __init__(
         self,
@@ -116,6 +132,8 @@ class JobRunner:
         allowed_backbones=None,
         cache_dir=None,
         log_lines: int = LOG_LINES,
+        threads: int | None = None,
+        cancel_grace_s: float = CANCEL_GRACE_S,
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.data_root = Path(data_root) if data_root else None
@@ -123,6 +141,8 @@ class JobRunner:
         self.allowed_backbones = list(allowed_backbones) if allowed_backbones is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.log_lines = log_lines
+        self.threads = threads or train_threads()
+        self.cancel_grace_s = cancel_grace_s
         self._lock = threading.Lock()
         self._job: Job | None = None
         self._ids = 0
@@ -156,23 +176,41 @@ class JobRunner:
                     f"{_clock(running.started)}); cancel it or wait for it to finish."
                 )
             opts = pipeline.train_options(family, backbones=self.allowed_backbones, **options)
-            load = resolve_source(dataset, config, SourcePolicy.confined(self.data_root))
+            resolve_source(dataset, config, SourcePolicy.confined(self.data_root))  # checked here; loaded in the child
             self._ids += 1
             claim = claim_version(self.checkpoint_dir, family, version_label(dataset))
             out_dir = claim.folder
             job = Job(self._ids, family, dataset.strip(), opts, out_dir, log=deque(maxlen=self.log_lines), claim=claim)
             self._job = job
-            job.thread = threading.Thread(
-                target=self._run, args=(job, load), name=f"clipdemo-job-{job.id}", daemon=True
-            )
         self._log(job, f"started {family} training on {job.dataset} into version {out_dir.name}", force=True)
         log.info("job %d: %s on %s -> %s (%s)", job.id, family, job.dataset, out_dir, opts)
         try:
+            conn = self._spawn(job, config)
+            job.thread = threading.Thread(target=self._watch, args=(job, conn), name=f"clipdemo-job-{job.id}")
+            job.thread.daemon = True
             job.thread.start()
-        except RuntimeError:  # no thread to be had: say so instead of showing "running" forever
+        except Exception:  # no process or thread to be had: say so instead of showing "running" forever
             log.exception("job %d could not start", job.id)
-            self._end(job, "failed", "The training thread could not be started; see the server log.")
+            if job.process is not None and job.process.is_alive():
+                job.process.kill()
+            self._end(job, "failed", "The training process could not be started; see the server log.")
         return self.snapshot()
+
+    def _spawn(self, job: Job, config: str | None):
+        """Start the child that trains ``job``; return the server's end of its pipe."""
+        ours, theirs = _SPAWN.Pipe(duplex=False)
+        job.process = _SPAWN.Process(
+            target=_child,
+            args=(theirs, self.trainers[job.family], job.dataset, config, self.data_root)
+            + (job.out_dir, job.options, self.cache_dir, job.stop, self.threads),
+            name=f"clipdemo-job-{job.id}",
+            daemon=True,  # ends with the server
+        )
+        try:
+            job.process.start()
+        finally:
+            theirs.close()  # the child holds its own copy: the pipe reads EOF when the child is gone
+        return ours
 
     def cancel(self) -> str:
         """Ask the running job to stop (its trainer polls the flag between steps); return what happened."""
@@ -180,6 +218,7 @@ class JobRunner:
         if job is None or job.state != "running":
             return "No training job is running."
         job.stop.set()
+        job.cancelled_at = job.cancelled_at or time.monotonic()
         self._log(job, "cancel requested; stopping after the current step", force=True)
         return f"Cancelling the {job.family} job on {job.dataset}; it stops after the current step."
 
@@ -236,44 +275,76 @@ class JobRunner:
         snap["eta_s"] = last.get("eta_s", last.get("eta")) if job.state == "running" else None
         return snap
 
-    # -- the job's thread
+    # -- the server's thread that watches the child
 
-    def _run(self, job: Job, load: Callable[[], object]) -> None:
+    def _watch(self, job: Job, conn) -> None:
+        """Record what the child sends until it ends, then settle the job's state; never raises."""
+        outcome = None
         try:
-            self._log(job, "loading the dataset", force=True)
-            dataset = load()
-            self._log(
-                job,
-                f"dataset: {getattr(dataset, 'source', job.dataset)}, "
-                f"{len(getattr(dataset, 'class_names', []))} classes",
-                force=True,
-            )
-            result = self.trainers[job.family](
-                dataset,
-                job.out_dir,
-                job.options,
-                progress=lambda e: self._progress(job, e),
-                should_stop=job.stop.is_set,
-                cache_dir=self.cache_dir,
-            )
-            self._finish(job, result)
-        except BaseException as e:  # the thread must always end in a state the UI can show
-            if job.stop.is_set():
-                self._end(job, "cancelled")
-            else:
-                log.warning("job %d (%s on %s) failed", job.id, job.family, job.dataset, exc_info=True)
-                self._end(job, "failed", short_error(e))
-            if not isinstance(e, Exception):
-                raise
+            while outcome is None:  # its result or error is its last word: settled at once, not after its exit
+                self._stop_overdue(job)
+                if not conn.poll(0.25):
+                    if not job.process.is_alive():
+                        break
+                    continue
+                kind, *payload = conn.recv()  # EOFError once the child and its copy of the pipe are gone
+                if kind == "progress":
+                    self._progress(job, payload[0])
+                elif kind == "log":
+                    self._log(job, payload[0], force=True)
+                elif kind == "record":
+                    logging.getLogger(payload[0]).log(payload[1], "%s", payload[2])
+                else:
+                    outcome = (kind, *payload)
+        except EOFError:
+            pass
+        except Exception:
+            log.exception("job %d: lost touch with its process", job.id)
+            job.process.kill()
+        finally:
+            conn.close()
+        if outcome is None:
+            job.process.join(10)  # its exit code, for the log
+        self._settle(job, outcome)
+        job.process.join(30)
+        if job.process.is_alive():  # said its last word but does not exit
+            log.warning("job %d: its process did not exit after its result; killed", job.id)
+            job.process.kill()
+            job.process.join()
 
-    def _finish(self, job: Job, result: TrainResult) -> None:
-        with self._lock:  # what the results panel shows: the numbers, the class names and the confusion matrix
-            job.result = {
-                **result.to_json(),
-                "class_names": list(result.class_names),
-                "confusion": result.metrics.confusion,
-            }
-        self._end(job, "cancelled" if job.stop.is_set() or result.stopped == "cancelled" else "finished")
+    def _stop_overdue(self, job: Job) -> None:
+        """A cancelled child that has not stopped after the grace period: terminate it, then kill it."""
+        if job.cancelled_at is None:
+            return
+        late = time.monotonic() - job.cancelled_at - self.cancel_grace_s
+        if late >= 5:
+            job.process.kill()
+        elif late >= 0 and not job.terminated:
+            log.warning("job %d did not stop %.0f s after cancel; ending its process", job.id, self.cancel_grace_s)
+            job.process.terminate()
+            job.terminated = True
+
+    def _settle(self, job: Job, outcome: tuple | None) -> None:
+        kind = outcome[0] if outcome else None
+        if kind == "result":
+            with self._lock:  # the numbers, the class names and the confusion matrix for the results panel
+                job.result = outcome[1]
+            self._end(job, "cancelled" if job.stop.is_set() or outcome[2] == "cancelled" else "finished")
+        elif job.stop.is_set():
+            self._end(job, "cancelled")
+        elif kind == "error":
+            log.warning("job %d (%s on %s) failed:\n%s", job.id, job.family, job.dataset, outcome[2])
+            self._end(job, "failed", outcome[1])
+        else:
+            code = job.process.exitcode
+            log.warning(
+                "job %d (%s on %s): its process ended without a result (exit code %s)",
+                job.id,
+                job.family,
+                job.dataset,
+                code,
+            )
+            self._end(job, "failed", f"The training process ended unexpectedly (exit code {code}); see the server log.")
 
     def _end(self, job: Job, state: str, error: str | None = None) -> None:
         kept = False
@@ -299,8 +370,7 @@ class JobRunner:
         self._log(job, line, force=True)
         log.info("job %d %s", job.id, line)
 
-    def _progress(self, job: Job, event: ProgressEvent) -> None:
-        event = event.to_dict()
+    def _progress(self, job: Job, event: dict) -> None:
         phase = event.get("phase")
         with self._lock:
             new_phase = phase != job.last.get("phase") or event.get("split") != job.last.get("split")
@@ -356,3 +426,66 @@ def _card_metrics(folder: Path) -> dict | None:
 
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- the child process ---------------------------------------------------------------------------------------
+
+
+def train_threads() -> int:
+    """Torch threads for a training child: one core left to the server's requests, the rest to training.
+
+    Measured on 2 shared cores (bench/train_while_serving.py, load average 5): at nice +10, two threads trained at
+    0.6 steps/s, one at 11.7, because a team of spinning OpenMP threads stalls whenever the scheduler lets one of
+    them wait; requests were no slower with one thread (the child at nice +10 yields to them either way)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def _child(conn, trainer, spec, config, data_root, out_dir, options, cache_dir, stop, threads) -> None:
+    """The training process: low priority, bounded threads; everything it has to say goes through ``conn``."""
+    os.nice(NICE)
+    import torch
+
+    torch.set_num_threads(threads)
+    lock = threading.Lock()  # log records may come from the trainer's other threads
+
+    def send(message: tuple) -> None:
+        with lock:
+            conn.send(message)
+
+    root = logging.getLogger()
+    root.handlers[:], root.level = [_PipeHandler(send)], logging.INFO
+    try:
+        send(("log", "loading the dataset"))
+        dataset = resolve_source(spec, config, SourcePolicy.confined(data_root))()
+        send(
+            ("log", f"dataset: {getattr(dataset, 'source', spec)}, {len(getattr(dataset, 'class_names', []))} classes")
+        )
+        result = trainer(
+            dataset,
+            out_dir,
+            options,
+            progress=lambda e: send(("progress", e.to_dict() if isinstance(e, ProgressEvent) else dict(e))),
+            should_stop=stop.is_set,
+            cache_dir=cache_dir,
+        )
+        done = {**result.to_json(), "class_names": list(result.class_names), "confusion": result.metrics.confusion}
+        send(("result", done, result.stopped))
+    except BaseException as e:  # the server shows one sentence and logs the traceback
+        send(("error", short_error(e), traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class _PipeHandler(logging.Handler):
+    """The child's log records, sent to the server's log under their own logger names."""
+
+    def __init__(self, send: Callable[[tuple], None]):
+        super().__init__()
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.send(("record", record.name, record.levelno, self.format(record)))
+        except Exception:  # the server is gone: nothing left to tell
+            pass

@@ -27,11 +27,11 @@ from clipdemo.errors import UserError
 from clipdemo.families import CARS_HEAD, FAMILIES, FAMILY_OF_KIND, SCRATCH, canonical_kind
 from clipdemo.progress import Progress, typed
 from clipdemo.results import EvalResult, TrainResult
+from clipdemo.settings import DEVICES
 
 MAX_EPOCHS = 100_000
 MAX_SECONDS = 7 * 24 * 3600
 MAX_BATCH = 65_536
-DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("tutorial", *(p for p in PROTOCOLS if p != "tutorial"))  # a head's held-out split, the default first
 
 

@@ -22,6 +22,7 @@ PRECISION_ENV = "CLIPDEMO_PRECISION"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # int8: the ONNX engine only (fp32 elsewhere)
 ENGINE_ENV = "CLIPDEMO_ENGINE"
 ENGINES = ("auto", "torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")  # what --device and a training option accept
 CACHE_MAX_GB_ENV, DEFAULT_CACHE_MAX_GB = "CLIPDEMO_CACHE_MAX_GB", 5.0  # fits a Space's smallest persistent storage
 HUB_REPO_ENV, TOKEN_ENV = "CLIPDEMO_HUB_REPO", "HF_TOKEN"
 MAX_PIXELS_ENV, MAX_BYTES_ENV = "CLIPDEMO_MAX_PIXELS", "CLIPDEMO_MAX_BYTES"

@@ -13,7 +13,8 @@ Everything here writes only where it is told (a ``tmp_path``); nothing needs the
 - ``scratch_checkpoint(folder, classes)``: an untrained scratch CLIP checkpoint, written as training writes one.
 - ``image_cases(tmp_dir)``: every kind of image file a user might upload, good and bad, with what must happen;
   ``encoded(image, format)`` and ``png_claiming(width, height)`` for bytes of your own.
-- ``fake_trainer(...)``, ``tree_digest``, ``wait_for``, ``last_json``, ``run_cli``: for the job runner and the CLI.
+- ``fake_trainer(...)``, ``job_gate``, ``recorded_calls``, ``tree_digest``, ``wait_for``, ``last_json``, ``run_cli``:
+  for the job runner and the CLI.
 - ``free_port``, ``launched``, ``app_served``, ``app_page``, ``screenshot``: a served app and a browser page on it.
 """
 
@@ -23,10 +24,12 @@ import colorsys
 import hashlib
 import io
 import json
+import logging
+import os
+import pickle
 import socket
 import struct
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -386,61 +389,122 @@ def scratch_checkpoint(folder, classes: Sequence[str], seed: int = 0) -> Path:
 # --- the job runner and the CLI -----------------------------------------------------------------------------------
 
 
-def fake_trainer(
-    steps=5, delay=0.01, fail: BaseException | None = None, gate: threading.Event | None = None, calls=None
-):
+@dataclass
+class FakeTrainer:
     """A trainer honouring the contract of ``train_scratch`` / ``train_head`` (progress events, ``should_stop``
-    polled between steps, an atomic ``save_checkpoint`` into ``out_dir``) in a fraction of a second. ``fail``: raise
-    it after the last step; ``gate``: wait for it before each step; ``calls``: a list that records each call."""
-    import torch
+    polled between steps, an atomic ``save_checkpoint`` into ``out_dir``) in a fraction of a second. A module-level
+    class, so the job runner's child process gets it like the real trainers; see ``fake_trainer``."""
 
-    from clipdemo.checkpoints import save_checkpoint
-    from clipdemo.evaluate import Scores
-    from clipdemo.progress import typed
-    from clipdemo.results import TrainResult
+    steps: int = 5
+    delay: float = 0.01
+    fail: BaseException | None = None
+    gate: object = None
+    calls: Path | None = None
+    save_first: bool = False
+    disk_full: bool = False
+    deaf: bool = False
+    exit_code: int | None = None
 
-    def run(dataset, out_dir, options, progress, should_stop, cache_dir=None):
+    def __call__(self, dataset, out_dir, options, progress, should_stop, cache_dir=None):
+        import torch
+
+        from clipdemo.progress import typed
+
         progress = typed(progress)
-        if calls is not None:
-            calls.append((dataset.source, out_dir, options))
-        for step in range(1, steps + 1):
-            if should_stop():
+        if self.calls is not None:
+            where = {"pid": os.getpid(), "nice": os.nice(0), "threads": torch.get_num_threads()}
+            with open(self.calls, "ab") as f:
+                pickle.dump((dataset.source, Path(out_dir), options, where), f)
+        if self.save_first:
+            self._save(dataset, out_dir)
+        step = 0
+        for step in range(1, self.steps + 1):
+            if should_stop() and not self.deaf:
                 break
-            if gate is not None:
-                gate.wait(10)
+            if self.gate is not None:
+                self.gate.wait(10)
             progress(
                 {
                     "phase": "train",
                     "epoch": 1,
                     "epochs": 1,
                     "step": step,
-                    "total_steps": steps,
+                    "total_steps": self.steps,
                     "loss": 1.0 / step,
-                    "eta": (steps - step) * delay,
+                    "eta": (self.steps - step) * self.delay,
                 }
             )
-            time.sleep(delay)
+            time.sleep(self.delay)
         progress({"phase": "eval", "epoch": 1, "epochs": 1, "step": step, "val_acc": 0.5})
-        if fail is not None:
-            raise fail
-        save_checkpoint(
+        if self.exit_code is not None:
+            os._exit(self.exit_code)
+        if self.fail is not None:
+            raise self.fail
+        self._save(dataset, out_dir)
+        logging.getLogger(__name__).info("fake trainer saved after %d steps", step)  # reaches the server's log
+        return self._result(dataset, out_dir, "cancelled" if should_stop() else "finished")
+
+    def _save(self, dataset, out_dir):
+        import torch
+
+        from clipdemo import checkpoints
+
+        if self.disk_full:  # the weights file half written, then the disk is full
+            real = checkpoints.save_file
+
+            def half_then_full(tensors, path, metadata=None):
+                real(tensors, path, metadata=metadata)
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+                raise OSError(28, "No space left on device")
+
+            checkpoints.save_file = half_then_full
+        checkpoints.save_checkpoint(
             out_dir,
             {"w": torch.zeros(3)},
             {"kind": "fake"},
             {"classes": list(dataset.class_names), "metrics": {"acc1": 0.5}},
         )
+
+    @staticmethod
+    def _result(dataset, out_dir, stopped):
+        from clipdemo.evaluate import Scores
+        from clipdemo.results import TrainResult
+
         scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
         return TrainResult(
-            "scratch",
-            out_dir,
-            list(dataset.class_names),
-            scores,
-            {"protocol": "official"},
-            {},
-            {"stopped": "cancelled" if should_stop() else "finished"},
+            "scratch", out_dir, list(dataset.class_names), scores, {"protocol": "official"}, {}, {"stopped": stopped}
         )
 
-    return run
+
+def fake_trainer(steps=5, delay=0.01, fail: BaseException | None = None, gate=None, calls=None, **more) -> FakeTrainer:
+    """A ``FakeTrainer``. ``fail``: raise it after the last step; ``gate``: an Event of the spawn context
+    (``job_gate()``) waited for before each step; ``calls``: a file each call is recorded in (``recorded_calls``);
+    ``save_first``: save the checkpoint before the first step; ``disk_full``: the save fails half-way with ENOSPC;
+    ``deaf``: ignore ``should_stop`` (a trainer stuck in a long step); ``exit_code``: the process ends at once with it,
+    saying nothing (as if killed for memory)."""
+    return FakeTrainer(steps, delay, fail, gate, Path(calls) if calls else None, **more)
+
+
+def job_gate():
+    """An Event that crosses into a job's child process (``multiprocessing``'s spawn context)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Event()
+
+
+def recorded_calls(calls) -> list[tuple]:
+    """What a ``fake_trainer(calls=file)`` was called with, in order: (dataset source, out_dir, options, where), where
+    being the process it ran in: its pid, niceness and torch threads."""
+    out = []
+    if Path(calls).exists():
+        with open(calls, "rb") as f:
+            while True:
+                try:
+                    out.append(pickle.load(f))
+                except EOFError:
+                    return out
+    return out
 
 
 def fake_head_trainer(dataset, out_dir, options, progress, should_stop, cache_dir=None):

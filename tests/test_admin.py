@@ -7,7 +7,6 @@ the refusal tests use a spy trainer that records any call (there must be none).
 
 import hmac
 import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +26,15 @@ from clipdemo.families import FAMILIES
 from clipdemo.jobs import JobRunner
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, Settings
-from clipdemo.testing import colour_folder, fake_trainer, launched, screenshot, tree_digest, wait_for
+from clipdemo.testing import (
+    colour_folder,
+    fake_trainer,
+    launched,
+    recorded_calls,
+    screenshot,
+    tree_digest,
+    wait_for,
+)
 from clipdemo.ui import admin_tab
 from clipdemo.ui.app import launch_kwargs
 
@@ -217,7 +224,7 @@ def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, config
     monkeypatch.setenv(HUB_REPO_ENV, "someone/ckpts")
     monkeypatch.setattr(hub_sync, "push_checkpoint", lambda *a, **k: hub_calls.append(a))
     monkeypatch.setattr(hub_sync, "pull_checkpoint", lambda *a, **k: hub_calls.append(a))
-    trainer_calls = []
+    trainer_calls = settings.checkpoint_dir.parent / "trainer-calls"
     runner = JobRunner.from_settings(
         settings,
         trainers={"scratch": fake_trainer(calls=trainer_calls), "cars-head": fake_trainer(calls=trainer_calls)},
@@ -251,7 +258,7 @@ def test_every_admin_event_is_refused_through_the_api(setup, monkeypatch, config
                 assert all(r == {"__type__": "update"} for r in rest[:5])
             else:
                 assert expected in done["output"]["error"], (fn.api_name, done)
-    assert runner.snapshot() == {"state": "idle"} and trainer_calls == [] and hub_calls == []
+    assert runner.snapshot() == {"state": "idle"} and recorded_calls(trainer_calls) == [] and hub_calls == []
     assert tree_digest(settings.checkpoint_dir) == before and served_version(settings.checkpoint_dir, "scratch") == "v1"
     if configured:
         assert auth.failures("127.0.0.1") >= 4 * 9  # the handlers passed the caller through to the throttle
@@ -289,7 +296,7 @@ def test_an_admin_job_with_a_bad_option_is_refused_in_the_checkers_sentence(setu
     """The Admin form's options go through ``pipeline.train_options`` (the CLI's checker) once: the same sentence
     for the same mistake, nothing started; the form's 0 epochs / 0 seconds mean the default / no budget."""
     settings, _ = setup
-    calls = []
+    calls = settings.checkpoint_dir.parent / "trainer-calls"
     runner = JobRunner.from_settings(settings, trainers={f: fake_trainer(calls=calls) for f in FAMILIES})
     start = in_process_handlers(settings, runner)["admin_start"]
     form = dict(epochs=0, max_seconds=0)  # the form's own defaults
@@ -304,10 +311,11 @@ def test_an_admin_job_with_a_bad_option_is_refused_in_the_checkers_sentence(setu
         with pytest.raises(gr.Error) as refused:
             start(*start_args(TOKEN, **{**form, **change}), request=None)
         assert refused.value.message == sentence
-    assert runner.snapshot() == {"state": "idle"} and calls == []
+    assert runner.snapshot() == {"state": "idle"} and recorded_calls(calls) == []
     assert start(*start_args(TOKEN, **form), request=None)[0].startswith("Started job 1: scratch")
-    options = runner.wait(10)["options"]
-    assert (options["epochs"], options["max_seconds"], options["seed"]) == (None, None, 0) and len(calls) == 1
+    options = runner.wait(60)["options"]
+    assert (options["epochs"], options["max_seconds"], options["seed"]) == (None, None, 0)
+    assert len(recorded_calls(calls)) == 1
 
 
 def test_every_versions_handler_refuses_a_family_it_does_not_know(setup, monkeypatch):
@@ -579,38 +587,28 @@ def test_browser_unlock_train_watch_the_curve_promote(setup, browser):
 
 def test_admin_promote_refuses_the_version_its_own_job_is_writing(tmp_path):
     import gradio as gr
-    import torch
 
-    from clipdemo.checkpoints import save_checkpoint
-    from clipdemo.evaluate import Scores
+    from clipdemo.checkpoints import load_checkpoint
     from clipdemo.jobs import JobRunner
-    from clipdemo.results import TrainResult
     from clipdemo.settings import Settings
-    from clipdemo.testing import colour_folder
+    from clipdemo.testing import colour_folder, job_gate
 
-    gate, saved = threading.Event(), threading.Event()
-
-    def trainer(dataset, out_dir, options, progress, should_stop, cache_dir=None):
-        save_checkpoint(out_dir, {"w": torch.zeros(2)}, {"kind": "scratch-clip"}, {"classes": dataset.class_names})
-        saved.set()
-        gate.wait(30)  # still training: a later save may replace what is there
-        scores = Scores(0.5, 1.0, 0.5, 0.5, 6, [[2, 0, 0], [0, 1, 1], [0, 1, 1]])
-        return TrainResult("scratch", out_dir, list(dataset.class_names), scores, {}, {}, {"stopped": "finished"})
-
+    gate = job_gate()  # saved, still training: a later save may replace what is there
     data = colour_folder(tmp_path / "data" / "tiny", per_class={"train": 4, "test": 2}).parent
     settings = Settings(model="test/backbone", checkpoint_dir=tmp_path / "ck", data_root=data, admin_token=TOKEN)
-    runner = JobRunner.from_settings(settings, trainers={"scratch": trainer})
+    runner = JobRunner.from_settings(settings, trainers={"scratch": fake_trainer(steps=1, gate=gate, save_first=True)})
     handlers = in_process_handlers(settings, runner)
     handlers["admin_start"](
         TOKEN, "scratch", "tiny", "", "default", 1, None, 0, "default", "linear", "tutorial", request=None
     )
-    assert saved.wait(30)
     version = runner.snapshot()["version"]
+    assert wait_for(lambda: (settings.checkpoint_dir / "scratch" / version).is_dir(), timeout=60)
+    load_checkpoint(settings.checkpoint_dir / "scratch" / version)
     with pytest.raises(gr.Error) as refused:
         handlers["admin_promote"](TOKEN, "scratch", version, request=None)
     assert f"'{version}' is still being written by a live run (pid" in refused.value.message
     gate.set()
-    assert runner.wait(30)["state"] == "finished"
+    assert runner.wait(60)["state"] == "finished"
     text = handlers["admin_promote"](TOKEN, "scratch", version, request=None)[0]
     assert text.startswith(f"Promoted scratch version `{version}`")
 

@@ -2,6 +2,7 @@
 traceback, and train / eval / versions / promote / rollback / demo-data work on tiny local data."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,44 @@ def test_module_entry_point(tiny_clip):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])[0]["image"] == EXAMPLES[0]
+
+
+# Runs the CLI's own entry point in a fresh interpreter, then says which heavy libraries it imported.
+IMPORTS_OF = """
+import sys
+from clipdemo.__main__ import run
+sys.argv = ["clipdemo", *sys.argv[1:]]
+try:
+    code = run()
+except SystemExit as e:
+    code = e.code
+print("IMPORTED", code, *sorted(m for m in ("torch", "transformers", "onnxruntime", "gradio") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        ([], 2),  # importing clipdemo.cli, then "a command is required"
+        (["--help"], 0),
+        (["versions", "scratch"], 0),
+        (["cache", "list"], 0),
+        (["zero-shot", "x.jpg"], 2),  # --labels missing
+        (["versions", "no-such-family"], 2),
+        (["bogus"], 2),
+    ],
+)
+def test_a_command_that_needs_no_model_imports_no_model_library(tmp_path, args, code):
+    """``--help``, a listing and an argument error answer without importing torch or transformers (seconds)."""
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path)},
+    )
+    last = out.stdout.strip().splitlines()[-1].split()
+    assert last == ["IMPORTED", str(code)], (out.stdout[-500:], out.stderr[-2000:])
 
 
 METRIC_KEYS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
