@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import socket
 import struct
 import tempfile
@@ -34,7 +33,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -413,8 +412,9 @@ class FakeTrainer:
         progress = typed(progress)
         if self.calls is not None:
             where = {"pid": os.getpid(), "nice": os.nice(0), "threads": torch.get_num_threads()}
-            with open(self.calls, "ab") as f:
-                pickle.dump((dataset.source, Path(out_dir), options, where), f)
+            with open(self.calls, "a") as f:  # JSON lines: the library's no-pickle rule holds here too
+                record = [dataset.source, str(out_dir), asdict(options), options.checked_for, where]
+                f.write(json.dumps(record, default=str) + "\n")
         if self.save_first:
             self._save(dataset, out_dir)
         step = 0
@@ -496,14 +496,16 @@ def job_gate():
 def recorded_calls(calls) -> list[tuple]:
     """What a ``fake_trainer(calls=file)`` was called with, in order: (dataset source, out_dir, options, where), where
     being the process it ran in: its pid, niceness and torch threads."""
+    from clipdemo.pipeline import TrainOptions
+
+    if not Path(calls).exists():
+        return []
     out = []
-    if Path(calls).exists():
-        with open(calls, "rb") as f:
-            while True:
-                try:
-                    out.append(pickle.load(f))
-                except EOFError:
-                    return out
+    for source, folder, fields, family, where in map(json.loads, Path(calls).read_text().splitlines()):
+        options = TrainOptions(**fields)
+        if family:  # what the child was handed: options checked for this family
+            options = options.checked(family)
+        out.append((source, Path(folder), options, where))
     return out
 
 

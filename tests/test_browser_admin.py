@@ -91,8 +91,13 @@ def test_admin_for_people(page):
 
     page.locator("#admin-kind").get_by_text("cars-head").click()
     page.click("#admin-start")
+    page.wait_for_function("() => document.querySelector('#admin-job-status')?.innerText.includes('Started job')")
+    job = text_of(page, "#admin-job-status").split("Started job ")[1].split(":")[0]  # this width's job, not the last
     page.wait_for_function(
-        "() => document.querySelector('#admin-progress')?.innerText.includes('finished')", timeout=60_000
+        "job => { const t = document.querySelector('#admin-progress')?.innerText || '';"
+        " return t.startsWith(`Job ${job}:`) && t.includes('finished'); }",
+        arg=job,
+        timeout=60_000,
     )
     page.wait_for_selector("#admin-curve img", timeout=30_000)
     progress = text_of(page, "#admin-progress")

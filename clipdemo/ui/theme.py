@@ -56,4 +56,6 @@ CSS = (
     " .gradio-container .md.prose td, .gradio-container .md.prose th { overflow-wrap: normal; word-break: normal; }"
     # "Details" lines written for a curious visitor: the summary reads as a link to open
     " .gradio-container .md.prose summary { cursor: pointer; color: var(--link-text-color); }"
+    # Ranked labels keep the visitor's whole label (the API returns it): a 300-character one is cut by the heading
+    " #zs-label .output-class { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }"
 )

@@ -178,7 +178,7 @@ def _image_line(i: int, panels, top_k: int | None) -> str:
 
 def _ranked_value(result: ZeroShotResult, top_k: int | None):
     """The ranked-labels panel for the first image. It speaks in percent only, so a cosine (CLIP's several-labels
-    mode) is said in words, with the chart's signed values beside it; long labels are shortened for the heading."""
+    mode) is said in words, with the chart's signed values beside it."""
     words = charts.verdict(result)
     if words:
         return NONE_OF_THESE
@@ -187,8 +187,7 @@ def _ranked_value(result: ZeroShotResult, top_k: int | None):
         return f"no label reaches {charts.threshold_words(result)}"
     if charts.unit(result) == charts.COSINE:
         return f"{shorten(ranked[0].label, 60)} (cosine {charts.shown(result, ranked[0].score)})"
-    names = charts._categories([p.label for p in ranked], 60)
-    return {names[p.label]: p.score for p in ranked}
+    return {p.label: p.score for p in ranked}  # whole labels (the API's answer); the CSS cuts a long heading
 
 
 def _chart_update(chart: charts.BarChart) -> dict:
