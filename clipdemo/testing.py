@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clipdemo.data.cars_names import CLASS_NAMES
+
 # --- tiny models --------------------------------------------------------------------------------------------------
 
 SHAPES = {
@@ -276,26 +278,12 @@ def layout_folder(
 # ``class_names`` is a 1 x K cell). Images are small JPEGs of a class-specific colour plus per-image noise, so
 # classes are separable and no two images are byte-identical.
 
-# The first classes of the real cars_meta.mat, so names look (and tokenize) like real ones.
-REAL_NAMES = [
-    "AM General Hummer SUV 2000",
-    "Acura RL Sedan 2012",
-    "Acura TL Sedan 2012",
-    "Acura TL Type-S 2008",
-    "Acura TSX Sedan 2012",
-    "Acura Integra Type R 2001",
-    "Acura ZDX Hatchback 2012",
-    "Aston Martin V8 Vantage Convertible 2012",
-    "Aston Martin V8 Vantage Coupe 2012",
-    "Aston Martin Virage Convertible 2012",
-    "Aston Martin Virage Coupe 2012",
-    "Audi RS 4 Convertible 2008",
-]
 FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 
 
 def class_names(classes: int) -> list[str]:
-    return [REAL_NAMES[i] if i < len(REAL_NAMES) else f"Make Model {i + 1} Sedan 2012" for i in range(classes)]
+    """The real cars_meta.mat's names, so names look (and tokenize) like real ones."""
+    return [CLASS_NAMES[i] if i < len(CLASS_NAMES) else f"Make Model {i + 1} Sedan 2012" for i in range(classes)]
 
 
 def class_colour(label: int, classes: int) -> tuple[int, int, int]:
