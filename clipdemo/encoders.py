@@ -28,6 +28,7 @@ from clipdemo import hub_access
 from clipdemo.devices import autocast, embedding, l2_normalize, pick_device, pick_precision
 from clipdemo.errors import ModelUnavailable, first_line
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
+from clipdemo.hf_files import TextTokenizer, model_json
 from clipdemo.names import looks_like_path
 from clipdemo.settings import MODEL_ENV, default_model
 from clipdemo.siglip import SIGLIP_TYPES
@@ -118,26 +119,24 @@ class HFCLIPEncoder:
         engine: str | None = None,
         background_export: bool = False,
     ):
-        from transformers import CLIPConfig, CLIPTokenizerFast
-        from transformers.utils import logging as hf_logging
-
         from clipdemo import onnx_engine
-
-        hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
 
         self.name = spec
         self.device = pick_device(device)
         self.batch_size = batch_size
         self._path, self._hub_kwargs = _hf_local_or_hub(spec), _hub_kwargs(spec)
         self._model, self._lock, self.exporting = None, threading.Lock(), False
-        try:
-            config = CLIPConfig.from_pretrained(self._path, **self._hub_kwargs)
-            self.tokenizer = CLIPTokenizerFast.from_pretrained(self._path, **self._hub_kwargs)
+        try:  # the config, tokenizer and preprocessing config as files: no transformers import (``hf_files``)
+            config = model_json(spec, "config.json", self._hub_kwargs)
+            if config is None:
+                raise OSError("it has no config.json")
+            # save_pretrained leaves out values equal to transformers' defaults: these are CLIP's
+            self.context_length = config.get("text_config", {}).get("max_position_embeddings", 77)
+            self.projection_dim = config.get("projection_dim", 512)
+            self.tokenizer = TextTokenizer.load(spec, self._path, self.context_length, self._hub_kwargs)
             self.transform = _clip_transform(spec, self._path, self._hub_kwargs)
-        except (OSError, ValueError, KeyError) as e:
+        except Exception as e:  # unreadable files, the Hub's errors: one sentence
             raise ModelUnavailable(_unavailable_message(spec, e)) from e
-        self.context_length = config.text_config.max_position_embeddings
-        self.projection_dim = config.projection_dim
         self._asked = asked = pick_precision(self.device, precision, int8=True)
         # The towers in ONNX Runtime (CPUs, by default) or None: PyTorch runs them; projection and normalisation
         # below are the same either way.
@@ -169,6 +168,9 @@ class HFCLIPEncoder:
     def _load_model(self):
         if self._model is None:
             from transformers import CLIPModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
 
             try:  # safetensors only: a repo with just pickled weights is refused, never unpickled
                 model = CLIPModel.from_pretrained(self._path, use_safetensors=True, **self._hub_kwargs)
@@ -219,17 +221,17 @@ class HFCLIPEncoder:
         # Prompts sorted by length, in batches of at most ``max_tokens`` padded tokens: little padding, and
         # activations small enough to stay in cache. On the 1,568 prompts of the Cars template ensemble this is
         # 1.7x faster than batches of 256 prompts (bench/cars_head.py), with the same embeddings.
-        texts = list(texts)
-        ids = self.tokenizer(texts, truncation=True, max_length=self.context_length)["input_ids"] if texts else []
+        ids = self.tokenizer.ids(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         onnx, model, precision = self._runner() if ids else (None, None, self.precision)
         out = torch.empty(len(ids), self.projection_dim)
         for rows in _token_batches(order, [len(x) for x in ids], max_tokens):
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
+            input_ids, attention_mask = map(torch.from_numpy, self.tokenizer.pad([ids[i] for i in rows]))
             if onnx:
-                out[rows] = onnx.text(batch["input_ids"], batch["attention_mask"])
+                out[rows] = onnx.text(input_ids, attention_mask)
                 continue
             with autocast(self.device, precision):
+                batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
                 out[rows] = embedding(model.get_text_features(**batch)).float().cpu()
         return l2_normalize(out)
 
@@ -238,7 +240,7 @@ class HFCLIPEncoder:
         return f"{self.name} on {self.device.type} ({self.precision}, {engine})"
 
     def token_lengths(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]] if texts else []
+        return [len(ids) for ids in self.tokenizer.ids(texts, truncate=False)]
 
     def view(self, image: Image.Image) -> Image.Image:
         return self.transform.view(image)
@@ -267,13 +269,9 @@ def _exportable(spec: str) -> bool:
 def _clip_transform(spec: str, path: str, hub_kwargs: dict) -> ImageTransform:
     """The model's preprocessing from its processor config file, read as JSON: transformers' image processor class
     imports its modeling stack (and dynamo), which a process running the ONNX towers does without."""
-    from clipdemo.fingerprints import backbone_folder
-
-    folder = backbone_folder(spec)
     for name, inner in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
-        file = folder / name if folder is not None else None
-        if file is not None and file.is_file():
-            config = json.loads(file.read_text())
+        config = model_json(spec, name, hub_kwargs)
+        if config is not None:
             config = config.get(inner, {}) if inner else config
             if "image_mean" in config:
                 size, crop = config.get("size", 224), config.get("crop_size", 224)
@@ -282,7 +280,7 @@ def _clip_transform(spec: str, path: str, hub_kwargs: dict) -> ImageTransform:
                 return ImageTransform(size, crop, config["image_mean"], config["image_std"])
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    p = CLIPImageProcessorPil.from_pretrained(path, **hub_kwargs)  # not on disk yet: transformers fetches it
+    p = CLIPImageProcessorPil.from_pretrained(path, **hub_kwargs)  # laid out otherwise: transformers reads it
     return ImageTransform(p.size["shortest_edge"], p.crop_size["height"], p.image_mean, p.image_std)
 
 
@@ -431,12 +429,13 @@ def _build(spec: str, device: str, precision: str | None, engine: str | None, ba
 
 def _model_type(spec: str) -> str:
     """The family a HF folder or Hub id holds (its config's ``model_type``); one sentence if we don't run it."""
-    from transformers import AutoConfig
-
-    source = _hf_local_or_hub(spec)
-    try:
-        model_type = AutoConfig.from_pretrained(source, **_hub_kwargs(spec)).model_type
-    except (OSError, ValueError, KeyError) as e:
+    _hf_local_or_hub(spec)  # a missing folder, an unreachable Hub: one sentence, at once
+    try:  # read as JSON: transformers' AutoConfig imports its whole catalogue of models (about 1 s)
+        config = model_json(spec, "config.json", _hub_kwargs(spec))
+        if config is None:
+            raise OSError("it has no config.json")
+        model_type = str(config.get("model_type", "unknown"))
+    except Exception as e:  # unreadable JSON, the Hub's errors
         raise ModelUnavailable(_unavailable_message(spec, e)) from e
     if model_type not in SUPPORTED_TYPES:
         shown = Path(spec).name if looks_like_path(spec) else spec

@@ -130,3 +130,28 @@ def test_text_batches_hold_at_most_max_tokens_padded():
     # rows sorted by length; a batch's padded size is rows x its longest; an over-long prompt goes alone
     assert list(encoders._token_batches([0, 1, 2, 3], [2, 2, 3, 10], max_tokens=6)) == [[0, 1], [2], [3]]
     assert list(encoders._token_batches([], [], max_tokens=6)) == []
+
+
+def test_our_tokenizer_gives_transformers_ids_with_and_without_tokenizer_json(tiny_clip, tmp_path):
+    """The ``tokenizers`` library on tokenizer.json (no transformers import) cuts and pads as CLIPTokenizer does;
+    a folder without tokenizer.json (vocab.json and merges.txt only) gets the same ids through transformers."""
+    import shutil
+
+    from transformers import CLIPTokenizer
+
+    from clipdemo.hf_files import TextTokenizer
+
+    texts = ["Flabébé ♀ " * 30, "a photo of a cat", "  DOG  ", "ünïcödé, punctuation!? and 123", ""]
+    reference = CLIPTokenizer.from_pretrained(tiny_clip)
+    cut = reference(texts, truncation=True, max_length=77)["input_ids"]
+    padded = reference.pad({"input_ids": cut}, return_tensors="np")
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tiny_clip, legacy)
+    (legacy / "tokenizer.json").unlink()
+    for folder in (tiny_clip, legacy):
+        ours = TextTokenizer.load(str(folder), str(folder), 77, {"local_files_only": True})
+        assert ours.ids(texts) == cut and max(map(len, cut)) == 77
+        assert ours.ids(texts, truncate=False) == reference(texts)["input_ids"]
+        ids, mask = ours.pad(cut)
+        assert (ids == padded["input_ids"]).all() and (mask == padded["attention_mask"]).all()
+    assert load_encoder(str(tiny_clip)).token_lengths(texts[:2]) == [len(x) for x in reference(texts[:2])["input_ids"]]
