@@ -48,7 +48,8 @@ from clipdemo.encoders import HFCLIPEncoder, load_encoder
 from clipdemo.features import encode_split
 from clipdemo.fingerprints import backbone_fingerprint
 from clipdemo.images import load_image
-from clipdemo.onnx_engine import OnnxTowers, export_folder, new_session, pick_engine
+from clipdemo.onnx_cache import export_folder
+from clipdemo.onnx_engine import OnnxTowers, new_session, pick_engine
 from clipdemo.scoring import Rule
 from clipdemo.testing import make_clip_folder
 from clipdemo.zeroshot import TEMPLATE_SETS, build_classifier, classify

@@ -46,13 +46,16 @@ def cmd_zero_shot(args) -> list[dict]:
     with ``--threshold``/``--open-set`` whether none of the labels applies; with ``--compare`` the second model's
     answer beside it. Labels the model's context cuts are named on stderr. The Python API's ``ZeroShot`` does the
     work, so ``ZeroShot(model)(images, labels)`` returns exactly this."""
-    from clipdemo.api import ZeroShot, entries
     from clipdemo.images import load_image
+    from clipdemo.onnx_cache import preload_for_cpu
+
+    images = [load_image(path) for path in args.images]  # refuse bad files before loading a model
+    preload_for_cpu(args.model, args.device)  # a cached export's sessions build while torch is imported below
+    from clipdemo.api import ZeroShot, entries
     from clipdemo.zeroshot import parse_labels, resolve_templates
 
     labels = parse_labels(args.labels)
     templates = resolve_templates(args.templates)
-    images = [load_image(path) for path in args.images]  # refuse bad files before loading a model
     model = ZeroShot(args.model, device=args.device)
     result = _zero_shot_result(model, images, labels, templates, args)
     out = [dict(image=path, **entry) for path, entry in zip(args.images, entries(result, args.top_k))]

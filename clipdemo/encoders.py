@@ -30,6 +30,7 @@ from clipdemo.errors import ModelUnavailable, first_line
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.hf_files import TextTokenizer, model_json
 from clipdemo.names import looks_like_path
+from clipdemo.onnx_cache import HF_CLIP
 from clipdemo.settings import MODEL_ENV, default_model
 from clipdemo.siglip import SIGLIP_TYPES
 
@@ -142,13 +143,13 @@ class HFCLIPEncoder:
         # below are the same either way.
         wanted = onnx_engine.planned(self.device, asked, engine)[1] == "onnx"
         self.onnx, self.precision = (
-            (onnx_engine.cached_towers(onnx_engine.HF_CLIP, spec, asked) if wanted else None),
+            (onnx_engine.cached_towers(HF_CLIP, spec, asked) if wanted else None),
             asked,
         )
         if self.onnx is None and wanted and background_export and _exportable(spec):
             self.precision, self.exporting = ("fp32" if asked == "int8" else asked), True
             self._load_model()  # PyTorch answers now, and the export is not waited for
-            onnx_engine.export_in_background(onnx_engine.HF_CLIP, spec, asked, self._switch)
+            onnx_engine.export_in_background(HF_CLIP, spec, asked, self._switch)
         elif self.onnx is None:
             self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, asked, engine)
         self.logit_scale = self._logit_scale()

@@ -9,7 +9,8 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
 - ``hf_clip_towers(model, spec, device, precision)``: the two towers of a transformers ``CLIPModel`` as
   ONNX Runtime sessions, or None (PyTorch runs them) when the engine is ``torch``, or when ONNX Runtime is
   missing or the export fails: that is one log line, never an error.
-- The export cache: ``<CLIPDEMO_CHECKPOINT_DIR>/.cache/onnx/<tower>-<key>/model.onnx`` and its weights file
+- The export cache (its layout and sessions in ``clipdemo.onnx_cache``, which needs no torch):
+  ``<CLIPDEMO_CHECKPOINT_DIR>/.cache/onnx/<tower>-<key>/model.onnx`` and its weights file
   (on Spaces under ``/data``), the key a digest of the weights' fingerprint
   (``clipdemo.fingerprints.backbone_fingerprint``), the tower, the precision and the versions that shape the
   graph. Each export is written into a hidden temporary folder renamed into place when complete, so every
@@ -17,7 +18,8 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
   cached model that no longer loads is exported again. Exports count against the caches' budget
   (``clipdemo.caches``: least recently used evicted first, never one a live session uses).
 - ``cached_towers(kind, spec, precision)``: both towers straight from the cache, without the PyTorch model (what
-  ``clipdemo.encoders.HFCLIPEncoder`` loads first); the key needs no model (the fingerprint, package versions).
+  ``clipdemo.encoders.HFCLIPEncoder`` loads first); the key needs no model (the fingerprint, package versions), and
+  the sessions are the ones ``onnx_cache.preload`` started while torch was imported (the CLI), if any.
 - ``export_in_background(...)``: the server's first start exports in a low-priority child process while PyTorch
   answers, then hands the sessions to a callback (the encoder switches and drops its PyTorch model).
 Training and anything needing gradients always run in PyTorch.
@@ -27,8 +29,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -40,15 +40,14 @@ from pathlib import Path
 
 import torch
 
-from clipdemo import caches, settings
+from clipdemo import caches, onnx_cache, settings
 from clipdemo.atomic import remove_stale_partials, write_folder_atomic
 from clipdemo.devices import embedding
 from clipdemo.errors import ConfigError, first_line
+from clipdemo.onnx_cache import HF_CLIP, OPSET, TOWERS, cache_dir, export_folder
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1  # bump when the exported graphs change: old cache entries are then ignored
-OPSET = 17
 STALE_TEMP_SECONDS = 3600  # temporary export folders older than this were left by a killed export
 
 
@@ -72,10 +71,6 @@ def planned(device: torch.device, precision: str, engine: str | None = None, aut
     if pick_engine(device, engine, auto_on_cpu) == "onnx" and precision in ("fp32", "int8"):
         return precision, "onnx"
     return ("fp32" if precision == "int8" else precision), "torch"
-
-
-def cache_dir() -> Path:
-    return settings.Settings.from_env().cache_dir / "onnx"
 
 
 class OnnxTowers:
@@ -190,9 +185,6 @@ def _sessions(kind: str, spec: str, precision: str, towers: dict) -> dict | None
         return None
 
 
-HF_CLIP = "hf-clip"
-
-
 def cached_towers(kind: str, spec: str, precision: str, root: Path | None = None) -> OnnxTowers | None:
     """Both towers' sessions straight from the export cache, without building the PyTorch model (a lean process:
     no transformers model classes, no dynamo); None when either is not cached or does not load (the caller then
@@ -204,7 +196,7 @@ def cached_towers(kind: str, spec: str, precision: str, root: Path | None = None
     except ImportError:
         return None
     fingerprint = backbone_fingerprint(spec)
-    names = [f"{kind}-{tower}" for tower in ("image", "text")]
+    names = [f"{kind}-{tower}" for tower in TOWERS]
     folders = [export_folder(name, fingerprint, precision, root) for name in names] if fingerprint else []
     if not folders or not all((f / "model.onnx").is_file() for f in folders):
         return None
@@ -323,36 +315,6 @@ def _exporter(module: torch.nn.Module, args: tuple, axes: dict) -> Callable[[Pat
 # --- the export cache -----------------------------------------------------------------------------------
 
 
-def cache_key(name: str, fingerprint: str, precision: str) -> str:
-    blob = json.dumps(
-        {
-            "v": EXPORT_VERSION,
-            "name": name,
-            "weights": fingerprint,
-            "precision": precision,
-            "opset": OPSET,
-            # from the installed packages' metadata: a cached start imports neither transformers' models nor more
-            "torch": _version("torch"),
-            "transformers": _version("transformers"),
-            "onnxruntime": _version("onnxruntime"),
-        }
-    )
-    return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
-
-
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:  # onnxruntime-gpu and the like install the module under another name
-        return getattr(__import__(package), "__version__", "?")
-
-
-def export_folder(name: str, fingerprint: str, precision: str, root: Path | None = None) -> Path:
-    return (root or cache_dir()) / f"{name}-{cache_key(name, fingerprint, precision)}"
-
-
 _export_lock = threading.Lock()  # one export at a time in a process (two threads loading the same model)
 
 
@@ -439,16 +401,7 @@ def _weights_apart(model: Path) -> None:
 
 
 def new_session(model: Path, spinning: bool = False):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = torch.get_num_threads()  # the cores PyTorch would use (OMP_NUM_THREADS)
-    options.inter_op_num_threads = 1
-    # No spinning: ORT's workers otherwise busy-wait after each run on the cores that the request's next steps
-    # (decode, preprocessing, scoring, Gradio) need. On the ViT-B/32-shaped image tower with 2 cores, a new-image
-    # call took 132 ms with spinning off vs 207 ms on (load 5; the issue 25 notes measured 77 vs 101-115 ms idle);
-    # bench/zero_shot_latency.py interleaves both (``spinning=True`` is there for it).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    """A session for ``model`` with as many intra-op threads as PyTorch uses (OMP_NUM_THREADS; a training child's
+    bounded count): the one ``onnx_cache.preload`` started, when it matches."""
+    threads = torch.get_num_threads()
+    return (None if spinning else onnx_cache.take(model, threads)) or onnx_cache.new_session(model, threads, spinning)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipdemo import onnx_engine
+from clipdemo import cli, onnx_cache, onnx_engine
 from clipdemo.encoders import HFCLIPEncoder, forget_encoder, load_encoder
 from clipdemo.relevancy import relevancy
 from clipdemo.scratch.encoder import ScratchEncoder
@@ -162,7 +164,7 @@ def test_corrupt_cached_model_is_exported_again(tiny_clip, cache, monkeypatch, c
 KILLED_EXPORT = """
 import sys, time
 from pathlib import Path
-from clipdemo import onnx_engine
+from clipdemo import cli, onnx_cache, onnx_engine
 
 def export(path):
     with open(path, "wb") as f:
@@ -199,7 +201,7 @@ def test_sigkill_during_export_leaves_no_model_in_the_cache(cache):
 
 
 def test_cache_key_separates_weights_precision_and_tower():
-    key = onnx_engine.cache_key
+    key = onnx_cache.cache_key
     keys = {
         key("hf-clip-image", "w1", "fp32"),
         key("hf-clip-image", "w1", "int8"),
@@ -297,3 +299,32 @@ def test_a_stopped_background_export_leaves_pytorch_answering(tiny_clip, cache, 
     wait_for_switch(encoder)
     assert encoder.engine == "torch" and encoder.encode_texts(["dog"]).shape[0] == 1 and models_in(cache) == []
     assert any("stays in PyTorch" in m for m in engine_logs(caplog))
+
+
+def test_the_cli_builds_a_cached_exports_sessions_while_it_imports_torch(
+    tiny_clip, cache, tmp_path, monkeypatch, capsys
+):
+    """``preload`` starts both sessions in threads; the encoder takes those (none built twice), with the same
+    answers as a load without it. A session with other threads than PyTorch's is dropped; no export, no preload."""
+    folder = tmp_path / "copy"  # a spec no other test has loaded: the encoder registry builds it here
+    shutil.copytree(tiny_clip, folder)
+    onnx_cache.preload(onnx_cache.HF_CLIP, str(folder), "fp32")
+    assert onnx_cache._preloaded == {}  # nothing cached yet
+    HFCLIPEncoder(str(folder))  # exports both towers
+    built = []
+    real = onnx_cache.new_session
+    monkeypatch.setattr(
+        onnx_cache, "new_session", lambda *a, **k: built.append(threading.current_thread().name) or real(*a, **k)
+    )
+    image = tmp_path / "a.png"
+    IMAGES[0].save(image)
+    assert cli.main(["zero-shot", "--model", str(folder), "--labels", "cat,dog", str(image)]) == 0
+    assert built == ["onnx-preload", "onnx-preload"] and onnx_cache._preloaded == {}
+    preloaded = json.loads(capsys.readouterr().out)
+    forget_encoder(str(folder))
+    assert cli.main(["zero-shot", "--model", str(folder), "--labels", "cat,dog", str(image)]) == 0
+    assert json.loads(capsys.readouterr().out) == preloaded
+    model = next(cache.glob("hf-clip-image-*")) / "model.onnx"
+    onnx_cache.preload(onnx_cache.HF_CLIP, str(folder), "fp32")
+    assert onnx_cache.take(model, torch.get_num_threads() + 1) is None and model not in onnx_cache._preloaded
+    assert onnx_cache.take(model, torch.get_num_threads()) is None  # taken once only
