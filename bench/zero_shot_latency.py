@@ -78,8 +78,9 @@ def median_seconds(fn, runs: int, warmup: int = 2) -> float:
     return interleaved({"fn": fn}, runs, warmup)["fn"]
 
 
-def interleaved(fns: dict, runs: int, warmup: int = 2) -> dict:
-    """Median seconds of each of ``fns``, called in turn ``runs`` times (each call gets the round number)."""
+def interleaved(fns: dict, runs: int, warmup: int = 2, show: bool = False) -> dict:
+    """Median seconds of each of ``fns``, called in turn ``runs`` times (each call gets the round number); with
+    ``show``, every run's seconds are printed too."""
     for r in range(warmup):
         for fn in fns.values():
             fn(r)
@@ -89,8 +90,8 @@ def interleaved(fns: dict, runs: int, warmup: int = 2) -> dict:
             start = time.perf_counter()
             fn(r)
             times[name].append(time.perf_counter() - start)
-    if os.environ.get("BENCH_VERBOSE"):
-        print({name: [round(x, 3) for x in t] for name, t in times.items()})
+    if show:
+        print("  every run, seconds:", {name: [round(x, 2) for x in t] for name, t in times.items()})
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -328,7 +329,7 @@ def whole_process(args, tmp: Path, folder: Path) -> None:
         "ours": lambda r: timed(ours_cmd),
         "ours, PyTorch": lambda r: timed(ours_cmd, CLIPDEMO_ENGINE="torch"),
     }
-    seconds = interleaved(sides, args.process_runs, warmup=1)  # the warm-up also fills the file cache
+    seconds = interleaved(sides, args.process_runs, warmup=1, show=True)  # the warm-up also fills the file cache
     print(
         f"whole process, {args.files} files x {len(LABELS)} labels (median of {args.process_runs}, interleaved; "
         "warm export cache):"
