@@ -132,7 +132,8 @@ class HFCLIPEncoder:
             if config is None:
                 raise OSError("it has no config.json")
             # save_pretrained leaves out values equal to transformers' defaults: these are CLIP's
-            self.context_length = config.get("text_config", {}).get("max_position_embeddings", 77)
+            text = config.get("text_config") or config.get("text_config_dict") or {}  # the latter: old configs
+            self.context_length = text.get("max_position_embeddings", 77)
             self.projection_dim = config.get("projection_dim", 512)
             self.tokenizer = TextTokenizer.load(spec, self._path, self.context_length, self._hub_kwargs)
             self.transform = _clip_transform(spec, self._path, self._hub_kwargs)
