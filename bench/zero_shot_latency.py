@@ -295,9 +295,9 @@ def uptime() -> str:
 
 def whole_process(args, tmp: Path, folder: Path) -> None:
     """Part 3: 24 files x 10 labels through our CLI (warm export cache) and through a pipeline script."""
-    # The export just written is still in the page cache's dirty pages: the kernel writes them back ~30 s later, and
-    # a process mapping them meanwhile waits (our CLI took 3.3 s instead of 2.6 s, 1.1 s of it in the kernel). A warm
-    # cache is one written earlier: flush it first.
+    # Our CLI's first runs after a fresh export were slower (3.3 s instead of 2.6 s, 1.1 s of it in the kernel, while
+    # the export was still being written back to disk). A warm cache is one written earlier: flush it first. That
+    # did not remove the effect in every run, so read the medians, and every run's figures printed beside them.
     os.sync()
     files = []
     for i in range(args.files):
