@@ -47,14 +47,15 @@ class TextTokenizer:
     """CLIP's tokenizer on the ``tokenizers`` library: the same ids as transformers' ``CLIPTokenizerFast`` (its
     backend is this very ``tokenizer.json``), without importing transformers."""
 
-    def __init__(self, backend, context_length: int, pad_token: str):
+    def __init__(self, tokenizer_json: str, context_length: int, pad_token: str):
         from tokenizers import Tokenizer
 
-        self.whole = Tokenizer.from_str(backend.to_str())  # our own copy: its settings are ours
+        self.whole = Tokenizer.from_str(tokenizer_json)
         self.whole.no_padding()
         self.whole.no_truncation()
-        # A second copy that cuts: truncation is the tokenizer's state, and requests share this one.
-        self.cut = Tokenizer.from_str(self.whole.to_str())
+        # A second one that cuts: truncation is a tokenizer's state, and requests share these two.
+        self.cut = Tokenizer.from_str(tokenizer_json)
+        self.cut.no_padding()
         self.cut.enable_truncation(context_length)
         self.pad_id = self.whole.token_to_id(pad_token) or 0
 
@@ -62,16 +63,14 @@ class TextTokenizer:
     def load(cls, spec: str, source: str, context_length: int, hub_kwargs: dict) -> TextTokenizer:
         """``spec``'s tokenizer: its ``tokenizer.json``, or what transformers builds from ``source`` without one
         (older repos with ``vocab.json`` and ``merges.txt`` only)."""
-        from tokenizers import Tokenizer
-
         file = model_file(spec, "tokenizer.json", hub_kwargs)
         if file is None:
             from transformers import CLIPTokenizerFast
 
             hf = CLIPTokenizerFast.from_pretrained(source, **hub_kwargs)
-            return cls(hf.backend_tokenizer, context_length, hf.pad_token)
+            return cls(hf.backend_tokenizer.to_str(), context_length, hf.pad_token)
         pad = (model_json(spec, "tokenizer_config.json", hub_kwargs) or {}).get("pad_token", "<|endoftext|>")
-        return cls(Tokenizer.from_file(str(file)), context_length, pad["content"] if isinstance(pad, dict) else pad)
+        return cls(file.read_text(), context_length, pad["content"] if isinstance(pad, dict) else pad)
 
     def ids(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
         """Each text's token ids with the start and end tokens; cut to the context (keeping the end token)."""
