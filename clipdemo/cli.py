@@ -364,7 +364,7 @@ def cmd_cache(args) -> dict:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Every command with its help; only the command in ``argv`` gets its arguments (``train``'s choices come from
-    modules that import torch: a listing, ``--help`` or a mistyped command does not pay for them)."""
+    modules of their own, without torch, but a listing or a mistyped command does not even pay for those)."""
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     prog = "clipdemo" if Path(sys.argv[0]).name == "clipdemo" else "python -m clipdemo"  # the installed command
@@ -449,9 +449,9 @@ def add_train(sub) -> None:
     train = sub.add_parser("train", help="train a scratch CLIP or a Cars head")
     if sub.chosen != "train":
         return
-    from clipdemo.heads import DEFAULT_HEAD, HEADS
-    from clipdemo.pipeline import SPLITS
-    from clipdemo.scratch.model import PRESETS
+    from clipdemo.data.splits import PROTOCOLS
+    from clipdemo.heads.specs import DEFAULT_HEAD, HEADS
+    from clipdemo.scratch.config import PRESETS
 
     train = train.add_subparsers(dest="what", required=True)
     scratch = train.add_parser("scratch", help="a CLIP from scratch (ViT + byte-level text transformer)")
@@ -471,7 +471,7 @@ def add_train(sub) -> None:
     head.add_argument(
         "--split",
         default="tutorial",
-        choices=list(SPLITS),
+        choices=list(PROTOCOLS),
         help="tutorial: 5%% of train held out (random_state=3); official: the test split",
     )
     add_training_options(head, family=CARS_HEAD)

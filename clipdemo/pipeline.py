@@ -32,7 +32,6 @@ from clipdemo.settings import DEVICES
 MAX_EPOCHS = 100_000
 MAX_SECONDS = 7 * 24 * 3600
 MAX_BATCH = 65_536
-SPLITS = ("tutorial", *(p for p in PROTOCOLS if p != "tutorial"))  # a head's held-out split, the default first
 
 
 class OptionError(UserError):
@@ -92,7 +91,7 @@ def train_options(family: str, *, backbones: Collection[str] | None = None, **gi
 
 
 def _checked_scratch(options: TrainOptions) -> TrainOptions:
-    from clipdemo.scratch.model import PRESETS
+    from clipdemo.scratch.config import PRESETS
 
     if not isinstance(options.preset, str) or options.preset not in PRESETS:
         raise OptionError(f"Unknown preset '{str(options.preset)[:40]}'; choose one of {', '.join(PRESETS)}.")

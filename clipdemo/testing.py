@@ -360,7 +360,8 @@ def scratch_checkpoint(folder, classes: Sequence[str], seed: int = 0) -> Path:
     import torch
 
     from clipdemo.checkpoints import save_checkpoint
-    from clipdemo.scratch.model import ScratchCLIP, preset
+    from clipdemo.scratch.config import preset
+    from clipdemo.scratch.model import ScratchCLIP
 
     config = preset("default")
     torch.manual_seed(seed)

@@ -306,7 +306,7 @@ def test_an_admin_job_with_a_bad_option_is_refused_in_the_checkers_sentence(setu
         (dict(preset="huge"), "Unknown preset 'huge'; choose one of seed, default."),
         (dict(kind="rm -rf"), "Unknown job kind 'rm -rf'; choose one of scratch, cars-head."),
         (dict(kind="cars-head", backbone="no-such-key"), "Choose the backbone among this app's models."),
-        (dict(kind="cars-head", split="random"), "The split must be one of official, tutorial."),
+        (dict(kind="cars-head", split="random"), "The split must be one of tutorial, official."),
     ):
         with pytest.raises(gr.Error) as refused:
             start(*start_args(TOKEN, **{**form, **change}), request=None)

@@ -70,7 +70,8 @@ try:
     code = run()
 except SystemExit as e:
     code = e.code
-print("IMPORTED", code, *sorted(m for m in ("torch", "transformers", "onnxruntime", "gradio") if m in sys.modules))
+heavy = ("torch", "transformers", "onnxruntime", "gradio", "sklearn")
+print("IMPORTED", code, *sorted(m for m in heavy if m in sys.modules))
 """
 
 
@@ -79,6 +80,9 @@ print("IMPORTED", code, *sorted(m for m in ("torch", "transformers", "onnxruntim
     [
         ([], 2),  # importing clipdemo.cli, then "a command is required"
         (["--help"], 0),
+        (["train", "--help"], 0),
+        (["train", "head", "--help"], 0),  # lists the heads and splits
+        (["train", "scratch", "--help"], 0),  # lists the presets
         (["versions", "scratch"], 0),
         (["cache", "list"], 0),
         (["zero-shot", "x.jpg"], 2),  # --labels missing
@@ -87,7 +91,8 @@ print("IMPORTED", code, *sorted(m for m in ("torch", "transformers", "onnxruntim
     ],
 )
 def test_a_command_that_needs_no_model_imports_no_model_library(tmp_path, args, code):
-    """``--help``, a listing and an argument error answer without importing torch or transformers (seconds)."""
+    """``--help``, a listing and an argument error answer without importing torch, transformers or scikit-learn
+    (seconds)."""
     out = subprocess.run(
         [sys.executable, "-c", IMPORTS_OF, *args],
         capture_output=True,
@@ -97,6 +102,18 @@ def test_a_command_that_needs_no_model_imports_no_model_library(tmp_path, args, 
     )
     last = out.stdout.strip().splitlines()[-1].split()
     assert last == ["IMPORTED", str(code)], (out.stdout[-500:], out.stderr[-2000:])
+
+
+def test_train_help_lists_the_choices_training_accepts(capsys):
+    from clipdemo.data.splits import PROTOCOLS
+    from clipdemo.heads.specs import HEADS
+    from clipdemo.scratch.config import PRESETS
+
+    for what, names in (("head", [*HEADS, *PROTOCOLS]), ("scratch", list(PRESETS))):
+        with pytest.raises(SystemExit):
+            main(["train", what, "--help"])
+        shown = capsys.readouterr().out
+        assert all(name in shown for name in names), (what, shown)
 
 
 METRIC_KEYS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}

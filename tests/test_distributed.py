@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from clipdemo.scratch.model import ScratchCLIP, contrastive_loss, preset
+from clipdemo.scratch.config import preset
+from clipdemo.scratch.model import ScratchCLIP, contrastive_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 GLOBAL_BATCH = 8

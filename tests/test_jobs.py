@@ -108,7 +108,7 @@ def test_options_are_checked(tmp_path):
         ("scratch", dict(max_seconds=-5), "The time budget must be more than 0 and at most 604800 seconds."),
         ("scratch", dict(preset="huge"), "Unknown preset 'huge'; choose one of seed, default."),
         ("cars-head", dict(backbone="b", head="svm"), "Unknown head 'svm'; choose one of "),
-        ("cars-head", dict(backbone="b", split="random"), "The split must be one of official, tutorial."),
+        ("cars-head", dict(backbone="b", split="random"), "The split must be one of tutorial, official."),
     ],
 )
 def test_a_job_with_a_bad_option_is_refused_in_the_checkers_sentence(tmp_path, family, options, sentence):

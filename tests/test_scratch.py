@@ -16,8 +16,9 @@ from clipdemo.data.shapes import CLASS_NAMES, HELD_OUT, make_shapes, shapes_data
 from clipdemo.data.splits import plan_splits
 from clipdemo.encoders import Encoder, forget_encoder, load_encoder
 from clipdemo.features import encode_plan
+from clipdemo.scratch.config import PRESETS, ScratchCLIPConfig, preset
 from clipdemo.scratch.encoder import PixelEncoder, ScratchEncoder, images_to_uint8, to_pixels
-from clipdemo.scratch.model import PRESETS, ScratchCLIP, ScratchCLIPConfig, contrastive_loss, preset
+from clipdemo.scratch.model import ScratchCLIP, contrastive_loss
 from clipdemo.scratch.tokenizer import EOT, PAD, SOT, ByteTokenizer
 from clipdemo.scratch.train import CaptionTable, build_model, make_optimizer, train_scratch, train_step
 

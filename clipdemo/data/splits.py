@@ -41,7 +41,7 @@ from clipdemo.atomic import write_atomic
 from . import DataError, ImageDataset, ImageRef, Split, fingerprint, phash
 from .phash import Looks, first_matches
 
-PROTOCOLS = ("official", "tutorial")
+PROTOCOLS = ("tutorial", "official")  # a head's held-out split, the default first
 VALIDATION_FRACTION = 0.1  # of each class of train, when the dataset has no validation split
 TEST_FRACTION = 0.2  # of each class, when a test split must be carved (none given, or it leaked)
 STANDARD_ORDER = ("train", "validation", "test")

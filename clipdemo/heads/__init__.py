@@ -23,44 +23,31 @@ candidates are scored on them and the head is fit on train; with fewer, train an
 scored by stratified k-fold cross-validation, and the chosen head is refit on the pool. ``fit_head`` returns
 the trained module with what was chosen, how, and on how many images (for the checkpoint card).
 
-- ``modules``: the heads and ``build_head``; ``fit``: ``fit_head`` and its selection (no I/O);
+- ``specs``: ``HEADS`` and ``DEFAULT_HEAD``, without torch or scikit-learn; ``modules``: the heads and ``build_head``;
+  ``fit``: ``fit_head`` and its selection (no I/O);
   ``checkpoint``: ``save_head`` and ``HeadClassifier``, the one head checkpoint format (Stanford Cars and Your
   classes are two uses of it).
 """
 
-from clipdemo.heads.checkpoint import HeadClassifier, check_backbone, save_head
-from clipdemo.heads.fit import ALPHA_GRID, C_GRID, FOLDS, MIN_VALIDATION, FitResult, fit_head
-from clipdemo.heads.modules import (
-    DEFAULT_HEAD,
-    HEADS,
-    HeadSpec,
-    LinearProbe,
-    LogitsMLP,
-    ZeroShotBlend,
-    ZeroShotLinear,
-    accuracy,
-    build_head,
-    predict_logits,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ALPHA_GRID",
-    "C_GRID",
-    "DEFAULT_HEAD",
-    "FOLDS",
-    "HEADS",
-    "MIN_VALIDATION",
-    "FitResult",
-    "HeadClassifier",
-    "HeadSpec",
-    "LinearProbe",
-    "LogitsMLP",
-    "ZeroShotBlend",
-    "ZeroShotLinear",
-    "accuracy",
-    "build_head",
-    "check_backbone",
-    "fit_head",
-    "predict_logits",
-    "save_head",
-]
+import importlib
+
+# Each name's module, imported on first use (PEP 562): ``clipdemo.heads.specs`` then loads without torch or
+# scikit-learn, which ``fit`` and ``modules`` import.
+_HOMES = {
+    **dict.fromkeys(("HeadClassifier", "check_backbone", "save_head"), "checkpoint"),
+    **dict.fromkeys(("ALPHA_GRID", "C_GRID", "FOLDS", "MIN_VALIDATION", "FitResult", "fit_head"), "fit"),
+    **dict.fromkeys(
+        ("LinearProbe", "LogitsMLP", "ZeroShotBlend", "ZeroShotLinear", "accuracy", "build_head", "predict_logits"),
+        "modules",
+    ),
+    **dict.fromkeys(("DEFAULT_HEAD", "HEADS", "HeadSpec"), "specs"),
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -19,7 +19,8 @@ from clipdemo.errors import first_line
 from clipdemo.families import HEAD_KIND
 from clipdemo.features import Backbone
 from clipdemo.heads.fit import FitResult
-from clipdemo.heads.modules import HEADS, build_head, predict_logits
+from clipdemo.heads.modules import build_head, predict_logits
+from clipdemo.heads.specs import HEADS
 from clipdemo.scoring import Rule, ZeroShotClassifier
 from clipdemo.zeroshot import Prediction, rank
 

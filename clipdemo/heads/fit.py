@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipdemo import scoring
-from clipdemo.heads.modules import HEADS, HeadSpec, LinearProbe, ZeroShotBlend, build_head, predict_logits
+from clipdemo.heads.modules import LinearProbe, ZeroShotBlend, build_head, predict_logits
+from clipdemo.heads.specs import HEADS, HeadSpec
 from clipdemo.scoring import ZeroShotClassifier
 
 MIN_VALIDATION = 20  # fewer validation images than this: k-fold cross-validation instead

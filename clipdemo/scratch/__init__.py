@@ -1,7 +1,7 @@
 """A CLIP trained from scratch (the second tutorial, fixed and made fast).
 
-- ``model``: ``ScratchCLIPConfig`` + ``PRESETS`` ("seed" = the tutorial, "default" = ours), ``ScratchCLIP``,
-  ``contrastive_loss``. Modules only, no I/O.
+- ``config``: ``ScratchCLIPConfig`` + ``PRESETS`` ("seed" = the tutorial, "default" = ours), without torch.
+- ``model``: ``ScratchCLIP``, ``contrastive_loss``. Modules only, no I/O.
 - ``tokenizer``: ``ByteTokenizer``, UTF-8 bytes with start/end/pad ids outside 0..255.
 - ``encoder``: ``ScratchEncoder``, a checkpoint folder as a ``clipdemo.encoders.Encoder``; the shared
   image preprocessing; the caption ``TEMPLATES``.

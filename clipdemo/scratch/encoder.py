@@ -21,7 +21,8 @@ from clipdemo.devices import autocast, l2_normalize, pick_device, pick_precision
 from clipdemo.errors import first_line
 from clipdemo.families import CHECKPOINT_KIND, SCRATCH
 from clipdemo.names import source_name
-from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
+from clipdemo.scratch.config import ScratchCLIPConfig
+from clipdemo.scratch.model import ScratchCLIP
 from clipdemo.scratch.tokenizer import ByteTokenizer
 
 # The tutorial's six caption templates; training draws one per image per epoch, zero-shot averages them.

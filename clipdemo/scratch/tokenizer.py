@@ -9,7 +9,10 @@ truncation keeps the end token (the text encoder pools there), and it is cut at 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported when ids are made: clipdemo.scratch.config (train --help) needs no torch
+    import torch
 
 PAD, SOT, EOT = 256, 257, 258
 VOCAB_SIZE = 259  # 256 byte values + the three specials
@@ -42,6 +45,8 @@ class ByteTokenizer:
         return [SOT, *data, EOT]
 
     def __call__(self, texts: list[str] | str, pad_to: str = "longest") -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         if isinstance(texts, str):
             texts = [texts]
         rows = [self.encode(t) for t in texts]
@@ -53,7 +58,7 @@ class ByteTokenizer:
 
     def decode(self, ids) -> str:
         """Text of one row of ids (specials and padding dropped)."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
     def decode_batch(self, ids: torch.Tensor) -> list[str]:

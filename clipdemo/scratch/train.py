@@ -48,9 +48,10 @@ from clipdemo.features import PartRows, encode_plan
 from clipdemo.progress import typed
 from clipdemo.results import TrainResult
 from clipdemo.scoring import Rule
+from clipdemo.scratch.config import ScratchCLIPConfig
+from clipdemo.scratch.config import preset as get_preset
 from clipdemo.scratch.encoder import TEMPLATES, PixelEncoder, to_pixels
-from clipdemo.scratch.model import ScratchCLIP, ScratchCLIPConfig
-from clipdemo.scratch.model import preset as get_preset
+from clipdemo.scratch.model import ScratchCLIP
 from clipdemo.scratch.tokenizer import ByteTokenizer
 from clipdemo.zeroshot import ensemble
 

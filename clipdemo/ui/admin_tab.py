@@ -21,11 +21,11 @@ from clipdemo import hub_sync
 from clipdemo.auth import AdminAuth, AuthError, sign_in_possible
 from clipdemo.checkpoints import list_versions, promote, read_card, rollback, served_checkpoint
 from clipdemo.data.sources import SourcePolicy, allowed_sources
+from clipdemo.data.splits import PROTOCOLS
 from clipdemo.encoders import forget_encoder
 from clipdemo.families import FAMILIES
 from clipdemo.hub_sync import HubSyncError
 from clipdemo.jobs import JobError, JobRunner
-from clipdemo.pipeline import SPLITS
 from clipdemo.plots import confusion_figure, training_curves
 from clipdemo.serving import Served
 from clipdemo.settings import HUB_REPO_ENV, TOKEN_ENV, hub_repo
@@ -535,7 +535,7 @@ def train_panel(settings, backbone_specs: dict) -> TrainForm:
                 )
                 heads = _head_choices()
                 head = gr.Dropdown(heads, value=heads[0], label="Head", allow_custom_value=True)
-                split = gr.Radio(list(SPLITS), value="tutorial", label="Held-out split")
+                split = gr.Radio(list(PROTOCOLS), value="tutorial", label="Held-out split")
         with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id="admin-start")
             cancel = gr.Button("Cancel", variant="stop", elem_id="admin-cancel")
@@ -698,6 +698,6 @@ def disabled_note(settings) -> str:
 
 
 def _preset_choices() -> list[str]:
-    from clipdemo.scratch.model import PRESETS
+    from clipdemo.scratch.config import PRESETS
 
     return list(PRESETS)
