@@ -1,6 +1,6 @@
 """Where and in what precision models run: device choice, bf16 autocast; what a tower returns, as a tensor.
 
-Shared by every back end and the training loops; it depends on nothing else in clipdemo but the settings.
+Shared by every back end and the training loops; it depends on nothing else in clipdemo but ``clipdemo.engines``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import logging
 
 import torch
 
-from clipdemo import settings
-from clipdemo.errors import ConfigError, ModelUnavailable
+from clipdemo import engines
+from clipdemo.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +29,13 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def pick_precision(device: torch.device, precision: str | None = None, int8: bool = False) -> str:
-    """``auto``: bf16 autocast on GPUs that support it, fp32 on CPUs; ``CLIPDEMO_PRECISION`` overrides.
-
-    fp32 on CPUs even with AVX-512 BF16, where bf16 is 1.4x faster for ViT-B/32: it changed the top-1 of
-    3 of the 240 images of our test set (``bench/zero_shot_latency.py``), and we use it only where it doesn't.
-    ``int8`` (int8 weights) exists only in the ONNX engine (``clipdemo.onnx_engine``): callers that can run it
-    say so with ``int8=True``; for the others (training, PyTorch inference) it means fp32.
-    """
-    precision = precision or settings.precision()
-    if precision not in settings.PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(settings.PRECISIONS)}, not {precision!r}.")
-    if precision == "int8" and not int8:
-        return "fp32"
+    """``precision`` (``CLIPDEMO_PRECISION`` when None) on ``device``, by ``clipdemo.engines``' rule: ``auto`` is
+    bf16 autocast on GPUs that support it, fp32 on CPUs; ``int8`` is fp32 unless the caller can run it."""
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = engines.precision_for(device.type, precision, int8, gpu_bf16)
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
         log.warning("bf16 was asked for, but this CPU has no bf16 matmul units: expect it to be far slower than fp32")
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return precision
 
 
 def autocast(device: torch.device, precision: str):

@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from clipdemo import settings
+from clipdemo import engines, settings
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,15 @@ def preload(kind: str, spec: str, precision: str) -> None:
 
 
 def preload_for_cpu(spec: str | None, device: str = "auto") -> None:
-    """``preload`` for a HF CLIP that the ONNX engine will run at this process's settings (the CLI calls it before
-    it imports torch). ``device`` ``auto`` may turn out to be a GPU, where PyTorch runs the model and the sessions
-    are never taken: a one-shot process loses a little work, no result."""
-    precision = settings.precision()
-    if device == "cuda" or settings.engine() == "torch" or precision == "bf16":
+    """``preload`` for a HF CLIP that the ONNX engine will run on a CPU at this process's settings, by the rule the
+    encoder follows (``clipdemo.engines``; the CLI calls it before it imports torch). ``device`` ``auto`` may turn
+    out to be a GPU, where PyTorch runs the model and the sessions are never taken: a one-shot process loses a
+    little work, no result."""
+    if device == "cuda":
         return
-    preload(HF_CLIP, spec or settings.default_model(), "fp32" if precision == "auto" else precision)
+    precision, engine = engines.planned("cpu", engines.precision_for("cpu", int8=True))
+    if engine == "onnx":
+        preload(HF_CLIP, spec or settings.default_model(), precision)
 
 
 def _build(future: Future, model: Path, threads: int) -> None:

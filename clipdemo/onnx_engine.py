@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
-from clipdemo import caches, onnx_cache, settings
+from clipdemo import caches, engines, onnx_cache, settings
 from clipdemo.atomic import remove_stale_partials, write_folder_atomic
 from clipdemo.devices import embedding
-from clipdemo.errors import ConfigError, first_line
+from clipdemo.errors import first_line
 from clipdemo.onnx_cache import HF_CLIP, OPSET, TOWERS, cache_dir, export_folder
 
 log = logging.getLogger(__name__)
@@ -53,24 +53,16 @@ STALE_TEMP_SECONDS = 3600  # temporary export folders older than this were left 
 
 def pick_engine(device: torch.device, engine: str | None = None, auto_on_cpu: str = "onnx") -> str:
     """``auto``: ``auto_on_cpu`` (the back end's measured best) on a CPU, PyTorch on a GPU; ``CLIPDEMO_ENGINE``
-    overrides."""
-    engine = engine or settings.engine()
-    if engine not in settings.ENGINES:
-        raise ConfigError(f"engine must be one of {', '.join(settings.ENGINES)}, not {engine!r}.")
-    if engine == "onnx" and device.type != "cpu":
+    overrides (``clipdemo.engines``' rule)."""
+    picked = engines.engine_for(device.type, engine, auto_on_cpu)
+    if (engine or settings.engine()) == "onnx" and picked != "onnx":
         log.warning("the ONNX engine runs on CPUs only: the model on %s runs in PyTorch", device.type)
-        return "torch"
-    if engine == "auto":
-        return auto_on_cpu if device.type == "cpu" else "torch"
-    return engine
+    return picked
 
 
 def planned(device: torch.device, precision: str, engine: str | None = None, auto_on_cpu: str = "onnx"):
-    """``(precision, engine)`` a model asked to run at ``precision`` gets when its export works: ONNX Runtime runs
-    fp32 and int8 (bf16 stays in PyTorch), and int8 exists only there (PyTorch runs fp32 instead)."""
-    if pick_engine(device, engine, auto_on_cpu) == "onnx" and precision in ("fp32", "int8"):
-        return precision, "onnx"
-    return ("fp32" if precision == "int8" else precision), "torch"
+    """``(precision, engine)`` a model asked to run at ``precision`` on ``device`` gets when its export works."""
+    return engines.planned(device.type, precision, engine, auto_on_cpu)
 
 
 class OnnxTowers:

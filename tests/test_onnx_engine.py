@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from clipdemo import cli, onnx_cache, onnx_engine
+from clipdemo.devices import pick_precision
 from clipdemo.encoders import HFCLIPEncoder, forget_encoder, load_encoder
 from clipdemo.relevancy import relevancy
 from clipdemo.scratch.encoder import ScratchEncoder
@@ -52,6 +53,24 @@ def models_in(cache: Path) -> list[str]:
     if not cache.is_dir():
         return []
     return sorted(p.name for p in cache.iterdir() if not p.name.startswith(".") and (p / "model.onnx").is_file())
+
+
+@pytest.mark.parametrize(
+    "precision, engine", [(p, e) for p in ("auto", "fp32", "bf16", "int8") for e in ("auto", "torch", "onnx")]
+)
+def test_the_cli_preloads_what_the_encoder_will_ask_for(precision, engine, monkeypatch):
+    """The preload (before torch is imported) follows the encoder's rule for every setting: the same precision,
+    and nothing where PyTorch will run the model."""
+    monkeypatch.setenv("CLIPDEMO_PRECISION", precision)
+    monkeypatch.setenv("CLIPDEMO_ENGINE", engine)
+    asked = []
+    monkeypatch.setattr(onnx_cache, "preload", lambda kind, spec, precision: asked.append(precision))
+    onnx_cache.preload_for_cpu("some/model")
+    cpu = torch.device("cpu")
+    wanted, runs_in = onnx_engine.planned(cpu, pick_precision(cpu, int8=True))
+    assert asked == ([wanted] if runs_in == "onnx" else [])
+    onnx_cache.preload_for_cpu("some/model", device="cuda")  # PyTorch runs it there
+    assert len(asked) <= 1
 
 
 def engine_logs(caplog) -> list[str]:
