@@ -132,8 +132,7 @@ class HFCLIPEncoder:
             if config is None:
                 raise OSError("it has no config.json")
             # save_pretrained leaves out values equal to transformers' defaults: these are CLIP's
-            text = config.get("text_config") or config.get("text_config_dict") or {}  # the latter: old configs
-            self.context_length = text.get("max_position_embeddings", 77)
+            self.context_length = _text_config(config).get("max_position_embeddings", 77)
             self.projection_dim = config.get("projection_dim", 512)
             self.tokenizer = TextTokenizer.load(spec, self._path, self.context_length, self._hub_kwargs)
             self.transform = _clip_transform(spec, self._path, self._hub_kwargs)
@@ -324,6 +323,13 @@ def is_scratch_checkpoint(path: Path) -> bool:
         return json.loads((path / "config.json").read_text()).get("kind") == CHECKPOINT_KIND[SCRATCH]
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _text_config(config: dict) -> dict:
+    """The text tower's config as transformers reads it: an old config's ``text_config_dict`` wins over its
+    ``text_config``."""
+    old = config.get("text_config_dict")
+    return (old if old is not None else config.get("text_config")) or {}
 
 
 def _hf_local_or_hub(spec: str) -> str:

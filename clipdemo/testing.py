@@ -62,8 +62,9 @@ def write_byte_tokenizer(folder: Path, context_length: int = 77):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=context_length)
 
 
-def make_clip_folder(path, shape: str = "tiny", seed: int = 0) -> Path:
-    """Write a random CLIP model, tokenizer and image processor to ``path`` with save_pretrained."""
+def make_clip_folder(path, shape: str = "tiny", seed: int = 0, context: int = 77) -> Path:
+    """Write a random CLIP model (its text context ``context`` tokens), tokenizer and image processor to ``path``
+    with save_pretrained."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -79,7 +80,7 @@ def make_clip_folder(path, shape: str = "tiny", seed: int = 0) -> Path:
             intermediate_size=4 * tw,
             num_hidden_layers=tl,
             num_attention_heads=th,
-            max_position_embeddings=77,
+            max_position_embeddings=context,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,

@@ -2,6 +2,11 @@
 models are refused in one sentence; one load under concurrency; the precision choice; the shipped checkpoint in
 bf16 agrees with fp32; text batches stay within a token budget."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +19,7 @@ from transformers import CLIPModel, CLIPProcessor
 from clipdemo import devices, encoders, hub_access
 from clipdemo.encoders import load_encoder
 from clipdemo.errors import ModelUnavailable
+from clipdemo.testing import make_clip_folder
 
 
 def test_hf_folder_matches_transformers(tiny_clip):
@@ -43,6 +49,54 @@ def test_unreachable_hub_model_fails_fast_with_one_sentence(monkeypatch):
     assert time.monotonic() - start < 3
     msg = str(e.value)
     assert "someone/not-cached-clip" in msg and "CLIPDEMO_MODEL" in msg and "HF cache" in msg and "\n" not in msg
+
+
+def hf_cache_with(model: Path, repo_id: str, cache: Path) -> Path:
+    """``cache`` laid out as huggingface_hub leaves it after downloading ``repo_id`` (a snapshot named by its commit,
+    ``refs/main`` pointing at it), holding ``model``'s files."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return cache
+
+
+def test_a_hub_id_in_the_hf_cache_answers_offline_as_its_folder_does(tiny_clip, tmp_path):
+    """The way a Space or a laptop runs after the first download: the Hub id's files come from its snapshot in the
+    HF cache, offline, first to export it, then with the cached export; the answers are its folder's."""
+    image = tmp_path / "a.png"
+    Image.effect_noise((64, 48), 40).convert("RGB").save(image)
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(hf_cache_with(tiny_clip, "acme/tiny-clip", tmp_path / "hub")),
+        "HF_HUB_OFFLINE": "1",
+        "CLIPDEMO_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+    }
+
+    def scores(model: str) -> list:
+        command = [sys.executable, "-m", "clipdemo", "zero-shot", "--model", model, "--labels", "cat,dog", str(image)]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return [{p["label"]: p["score"] for p in row["predictions"]} for row in json.loads(out.stdout.splitlines()[-1])]
+
+    exported = scores("acme/tiny-clip")  # transformers loads it from the cache, and it is exported
+    assert scores("acme/tiny-clip") == exported  # the cached export, without transformers
+    assert scores(str(tiny_clip)) == [pytest.approx(row, abs=2e-6) for row in exported]
+    assert len(list((tmp_path / "checkpoints" / ".cache" / "onnx").glob("hf-clip-image-*"))) == 1  # same weights
+
+
+def test_an_old_configs_text_config_dict_sets_the_context_as_transformers_reads_it(tmp_path):
+    """Configs saved by transformers 4.1x carry ``text_config_dict`` beside ``text_config``, and the former wins:
+    a model with a 20-token context whose ``text_config`` still says 77 embeds a long label without overflowing."""
+    folder = make_clip_folder(tmp_path / "old", "tiny", context=20)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config_dict"] = config["text_config"]
+    config["text_config"] = {**config["text_config"], "max_position_embeddings": 77}
+    (folder / "config.json").write_text(json.dumps(config))
+    encoder = load_encoder(str(folder))
+    assert encoder.context_length == CLIPModel.from_pretrained(folder).config.text_config.max_position_embeddings == 20
+    assert encoder.encode_texts(["a photo of a very long label " * 10]).shape[0] == 1
 
 
 def test_real_probe_answers_within_seconds():
