@@ -15,7 +15,6 @@ def main() -> None:
     from clipdemo.memory import limit_malloc_arenas
     from clipdemo.serving import Served
     from clipdemo.settings import Settings, check_environment
-    from clipdemo.ui.app import build_app, launch_kwargs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -27,6 +26,9 @@ def main() -> None:
     log = logging.getLogger("clipdemo")
     log.info(pull_at_startup(settings))
     log.info(Served(settings).startup_line())  # which model answers, and why when it is a stand-in
+    # Gradio and the UI after the model: on a first start a PyTorch child process loads it meanwhile.
+    from clipdemo.ui.app import build_app, launch_kwargs
+
     build_app(settings).launch(**launch_kwargs(settings))
 
 

@@ -33,6 +33,7 @@ from clipdemo.names import looks_like_path
 from clipdemo.onnx_cache import HF_CLIP
 from clipdemo.settings import MODEL_ENV, default_model
 from clipdemo.siglip import SIGLIP_TYPES
+from clipdemo.torch_worker import TorchWorker
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,9 @@ class HFCLIPEncoder:
     With both towers' ONNX exports cached (every start after the first), it holds the tokenizer, the preprocessing
     config and two ONNX Runtime sessions only: the PyTorch ``CLIPModel`` (and transformers' model classes) is loaded
     when something needs it (``encode_patches``, the torch engine, GPUs). With ``background_export`` (the server),
-    an export not cached yet runs in a child process while PyTorch answers; the encoder then switches to ONNX
-    Runtime and drops the PyTorch model (``exporting`` says it is still running).
+    an export not cached yet runs in a child process while PyTorch answers from another (``torch_worker``: the
+    server never imports transformers' modeling stack for it); the encoder then switches to ONNX Runtime and the
+    PyTorch child ends (``exporting`` says the export is still running).
     """
 
     scoring, logit_bias = "softmax", 0.0
@@ -126,7 +128,7 @@ class HFCLIPEncoder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self._path, self._hub_kwargs = _hf_local_or_hub(spec), _hub_kwargs(spec)
-        self._model, self._lock, self.exporting = None, threading.Lock(), False
+        self._model, self._lock, self.exporting, self._worker = None, threading.Lock(), False, None
         try:  # the config, tokenizer and preprocessing config as files: no transformers import (``hf_files``)
             config = model_json(spec, "config.json", self._hub_kwargs)
             if config is None:
@@ -148,7 +150,7 @@ class HFCLIPEncoder:
         )
         if self.onnx is None and wanted and background_export and _exportable(spec):
             self.precision, self.exporting = ("fp32" if asked == "int8" else asked), True
-            self._load_model()  # PyTorch answers now, and the export is not waited for
+            self._worker = TorchWorker(spec)  # PyTorch answers from a child now, and the export is not waited for
             onnx_engine.export_in_background(HF_CLIP, spec, asked, self._switch)
         elif self.onnx is None:
             self.onnx, self.precision = onnx_engine.hf_clip_towers(self.model, spec, self.device, asked, engine)
@@ -175,25 +177,39 @@ class HFCLIPEncoder:
 
             try:  # safetensors only: a repo with just pickled weights is refused, never unpickled
                 model = CLIPModel.from_pretrained(self._path, use_safetensors=True, **self._hub_kwargs)
-            except (OSError, ValueError, KeyError) as e:
+            except (
+                OSError,
+                ValueError,
+                KeyError,
+                RuntimeError,
+            ) as e:  # RuntimeError: weights that do not fit the config
                 raise ModelUnavailable(_unavailable_message(self.name, e)) from e
             self._model = model.eval().requires_grad_(False).to(self.device)
         return self._model
 
     def _runner(self):
-        """``(onnx towers, None, precision)`` or ``(None, PyTorch model, precision)``, read together: a request keeps
-        the engine it started with while a background export switches the encoder."""
+        """``(towers, None, precision)`` (ONNX Runtime, or the PyTorch child while the export runs) or
+        ``(None, PyTorch model, precision)``, read together: a request keeps the engine it started with while a
+        background export switches the encoder."""
         with self._lock:
-            return (self.onnx, None, self.precision) if self.onnx else (None, self._load_model(), self.precision)
+            if self.onnx:
+                return self.onnx, None, self.precision
+            if self._worker is not None and self._worker.alive():
+                return self._worker, None, self.precision
+            self._worker = None  # it could not load the model, or died: this process loads it
+            return None, self._load_model(), self.precision
 
     def _switch(self, towers) -> None:
-        """The background export ended: ONNX Runtime answers from now on, and the PyTorch model goes."""
+        """The background export ended: ONNX Runtime answers from now on, and the PyTorch child and model go."""
         from clipdemo.memory import release_freed_memory
 
         if towers is not None:
             with self._lock:
                 self.onnx, self.precision, self._model = towers, self._asked, None
-            release_freed_memory()  # requests still running in PyTorch free the rest when they end
+                worker, self._worker = self._worker, None
+            if worker is not None:
+                worker.close()  # after the request it may be answering
+            release_freed_memory()
         self.exporting = False
 
     def _logit_scale(self) -> float:
@@ -206,12 +222,12 @@ class HFCLIPEncoder:
 
     @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
-        onnx, model, precision = self._runner()
+        towers, model, precision = self._runner()
         out = []
         for i in range(0, len(images), self.batch_size):
             pixels = self.transform(images[i : i + self.batch_size]).to(self.device)
-            if onnx:
-                out.append(onnx.image(pixels))
+            if towers:
+                out.append(towers.image(pixels))
                 continue
             with autocast(self.device, precision):
                 out.append(embedding(model.get_image_features(pixel_values=pixels)))
@@ -224,12 +240,12 @@ class HFCLIPEncoder:
         # 1.7x faster than batches of 256 prompts (bench/cars_head.py), with the same embeddings.
         ids = self.tokenizer.ids(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        onnx, model, precision = self._runner() if ids else (None, None, self.precision)
+        towers, model, precision = self._runner() if ids else (None, None, self.precision)
         out = torch.empty(len(ids), self.projection_dim)
         for rows in _token_batches(order, [len(x) for x in ids], max_tokens):
             input_ids, attention_mask = map(torch.from_numpy, self.tokenizer.pad([ids[i] for i in rows]))
-            if onnx:
-                out[rows] = onnx.text(input_ids, attention_mask)
+            if towers:
+                out[rows] = towers.text(input_ids, attention_mask)
                 continue
             with autocast(self.device, precision):
                 batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
@@ -430,7 +446,7 @@ def _build(spec: str, device: str, precision: str | None, engine: str | None, ba
 
         try:
             return SiglipEncoder(spec, _hf_local_or_hub(spec), _hub_kwargs(spec), device=device, precision=precision)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: weights that do not fit the config
             raise ModelUnavailable(_unavailable_message(spec, e)) from e
     return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine, background_export=background_export)
 

@@ -21,7 +21,8 @@ embeddings (to ~1e-6), and faster still with int8 weights (``CLIPDEMO_PRECISION=
   ``clipdemo.encoders.HFCLIPEncoder`` loads first); the key needs no model (the fingerprint, package versions), and
   the sessions are the ones ``onnx_cache.preload`` started while torch was imported (the CLI), if any.
 - ``export_in_background(...)``: the server's first start exports in a low-priority child process while PyTorch
-  answers, then hands the sessions to a callback (the encoder switches and drops its PyTorch model).
+  answers (from another child, ``clipdemo.torch_worker``), then hands the sessions to a callback (the encoder
+  switches and that child ends).
 Training and anything needing gradients always run in PyTorch.
 """
 
@@ -214,7 +215,8 @@ def export_in_background(kind: str, spec: str, precision: str, done: Callable[[O
     import subprocess
     import sys
 
-    code = "from clipdemo.onnx_engine import _export_main; _export_main()"
+    # nice before importing torch: the export's imports, too, take only the cores requests leave idle
+    code = "import os; os.nice(19); from clipdemo.onnx_engine import _export_main; _export_main()"
     root = cache_dir()  # where the child writes: it gets this environment
     child = subprocess.Popen(
         [sys.executable, "-c", code, kind, spec, precision], env=settings.child_environment(), stdin=subprocess.DEVNULL
@@ -261,20 +263,27 @@ def _export_main() -> None:
     """The export child: ``kind spec precision`` on the command line; exit code 0 when both towers are cached."""
     import sys
 
-    _die_with_parent()
-    os.nice(19)  # requests first: the export takes the cores they leave idle
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     kind, spec, precision = sys.argv[1:4]
     if kind != HF_CLIP:
         sys.exit(f"unknown model kind {kind!r}")
-    from transformers import CLIPModel
-
-    model = CLIPModel.from_pretrained(spec, use_safetensors=True, local_files_only=True).eval().requires_grad_(False)
-    towers, got = hf_clip_towers(model, spec, torch.device("cpu"), precision, "onnx")
+    towers, got = hf_clip_towers(local_clip_model(spec), spec, torch.device("cpu"), precision, "onnx")
     sys.exit(0 if towers is not None and got == precision else 1)
 
 
-def _die_with_parent() -> None:
+def local_clip_model(spec: str):
+    """The PyTorch ``CLIPModel`` at ``spec``, a folder or a HF cache snapshot (what a child process loads: its
+    parent checked the files are there), safetensors only, for inference."""
+    from transformers import CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = CLIPModel.from_pretrained(spec, use_safetensors=True, local_files_only=True)
+    return model.eval().requires_grad_(False)
+
+
+def die_with_parent() -> None:
     """Ask Linux to end this process when its parent dies (a killed server leaves no export running)."""
     import ctypes
     import signal

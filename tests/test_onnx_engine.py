@@ -22,6 +22,7 @@ from PIL import Image
 from clipdemo import cli, onnx_cache, onnx_engine
 from clipdemo.devices import pick_precision
 from clipdemo.encoders import HFCLIPEncoder, forget_encoder, load_encoder
+from clipdemo.errors import ModelUnavailable
 from clipdemo.relevancy import relevancy
 from clipdemo.scratch.encoder import ScratchEncoder
 from clipdemo.zeroshot import EmbeddingCache, model_key
@@ -310,6 +311,64 @@ def test_background_export_answers_in_pytorch_then_switches_with_the_same_scores
     assert cosines(encoder.encode_images(IMAGES), before).min() >= 0.99999
     assert cosines(encoder.encode_texts(TEXTS), reference.encode_texts(TEXTS)).min() >= 0.99999
     assert any("in the background" in r.getMessage() for r in caplog.records)
+
+
+FRESH_SERVER = """
+import sys, json, time
+from PIL import Image
+from clipdemo.encoders import load_encoder
+
+encoder = load_encoder(sys.argv[1], background_export=True)
+images = [Image.effect_noise((64, 48), 40).convert("RGB"), Image.new("RGB", (30, 50), "orange")]
+during = {"engine": encoder.engine, "images": encoder.encode_images(images).tolist()}
+worker = encoder._worker._process
+deadline = time.monotonic() + 120
+while encoder.exporting and time.monotonic() < deadline:
+    time.sleep(0.1)
+print(json.dumps({
+    "during": during,
+    "after": {"engine": encoder.engine, "images": encoder.encode_images(images).tolist()},
+    "model_built": encoder._model is not None,
+    "worker_alive": worker.poll() is None,
+    "modules": [m for m in ("transformers.modeling_utils", "torch._dynamo", "sympy") if m in sys.modules],
+}))
+"""
+
+
+def test_a_fresh_server_answers_from_a_pytorch_child_and_never_imports_the_modeling_stack(tiny_clip, cache):
+    """While the export runs, a child process answers in PyTorch; the server itself never loads the model nor
+    imports transformers' modeling stack (dynamo, sympy: ~100 MiB kept for good), and the child is gone after the
+    switch. The same embeddings before and after, and as PyTorch in this process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", FRESH_SERVER, str(tiny_clip)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert (out["during"]["engine"], out["after"]["engine"]) == ("torch", "onnx")
+    assert (out["model_built"], out["worker_alive"], out["modules"]) == (False, False, [])
+    reference = HFCLIPEncoder(str(tiny_clip), engine="torch").encode_images(IMAGES[:2])
+    for phase in ("during", "after"):
+        assert cosines(torch.tensor(out[phase]["images"]), reference).min() >= 0.99999, phase
+
+
+def test_a_pytorch_child_that_dies_or_cannot_load_is_one_sentence_then_this_process_answers(
+    tiny_clip, cache, tmp_path, no_exports_left
+):
+    encoder = HFCLIPEncoder(str(tiny_clip), background_export=True)
+    onnx_engine.stop_background_exports()
+    encoder._worker._process.kill()  # an out-of-memory kill, say
+    encoder._worker._process.wait(10)
+    reference = HFCLIPEncoder(str(tiny_clip), engine="torch").encode_texts(TEXTS)
+    assert cosines(encoder.encode_texts(TEXTS), reference).min() >= 0.99999 and encoder._model is not None
+    broken = tmp_path / "broken"  # its config no longer fits its weights: neither process can load it
+    shutil.copytree(tiny_clip, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["vision_config"]["hidden_size"] = 2 * config["vision_config"].get("hidden_size", 768)
+    (broken / "config.json").write_text(json.dumps(config))
+    encoder = HFCLIPEncoder(str(broken), background_export=True)
+    for attempt in ("the child's sentence", "this process's sentence"):
+        with pytest.raises(ModelUnavailable) as e:
+            encoder.encode_texts(["dog"])
+        assert str(broken) in str(e.value) and "\n" not in str(e.value), attempt
 
 
 def test_a_stopped_background_export_leaves_pytorch_answering(tiny_clip, cache, caplog, no_exports_left):

@@ -1,0 +1,117 @@
+"""A HF CLIP's towers in PyTorch, in a child process: what answers a fresh server while its ONNX export runs.
+
+A server whose export is not cached yet answers in PyTorch until the export is done
+(``onnx_engine.export_in_background``), then switches to ONNX Runtime. Loading the PyTorch ``CLIPModel`` in the
+server itself imports transformers' modeling stack, with torch._dynamo and sympy: about 100 MiB that would stay
+after the switch. Here a child process holds the model, and goes, memory and all, when the server switches; the
+server keeps its tokenizer and preprocessing (``clipdemo.encoders.HFCLIPEncoder``) and sends the towers their
+inputs: pixels or token ids in, embeddings out, over a pipe.
+
+- ``TorchWorker(spec)``: starts the child (the model loads there while the server goes on);
+  ``image(pixels)`` and ``text(ids, mask)`` as ``onnx_engine.OnnxTowers`` has them, the first call waiting for the
+  model; ``alive()``; ``close()``. A model that does not load, or a child that died, is a ``ModelUnavailable``
+  sentence for that call, and ``alive()`` is then False: the encoder loads the model itself.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import weakref
+from multiprocessing.connection import Connection
+
+import torch
+
+from clipdemo import settings
+from clipdemo.errors import ModelUnavailable, first_line
+
+_METHODS = {"image": "get_image_features", "text": "get_text_features"}
+
+
+class TorchWorker:
+    """PyTorch towers of the HF CLIP at ``spec`` (a local folder or a HF cache snapshot) in a child process."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        ours, theirs = socket.socketpair()
+        # A fresh interpreter (as the export child): multiprocessing's spawn would re-import the server's main module.
+        code = "from clipdemo.torch_worker import _main; _main()"
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code, spec, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=settings.child_environment(),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._lock, self._ready, self._failed = threading.Lock(), False, False
+        weakref.finalize(self, _end, self._process, self._conn)  # an encoder dropped takes its child along
+
+    def image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._ask("image", pixels)
+
+    def text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._ask("text", input_ids, attention_mask)
+
+    def alive(self) -> bool:
+        """Whether it can answer: False once its model failed to load or the child ended."""
+        return not self._failed and self._process.poll() is None
+
+    def close(self) -> None:
+        """End the child, once the request it may be answering is done."""
+        with self._lock:
+            _end(self._process, self._conn)
+
+    def _ask(self, tower: str, *inputs: torch.Tensor) -> torch.Tensor:
+        with self._lock:  # one request at a time on the pipe; PyTorch uses the cores for each
+            try:
+                if not self._ready:
+                    self._ready = self._answer() == "loaded"
+                self._conn.send((tower, [x.cpu().numpy() for x in inputs]))
+                return torch.from_numpy(self._answer())
+            except (EOFError, OSError) as e:
+                self._failed = True
+                raise ModelUnavailable(f"The PyTorch process answering for {self.spec} ended; try again.") from e
+
+    def _answer(self):
+        status, value = self._conn.recv()
+        if status == "error":
+            self._failed = not self._ready  # a model that does not load; an input that fails is that request's
+            raise ModelUnavailable(f"{self.spec} does not run in PyTorch: {value}")
+        return value
+
+
+def _end(process: subprocess.Popen, conn: Connection) -> None:
+    conn.close()
+    if process.poll() is None:
+        process.terminate()
+        process.wait(5)
+
+
+def _main() -> None:
+    """The child: ``spec fd`` on the command line; load the model, say so (or why not), then answer
+    ``(tower, inputs)`` until the connection closes."""
+    from clipdemo.devices import embedding
+    from clipdemo.onnx_engine import die_with_parent, local_clip_model
+
+    die_with_parent()
+    spec, conn = sys.argv[1], Connection(int(sys.argv[2]))
+    try:
+        model = local_clip_model(spec)
+    except Exception as e:
+        conn.send(("error", first_line(e)))
+        return
+    conn.send(("ok", "loaded"))
+    with torch.inference_mode():
+        while True:
+            try:
+                tower, inputs = conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                out = embedding(getattr(model, _METHODS[tower])(*map(torch.from_numpy, inputs)))
+                conn.send(("ok", out.float().numpy()))
+            except Exception as e:  # this request's inputs: the next one may do
+                conn.send(("error", first_line(e)))
