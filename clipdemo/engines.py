@@ -4,10 +4,10 @@
 device; ``clipdemo.onnx_cache.preload_for_cpu`` applies them before torch is imported (the CLI), so a preloaded
 session is the one the encoder asks for.
 
-- precision ``auto``: bf16 autocast on GPUs that support it, fp32 on CPUs. fp32 on CPUs even with AVX-512 BF16,
-  where bf16 is 1.4x faster for ViT-B/32: it changed the top-1 of 3 of the 240 images of our test set
-  (``bench/zero_shot_latency.py``). ``int8`` (int8 weights) exists only in the ONNX engine: callers that can run it
-  say so; for the others (training, PyTorch inference) it means fp32.
+- precision ``auto``: bf16 autocast on GPUs that support it, fp32 on CPUs. fp32 on CPUs even with AVX-512 BF16:
+  on an AMD EPYC bf16 was 1.4x faster for ViT-B/32 but changed the top-1 of 3 of the 240 images of our test set,
+  and on an Intel Xeon it was slower than fp32 (``bench/zero_shot_latency.py``). ``int8`` (int8 weights) exists
+  only in the ONNX engine: callers that can run it say so; for the others (training, PyTorch inference) it is fp32.
 - engine ``auto``: the back end's measured best on a CPU (ONNX Runtime for a HF CLIP), PyTorch on a GPU, where it
   runs bf16 autocast and our ONNX Runtime build would not use the GPU. ONNX Runtime runs fp32 and int8; bf16 stays
   in PyTorch.
