@@ -610,6 +610,12 @@ def app_page(browser, url: str, height: int = 1000, width: int = 1280):
         page.close()
 
 
+def wait_for_chart(page, selector: str, timeout: int = 60_000) -> None:
+    """Wait until the native plot in ``selector`` is drawn by Vega: before that, the block shows an empty plot's
+    icon, an svg too (a chart read or captured then is blank)."""
+    page.wait_for_selector(f"{selector} .vega-embed svg, {selector} .vega-embed canvas", timeout=timeout)
+
+
 def screenshot(page, name: str) -> Path:
     """Full-page ``<name>.png`` in ``SCREENSHOTS`` (if unset, a new temporary folder), once no output is pending and
     Gradio's fade of its loading overlay has ended (else the results come out dimmed); a polling timer may never

@@ -15,7 +15,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import SETTLED, app_served, screenshot
+from clipdemo.testing import SETTLED, app_served, screenshot, wait_for_chart
 
 EXAMPLES = REPO_ROOT / "examples"
 TABS = ["Zero-shot", "Cars", "Your classes", "Search", "Pokemon (scratch CLIP)", "Admin"]
@@ -171,7 +171,7 @@ def test_zero_shot_with_the_keyboard_alone(browser, app_url):
         page.wait_for_function("() => document.querySelector('#zs-label')?.innerText.includes('%')", timeout=90_000)
         ranked = [line.strip() for line in page.inner_text("#zs-label").splitlines() if line.strip()]
         assert ranked[1] in ("a temple", "a flower", "a red sports car"), ranked  # [0] is the block's label
-        page.wait_for_selector("#zs-chart svg", timeout=30_000)
+        wait_for_chart(page, "#zs-chart", timeout=30_000)
         settle(page)  # the second step (the matrix) may still be running
         assert blocking_violations(page) == []
         screenshot(page, "a11y_keyboard_zero_shot")

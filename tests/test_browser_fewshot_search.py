@@ -12,7 +12,7 @@ import re
 import pytest
 
 from clipdemo.settings import Settings
-from clipdemo.testing import app_page, app_served, colour_folder, colour_image, screenshot
+from clipdemo.testing import app_page, app_served, colour_folder, colour_image, screenshot, wait_for_chart
 
 CLASSES = ("apple", "leaf", "sky")
 
@@ -93,7 +93,7 @@ def test_text_and_image_search_over_twelve_uploads_with_the_map(page, photos):
     page.wait_for_function(
         "() => document.querySelector('#se-status')?.innerText.includes('Indexed 12 image(s)')", timeout=120_000
     )
-    page.wait_for_selector("#se-map canvas, #se-map svg", timeout=60_000)  # a native plot, drawn by Vega
+    wait_for_chart(page, "#se-map")
     screenshot(page, "search_map")
     page.fill("#se-text textarea, #se-text input", "a blue sky")
     page.click("#se-search")

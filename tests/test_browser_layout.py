@@ -10,7 +10,7 @@ import pytest
 
 from clipdemo.data.cars_names import CLASS_NAMES
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import app_page, app_served, colour_folder, screenshot
+from clipdemo.testing import app_page, app_served, colour_folder, screenshot, wait_for_chart
 
 EXAMPLES = REPO_ROOT / "examples"
 VIEWPORTS = {"laptop": (1280, 900), "phone": (390, 844)}
@@ -90,7 +90,7 @@ def test_search_captions_carry_whole_scores_and_a_mistake_leaves_no_badge(page, 
     page.wait_for_function(
         "() => document.querySelector('#se-status')?.innerText.includes('Indexed 6')", timeout=60_000
     )
-    page.wait_for_selector("#se-map canvas, #se-map svg", timeout=60_000)
+    wait_for_chart(page, "#se-map")
     page.fill("#se-text textarea, #se-text input", "a blue sky")
     page.click("#se-search")
     page.wait_for_function("() => document.querySelectorAll('#se-results .caption-label').length >= 6", timeout=60_000)

@@ -6,7 +6,7 @@ when set) were looked at."""
 import pytest
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import app_page, app_served, make_siglip_folder, screenshot
+from clipdemo.testing import app_page, app_served, make_siglip_folder, screenshot, wait_for_chart
 
 EXAMPLES = REPO_ROOT / "examples"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -50,7 +50,7 @@ def width(page) -> int:
 
 def chart_text(page) -> str:
     """What the bar chart says: its SVG's texts (axis titles, labels, legend) and its caption."""
-    page.wait_for_selector("#zs-chart svg", timeout=60_000)
+    wait_for_chart(page, "#zs-chart")
     return page.evaluate(
         "() => [...document.querySelectorAll('#zs-chart svg text, #zs-chart .caption')].map(t => t.textContent)"
         ".join(' | ')"
