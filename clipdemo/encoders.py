@@ -204,11 +204,8 @@ class HFCLIPEncoder:
         from clipdemo.memory import release_freed_memory
 
         if towers is not None:
-            with self._lock:
-                self.onnx, self.precision, self._model = towers, self._asked, None
-                worker, self._worker = self._worker, None
-            if worker is not None:
-                worker.close()  # after the request it may be answering
+            with self._lock:  # the PyTorch child ends once no request uses it (``torch_worker``)
+                self.onnx, self.precision, self._model, self._worker = towers, self._asked, None, None
             release_freed_memory()
         self.exporting = False
 

@@ -9,7 +9,8 @@ inputs: pixels or token ids in, embeddings out, over a pipe.
 
 - ``TorchWorker(spec)``: starts the child (the model loads there while the server goes on);
   ``image(pixels)`` and ``text(ids, mask)`` as ``onnx_engine.OnnxTowers`` has them, the first call waiting for the
-  model; ``alive()``; ``close()``. A model that does not load, or a child that died, is a ``ModelUnavailable``
+  model; ``alive()``. The child ends when the last reference to its ``TorchWorker`` goes, so a request that took it
+  before the switch finishes on it. A model that does not load, or a child that died, is a ``ModelUnavailable``
   sentence for that call, and ``alive()`` is then False: the encoder loads the model itself.
 """
 
@@ -47,7 +48,9 @@ class TorchWorker:
         theirs.close()
         self._conn = Connection(ours.detach())
         self._lock, self._ready, self._failed = threading.Lock(), False, False
-        weakref.finalize(self, _end, self._process, self._conn)  # an encoder dropped takes its child along
+        # The child ends with the last reference to this object: when the encoder drops it, or after the last
+        # request that took it before the switch (a request keeps the engine it started with).
+        weakref.finalize(self, _end, self._process, self._conn)
 
     def image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._ask("image", pixels)
@@ -58,11 +61,6 @@ class TorchWorker:
     def alive(self) -> bool:
         """Whether it can answer: False once its model failed to load or the child ended."""
         return not self._failed and self._process.poll() is None
-
-    def close(self) -> None:
-        """End the child, once the request it may be answering is done."""
-        with self._lock:
-            _end(self._process, self._conn)
 
     def _ask(self, tower: str, *inputs: torch.Tensor) -> torch.Tensor:
         with self._lock:  # one request at a time on the pipe; PyTorch uses the cores for each

@@ -350,6 +350,21 @@ def test_a_fresh_server_answers_from_a_pytorch_child_and_never_imports_the_model
         assert cosines(torch.tensor(out[phase]["images"]), reference).min() >= 0.99999, phase
 
 
+def test_a_request_that_took_the_pytorch_child_before_the_switch_finishes_on_it(tiny_clip, cache, no_exports_left):
+    """A request keeps the engine it started with: a long one (many text batches) spanning the switch still
+    answers; the child ends when that request lets it go."""
+    encoder = HFCLIPEncoder(str(tiny_clip), background_export=True)
+    towers, _, _ = encoder._runner()  # what a request in flight holds
+    process = towers._process
+    wait_for_switch(encoder)
+    assert encoder.engine == "onnx" and process.poll() is None
+    ids, mask = map(torch.from_numpy, encoder.tokenizer.pad(encoder.tokenizer.ids(TEXTS)))
+    reference = HFCLIPEncoder(str(tiny_clip), engine="torch").encode_texts(TEXTS)
+    assert cosines(torch.nn.functional.normalize(towers.text(ids, mask), dim=-1), reference).min() >= 0.99999
+    del towers
+    assert process.wait(10) is not None
+
+
 def test_a_pytorch_child_that_dies_or_cannot_load_is_one_sentence_then_this_process_answers(
     tiny_clip, cache, tmp_path, no_exports_left
 ):
