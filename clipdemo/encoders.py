@@ -37,6 +37,9 @@ from clipdemo.torch_worker import TorchWorker
 
 log = logging.getLogger(__name__)
 
+# What ``from_pretrained`` raises for a model it can't load (RuntimeError: weights that do not fit the config)
+LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
+
 
 @runtime_checkable
 class Encoder(Protocol):
@@ -177,12 +180,7 @@ class HFCLIPEncoder:
 
             try:  # safetensors only: a repo with just pickled weights is refused, never unpickled
                 model = CLIPModel.from_pretrained(self._path, use_safetensors=True, **self._hub_kwargs)
-            except (
-                OSError,
-                ValueError,
-                KeyError,
-                RuntimeError,
-            ) as e:  # RuntimeError: weights that do not fit the config
+            except LOAD_ERRORS as e:
                 raise ModelUnavailable(_unavailable_message(self.name, e)) from e
             self._model = model.eval().requires_grad_(False).to(self.device)
         return self._model
@@ -443,7 +441,7 @@ def _build(spec: str, device: str, precision: str | None, engine: str | None, ba
 
         try:
             return SiglipEncoder(spec, _hf_local_or_hub(spec), _hub_kwargs(spec), device=device, precision=precision)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: weights that do not fit the config
+        except LOAD_ERRORS as e:
             raise ModelUnavailable(_unavailable_message(spec, e)) from e
     return HFCLIPEncoder(spec, device=device, precision=precision, engine=engine, background_export=background_export)
 
