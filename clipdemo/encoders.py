@@ -133,9 +133,7 @@ class HFCLIPEncoder:
         self._path, self._hub_kwargs = _hf_local_or_hub(spec), _hub_kwargs(spec)
         self._model, self._lock, self.exporting, self._worker = None, threading.Lock(), False, None
         try:  # the config, tokenizer and preprocessing config as files: no transformers import (``hf_files``)
-            config = model_json(spec, "config.json", self._hub_kwargs)
-            if config is None:
-                raise OSError("it has no config.json")
+            config = _config_json(spec, self._hub_kwargs)
             # save_pretrained leaves out values equal to transformers' defaults: these are CLIP's
             self.context_length = _text_config(config).get("max_position_embeddings", 77)
             self.projection_dim = config.get("projection_dim", 512)
@@ -173,16 +171,13 @@ class HFCLIPEncoder:
 
     def _load_model(self):
         if self._model is None:
-            from transformers import CLIPModel
-            from transformers.utils import logging as hf_logging
+            from clipdemo.onnx_engine import clip_model
 
-            hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
-
-            try:  # safetensors only: a repo with just pickled weights is refused, never unpickled
-                model = CLIPModel.from_pretrained(self._path, use_safetensors=True, **self._hub_kwargs)
+            try:
+                model = clip_model(self._path, **self._hub_kwargs)
             except LOAD_ERRORS as e:
                 raise ModelUnavailable(_unavailable_message(self.name, e)) from e
-            self._model = model.eval().requires_grad_(False).to(self.device)
+            self._model = model.to(self.device)
         return self._model
 
     def _runner(self):
@@ -336,6 +331,15 @@ def is_scratch_checkpoint(path: Path) -> bool:
         return False
 
 
+def _config_json(spec: str, hub_kwargs: dict) -> dict:
+    """``spec``'s ``config.json``, read as JSON (transformers' ``AutoConfig`` imports its whole catalogue of models,
+    about 1 s); OSError when it has none."""
+    config = model_json(spec, "config.json", hub_kwargs)
+    if config is None:
+        raise OSError("it has no config.json")
+    return config
+
+
 def _text_config(config: dict) -> dict:
     """The text tower's config as transformers reads it: an old config's ``text_config_dict`` wins over its
     ``text_config``."""
@@ -449,11 +453,8 @@ def _build(spec: str, device: str, precision: str | None, engine: str | None, ba
 def _model_type(spec: str) -> str:
     """The family a HF folder or Hub id holds (its config's ``model_type``); one sentence if we don't run it."""
     _hf_local_or_hub(spec)  # a missing folder, an unreachable Hub: one sentence, at once
-    try:  # read as JSON: transformers' AutoConfig imports its whole catalogue of models (about 1 s)
-        config = model_json(spec, "config.json", _hub_kwargs(spec))
-        if config is None:
-            raise OSError("it has no config.json")
-        model_type = str(config.get("model_type", "unknown"))
+    try:
+        model_type = str(_config_json(spec, _hub_kwargs(spec)).get("model_type", "unknown"))
     except Exception as e:  # unreadable JSON, the Hub's errors
         raise ModelUnavailable(_unavailable_message(spec, e)) from e
     if model_type not in SUPPORTED_TYPES:

@@ -268,19 +268,19 @@ def _export_main() -> None:
     kind, spec, precision = sys.argv[1:4]
     if kind != HF_CLIP:
         sys.exit(f"unknown model kind {kind!r}")
-    towers, got = hf_clip_towers(local_clip_model(spec), spec, torch.device("cpu"), precision, "onnx")
+    towers, got = hf_clip_towers(clip_model(spec, local_files_only=True), spec, torch.device("cpu"), precision, "onnx")
     sys.exit(0 if towers is not None and got == precision else 1)
 
 
-def local_clip_model(spec: str):
-    """The PyTorch ``CLIPModel`` at ``spec``, a folder or a HF cache snapshot (what a child process loads: its
-    parent checked the files are there), safetensors only, for inference."""
+def clip_model(source: str, **hub_kwargs):
+    """The PyTorch ``CLIPModel`` from a folder, the HF cache or the Hub, for inference: what an encoder and its child
+    processes load (those with ``local_files_only``: their parent checked the files are there). Safetensors only: a
+    repo with just pickled weights is refused, never unpickled."""
     from transformers import CLIPModel
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    model = CLIPModel.from_pretrained(spec, use_safetensors=True, local_files_only=True)
-    return model.eval().requires_grad_(False)
+    hf_logging.disable_progress_bar()  # a loading bar per model is noise in the CLI and the server log
+    return CLIPModel.from_pretrained(source, use_safetensors=True, **hub_kwargs).eval().requires_grad_(False)
 
 
 def die_with_parent() -> None:

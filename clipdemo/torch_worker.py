@@ -92,12 +92,12 @@ def _main() -> None:
     """The child: ``spec fd`` on the command line; load the model, say so (or why not), then answer
     ``(tower, inputs)`` until the connection closes."""
     from clipdemo.devices import embedding
-    from clipdemo.onnx_engine import die_with_parent, local_clip_model
+    from clipdemo.onnx_engine import clip_model, die_with_parent
 
     die_with_parent()
     spec, conn = sys.argv[1], Connection(int(sys.argv[2]))
     try:
-        model = local_clip_model(spec)
+        model = clip_model(spec, local_files_only=True)
     except Exception as e:
         conn.send(("error", first_line(e)))
         return
