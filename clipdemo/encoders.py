@@ -187,9 +187,9 @@ class HFCLIPEncoder:
         with self._lock:
             if self.onnx:
                 return self.onnx, None, self.precision
-            if self._worker is not None and self._worker.alive():
+            if self._worker is not None and self._worker.ready():
                 return self._worker, None, self.precision
-            self._worker = None  # it could not load the model, or died: this process loads it
+            self._worker = None  # it could not load the model, or died: this process loads it (or says why not)
             return None, self._load_model(), self.precision
 
     def _switch(self, towers) -> None:

@@ -7,15 +7,17 @@ after the switch. Here a child process holds the model, and goes, memory and all
 server keeps its tokenizer and preprocessing (``clipdemo.encoders.HFCLIPEncoder``) and sends the towers their
 inputs: pixels or token ids in, embeddings out, over a pipe.
 
-- ``TorchWorker(spec)``: starts the child (the model loads there while the server goes on);
-  ``image(pixels)`` and ``text(ids, mask)`` as ``onnx_engine.OnnxTowers`` has them, the first call waiting for the
-  model; ``alive()``. The child ends when the last reference to its ``TorchWorker`` goes, so a request that took it
-  before the switch finishes on it. A model that does not load, or a child that died, is a ``ModelUnavailable``
-  sentence for that call, and ``alive()`` is then False: the encoder loads the model itself.
+- ``TorchWorker(spec)``: starts the child (the model loads there while the server goes on); ``ready()`` waits for
+  that load and says whether the child can answer: False when the model did not load there (the reason goes to the
+  log) or the child has ended, and the encoder then loads the model itself, so a model that loads nowhere gets the
+  encoder's own sentence. ``image(pixels)`` and ``text(ids, mask)`` as ``onnx_engine.OnnxTowers`` has them; a child
+  that dies under a request is a ``ModelUnavailable`` sentence for that request. The child ends when the last
+  reference to its ``TorchWorker`` goes, so a request that took it before the switch finishes on it.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -27,6 +29,8 @@ import torch
 
 from clipdemo import settings
 from clipdemo.errors import ModelUnavailable, first_line
+
+log = logging.getLogger(__name__)
 
 _METHODS = {"image": "get_image_features", "text": "get_text_features"}
 
@@ -47,7 +51,7 @@ class TorchWorker:
         )
         theirs.close()
         self._conn = Connection(ours.detach())
-        self._lock, self._ready, self._failed = threading.Lock(), False, False
+        self._lock, self._loaded, self._failed = threading.Lock(), False, False
         # The child ends with the last reference to this object: when the encoder drops it, or after the last
         # request that took it before the switch (a request keeps the engine it started with).
         weakref.finalize(self, _end, self._process, self._conn)
@@ -58,27 +62,35 @@ class TorchWorker:
     def text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self._ask("text", input_ids, attention_mask)
 
-    def alive(self) -> bool:
-        """Whether it can answer: False once its model failed to load or the child ended."""
-        return not self._failed and self._process.poll() is None
+    def ready(self) -> bool:
+        """Wait for the child's model to load; whether it can answer (False: it did not load, or the child ended)."""
+        with self._lock:
+            if not (self._loaded or self._failed):
+                try:
+                    status, value = self._conn.recv()
+                except (EOFError, OSError):
+                    status, value = "error", "the process ended"
+                self._loaded, self._failed = status == "ok", status != "ok"
+                if self._failed:
+                    log.warning(
+                        "the PyTorch child could not load %s (%s): the server loads it itself", self.spec, value
+                    )
+            return self._loaded and not self._failed and self._process.poll() is None
 
     def _ask(self, tower: str, *inputs: torch.Tensor) -> torch.Tensor:
+        ended = ModelUnavailable(f"The PyTorch process answering for {self.spec} ended; try again.")
+        if not self.ready():
+            raise ended
         with self._lock:  # one request at a time on the pipe; PyTorch uses the cores for each
             try:
-                if not self._ready:
-                    self._ready = self._answer() == "loaded"
                 self._conn.send((tower, [x.cpu().numpy() for x in inputs]))
-                return torch.from_numpy(self._answer())
+                status, value = self._conn.recv()
             except (EOFError, OSError) as e:
                 self._failed = True
-                raise ModelUnavailable(f"The PyTorch process answering for {self.spec} ended; try again.") from e
-
-    def _answer(self):
-        status, value = self._conn.recv()
-        if status == "error":
-            self._failed = not self._ready  # a model that does not load; an input that fails is that request's
+                raise ended from e
+        if status == "error":  # this request's inputs: the next one may do
             raise ModelUnavailable(f"{self.spec} does not run in PyTorch: {value}")
-        return value
+        return torch.from_numpy(value)
 
 
 def _end(process: subprocess.Popen, conn: Connection) -> None:

@@ -366,7 +366,7 @@ def test_a_request_that_took_the_pytorch_child_before_the_switch_finishes_on_it(
 
 
 def test_a_pytorch_child_that_dies_or_cannot_load_is_one_sentence_then_this_process_answers(
-    tiny_clip, cache, tmp_path, no_exports_left
+    tiny_clip, cache, tmp_path, no_exports_left, caplog
 ):
     encoder = HFCLIPEncoder(str(tiny_clip), background_export=True)
     onnx_engine.stop_background_exports()
@@ -380,10 +380,14 @@ def test_a_pytorch_child_that_dies_or_cannot_load_is_one_sentence_then_this_proc
     config["vision_config"]["hidden_size"] = 2 * config["vision_config"].get("hidden_size", 768)
     (broken / "config.json").write_text(json.dumps(config))
     encoder = HFCLIPEncoder(str(broken), background_export=True)
-    for attempt in ("the child's sentence", "this process's sentence"):
+    sentences = []
+    for attempt in ("the child fails to load it, then this process", "this process"):
         with pytest.raises(ModelUnavailable) as e:
             encoder.encode_texts(["dog"])
         assert str(broken) in str(e.value) and "\n" not in str(e.value), attempt
+        sentences.append(str(e.value))
+    assert sentences[0] == sentences[1] and "could not be loaded" in sentences[0]  # the encoder's sentence, each time
+    assert any("PyTorch child could not load" in r.getMessage() for r in caplog.records)
 
 
 def test_a_stopped_background_export_leaves_pytorch_answering(tiny_clip, cache, caplog, no_exports_left):
