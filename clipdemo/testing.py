@@ -616,21 +616,29 @@ def wait_for_chart(page, selector: str, timeout: int = 60_000) -> None:
     page.wait_for_selector(f"{selector} .vega-embed svg, {selector} .vega-embed canvas", timeout=timeout)
 
 
-def screenshot(page, name: str) -> Path:
-    """Full-page ``<name>.png`` in ``SCREENSHOTS`` (if unset, a new temporary folder), once no output is pending and
-    Gradio's fade of its loading overlay has ended (else the results come out dimmed); a polling timer may never
-    settle: then after 10 s, as it is."""
-    global SCREENSHOTS
+def settle(page) -> None:
+    """Wait until no output is pending and Gradio's fade of its loading overlay has ended (text read or captured
+    mid-fade is dimmed), and it stays so for a moment: between two steps of an event chain the page is briefly
+    settled before the next step's overlay appears. A polling timer may never settle: then after 10 s, as it is."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    try:
+        for _ in range(2):
+            page.wait_for_function(SETTLED, timeout=10_000)
+            page.wait_for_timeout(300)
+        page.wait_for_function(SETTLED, timeout=10_000)
+    except PlaywrightTimeout:
+        pass
+
+
+def screenshot(page, name: str) -> Path:
+    """Full-page ``<name>.png`` in ``SCREENSHOTS`` (if unset, a new temporary folder), once the page has settled."""
+    global SCREENSHOTS
     if SCREENSHOTS is None:
         SCREENSHOTS = Path(tempfile.mkdtemp(prefix="clipdemo-screenshots-"))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    try:
-        page.wait_for_function(SETTLED, timeout=10_000)
-    except PlaywrightTimeout:
-        pass
+    settle(page)
     page.screenshot(path=str(path), full_page=True)
     return path
 

@@ -15,7 +15,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from clipdemo.settings import REPO_ROOT, Settings
-from clipdemo.testing import SETTLED, app_served, screenshot, wait_for_chart
+from clipdemo.testing import app_served, screenshot, settle, wait_for_chart
 
 EXAMPLES = REPO_ROOT / "examples"
 TABS = ["Zero-shot", "Cars", "Your classes", "Search", "Pokemon (scratch CLIP)", "Admin"]
@@ -52,15 +52,6 @@ def open_page(browser, url: str, size: str, mode: str):
     page.wait_for_selector("#zs-images input[type=file]", state="attached", timeout=60_000)
     page.wait_for_function("() => document.querySelector('#zs-status')?.innerText.includes('Model:')", timeout=60_000)
     return page
-
-
-def settle(page):
-    """No output pending and no CSS transition running (Gradio fades its loading overlay and the selected tab's
-    colour): axe reads colours as drawn, mid-fade text would fail. A polling timer may never settle: then as is."""
-    try:
-        page.wait_for_function(SETTLED, timeout=10_000)
-    except PlaywrightTimeout:
-        pass
 
 
 def open_tab(page, name: str):

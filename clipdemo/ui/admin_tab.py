@@ -634,6 +634,7 @@ def status_events(
         [shelf.table, shelf.version],
         api_name="admin_unlock_versions",
         api_visibility="private",
+        show_progress="hidden",  # like the unlock's other steps: a local listing, no overlay flashing on the table
     )
     timer.tick(
         user_errors(h.admin_poll),
@@ -661,7 +662,8 @@ def version_events(h: AdminHandlers, token: gr.Textbox, shelf: Shelf) -> None:
         api_name="admin_versions",
     )
     chosen = [token, shelf.family, shelf.version]
-    guarded(h, [shelf.version.change], h.admin_card, chosen, shelf.card, api_name="admin_card")
+    # a file read, fired by unlock and refresh too: no overlay flashing on the card
+    guarded(h, [shelf.version.change], h.admin_card, chosen, shelf.card, api_name="admin_card", show_progress="hidden")
     promoted = [shelf.status, *listed, shelf.anyway, *shelf.pending]
     guarded(h, [shelf.promote.click], h.admin_promote, chosen, promoted, api_name="admin_promote")
     guarded(
