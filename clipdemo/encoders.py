@@ -376,7 +376,12 @@ def _in_hf_cache(repo_id: str) -> bool:
 
 
 def _unavailable_message(spec: str, error: Exception | None) -> str:
-    why = "the Hub is unreachable and it is not in the local HF cache" if error is None else first_line(error)
+    if error is None:
+        why = "the Hub is unreachable and it is not in the local HF cache"
+    elif "ignore_mismatched_sizes" in str(error):  # transformers' own line only says "look at the above report!"
+        why = "its weights do not have the shapes its config.json gives; the log lists them"
+    else:
+        why = first_line(error)
     if looks_like_path(spec):
         return (
             f"Model folder '{spec}' could not be loaded ({why}). It must hold a CLIP or SigLIP model saved with "

@@ -387,6 +387,7 @@ def test_a_pytorch_child_that_dies_or_cannot_load_is_one_sentence_then_this_proc
         assert str(broken) in str(e.value) and "\n" not in str(e.value), attempt
         sentences.append(str(e.value))
     assert sentences[0] == sentences[1] and "could not be loaded" in sentences[0]  # the encoder's sentence, each time
+    assert "shapes its config.json gives" in sentences[0] and "above report" not in sentences[0]
     assert any("PyTorch child could not load" in r.getMessage() for r in caplog.records)
 
 
