@@ -284,7 +284,8 @@ def clip_model(source: str, **hub_kwargs):
 
 
 def die_with_parent() -> None:
-    """Ask Linux to end this process when its parent dies (a killed server leaves no export running)."""
+    """Ask Linux to end this process when its parent dies: a killed server leaves no child running (the export here,
+    the PyTorch towers of ``clipdemo.torch_worker``)."""
     import ctypes
     import signal
 
