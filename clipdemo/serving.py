@@ -20,10 +20,11 @@ from clipdemo.settings import Settings
 @dataclass
 class ZeroShotModel:
     encoder: Encoder
-    notice: str | None  # shown to the user when we fell back to another model
+    notice: str | None  # after a fallback: why, and which model answers instead (the start-up log line)
     description: str  # the model (by its display name), device and precision, for the status line
     stand_in: str | None = None  # the display name of the model answering in its place, after a fallback
     banner: str | None = None  # after a fallback: which model answers, why, and what its scores are worth
+    warning: str | None = None  # after a fallback: the same in one short sentence, for a result's reader
 
 
 class Served:
@@ -74,14 +75,18 @@ class Served:
             encoder = load_encoder(str(fallback))
             described, stand_in = encoder.describe(), f"scratch CLIP (served version {fallback.name})"
             trained_on = encoder.card.get("trained_on") or "a small dataset"  # read with the checkpoint
+            trained_on = hide_path(trained_on, str(fallback), fallback.name)  # visitors read it too
             banner = (
                 f"**{stand_in} is answering in place of {name}**, which can't be loaded here: {why} "
-                f"The stand-in was trained from scratch on {hide_path(trained_on, str(fallback), fallback.name)} "
-                "and has never seen a photo, so its scores on photos mean nothing."
+                f"The stand-in was trained from scratch on {trained_on} and has never seen a photo, so its scores on "
+                "photos mean nothing."
             )
-            return ZeroShotModel(
-                encoder, f"{why} Using the served scratch model instead: {described}.", described, stand_in, banner
+            warning = (
+                f"{stand_in} answered in place of {name}, which can't be loaded here; trained from scratch on "
+                f"{trained_on}, it has never seen a photo, so its scores on photos mean nothing."
             )
+            notice = f"{why} Using the served scratch model instead: {described}."
+            return ZeroShotModel(encoder, notice, described, stand_in, banner, warning)
 
     def startup_line(self) -> str:
         """One log line at start-up: which model answers zero-shot requests, and why when it is a stand-in."""

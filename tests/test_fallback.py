@@ -4,14 +4,17 @@ and a banner above the zero-shot results say which model answers, why, and that 
 from __future__ import annotations
 
 import pytest
+from gradio_client import Client, handle_file
 
 from clipdemo import hub_access
 from clipdemo.serving import Served
-from clipdemo.settings import Settings
+from clipdemo.settings import REPO_ROOT, Settings
 from clipdemo.testing import app_page, app_served, screenshot
 from clipdemo.ui import zeroshot_tab
 
 UNREACHABLE = "openai/clip-vit-base-patch32"
+PHOTO = REPO_ROOT / "examples" / "flower.jpg"
+STAND_IN = f"scratch CLIP (served version shapes-v1) answered in place of {UNREACHABLE}"
 
 
 @pytest.fixture
@@ -58,3 +61,25 @@ def test_browser_reads_the_banner_before_any_score(offline, checkpoints, browser
         assert banner.bounding_box()["y"] < label_top  # above the results, read first
         assert page.locator("#zs-where-run").is_disabled()  # no relevancy map from this model: said before a click
         screenshot(page, "zero_shot_fallback_banner")
+
+
+def test_results_say_once_which_model_answered(offline, checkpoints):
+    """Beside the results, one short sentence; the why is the banner's, not said a second time below it."""
+    served = Served(Settings(model=UNREACHABLE, checkpoint_dir=checkpoints))
+    *_, status = zeroshot_tab.zero_shot(served, [str(PHOTO)], "a flower, a car", "photo", "", 5)
+    assert STAND_IN in status and "photos mean nothing" in status
+    assert "could not be loaded" not in status and status.count(STAND_IN) == 1
+    assert "could not be loaded" not in zeroshot_tab.model_status(served)[0]
+
+
+def test_programs_are_told_a_stand_in_answered(offline, checkpoints):
+    """An agent or a script reads no banner: the tool's JSON and /zero_shot's status line carry the warning."""
+    with app_served(Settings(model=UNREACHABLE, checkpoint_dir=checkpoints)) as url:
+        client = Client(url, verbose=False)
+        photo = handle_file(str(PHOTO))
+        answer = client.predict(image=photo, labels="a flower, a car", api_name="/zero_shot_classify")
+        assert STAND_IN in answer["warning"] and len(answer["predictions"]) == 2
+        gallery = [{"image": photo, "caption": None}]
+        *_, status = client.predict(gallery, "a flower, a car", "photo", "", 5, "default", api_name="/zero_shot")
+        assert STAND_IN in status
+        client.close()

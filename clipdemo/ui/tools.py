@@ -75,14 +75,16 @@ class ToolHandlers:
             model: which of this app's models answers: "default", "extra-1", ... or "scratch".
         Returns:
             {"scoring": "softmax" or "sigmoid", "independent": whether scores are per label, "predictions":
-            [{"label", "score" from 0 to 1}, ...] best first; with open_set also "none_of_these" and "threshold"}.
+            [{"label", "score" from 0 to 1}, ...] best first; with open_set also "none_of_these" and "threshold";
+            "warning" when the model asked for can't be loaded and a stand-in answered}.
         """
         path = _path(image)
         label_list, template_tuple = parse_labels(labels), resolve_templates(templates)
         if mode not in ("single", "multi"):
             raise LabelError("Mode must be 'single' or 'multi'.")
         loaded = [load_image(path)]
-        encoder = self.served.zero_shot(model or "default").encoder
+        choice = self.served.zero_shot(model or "default")
+        encoder = choice.encoder
         result = score(
             encoder,
             loaded,
@@ -91,7 +93,8 @@ class ToolHandlers:
             multi_label=mode == "multi",
             threshold=threshold_for(encoder.scoring, open_set, threshold or None),
         )
-        return entries(result, int(top_k or 0) or None)[0]
+        entry = entries(result, int(top_k or 0) or None)[0]
+        return {**entry, "warning": choice.warning} if choice.warning else entry
 
     def where_in_image(
         self, image: str, labels: str, label: str = "", templates: str = "photo", model: str = "default"

@@ -249,8 +249,8 @@ def zero_shot(
         f"Model: {choice.description}; {len(templates)} template(s) per label. Scores: {_rule(result)}."
         + _threshold_note(result)
     ]
-    if choice.notice:
-        lines.append(f"⚠️ {choice.notice}")
+    if choice.warning:  # the banner above gives the why: here, once, which model answered
+        lines.append(f"⚠️ {choice.warning}")
     for c, r in runs[1:]:
         lines.append(f"Compared with: {c.description}. Scores: {_rule(r)}." + _threshold_note(r))
     notes = list(dict.fromkeys(n for _, r in runs for n in r.notices()))
@@ -335,9 +335,8 @@ def model_status(served: Served):
         choice = served.zero_shot()
     except Exception as e:  # ModelUnavailable and friends: say it, keep serving
         choice, text = None, f"⚠️ {e}"
-    else:
-        notice = choice.notice if choice.notice and not choice.banner else None  # the banner says it, once
-        text = f"Model: {choice.description}" + (f"\n\n⚠️ {notice}" if notice else "")
+    else:  # after a fallback, the banner says why
+        text = f"Model: {choice.description}"
     choices = model_choices(served, choice)
     menus = gr.update(choices=choices), gr.update(choices=[("none", NO_COMPARE)] + choices)
     return text, *menus, fallback_banner(choice), where_button(choice)
