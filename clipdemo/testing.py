@@ -623,9 +623,8 @@ def settle(page) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        for _ in range(2):
-            page.wait_for_function(SETTLED, timeout=10_000)
-            page.wait_for_timeout(300)
+        page.wait_for_function(SETTLED, timeout=10_000)
+        page.wait_for_timeout(150)  # the browser submits a chain's next step as soon as the last one ends
         page.wait_for_function(SETTLED, timeout=10_000)
     except PlaywrightTimeout:
         pass
