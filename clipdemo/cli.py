@@ -368,7 +368,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     prog = "clipdemo" if Path(sys.argv[0]).name == "clipdemo" else "python -m clipdemo"  # the installed command
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    # the module's docstring without its first line (written for the code's reader): examples, then what comes out
+    examples = "examples:\n" + __doc__.split("\n", 2)[2].replace("python -m clipdemo", prog)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Show, use and retrain CLIP: the same library functions as the app (python app.py).",
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for adder in (add_zero_shot, add_search, add_demo_data, add_train, add_eval, add_versions, add_cache):
         adder(_Only(sub, chosen))

@@ -3,6 +3,7 @@ traceback, and train / eval / versions / promote / rollback / demo-data work on 
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,27 @@ def test_train_help_lists_the_choices_training_accepts(capsys):
             main(["train", what, "--help"])
         shown = capsys.readouterr().out
         assert all(name in shown for name in names), (what, shown)
+
+
+def test_help_shows_examples_that_parse(capsys):
+    """``--help`` ends with the module's examples, and each is a command the parser takes as written."""
+    from clipdemo.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    commands = [c.strip() for line in shown.split("examples:")[1].splitlines() for c in line.split(";")]
+    # "[--all]": an option written as optional, given here
+    commands = [
+        shlex.split(c.translate({ord("["): None, ord("]"): None}))[3:]
+        for c in commands
+        if c.startswith("python -m clipdemo ")
+    ]
+    assert {c[0] for c in commands} == set(
+        "zero-shot search demo-data train eval versions promote rollback cache".split()
+    )
+    for argv in commands:
+        build_parser(argv).parse_args(argv)  # an argument it does not know would exit 2
 
 
 METRIC_KEYS = {"acc1", "acc5", "mean_per_class_recall", "weighted_f1", "n"}
