@@ -14,6 +14,7 @@ after: figures taken under load are not evidence.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -71,7 +72,8 @@ def main() -> None:
             APP.format(repo=str(REPO), work=str(work), model=str(model), port=ports[0]),
             MINIMAL.format(port=ports[1]),
         )
-        procs = [subprocess.Popen([sys.executable, "-c", code], cwd=work) for code in codes]
+        env = {**os.environ, "CLIPDEMO_CHECKPOINT_DIR": str(work / "checkpoints")}  # its ONNX export: here too
+        procs = [subprocess.Popen([sys.executable, "-c", code], cwd=work, env=env) for code in codes]
         try:
             clients = []
             for port, proc in zip(ports, procs):

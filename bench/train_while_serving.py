@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -179,7 +180,8 @@ def main() -> None:
         model = make_clip_folder(work / "model", "tiny")
         port = free_port()
         code = SERVER.format(repo=str(REPO), work=str(work), model=str(model), port=port)
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=work)
+        env = {**os.environ, "CLIPDEMO_CHECKPOINT_DIR": str(work / "checkpoints")}  # its ONNX export: here too
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=work, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc)
